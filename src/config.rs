@@ -1,0 +1,979 @@
+//! `codex.conf`: one struct, read and validated once at start-up, then shared
+//! read-only. Every key is documented in `codex.conf.example`.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use configparser::ini::{Ini, IniDefault};
+use ipnet::IpNet;
+
+use crate::error::ConfigError;
+use crate::psa::freshservice::{
+    CodeTable, DEFAULT_DONE_STATUSES, default_priorities, default_statuses,
+};
+
+/// Environment variable naming the configuration file.
+pub const ENV_CONFIG: &str = "CODEX_CONFIG";
+/// Environment variable overriding `[webhooks] secret`.
+pub const ENV_WEBHOOK_SECRET: &str = "CODEX_WEBHOOK_SECRET";
+/// Environment variable overriding `[database] connection_string`.
+pub const ENV_DATABASE_URL: &str = "CODEX_DATABASE_URL";
+/// Environment variable overriding `[freshservice] api_key`.
+pub const ENV_FRESHSERVICE_API_KEY: &str = "CODEX_FRESHSERVICE_API_KEY";
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from; `None` when built-in defaults are used.
+    pub source: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub webhooks: WebhookConfig,
+    pub freshservice: FreshserviceConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub threads: usize,
+    /// Path prefix the proxy forwards (e.g. `/codex`); empty for none.
+    pub base_path: String,
+    pub max_body_bytes: usize,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: DatabaseUrl,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub enabled: bool,
+    /// Every secret that is accepted (several during a rotation).
+    pub secrets: Vec<Secret>,
+    /// Empty means every address is allowed.
+    pub allowed_ips: Vec<IpNet>,
+    pub log_payloads: bool,
+    /// Requests per minute per client IP; 0 turns the limit off.
+    pub rate_limit_per_minute: u32,
+    pub journal_retention_days: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct FreshserviceConfig {
+    pub statuses: CodeTable,
+    pub priorities: CodeTable,
+    /// Status names that mean the ticket is finished (`closed_at` is set).
+    pub done_statuses: Vec<String>,
+    pub domain: Option<String>,
+    pub api_key: Option<Secret>,
+    /// `https://{domain}/api/v2` unless set.
+    pub api_base: Option<String>,
+    pub max_requests_per_minute: u32,
+    pub initial_sync_days: u32,
+    /// Tickets looked up one by one per reconcile run, at most.
+    pub reconcile_max_tickets: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub sync_tickets_enabled: bool,
+    pub ticket_sync_interval: Duration,
+    pub ticket_sync_interval_with_webhooks: Duration,
+    pub webhook_healthy_window: Duration,
+    pub min_webhook_coverage: f64,
+    pub reconcile_interval: Duration,
+}
+
+/// Where tickets are kept.
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(PostgresUrl),
+}
+
+/// A PostgreSQL connection string; the password never leaves it except to
+/// the driver.
+#[derive(Clone)]
+pub struct PostgresUrl {
+    url: String,
+    masked: String,
+}
+
+/// A value that must never be logged, printed or returned.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for comparison or for the one API that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl PostgresUrl {
+    /// The connection string as the driver needs it, password included.
+    pub fn expose(&self) -> &str {
+        &self.url
+    }
+
+    /// The connection string with the password replaced by `***`.
+    pub fn masked(&self) -> &str {
+        &self.masked
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl DatabaseUrl {
+    /// The connection string with any password masked, for logs and output.
+    pub fn masked(&self) -> String {
+        match self {
+            // An absolute path keeps its leading '/', giving sqlite:////abs.db.
+            DatabaseUrl::Sqlite(path) => format!("sqlite:///{}", path.display()),
+            DatabaseUrl::Postgres(url) => url.masked.clone(),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            DatabaseUrl::Sqlite(_) => "sqlite",
+            DatabaseUrl::Postgres(_) => "postgresql",
+        }
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    /// Accepts the predecessor's SQLAlchemy-style URLs:
+    /// `sqlite:///relative.db`, `sqlite:////absolute.db`,
+    /// `postgresql://…`, `postgres://…`, `postgresql+psycopg2://…`.
+    fn from_str(text: &str) -> Result<DatabaseUrl, String> {
+        let text = text.trim();
+        if let Some(path) = text.strip_prefix("sqlite:///") {
+            if path.is_empty() || path == ":memory:" {
+                return Err(format!(
+                    "'{text}' names no database file; use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+                ));
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        if text.starts_with("sqlite:") {
+            return Err(format!(
+                "'{text}' is not a SQLite URL Codex understands; use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            ));
+        }
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| {
+            "expected a URL such as sqlite:///codex.db or postgresql://user:password@host:5432/codex"
+                .to_string()
+        })?;
+        let scheme_base = scheme.split('+').next().unwrap_or(scheme);
+        if scheme_base != "postgresql" && scheme_base != "postgres" {
+            return Err(format!(
+                "unsupported database scheme '{scheme}'; use sqlite:/// or postgresql://"
+            ));
+        }
+        let url = format!("postgresql://{rest}");
+        let masked = mask_url_password(&url);
+        if let Err(error) = postgres::Config::from_str(&url) {
+            return Err(format!(
+                "'{masked}' is not a valid PostgreSQL connection string: {error}"
+            ));
+        }
+        Ok(DatabaseUrl::Postgres(PostgresUrl { url, masked }))
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host/...` (and a
+/// `password=` query parameter) with `***`.
+pub fn mask_url_password(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = out[authority_start..]
+            .find('/')
+            .map_or(out.len(), |i| authority_start + i);
+        if let Some(at) = out[authority_start..authority_end].rfind('@') {
+            let userinfo = &out[authority_start..authority_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                let start = authority_start + colon + 1;
+                out.replace_range(start..authority_start + at, "***");
+            }
+        }
+    }
+    if let Some(query_start) = out.find('?') {
+        let (head, query) = out.split_at(query_start + 1);
+        let masked: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", masked.join("&"));
+    }
+    out
+}
+
+/// Reads `300`, `90s`, `5m`, `1h`, `1h30m`, `2 hours` as a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let duration = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let signed: jiff::SignedDuration = text.parse().map_err(|_| {
+                format!("'{text}' is not a duration; write seconds (300) or a unit (5m, 1h)")
+            })?;
+            Duration::try_from(signed).map_err(|_| format!("'{text}' must not be negative"))?
+        }
+    };
+    if duration.is_zero() {
+        return Err(format!("'{text}' must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+/// Formats a duration the way `parse_duration` reads it back.
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds > 0 && seconds % 3600 == 0 {
+        format!("{}h", seconds / 3600)
+    } else if seconds > 0 && seconds % 60 == 0 {
+        format!("{}m", seconds / 60)
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        other => Err(format!("'{other}' is not a boolean; use true or false")),
+    }
+}
+
+/// Parses `10.0.0.1, 192.168.0.0/16, 2001:db8::/32` (bare addresses become
+/// single-host networks).
+pub fn parse_networks(text: &str) -> Result<Vec<IpNet>, String> {
+    split_list(text)
+        .map(|item| {
+            if let Ok(net) = item.parse::<IpNet>() {
+                return Ok(net.trunc());
+            }
+            item.parse::<std::net::IpAddr>()
+                .map(IpNet::from)
+                .map_err(|_| format!("'{item}' is neither an IP address nor a CIDR network"))
+        })
+        .collect()
+}
+
+fn split_list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
+/// The sections and keys Codex reads; anything else gets a warning.
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "server",
+        &[
+            "bind",
+            "threads",
+            "base_path",
+            "max_body_bytes",
+            "trusted_proxies",
+        ],
+    ),
+    ("database", &["connection_string"]),
+    (
+        "webhooks",
+        &[
+            "enabled",
+            "secret",
+            "allowed_ips",
+            "log_payloads",
+            "rate_limit_per_minute",
+            "journal_retention_days",
+        ],
+    ),
+    (
+        "freshservice",
+        &[
+            "domain",
+            "api_key",
+            "api_base",
+            "max_requests_per_minute",
+            "initial_sync_days",
+            "reconcile_max_tickets",
+            "done_statuses",
+        ],
+    ),
+    (
+        "scheduler",
+        &[
+            "sync_tickets_enabled",
+            "ticket_sync_interval",
+            "ticket_sync_interval_with_webhooks",
+            "webhook_healthy_window",
+            "min_webhook_coverage",
+            "reconcile_interval",
+        ],
+    ),
+];
+
+/// Sections whose keys are data (status and priority ids), not settings.
+const TABLE_SECTIONS: &[&str] = &["freshservice.statuses", "freshservice.priorities"];
+
+/// A loaded configuration and the warnings found while reading it.
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Finds the configuration file (`--config`, else `$CODEX_CONFIG`, else
+    /// `./codex.conf` when present, else none) and reads it, applying the
+    /// environment overrides.
+    pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+        let path = match explicit {
+            Some(path) => Some(path.to_path_buf()),
+            None => match std::env::var_os(ENV_CONFIG) {
+                Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+                _ => {
+                    let local = PathBuf::from("codex.conf");
+                    local.is_file().then_some(local)
+                }
+            },
+        };
+        let text = match &path {
+            Some(path) => std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+                path: path.clone(),
+                error,
+            })?,
+            None => String::new(),
+        };
+        Config::from_ini(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration text; `env` supplies the environment overrides.
+    pub fn from_ini(
+        text: &str,
+        source: Option<PathBuf>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Loaded, ConfigError> {
+        let origin = source.as_ref().map_or_else(
+            || "built-in defaults".to_string(),
+            |p| p.display().to_string(),
+        );
+        // Values are taken literally, like Python's configparser: a `#` or `;`
+        // inside a secret is part of the secret, not a comment.
+        let mut defaults = IniDefault::default();
+        defaults.enable_inline_comments = false;
+        let mut ini = Ini::new_from_defaults(defaults);
+        let map = ini
+            .read(text.to_string())
+            .map_err(|message| ConfigError::Syntax {
+                origin: origin.clone(),
+                message,
+            })?;
+        let mut reader = Reader {
+            map: &map,
+            problems: Vec::new(),
+        };
+        let mut warnings = reader.unknown_keys(&origin);
+
+        let server = ServerConfig {
+            bind: reader.parse("server", "bind", "127.0.0.1:5010", |v| {
+                v.to_socket_addrs()
+                    .map_err(|e| format!("'{v}' is not an address to listen on ({e})"))?
+                    .next()
+                    .ok_or_else(|| format!("'{v}' resolves to no address"))
+            }),
+            threads: reader.parse("server", "threads", "64", |v| {
+                parse_range(v, 1, 1024).map(|n| n as usize)
+            }),
+            base_path: reader.parse("server", "base_path", "", |v| {
+                let trimmed = v.trim().trim_end_matches('/');
+                if trimmed.is_empty() {
+                    Ok(String::new())
+                } else if trimmed.starts_with('/') && !trimmed.contains(['?', '#', ' ']) {
+                    Ok(trimmed.to_string())
+                } else {
+                    Err(format!(
+                        "'{v}' must be a path starting with '/', such as /codex"
+                    ))
+                }
+            }),
+            max_body_bytes: reader.parse("server", "max_body_bytes", "1048576", |v| {
+                parse_range(v, 1024, 64 * 1024 * 1024).map(|n| n as usize)
+            }),
+            trusted_proxies: reader.parse("server", "trusted_proxies", "", parse_networks),
+        };
+
+        let database_text = env(ENV_DATABASE_URL).filter(|v| !v.trim().is_empty());
+        let database = DatabaseConfig {
+            url: match database_text {
+                Some(text) => text.parse().unwrap_or_else(|message| {
+                    reader
+                        .problems
+                        .push(format!("{ENV_DATABASE_URL}: {message}"));
+                    DatabaseUrl::Sqlite(PathBuf::from("codex.db"))
+                }),
+                None => reader.parse(
+                    "database",
+                    "connection_string",
+                    "sqlite:///codex.db",
+                    DatabaseUrl::from_str,
+                ),
+            },
+        };
+
+        let secret_text = env(ENV_WEBHOOK_SECRET)
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| reader.raw("webhooks", "secret"))
+            .unwrap_or_default();
+        let webhooks = WebhookConfig {
+            enabled: reader.parse("webhooks", "enabled", "false", parse_bool),
+            secrets: split_list(&secret_text).map(Secret::new).collect(),
+            allowed_ips: reader.parse("webhooks", "allowed_ips", "", parse_networks),
+            log_payloads: reader.parse("webhooks", "log_payloads", "false", parse_bool),
+            rate_limit_per_minute: reader.parse("webhooks", "rate_limit_per_minute", "600", |v| {
+                parse_range(v, 0, 100_000_000).map(|n| n as u32)
+            }),
+            journal_retention_days: reader.parse("webhooks", "journal_retention_days", "30", |v| {
+                parse_range(v, 1, 36_500).map(|n| n as u32)
+            }),
+        };
+        if webhooks.enabled && webhooks.secrets.is_empty() {
+            reader.problems.push(format!(
+                "[webhooks] enabled = true but no secret is set: set [webhooks] secret (see `codex gen-secret`) or {ENV_WEBHOOK_SECRET}"
+            ));
+        }
+
+        let done_statuses = reader.parse(
+            "freshservice",
+            "done_statuses",
+            &DEFAULT_DONE_STATUSES.join(", "),
+            |v| {
+                Ok(split_list(v)
+                    .map(str::to_ascii_lowercase)
+                    .collect::<Vec<_>>())
+            },
+        );
+        let mut statuses = default_statuses();
+        let mut priorities = default_priorities();
+        reader.code_table("freshservice.statuses", &mut statuses);
+        reader.code_table("freshservice.priorities", &mut priorities);
+        let api_key = env(ENV_FRESHSERVICE_API_KEY)
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| reader.raw("freshservice", "api_key"))
+            .map(|v| Secret::new(v.trim()))
+            .filter(|s| !s.expose().is_empty());
+        let freshservice = FreshserviceConfig {
+            statuses,
+            priorities,
+            done_statuses,
+            domain: reader.optional("freshservice", "domain", |v| {
+                let v = v
+                    .trim()
+                    .trim_start_matches("https://")
+                    .trim_end_matches('/');
+                if v.contains(['/', ' ', '?']) {
+                    Err(format!(
+                        "'{v}' is not a domain such as yourcompany.freshservice.com"
+                    ))
+                } else {
+                    Ok(v.to_string())
+                }
+            }),
+            api_key,
+            api_base: reader.optional("freshservice", "api_base", |v| {
+                let v = v.trim().trim_end_matches('/');
+                if v.starts_with("http://") || v.starts_with("https://") {
+                    Ok(v.to_string())
+                } else {
+                    Err(format!("'{v}' must be an http:// or https:// URL"))
+                }
+            }),
+            max_requests_per_minute: reader.parse(
+                "freshservice",
+                "max_requests_per_minute",
+                "40",
+                |v| parse_range(v, 1, 10_000).map(|n| n as u32),
+            ),
+            initial_sync_days: reader.parse("freshservice", "initial_sync_days", "30", |v| {
+                parse_range(v, 1, 3650).map(|n| n as u32)
+            }),
+            reconcile_max_tickets: reader.parse(
+                "freshservice",
+                "reconcile_max_tickets",
+                "50",
+                |v| parse_range(v, 0, 100_000).map(|n| n as u32),
+            ),
+        };
+
+        let scheduler = SchedulerConfig {
+            sync_tickets_enabled: reader.parse(
+                "scheduler",
+                "sync_tickets_enabled",
+                "true",
+                parse_bool,
+            ),
+            ticket_sync_interval: reader.parse(
+                "scheduler",
+                "ticket_sync_interval",
+                "5m",
+                parse_duration,
+            ),
+            ticket_sync_interval_with_webhooks: reader.parse(
+                "scheduler",
+                "ticket_sync_interval_with_webhooks",
+                "1h",
+                parse_duration,
+            ),
+            webhook_healthy_window: reader.parse(
+                "scheduler",
+                "webhook_healthy_window",
+                "1h",
+                parse_duration,
+            ),
+            min_webhook_coverage: reader.parse("scheduler", "min_webhook_coverage", "0.95", |v| {
+                match v.trim().parse::<f64>() {
+                    Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+                    _ => Err(format!(
+                        "'{v}' must be a fraction between 0 and 1, such as 0.95"
+                    )),
+                }
+            }),
+            reconcile_interval: reader.parse(
+                "scheduler",
+                "reconcile_interval",
+                "1h",
+                parse_duration,
+            ),
+        };
+        // Neither endpoint nor key means no Freshservice account is configured
+        // (webhooks only); half of the pair is a mistake worth stopping for.
+        let has_endpoint = freshservice.domain.is_some() || freshservice.api_base.is_some();
+        match (has_endpoint, freshservice.api_key.is_some()) {
+            (true, false) if scheduler.sync_tickets_enabled => reader.problems.push(format!(
+                "[freshservice] domain is set but api_key is not: set [freshservice] api_key or {ENV_FRESHSERVICE_API_KEY}, or sync_tickets_enabled = false"
+            )),
+            (false, true) => reader.problems.push(
+                "[freshservice] api_key is set but domain is not: set [freshservice] domain, such as yourcompany.freshservice.com"
+                    .to_string(),
+            ),
+            _ => {}
+        }
+
+        if !reader.problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin,
+                problems: reader.problems,
+            });
+        }
+        if source.is_none() {
+            warnings.push("no configuration file found; using built-in defaults".to_string());
+        }
+        Ok(Loaded {
+            config: Config {
+                source,
+                server,
+                database,
+                webhooks,
+                freshservice,
+                scheduler,
+            },
+            warnings,
+        })
+    }
+
+    /// True when the poller has what it needs to call the Freshservice API.
+    pub fn freshservice_polling(&self) -> bool {
+        self.scheduler.sync_tickets_enabled
+            && self.freshservice.api_key.is_some()
+            && (self.freshservice.domain.is_some() || self.freshservice.api_base.is_some())
+    }
+
+    /// The effective configuration as INI text, secrets masked.
+    pub fn render_masked(&self) -> String {
+        let nets = |list: &[IpNet]| {
+            list.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let masked = |secret: Option<&Secret>| match secret {
+            Some(_) => "*** (set)".to_string(),
+            None => String::new(),
+        };
+        let s = &self.server;
+        let w = &self.webhooks;
+        let f = &self.freshservice;
+        let sch = &self.scheduler;
+        let mut out = format!(
+            "# effective configuration from {}\n",
+            self.source.as_ref().map_or_else(
+                || "built-in defaults".to_string(),
+                |p| p.display().to_string()
+            )
+        );
+        out += &format!(
+            "[server]\nbind = {}\nthreads = {}\nbase_path = {}\nmax_body_bytes = {}\ntrusted_proxies = {}\n\n",
+            s.bind,
+            s.threads,
+            s.base_path,
+            s.max_body_bytes,
+            nets(&s.trusted_proxies)
+        );
+        out += &format!(
+            "[database]\nconnection_string = {}\n\n",
+            self.database.url.masked()
+        );
+        out += &format!(
+            "[webhooks]\nenabled = {}\nsecret = {}\nallowed_ips = {}\nlog_payloads = {}\nrate_limit_per_minute = {}\njournal_retention_days = {}\n\n",
+            w.enabled,
+            match w.secrets.len() {
+                0 => String::new(),
+                1 => "*** (1 secret)".to_string(),
+                n => format!("*** ({n} secrets)"),
+            },
+            nets(&w.allowed_ips),
+            w.log_payloads,
+            w.rate_limit_per_minute,
+            w.journal_retention_days
+        );
+        out += &format!(
+            "[freshservice]\ndomain = {}\napi_key = {}\napi_base = {}\nmax_requests_per_minute = {}\ninitial_sync_days = {}\nreconcile_max_tickets = {}\ndone_statuses = {}\n\n",
+            f.domain.as_deref().unwrap_or(""),
+            masked(f.api_key.as_ref()),
+            f.api_base.as_deref().unwrap_or(""),
+            f.max_requests_per_minute,
+            f.initial_sync_days,
+            f.reconcile_max_tickets,
+            f.done_statuses.join(", ")
+        );
+        out += "[freshservice.statuses]\n";
+        out += &f.statuses.render();
+        out += "\n[freshservice.priorities]\n";
+        out += &f.priorities.render();
+        out += &format!(
+            "\n[scheduler]\nsync_tickets_enabled = {}\nticket_sync_interval = {}\nticket_sync_interval_with_webhooks = {}\nwebhook_healthy_window = {}\nmin_webhook_coverage = {}\nreconcile_interval = {}\n",
+            sch.sync_tickets_enabled,
+            format_duration(sch.ticket_sync_interval),
+            format_duration(sch.ticket_sync_interval_with_webhooks),
+            format_duration(sch.webhook_healthy_window),
+            sch.min_webhook_coverage,
+            format_duration(sch.reconcile_interval)
+        );
+        out
+    }
+}
+
+fn parse_range(text: &str, min: u64, max: u64) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{}' must be a whole number from {min} to {max}",
+            text.trim()
+        )),
+    }
+}
+
+/// Reads typed values out of the parsed INI map, collecting every problem
+/// instead of stopping at the first.
+struct Reader<'a> {
+    map: &'a std::collections::HashMap<String, std::collections::HashMap<String, Option<String>>>,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, section: &str, key: &str) -> Option<String> {
+        self.map
+            .get(section)
+            .and_then(|keys| keys.get(key))
+            .map(|value| value.clone().unwrap_or_default())
+    }
+
+    fn parse<T>(
+        &mut self,
+        section: &str,
+        key: &str,
+        default: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> T {
+        if let Some(value) = self.raw(section, key) {
+            match parse(&value) {
+                Ok(parsed) => return parsed,
+                Err(message) => self.problems.push(format!("[{section}] {key}: {message}")),
+            }
+        }
+        // A built-in default always parses; it is covered by the tests.
+        parse(default).unwrap_or_else(|message| panic!("default for [{section}] {key}: {message}"))
+    }
+
+    fn optional<T>(
+        &mut self,
+        section: &str,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let value = self.raw(section, key).filter(|v| !v.trim().is_empty())?;
+        match parse(&value) {
+            Ok(parsed) => Some(parsed),
+            Err(message) => {
+                self.problems.push(format!("[{section}] {key}: {message}"));
+                None
+            }
+        }
+    }
+
+    /// `[freshservice.statuses]`: `<id> = <name>` or `<id> = <name>, <Display Name>`.
+    fn code_table(&mut self, section: &str, table: &mut CodeTable) {
+        let Some(entries) = self.map.get(section) else {
+            return;
+        };
+        let mut entries: Vec<_> = entries.iter().collect();
+        entries.sort();
+        for (key, value) in entries {
+            let value = value.clone().unwrap_or_default();
+            let Ok(id) = key.trim().parse::<i64>() else {
+                self.problems.push(format!(
+                    "[{section}] {key}: keys here are numeric ids, such as 11 = awaiting_parts, Awaiting Parts"
+                ));
+                continue;
+            };
+            let (name, display) = match value.split_once(',') {
+                Some((name, display)) => (name.trim(), Some(display.trim())),
+                None => (value.trim(), None),
+            };
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !valid {
+                self.problems.push(format!(
+                    "[{section}] {key}: '{name}' must be a lower-case name of letters, digits and '_', such as awaiting_parts"
+                ));
+                continue;
+            }
+            table.insert(id, name, display.filter(|d| !d.is_empty()));
+        }
+    }
+
+    fn unknown_keys(&self, origin: &str) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut sections: Vec<_> = self.map.iter().collect();
+        sections.sort_by(|a, b| a.0.cmp(b.0));
+        for (section, keys) in sections {
+            if TABLE_SECTIONS.contains(&section.as_str()) {
+                continue;
+            }
+            let Some((_, known)) = KNOWN_KEYS.iter().find(|(name, _)| name == section) else {
+                warnings.push(format!("{origin}: unknown section [{section}] is ignored"));
+                continue;
+            };
+            let mut keys: Vec<_> = keys.keys().collect();
+            keys.sort();
+            for key in keys {
+                if !known.contains(&key.as_str()) {
+                    warnings.push(format!(
+                        "{origin}: unknown key [{section}] {key} is ignored"
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+}
+
+impl FreshserviceConfig {
+    /// The REST API base URL, without a trailing slash.
+    pub fn api_base_url(&self) -> Option<String> {
+        self.api_base
+            .clone()
+            .or_else(|| self.domain.as_ref().map(|d| format!("https://{d}/api/v2")))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::from_ini("", None, &|_| None)
+            .map(|loaded| loaded.config)
+            .unwrap_or_else(|error| panic!("built-in defaults are invalid: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Loaded, ConfigError> {
+        Config::from_ini(text, Some(PathBuf::from("test.conf")), &|_| None)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let config = Config::default();
+        assert_eq!(config.server.bind.to_string(), "127.0.0.1:5010");
+        assert_eq!(config.server.max_body_bytes, 1_048_576);
+        assert!(!config.webhooks.enabled);
+        assert_eq!(config.webhooks.rate_limit_per_minute, 600);
+        assert_eq!(
+            config.scheduler.ticket_sync_interval,
+            Duration::from_secs(300)
+        );
+        assert_eq!(config.database.url.masked(), "sqlite:///codex.db");
+    }
+
+    #[test]
+    fn every_problem_is_named_with_section_and_key() {
+        let error = load("[server]\nthreads = many\n[webhooks]\nenabled = maybe\nallowed_ips = 10.0.0.0/8, nonsense\n")
+            .err()
+            .expect("invalid values are refused");
+        let text = error.to_string();
+        assert!(text.contains("test.conf"), "{text}");
+        assert!(text.contains("[server] threads"), "{text}");
+        assert!(text.contains("[webhooks] enabled"), "{text}");
+        assert!(text.contains("'nonsense'"), "{text}");
+    }
+
+    #[test]
+    fn enabled_without_secret_is_refused() {
+        let error = load("[webhooks]\nenabled = true\n").err().expect("refused");
+        assert!(error.to_string().contains("no secret is set"), "{error}");
+    }
+
+    #[test]
+    fn secrets_are_trimmed_split_and_kept_literally() {
+        let loaded = load("[webhooks]\nenabled = true\nsecret =  old#1 , new;2  \n").unwrap();
+        let secrets: Vec<_> = loaded
+            .config
+            .webhooks
+            .secrets
+            .iter()
+            .map(|s| s.expose().to_string())
+            .collect();
+        assert_eq!(secrets, ["old#1", "new;2"]);
+        let rendered = loaded.config.render_masked();
+        assert!(
+            !rendered.contains("old#1") && !rendered.contains("new;2"),
+            "{rendered}"
+        );
+        assert!(!format!("{:?}", loaded.config).contains("old#1"));
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let env = |name: &str| match name {
+            ENV_WEBHOOK_SECRET => Some("from-env".to_string()),
+            ENV_DATABASE_URL => Some("sqlite:////tmp/x.db".to_string()),
+            _ => None,
+        };
+        let loaded = Config::from_ini("[webhooks]\nsecret = file\n", None, &env).unwrap();
+        assert_eq!(loaded.config.webhooks.secrets[0].expose(), "from-env");
+        assert_eq!(loaded.config.database.url.masked(), "sqlite:////tmp/x.db");
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let loaded = load("[server]\nbindd = 1\n[extra]\nx = 1\n").unwrap();
+        assert!(loaded.warnings.iter().any(|w| w.contains("[server] bindd")));
+        assert!(loaded.warnings.iter().any(|w| w.contains("[extra]")));
+    }
+
+    #[test]
+    fn database_urls() {
+        match "sqlite:///data/codex.db".parse::<DatabaseUrl>().unwrap() {
+            DatabaseUrl::Sqlite(path) => assert_eq!(path, PathBuf::from("data/codex.db")),
+            other => panic!("{other:?}"),
+        }
+        match "sqlite:////var/lib/codex.db"
+            .parse::<DatabaseUrl>()
+            .unwrap()
+        {
+            DatabaseUrl::Sqlite(path) => assert_eq!(path, PathBuf::from("/var/lib/codex.db")),
+            other => panic!("{other:?}"),
+        }
+        let pg: DatabaseUrl = "postgresql+psycopg2://codex:s3cret@db:5432/codex"
+            .parse()
+            .unwrap();
+        assert_eq!(pg.masked(), "postgresql://codex:***@db:5432/codex");
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        assert!("mysql://x".parse::<DatabaseUrl>().is_err());
+        assert!("sqlite:///".parse::<DatabaseUrl>().is_err());
+    }
+
+    #[test]
+    fn masks_query_passwords() {
+        assert_eq!(
+            mask_url_password("postgresql://u@h/db?password=pw&sslmode=disable"),
+            "postgresql://u@h/db?password=***&sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0").is_err());
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn status_table_overrides() {
+        let loaded =
+            load("[freshservice.statuses]\n11 = awaiting_parts, Awaiting Parts\n2 = opened\n")
+                .unwrap();
+        let statuses = &loaded.config.freshservice.statuses;
+        assert_eq!(statuses.name(11), Some("awaiting_parts"));
+        assert_eq!(statuses.name(2), Some("opened"));
+        assert_eq!(statuses.lookup_name("Awaiting Parts"), Some(11));
+        let error = load("[freshservice.statuses]\nx = a\n12 = Bad Name\n")
+            .err()
+            .unwrap();
+        let text = error.to_string();
+        assert!(text.contains("[freshservice.statuses] x"), "{text}");
+        assert!(text.contains("[freshservice.statuses] 12"), "{text}");
+    }
+
+    #[test]
+    fn networks() {
+        let nets = parse_networks("10.0.0.1, 192.168.1.7/24, 2001:db8::/32").unwrap();
+        assert_eq!(nets[0].to_string(), "10.0.0.1/32");
+        assert_eq!(nets[1].to_string(), "192.168.1.0/24");
+        assert!(parse_networks("10.0.0.0/33").is_err());
+    }
+}

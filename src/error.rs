@@ -1,0 +1,119 @@
+//! Error types of the layers below HTTP. The HTTP layer maps them to
+//! responses in one place (`http::response`), so no internal detail reaches
+//! a PSA.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Reading or validating `codex.conf`.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The configuration file named by `--config` or `$CODEX_CONFIG` cannot be read.
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The file is not INI (a section header without `]`, a key without a name).
+    Syntax { origin: String, message: String },
+    /// One or more values are invalid; each problem names its section and key.
+    Invalid {
+        origin: String,
+        problems: Vec<String>,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, error } => {
+                write!(
+                    f,
+                    "cannot read configuration file {}: {error}",
+                    path.display()
+                )
+            }
+            ConfigError::Syntax { origin, message } => write!(f, "{origin}: {message}"),
+            ConfigError::Invalid { origin, problems } => {
+                write!(f, "{origin}: invalid configuration:")?;
+                for problem in problems {
+                    write!(f, "\n  - {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Talking to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The database cannot be reached (connection refused or lost, file not
+    /// openable, disk I/O error). Writes are refused until it comes back.
+    Unavailable(String),
+    /// A statement failed for reasons of its own (constraint, bad data);
+    /// the connection is still usable.
+    Statement(String),
+    /// The database was migrated by a newer Codex than this one.
+    SchemaTooNew { found: i64, supported: i64 },
+    /// The writer's queue is full: the database is not keeping up.
+    Overloaded,
+    /// The writer did not answer in time.
+    Timeout,
+    /// The writer thread has stopped (the service is shutting down).
+    Stopped,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(message) => write!(f, "database unavailable: {message}"),
+            StoreError::Statement(message) => write!(f, "database statement failed: {message}"),
+            StoreError::SchemaTooNew { found, supported } => write!(
+                f,
+                "the database schema is version {found}, newer than this Codex supports ({supported}); upgrade Codex"
+            ),
+            StoreError::Overloaded => f.write_str("the database writer queue is full"),
+            StoreError::Timeout => f.write_str("the database writer did not answer in time"),
+            StoreError::Stopped => f.write_str("the database writer has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Calling a PSA's REST API during a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncError {
+    /// The API refused the credentials (401/403); retrying will not help.
+    BadCredentials(String),
+    /// The API kept failing (network error, timeout, 5xx, 429) after retries.
+    Api(String),
+    /// The API answered with something that is not what its documentation says.
+    Protocol(String),
+    /// Writing the results failed.
+    Store(StoreError),
+    /// Shutdown was requested mid-run.
+    Interrupted,
+}
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncError::BadCredentials(message) => write!(f, "bad credentials: {message}"),
+            SyncError::Api(message) => write!(f, "API error: {message}"),
+            SyncError::Protocol(message) => write!(f, "unexpected API answer: {message}"),
+            SyncError::Store(error) => write!(f, "{error}"),
+            SyncError::Interrupted => f.write_str("interrupted by shutdown"),
+        }
+    }
+}
+
+impl std::error::Error for SyncError {}
+
+impl From<StoreError> for SyncError {
+    fn from(error: StoreError) -> SyncError {
+        SyncError::Store(error)
+    }
+}

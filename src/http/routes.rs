@@ -1,0 +1,484 @@
+//! Routes: `/webhooks/health`, `/webhooks/test`, `/webhooks/<provider>/ticket`,
+//! each answered with and without `[server] base_path`.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tiny_http::{Method, Request};
+
+use super::auth::{self, RateLimiter};
+use super::response::{ApiError, json_response};
+use crate::config::Config;
+use crate::psa::{Provider, freshservice, lenient_json};
+use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
+use crate::sync::SyncStatus;
+use crate::timestamp;
+
+/// What every worker shares.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: StoreClient,
+    pub limiter: RateLimiter,
+    pub sync: Arc<SyncStatus>,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, store: StoreClient, sync: Arc<SyncStatus>) -> AppState {
+        AppState {
+            limiter: RateLimiter::new(config.webhooks.rate_limit_per_minute),
+            config,
+            store,
+            sync,
+        }
+    }
+}
+
+/// A handler waits this long for its commit. Freshservice gives up after
+/// about 15 s; answering 503 before that lets it retry cleanly.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+/// A body must arrive within this time.
+const BODY_DEADLINE: Duration = Duration::from_secs(30);
+
+enum Route {
+    Health,
+    Test,
+    Ticket(Provider),
+}
+
+/// Answers one request.
+pub fn handle(state: &AppState, mut request: Request) {
+    let started = Instant::now();
+    let peer = request
+        .remote_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
+    let forwarded: Vec<&str> = request
+        .headers()
+        .iter()
+        .filter(|h| h.field.equiv("X-Forwarded-For"))
+        .map(|h| h.value.as_str())
+        .collect();
+    let client_ip = auth::client_ip(peer, &forwarded, &state.config.server.trusted_proxies);
+    let url = request.url().to_string();
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+
+    let result = match route(&state.config.server.base_path, path) {
+        Err(error) => Err(error),
+        Ok(Route::Health) => match request.method() {
+            Method::Get | Method::Head => Ok(json_response(200, &health(state))),
+            _ => Err(method_not_allowed("GET")),
+        },
+        Ok(Route::Test) => match request.method() {
+            Method::Post => authorize(state, &request, client_ip).map(|()| {
+                json_response(
+                    200,
+                    &json!({
+                        "status": "ok",
+                        "message": "Webhook authentication successful",
+                        "source_ip": client_ip.to_string(),
+                        "timestamp": timestamp::now(),
+                    }),
+                )
+            }),
+            _ => Err(method_not_allowed("POST")),
+        },
+        Ok(Route::Ticket(provider)) => match request.method() {
+            Method::Post => {
+                let outcome = authorize(state, &request, client_ip)
+                    .and_then(|()| check_content_type(&request))
+                    .and_then(|()| read_body(&mut request, state.config.server.max_body_bytes))
+                    .and_then(|body| deliver(state, provider, client_ip, body));
+                let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+                match &outcome {
+                    Ok((status, body)) => log::info!(
+                        "{provider} ticket={} event={} outcome={} status={status} {elapsed:.1}ms ip={client_ip}",
+                        body["ticket_id"],
+                        body["event"].as_str().unwrap_or("-"),
+                        body["status"].as_str().unwrap_or("-"),
+                    ),
+                    Err(error) => log::warn!(
+                        "{provider} ticket=- event=- outcome=refused status={} {elapsed:.1}ms ip={client_ip}: {}",
+                        error.status,
+                        error.message()
+                    ),
+                }
+                outcome.map(|(status, mut body)| {
+                    if let Some(map) = body.as_object_mut() {
+                        map.remove("event");
+                    }
+                    json_response(status, &body)
+                })
+            }
+            _ => Err(method_not_allowed("POST")),
+        },
+    };
+    let response = result.unwrap_or_else(ApiError::into_response);
+    if request.body_length().is_some_and(|n| n > drain_limit()) {
+        abandon(request, response, client_ip);
+    } else if let Err(error) = request.respond(response) {
+        log::debug!("could not send the response to {client_ip}: {error}");
+    }
+}
+
+fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
+    let path = if !base_path.is_empty()
+        && (path == base_path || path.starts_with(&format!("{base_path}/")))
+    {
+        &path[base_path.len()..]
+    } else {
+        path
+    };
+    let path = path.trim_end_matches('/');
+    match path {
+        "/webhooks/health" => return Ok(Route::Health),
+        "/webhooks/test" => return Ok(Route::Test),
+        _ => {}
+    }
+    if let Some(name) = path
+        .strip_prefix("/webhooks/")
+        .and_then(|rest| rest.strip_suffix("/ticket"))
+    {
+        return match Provider::from_name(name) {
+            Some(provider) => Ok(Route::Ticket(provider)),
+            None => Err(
+                ApiError::new(404, format!("provider '{name}' is not supported"))
+                    .with("supported_providers", supported_providers()),
+            ),
+        };
+    }
+    Err(ApiError::new(404, format!("no endpoint at {path}"))
+        .with("endpoints", endpoints(base_path)))
+}
+
+fn method_not_allowed(allow: &'static str) -> ApiError {
+    ApiError::new(405, format!("use {allow} for this endpoint")).header("Allow", allow)
+}
+
+fn supported_providers() -> Vec<&'static str> {
+    Provider::ALL.iter().map(|p| p.as_str()).collect()
+}
+
+fn endpoints(base_path: &str) -> Value {
+    let mut endpoints = serde_json::Map::new();
+    endpoints.insert(
+        "health".into(),
+        format!("{base_path}/webhooks/health").into(),
+    );
+    endpoints.insert("test".into(), format!("{base_path}/webhooks/test").into());
+    for provider in Provider::ALL {
+        endpoints.insert(
+            provider.as_str().into(),
+            format!("{base_path}/webhooks/{provider}/ticket").into(),
+        );
+    }
+    Value::Object(endpoints)
+}
+
+fn health(state: &AppState) -> Value {
+    let config = &state.config;
+    let database = state.store.health().is_available();
+    let mut body = json!({
+        "status": if database { "ok" } else { "degraded" },
+        "webhooks_enabled": config.webhooks.enabled,
+        "secret_configured": !config.webhooks.secrets.is_empty(),
+        "ip_allowlist_enabled": !config.webhooks.allowed_ips.is_empty(),
+        "supported_providers": supported_providers(),
+        "endpoints": endpoints(&config.server.base_path),
+        "database": if database { "ok" } else { "unavailable" },
+        "timestamp": timestamp::now(),
+    });
+    if let Some(map) = body.as_object_mut() {
+        map.extend(state.sync.health_fields());
+    }
+    body
+}
+
+/// The checks every webhook request passes, in this order: enabled, rate
+/// limit (counting every request, so guessing secrets is throttled too),
+/// secret, allowlist.
+fn authorize(state: &AppState, request: &Request, client_ip: IpAddr) -> Result<(), ApiError> {
+    let webhooks = &state.config.webhooks;
+    if !webhooks.enabled {
+        return Err(ApiError::new(503, "Webhooks are disabled").with(
+            "detail",
+            "set [webhooks] enabled = true in codex.conf and restart Codex",
+        ));
+    }
+    if let Err(wait) = state.limiter.check(client_ip) {
+        return Err(ApiError::new(429, "Too many requests")
+            .with(
+                "detail",
+                format!(
+                    "more than {} requests a minute from {client_ip}",
+                    webhooks.rate_limit_per_minute
+                ),
+            )
+            .header("Retry-After", wait.to_string()));
+    }
+    let given = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("X-Webhook-Secret"))
+        .map(|h| h.value.as_str());
+    match given {
+        Some(given) if auth::secret_matches(given, &webhooks.secrets) => {}
+        Some(_) => {
+            return Err(ApiError::new(401, "Unauthorized").with(
+                "detail",
+                "the X-Webhook-Secret header does not match the configured secret",
+            ));
+        }
+        None => {
+            let has_authorization = request
+                .headers()
+                .iter()
+                .any(|h| h.field.equiv("Authorization"));
+            let detail = if has_authorization {
+                "send the secret in the X-Webhook-Secret header, not Authorization"
+            } else {
+                "the X-Webhook-Secret header is missing"
+            };
+            return Err(ApiError::new(401, "Unauthorized").with("detail", detail));
+        }
+    }
+    if !webhooks.allowed_ips.is_empty() && !auth::is_in(client_ip, &webhooks.allowed_ips) {
+        return Err(ApiError::new(403, "IP not allowed").with(
+            "detail",
+            format!("{client_ip} is not in [webhooks] allowed_ips"),
+        ));
+    }
+    Ok(())
+}
+
+/// JSON, or a missing content type; anything else is refused.
+fn check_content_type(request: &Request) -> Result<(), ApiError> {
+    let Some(header) = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Content-Type"))
+    else {
+        return Ok(());
+    };
+    let mime = header
+        .value
+        .as_str()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || mime.ends_with("+json") || mime == "text/json" {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            415,
+            format!("Content-Type {mime} is not JSON; send Content-Type: application/json"),
+        ))
+    }
+}
+
+fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            format!("the body is larger than {max} bytes ([server] max_body_bytes)"),
+        )
+        .with("max_body_bytes", max)
+    };
+    if request.body_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let deadline = Instant::now() + BODY_DEADLINE;
+    let mut body = Vec::with_capacity(request.body_length().unwrap_or(1024).min(max));
+    let mut chunk = [0u8; 16 * 1024];
+    let reader = request.as_reader();
+    loop {
+        if Instant::now() > deadline {
+            return Err(ApiError::new(408, "the body did not arrive in time"));
+        }
+        match reader.read(&mut chunk) {
+            Ok(0) => return Ok(body),
+            Ok(n) if body.len() + n > max => return Err(too_large()),
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ApiError::new(408, "the body did not arrive in time"));
+            }
+            Err(error) => {
+                return Err(ApiError::new(
+                    400,
+                    format!("could not read the body: {error}"),
+                ));
+            }
+        }
+    }
+}
+
+/// Parses, normalizes, journals and applies one delivery. Returns the
+/// status and body to answer with (the body carries `event` for the log).
+fn deliver(
+    state: &AppState,
+    provider: Provider,
+    client_ip: IpAddr,
+    body: Vec<u8>,
+) -> Result<(u16, Value), ApiError> {
+    let received_at = timestamp::now();
+    if state.config.webhooks.log_payloads {
+        log::info!(
+            "{provider} payload from {client_ip}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let mut journal = JournalEntry {
+        provider,
+        received_at: received_at.clone(),
+        client_ip: client_ip.to_string(),
+        event: None,
+        ticket_id: None,
+        error: None,
+        outcome: None,
+        body,
+    };
+    let parsed = lenient_json::parse(&journal.body).map_err(|e| {
+        ApiError::new(
+            400,
+            format!("the body is not JSON, even leniently read: {e}"),
+        )
+        .with("line", e.line)
+        .with("column", e.column)
+    });
+    let normalized = parsed.and_then(|value| match provider {
+        Provider::Freshservice => {
+            freshservice::normalize_webhook(&value, &state.config.freshservice, &received_at)
+                .map_err(|rejection| {
+                    journal.event = rejection.event.clone();
+                    journal.ticket_id = rejection.ticket_id.map(|id| id.to_string());
+                    let mut error = ApiError::new(400, rejection.message.clone());
+                    if let Some(id) = rejection.ticket_id {
+                        error = error.with("ticket_id", id);
+                    }
+                    error
+                })
+        }
+    });
+    let normalized = match normalized {
+        Ok(normalized) => normalized,
+        Err(error) => {
+            // Kept even though it cannot be applied: nothing a PSA sent is lost.
+            journal.error = Some(error.message().to_string());
+            let item = WriteItem {
+                event: None,
+                journal: Some(journal),
+            };
+            return match state.store.write(item, COMMIT_WAIT) {
+                Ok(_) => Err(error),
+                Err(store_error) => Err(ApiError::from_store(&store_error)),
+            };
+        }
+    };
+    let event = normalized.event;
+    let ticket_id = event.ticket_id;
+    let event_name = event.kind.as_str();
+    journal.event = Some(event_name.to_string());
+    journal.ticket_id = Some(ticket_id.to_string());
+    for warning in &normalized.warnings {
+        log::warn!("{provider} ticket={ticket_id}: {warning}");
+    }
+    let event_updated_at = event.updated_at.clone();
+    let item = WriteItem {
+        event: Some(event),
+        journal: Some(journal),
+    };
+    let outcome = state
+        .store
+        .write(item, COMMIT_WAIT)
+        .map_err(|e| ApiError::from_store(&e))?;
+    let mut body = json!({
+        "status": outcome.as_str(),
+        "ticket_id": ticket_id,
+        "provider": provider.as_str(),
+        "event": event_name,
+    });
+    let map = body
+        .as_object_mut()
+        .expect("a json! object literal is an object");
+    match &outcome {
+        Outcome::Updated { changes } => {
+            map.insert("changes".into(), json!(changes));
+        }
+        Outcome::Deleted { new_status } => {
+            map.insert("new_status".into(), json!(new_status));
+        }
+        Outcome::Ignored { reason } => {
+            map.insert("reason".into(), json!(reason));
+        }
+        Outcome::Stale { stored_updated_at } => {
+            map.insert("stored_updated_at".into(), json!(stored_updated_at));
+            map.insert("event_updated_at".into(), json!(event_updated_at));
+        }
+        Outcome::Created | Outcome::Unchanged | Outcome::Rejected => {}
+    }
+    if !normalized.warnings.is_empty() {
+        map.insert("warnings".into(), json!(normalized.warnings));
+    }
+    let status = if outcome == Outcome::Created {
+        201
+    } else {
+        200
+    };
+    Ok((status, body))
+}
+
+/// The largest declared body tiny_http may be left to drain. Its drain
+/// first allocates a buffer of the whole unread size; that allocation is
+/// only virtual memory, but one the kernel refuses (a forged
+/// `Content-Length` of a terabyte) aborts the process. The limit follows
+/// the kernel's overcommit policy.
+fn drain_limit() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let mem_total = read("/proc/meminfo")
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+            })
+            .map(|kib| kib.saturating_mul(1024));
+        match (read("/proc/sys/vm/overcommit_memory").trim(), mem_total) {
+            // Heuristic overcommit grants anything below physical memory.
+            ("0", Some(total)) => total / 2,
+            ("1", _) => 1 << 44,
+            _ => 64 << 20,
+        }
+    })
+}
+
+/// Answers a request that declared a body too large to drain safely, then
+/// abandons its connection instead of letting tiny_http drain it (see
+/// `drain_limit`). The connection's socket and reader thread stay open
+/// until the process exits: a bounded cost per such request, where the
+/// drain would be a crash. A proxy that limits body sizes keeps these
+/// requests away entirely.
+fn abandon(
+    request: Request,
+    response: tiny_http::Response<std::io::Cursor<Vec<u8>>>,
+    client_ip: IpAddr,
+) {
+    log::warn!(
+        "request from {client_ip} declared a {} byte body; answered without draining, connection abandoned",
+        request.body_length().unwrap_or_default()
+    );
+    let stream = request.upgrade("close", response);
+    std::mem::forget(stream);
+}

@@ -1,0 +1,110 @@
+//! Codex keeps a local copy of PSA tickets current, from webhooks and from
+//! polling.
+//!
+//! A delivery flows: `http` (verify, normalize with `psa`) -> a bounded
+//! channel -> the `store` writer thread (group commit) -> the answer. The
+//! `sync` poller sends its changes through the same writer.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod psa;
+pub mod store;
+pub mod sync;
+pub mod timestamp;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, unbounded};
+
+use crate::config::Config;
+use crate::error::StoreError;
+use crate::http::{AppState, HttpServer};
+use crate::store::WriterHandle;
+use crate::sync::SyncStatus;
+
+/// The running service: HTTP workers, the writer, the poller.
+pub struct Service {
+    http: HttpServer,
+    writer: WriterHandle,
+    fatal: Receiver<String>,
+}
+
+/// Why the service could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The database cannot be opened, reached or migrated.
+    Store(StoreError),
+    /// A thread could not be started.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Store(error) => write!(f, "{error}"),
+            StartError::Io(error) => write!(f, "cannot start: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Starts the service on `listener` (bound by the caller, so tests can use
+/// port 0): opens and migrates the database, starts the writer, the HTTP
+/// workers and, when configured, the poller.
+pub fn run(config: Config, listener: TcpListener) -> Result<Service, StartError> {
+    let config = Arc::new(config);
+    let backend = store::connect(&config.database.url).map_err(StartError::Store)?;
+    let writer = store::spawn_writer(
+        backend,
+        config.database.url.clone(),
+        config.webhooks.journal_retention_days,
+    )
+    .map_err(StartError::Io)?;
+    let sync_status = Arc::new(SyncStatus::new(&config));
+    let (fatal_tx, fatal) = unbounded();
+    let state = Arc::new(AppState::new(
+        config.clone(),
+        writer.client.clone(),
+        sync_status,
+    ));
+    let http = HttpServer::start(listener, state, config.server.threads, fatal_tx)
+        .map_err(StartError::Io)?;
+    Ok(Service {
+        http,
+        writer,
+        fatal,
+    })
+}
+
+impl Service {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
+    /// Receives a message when the service cannot go on (the listener died).
+    pub fn fatal(&self) -> &Receiver<String> {
+        &self.fatal
+    }
+
+    /// Ordered shutdown: stop taking requests and finish those in flight,
+    /// stop the poller, then let the writer commit what is queued and stop.
+    pub fn shutdown(self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.http.stop().is_err() {
+            problems.push("an HTTP worker panicked".to_string());
+        }
+        if self.writer.join().is_err() {
+            problems.push("the writer panicked".to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}

@@ -1,0 +1,118 @@
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use codex::config::Config;
+
+/// Codex keeps a local copy of PSA tickets current, from webhooks and polling.
+#[derive(Parser)]
+#[command(name = "codex", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(ConfigArg),
+    /// Create or upgrade the database schema (serve also does this at start).
+    Migrate(ConfigArg),
+    /// Print a new random webhook secret.
+    GenSecret,
+    /// Validate the configuration and print it with secrets masked.
+    CheckConfig(ConfigArg),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Configuration file [default: $CODEX_CONFIG, else ./codex.conf if present]
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Migrate(args) => migrate(&args),
+        Command::GenSecret => gen_secret(),
+        Command::CheckConfig(args) => check_config(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("codex: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(args: &ConfigArg) -> Result<Config, String> {
+    let loaded = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    for warning in &loaded.warnings {
+        log::warn!("{warning}");
+    }
+    Ok(loaded.config)
+}
+
+fn serve(args: &ConfigArg) -> Result<(), String> {
+    let config = load(args)?;
+    let addr = config.server.bind;
+    let listener = codex::http::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let (signal_tx, signal_rx) = crossbeam_channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = signal_tx.try_send(());
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    let database = config.database.url.masked();
+    let webhooks = config.webhooks.enabled;
+    let service = codex::run(config, listener).map_err(|e| e.to_string())?;
+    log::info!(
+        "listening on http://{} (database {database}, webhooks {})",
+        service.local_addr(),
+        if webhooks { "enabled" } else { "disabled" }
+    );
+    let fatal = crossbeam_channel::select! {
+        recv(signal_rx) -> _ => None,
+        recv(service.fatal()) -> message => message.ok(),
+    };
+    match &fatal {
+        None => log::info!("shutting down: finishing requests in flight"),
+        Some(message) => log::error!("{message}; shutting down"),
+    }
+    service.shutdown()?;
+    log::info!("stopped");
+    fatal.map_or(Ok(()), Err)
+}
+
+fn migrate(args: &ConfigArg) -> Result<(), String> {
+    let config = load(args)?;
+    let version = codex::store::migrate(&config).map_err(|e| e.to_string())?;
+    println!(
+        "schema version {version} is in place on {}",
+        config.database.url.masked()
+    );
+    Ok(())
+}
+
+fn gen_secret() -> Result<(), String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness available: {e}"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    println!("{hex}");
+    Ok(())
+}
+
+fn check_config(args: &ConfigArg) -> Result<(), String> {
+    let config = load(args)?;
+    print!("{}", config.render_masked());
+    let database =
+        codex::store::check(&config.database.url).map_err(|e| format!("database: {e}"))?;
+    eprintln!("configuration is valid; database: {database}");
+    Ok(())
+}

@@ -1,0 +1,712 @@
+//! Freshservice: status and priority tables, and turning a webhook body or
+//! an API ticket into a `TicketEvent`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value as Json};
+
+use super::{EventKind, Field, Provider, Source, TicketEvent, Value};
+use crate::config::FreshserviceConfig;
+use crate::timestamp;
+
+/// Statuses after which a ticket counts as finished (`closed_at` is set).
+pub const DEFAULT_DONE_STATUSES: [&str; 7] = [
+    "closed",
+    "resolved",
+    "job_complete_bill",
+    "billing_complete",
+    "spam",
+    "trash",
+    "deleted",
+];
+
+/// Status id Freshservice uses for spam.
+pub const STATUS_SPAM: i64 = 6;
+/// Status id Freshservice uses for deleted tickets.
+pub const STATUS_DELETED: i64 = 7;
+
+/// Ids to names (and display names) for statuses or priorities.
+#[derive(Debug, Clone, Default)]
+pub struct CodeTable {
+    entries: BTreeMap<i64, CodeEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct CodeEntry {
+    name: String,
+    display: Option<String>,
+}
+
+impl CodeTable {
+    pub fn insert(&mut self, id: i64, name: &str, display: Option<&str>) {
+        self.entries.insert(
+            id,
+            CodeEntry {
+                name: name.to_string(),
+                display: display.map(str::to_string),
+            },
+        );
+    }
+
+    pub fn name(&self, id: i64) -> Option<&str> {
+        self.entries.get(&id).map(|e| e.name.as_str())
+    }
+
+    /// Finds the id for a name as a PSA may render it: the normalized name
+    /// (`waiting_customer`), the display name (`Waiting on Customer`), in any
+    /// case and spacing.
+    pub fn lookup_name(&self, text: &str) -> Option<i64> {
+        let wanted = slug(text);
+        self.entries
+            .iter()
+            .find(|(_, e)| {
+                slug(&e.name) == wanted || e.display.as_deref().is_some_and(|d| slug(d) == wanted)
+            })
+            .map(|(id, _)| *id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = (i64, &str)> {
+        self.entries.iter().map(|(id, e)| (*id, e.name.as_str()))
+    }
+
+    /// INI lines `id = name, Display`, as `codex check-config` prints them.
+    pub fn render(&self) -> String {
+        self.entries
+            .iter()
+            .map(|(id, e)| match &e.display {
+                Some(display) => format!("{id} = {}, {display}\n", e.name),
+                None => format!("{id} = {}\n", e.name),
+            })
+            .collect()
+    }
+}
+
+fn slug(text: &str) -> String {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// The status table as deployed by the predecessor; `[freshservice.statuses]`
+/// extends or overrides it.
+pub fn default_statuses() -> CodeTable {
+    let mut table = CodeTable::default();
+    for (id, name, display) in [
+        (2, "open", "Open"),
+        (3, "pending", "Pending"),
+        (4, "resolved", "Resolved"),
+        (5, "closed", "Closed"),
+        (6, "spam", "Spam"),
+        (7, "deleted", "Deleted"),
+        (8, "scheduled", "Scheduled"),
+        (9, "waiting_customer", "Waiting on Customer"),
+        (10, "waiting_third_party", "Waiting on Third Party"),
+        (13, "under_investigation", "Under Investigation"),
+        (15, "job_complete_bill", "Job Complete - Bill"),
+        (16, "billing_complete", "Billing Complete - Close"),
+        (19, "update_needed", "Update Needed"),
+        (23, "on_hold", "On Hold"),
+        (26, "customer_replied", "Customer Replied"),
+        (27, "pending_hubspot", "Pending Hubspot"),
+    ] {
+        table.insert(id, name, Some(display));
+    }
+    table
+}
+
+pub fn default_priorities() -> CodeTable {
+    let mut table = CodeTable::default();
+    for (id, name, display) in [
+        (1, "low", "Low"),
+        (2, "medium", "Medium"),
+        (3, "high", "High"),
+        (4, "urgent", "Urgent"),
+    ] {
+        table.insert(id, name, Some(display));
+    }
+    table
+}
+
+/// Why a delivery cannot be applied; the message is sent back as the 400 body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub message: String,
+    /// The ticket id, when it could be read.
+    pub ticket_id: Option<i64>,
+    pub event: Option<String>,
+}
+
+/// A delivery turned into an event, with what was odd but not fatal about it.
+#[derive(Debug, Clone)]
+pub struct Normalized {
+    pub event: TicketEvent,
+    pub warnings: Vec<String>,
+}
+
+/// Webhook body keys and the fields they carry (first key present wins).
+const WEBHOOK_FIELDS: &[(&[&str], Field)] = &[
+    (&["subject"], Field::Subject),
+    (&["description_text", "description"], Field::Description),
+    (&["ticket_type", "type"], Field::TicketType),
+    (&["requester_email"], Field::RequesterEmail),
+    (&["requester_name"], Field::RequesterName),
+    (&["requester_id"], Field::RequesterId),
+    (&["responder_id", "agent_id"], Field::ResponderId),
+    (&["group_id"], Field::GroupId),
+    (&["department_id"], Field::DepartmentId),
+    (&["created_at"], Field::CreatedAt),
+    (&["due_by"], Field::DueBy),
+    (&["fr_due_by"], Field::FrDueBy),
+    (&["is_escalated"], Field::IsEscalated),
+];
+
+/// API ticket keys (`GET /tickets`) and the fields they carry.
+const API_FIELDS: &[(&[&str], Field)] = &[
+    (&["subject"], Field::Subject),
+    (&["description_text"], Field::Description),
+    (&["type"], Field::TicketType),
+    (&["requester_id"], Field::RequesterId),
+    (&["responder_id"], Field::ResponderId),
+    (&["group_id"], Field::GroupId),
+    (&["department_id"], Field::DepartmentId),
+    (&["created_at"], Field::CreatedAt),
+    (&["due_by"], Field::DueBy),
+    (&["fr_due_by"], Field::FrDueBy),
+    (&["is_escalated"], Field::IsEscalated),
+];
+
+/// Normalizes a webhook body (already parsed, leniently if need be).
+pub fn normalize_webhook(
+    body: &Json,
+    config: &FreshserviceConfig,
+    received_at: &str,
+) -> Result<Normalized, Rejection> {
+    let Some(object) = body.as_object() else {
+        return Err(Rejection {
+            message: "the body must be a JSON object such as {\"event\": \"ticket.updated\", \"ticket_id\": 123}"
+                .to_string(),
+            ticket_id: None,
+            event: None,
+        });
+    };
+    let event_name = match object.get("event") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) if s.trim().is_empty() => None,
+        Some(Json::String(s)) => Some(s.trim().to_string()),
+        Some(other) => Some(other.to_string()),
+    };
+    let reject = |message: String, ticket_id: Option<i64>| Rejection {
+        message,
+        ticket_id,
+        event: event_name.clone(),
+    };
+    let kind = match event_name.as_deref() {
+        None => EventKind::Updated,
+        Some(name) => match name.to_ascii_lowercase().as_str() {
+            "ticket.created" | "created" => EventKind::Created,
+            "ticket.updated" | "updated" => EventKind::Updated,
+            "ticket.deleted" | "deleted" => EventKind::Deleted,
+            _ => {
+                return Err(reject(
+                    format!(
+                        "unknown event '{name}'; expected ticket.created, ticket.updated or ticket.deleted"
+                    ),
+                    None,
+                ));
+            }
+        },
+    };
+    let id_value = object.get("ticket_id").or_else(|| object.get("id"));
+    let ticket_id = match id_value.map(parse_id) {
+        None | Some(Ok(None)) => return Err(reject("ticket_id is required".to_string(), None)),
+        Some(Err(message)) => return Err(reject(format!("ticket_id: {message}"), None)),
+        Some(Ok(Some(id))) => id,
+    };
+    let mut event = TicketEvent::new(Provider::Freshservice, ticket_id, kind, Source::Webhook);
+    let mut warnings = Vec::new();
+    match object.get("updated_at").map(timestamp_field) {
+        None | Some(Ok(None)) => {}
+        Some(Ok(Some(ts))) => event.updated_at = Some(ts),
+        Some(Err(message)) => {
+            return Err(reject(format!("updated_at: {message}"), Some(ticket_id)));
+        }
+    }
+    apply_fields(object, WEBHOOK_FIELDS, &mut event, &mut warnings);
+    apply_code(
+        object,
+        &["status_id", "status"],
+        &config.statuses,
+        (Field::Status, Field::StatusId),
+        "[freshservice.statuses]",
+        &mut event,
+        &mut warnings,
+    );
+    apply_code(
+        object,
+        &["priority_id", "priority"],
+        &config.priorities,
+        (Field::Priority, Field::PriorityId),
+        "[freshservice.priorities]",
+        &mut event,
+        &mut warnings,
+    );
+    if kind == EventKind::Deleted {
+        mark_deleted(&mut event, config);
+    }
+    finish(&mut event, config, received_at);
+    Ok(Normalized { event, warnings })
+}
+
+/// Normalizes one ticket from the REST API (`GET /tickets`, `/tickets/{id}`).
+pub fn normalize_api_ticket(
+    ticket: &Json,
+    config: &FreshserviceConfig,
+) -> Result<Normalized, String> {
+    let object = ticket
+        .as_object()
+        .ok_or_else(|| "a ticket in the API answer is not a JSON object".to_string())?;
+    let ticket_id = match object.get("id").map(parse_id) {
+        Some(Ok(Some(id))) => id,
+        _ => return Err("a ticket in the API answer has no usable id".to_string()),
+    };
+    let mut event = TicketEvent::new(
+        Provider::Freshservice,
+        ticket_id,
+        EventKind::Updated,
+        Source::Poll,
+    );
+    let mut warnings = Vec::new();
+    match object.get("updated_at").map(timestamp_field) {
+        Some(Ok(Some(ts))) => event.updated_at = Some(ts),
+        _ => {
+            return Err(format!(
+                "ticket {ticket_id} in the API answer has no usable updated_at"
+            ));
+        }
+    }
+    apply_fields(object, API_FIELDS, &mut event, &mut warnings);
+    apply_code(
+        object,
+        &["status"],
+        &config.statuses,
+        (Field::Status, Field::StatusId),
+        "[freshservice.statuses]",
+        &mut event,
+        &mut warnings,
+    );
+    apply_code(
+        object,
+        &["priority"],
+        &config.priorities,
+        (Field::Priority, Field::PriorityId),
+        "[freshservice.priorities]",
+        &mut event,
+        &mut warnings,
+    );
+    let flagged = |key: &str| object.get(key).and_then(Json::as_bool) == Some(true);
+    if flagged("deleted") || flagged("spam") {
+        let status = if flagged("spam") {
+            STATUS_SPAM
+        } else {
+            STATUS_DELETED
+        };
+        set_status_id(&mut event, status, config);
+    }
+    let received_at = event.updated_at.clone().unwrap_or_else(timestamp::now);
+    finish(&mut event, config, &received_at);
+    Ok(Normalized { event, warnings })
+}
+
+/// An event for a ticket a deleted or spam listing returned.
+pub fn deleted_event(
+    ticket_id: i64,
+    updated_at: Option<String>,
+    spam: bool,
+    config: &FreshserviceConfig,
+) -> TicketEvent {
+    let mut event = TicketEvent::new(
+        Provider::Freshservice,
+        ticket_id,
+        EventKind::Deleted,
+        Source::Poll,
+    );
+    event.updated_at = updated_at;
+    set_status_id(
+        &mut event,
+        if spam { STATUS_SPAM } else { STATUS_DELETED },
+        config,
+    );
+    let received_at = event.updated_at.clone().unwrap_or_else(timestamp::now);
+    finish(&mut event, config, &received_at);
+    event
+}
+
+fn mark_deleted(event: &mut TicketEvent, config: &FreshserviceConfig) {
+    let spam = matches!(
+        event.get(Field::StatusId),
+        Some(Some(Value::Int(STATUS_SPAM)))
+    );
+    set_status_id(
+        event,
+        if spam { STATUS_SPAM } else { STATUS_DELETED },
+        config,
+    );
+}
+
+fn set_status_id(event: &mut TicketEvent, id: i64, config: &FreshserviceConfig) {
+    let fallback = if id == STATUS_SPAM { "spam" } else { "deleted" };
+    let name = config.statuses.name(id).unwrap_or(fallback).to_string();
+    event.set(Field::StatusId, Some(Value::Int(id)));
+    event.set(Field::Status, Some(Value::Text(name)));
+}
+
+/// Sets `closed_at` when the event moves the ticket to a done status.
+fn finish(event: &mut TicketEvent, config: &FreshserviceConfig, received_at: &str) {
+    let done = event
+        .status()
+        .is_some_and(|status| config.done_statuses.iter().any(|d| d == status));
+    event.closed_at = done.then(|| {
+        event
+            .updated_at
+            .clone()
+            .unwrap_or_else(|| received_at.to_string())
+    });
+}
+
+fn apply_fields(
+    object: &Map<String, Json>,
+    mapping: &[(&[&str], Field)],
+    event: &mut TicketEvent,
+    warnings: &mut Vec<String>,
+) {
+    for (keys, field) in mapping {
+        let Some((key, value)) = keys.iter().find_map(|k| object.get(*k).map(|v| (*k, v))) else {
+            continue;
+        };
+        let parsed = match field.kind() {
+            super::Kind::Text
+                if matches!(field, Field::CreatedAt | Field::DueBy | Field::FrDueBy) =>
+            {
+                timestamp_field(value).map(|v| v.map(Value::Text))
+            }
+            super::Kind::Text => text_field(value).map(|v| v.map(Value::Text)),
+            super::Kind::Int => parse_id(value).map(|v| v.map(Value::Int)),
+            super::Kind::Bool => bool_field(value).map(|v| v.map(Value::Bool)),
+        };
+        match parsed {
+            Ok(value) => event.set(*field, value),
+            Err(message) => warnings.push(format!("{key}: {message}; left unchanged")),
+        }
+    }
+}
+
+/// Reads a status or priority given as an id, a numeric string or a name.
+fn apply_code(
+    object: &Map<String, Json>,
+    keys: &[&str],
+    table: &CodeTable,
+    (name_field, id_field): (Field, Field),
+    section: &str,
+    event: &mut TicketEvent,
+    warnings: &mut Vec<String>,
+) {
+    let Some((key, value)) = keys.iter().find_map(|k| object.get(*k).map(|v| (*k, v))) else {
+        return;
+    };
+    let clear = |event: &mut TicketEvent| {
+        event.set(name_field, None);
+        event.set(id_field, None);
+    };
+    match value {
+        Json::Null => clear(event),
+        Json::String(s) if s.trim().is_empty() => clear(event),
+        Json::String(s) if s.trim().parse::<f64>().is_err() => {
+            let text = s.trim();
+            match table.lookup_name(text) {
+                Some(id) => {
+                    event.set(id_field, Some(Value::Int(id)));
+                    event.set(
+                        name_field,
+                        Some(Value::Text(table.name(id).unwrap_or("unknown").to_string())),
+                    );
+                }
+                None => {
+                    warnings.push(format!(
+                        "{key}: '{text}' is not a known name; stored as unknown (add it to {section})"
+                    ));
+                    event.set(id_field, None);
+                    event.set(name_field, Some(Value::Text("unknown".to_string())));
+                }
+            }
+        }
+        other => {
+            match parse_id(other) {
+                Ok(Some(id)) => {
+                    if table.name(id).is_none() {
+                        warnings.push(format!("{key}: {id} is not in the table; stored as unknown (add it to {section})"));
+                    }
+                    event.set(id_field, Some(Value::Int(id)));
+                    event.set(
+                        name_field,
+                        Some(Value::Text(table.name(id).unwrap_or("unknown").to_string())),
+                    );
+                }
+                Ok(None) => clear(event),
+                Err(message) => warnings.push(format!("{key}: {message}; left unchanged")),
+            }
+        }
+    }
+}
+
+/// Reads an id given as a number, a numeric string or a prefixed string
+/// (`INC-123`, `#SR-45`). Null and empty read as `None`.
+pub fn parse_id(value: &Json) -> Result<Option<i64>, String> {
+    match value {
+        Json::Null => Ok(None),
+        Json::Number(n) => {
+            if let Some(id) = n.as_i64() {
+                return positive(id, value);
+            }
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f > 0.0 && f < 9.0e15 => Ok(Some(f as i64)),
+                _ => Err(format!("{value} is not an id")),
+            }
+        }
+        Json::String(text) => {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            let digits = text.trim_start_matches(|c: char| !c.is_ascii_digit());
+            let prefix = &text[..text.len() - digits.len()];
+            let prefix_ok = prefix
+                .chars()
+                .all(|c| c.is_ascii_alphabetic() || matches!(c, '#' | '-' | '_' | ' '));
+            match digits.parse::<i64>() {
+                Ok(id) if prefix_ok => positive(id, value),
+                _ => Err(format!("'{text}' is not an id")),
+            }
+        }
+        other => Err(format!("{other} is not an id")),
+    }
+}
+
+fn positive(id: i64, value: &Json) -> Result<Option<i64>, String> {
+    if id > 0 {
+        Ok(Some(id))
+    } else {
+        Err(format!("{value} is not a positive id"))
+    }
+}
+
+fn text_field(value: &Json) -> Result<Option<String>, String> {
+    let text = match value {
+        Json::Null => return Ok(None),
+        Json::String(s) => s.clone(),
+        Json::Number(n) => n.to_string(),
+        Json::Bool(b) => b.to_string(),
+        other => return Err(format!("{other} is not text")),
+    };
+    // PostgreSQL text cannot hold NUL; nothing legitimate sends it.
+    let text = text.replace('\0', "");
+    let trimmed = text.trim();
+    Ok((!trimmed.is_empty()).then(|| trimmed.to_string()))
+}
+
+fn timestamp_field(value: &Json) -> Result<Option<String>, String> {
+    match value {
+        Json::Null => Ok(None),
+        Json::String(s) if s.trim().is_empty() => Ok(None),
+        Json::String(s) => timestamp::normalize(s).map(Some),
+        other => Err(format!("{other} is not a timestamp")),
+    }
+}
+
+fn bool_field(value: &Json) -> Result<Option<bool>, String> {
+    match value {
+        Json::Null => Ok(None),
+        Json::Bool(b) => Ok(Some(*b)),
+        Json::Number(n) if n.as_i64() == Some(0) => Ok(Some(false)),
+        Json::Number(n) if n.as_i64() == Some(1) => Ok(Some(true)),
+        Json::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "" => Ok(None),
+            "true" | "yes" | "1" => Ok(Some(true)),
+            "false" | "no" | "0" => Ok(Some(false)),
+            other => Err(format!("'{other}' is not true or false")),
+        },
+        other => Err(format!("{other} is not true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use serde_json::json;
+
+    fn normalize(body: Json) -> Result<Normalized, Rejection> {
+        normalize_webhook(
+            &body,
+            &Config::default().freshservice,
+            "2026-01-01T00:00:00Z",
+        )
+    }
+
+    fn text(event: &TicketEvent, field: Field) -> Option<String> {
+        match event.get(field) {
+            Some(Some(v)) => Some(v.to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn seed_payload() {
+        let n = normalize(json!({
+            "event": "ticket.updated", "ticket_id": 123, "subject": "Printer", "status_id": 3,
+            "priority_id": 2, "requester_email": "a@b.c", "requester_name": "A", "requester_id": 9,
+            "responder_id": 5, "group_id": 7, "department_id": 8, "updated_at": "2024-01-15T10:30:00Z"
+        }))
+        .unwrap();
+        let e = n.event;
+        assert_eq!(e.ticket_id, 123);
+        assert_eq!(e.kind, EventKind::Updated);
+        assert_eq!(text(&e, Field::Status).as_deref(), Some("pending"));
+        assert_eq!(text(&e, Field::Priority).as_deref(), Some("medium"));
+        assert_eq!(text(&e, Field::ResponderId).as_deref(), Some("5"));
+        assert_eq!(e.updated_at.as_deref(), Some("2024-01-15T10:30:00Z"));
+        assert_eq!(e.closed_at, None);
+        assert!(n.warnings.is_empty());
+    }
+
+    #[test]
+    fn ids_in_every_shape() {
+        assert_eq!(parse_id(&json!(5)), Ok(Some(5)));
+        assert_eq!(parse_id(&json!("5")), Ok(Some(5)));
+        assert_eq!(parse_id(&json!("INC-123")), Ok(Some(123)));
+        assert_eq!(parse_id(&json!("#SR-45")), Ok(Some(45)));
+        assert_eq!(parse_id(&json!(12.0)), Ok(Some(12)));
+        assert_eq!(parse_id(&json!("")), Ok(None));
+        assert_eq!(parse_id(&json!(null)), Ok(None));
+        assert!(parse_id(&json!("12abc")).is_err());
+        assert!(parse_id(&json!(-3)).is_err());
+        assert!(parse_id(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn statuses_by_id_string_or_name() {
+        for (value, name, id) in [
+            (json!("6"), "spam", Some(6)),
+            (json!("Waiting on Customer"), "waiting_customer", Some(9)),
+            (json!("open"), "open", Some(2)),
+            (json!(99), "unknown", Some(99)),
+            (json!("Bogus"), "unknown", None),
+        ] {
+            let n = normalize(json!({"ticket_id": 1, "status_id": value})).unwrap();
+            assert_eq!(
+                text(&n.event, Field::Status).as_deref(),
+                Some(name),
+                "{value}"
+            );
+            assert_eq!(
+                text(&n.event, Field::StatusId),
+                id.map(|i: i64| i.to_string()),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn null_clears_and_absent_leaves_alone() {
+        let n = normalize(json!({"ticket_id": 1, "responder_id": null, "group_id": ""})).unwrap();
+        assert_eq!(n.event.get(Field::ResponderId), &Some(None));
+        assert_eq!(n.event.get(Field::GroupId), &Some(None));
+        assert_eq!(n.event.get(Field::DepartmentId), &None);
+    }
+
+    #[test]
+    fn done_status_sets_closed_at() {
+        let n =
+            normalize(json!({"ticket_id": 1, "status_id": 5, "updated_at": "2024-01-15 10:30:00"}))
+                .unwrap();
+        assert_eq!(n.event.closed_at.as_deref(), Some("2024-01-15T10:30:00Z"));
+        let n = normalize(json!({"ticket_id": 1, "status_id": 4})).unwrap();
+        assert_eq!(n.event.closed_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn deleted_events() {
+        let n =
+            normalize(json!({"event": "ticket.deleted", "ticket_id": 1, "status_id": 6})).unwrap();
+        assert_eq!(n.event.status(), Some("spam"));
+        let n = normalize(json!({"event": "ticket.deleted", "ticket_id": 1})).unwrap();
+        assert_eq!(n.event.status(), Some("deleted"));
+        assert!(n.event.closed_at.is_some());
+    }
+
+    #[test]
+    fn rejections_name_the_problem() {
+        assert_eq!(
+            normalize(json!({"subject": "x"})).unwrap_err().message,
+            "ticket_id is required"
+        );
+        assert!(
+            normalize(json!({"ticket_id": "abc"}))
+                .unwrap_err()
+                .message
+                .contains("'abc' is not an id")
+        );
+        assert!(
+            normalize(json!({"event": "ticket.merged", "ticket_id": 1}))
+                .unwrap_err()
+                .message
+                .contains("unknown event")
+        );
+        assert!(
+            normalize(json!({"ticket_id": 1, "updated_at": "soon"}))
+                .unwrap_err()
+                .message
+                .contains("updated_at")
+        );
+        assert!(
+            normalize(json!([1]))
+                .unwrap_err()
+                .message
+                .contains("JSON object")
+        );
+    }
+
+    #[test]
+    fn odd_fields_warn_and_stay_unchanged() {
+        let n = normalize(json!({"ticket_id": 1, "group_id": "Service Desk"})).unwrap();
+        assert_eq!(n.event.get(Field::GroupId), &None);
+        assert!(n.warnings[0].contains("group_id"), "{:?}", n.warnings);
+    }
+
+    #[test]
+    fn api_ticket() {
+        let n = normalize_api_ticket(
+            &json!({"id": 42, "subject": "S", "status": 2, "priority": 4, "updated_at": "2024-01-15T10:30:00Z",
+                    "responder_id": null, "is_escalated": true, "type": "Incident"}),
+            &Config::default().freshservice,
+        )
+        .unwrap();
+        assert_eq!(n.event.source, Source::Poll);
+        assert_eq!(text(&n.event, Field::Priority).as_deref(), Some("urgent"));
+        assert_eq!(n.event.get(Field::ResponderId), &Some(None));
+        assert_eq!(
+            text(&n.event, Field::TicketType).as_deref(),
+            Some("Incident")
+        );
+        assert!(normalize_api_ticket(&json!({"id": 1}), &Config::default().freshservice).is_err());
+    }
+
+    #[test]
+    fn table_lookup_by_display_name() {
+        let table = default_statuses();
+        assert_eq!(table.lookup_name("JOB COMPLETE - BILL"), Some(15));
+        assert_eq!(table.lookup_name("waiting on third party"), Some(10));
+        assert_eq!(table.lookup_name("nope"), None);
+    }
+}

@@ -1,0 +1,392 @@
+//! JSON as PSA workflow templates really render it.
+//!
+//! Freshservice builds the webhook body by pasting placeholder values into a
+//! hand-written template, so a delivery can be invalid JSON: an empty
+//! placeholder leaves `"responder_id": ,`, a display name arrives unquoted
+//! (`"status_id": Open`), and a subject containing `"` breaks its string.
+//! Strict parsing is tried first; only when it fails does this parser read
+//! the body leniently. No crate reads this dialect, hence the hand-written
+//! parser; it is small and has its own tests.
+
+use serde_json::{Map, Number, Value};
+
+/// Where and why a body could not be read even leniently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line, self.column, self.message
+        )
+    }
+}
+
+/// Nesting deeper than this is refused rather than risking the stack.
+const MAX_DEPTH: usize = 64;
+
+/// Parses a body strictly if possible, else leniently.
+pub fn parse(body: &[u8]) -> Result<Value, JsonError> {
+    if let Ok(value) = serde_json::from_slice::<Value>(body) {
+        return Ok(value);
+    }
+    let text = String::from_utf8_lossy(body);
+    let mut parser = Parser {
+        text: &text,
+        pos: 0,
+        depth: 0,
+    };
+    parser.skip_ws();
+    if parser.at_end() {
+        return Err(parser.error("the body is empty; send a JSON object"));
+    }
+    let value = parser.value()?;
+    parser.skip_ws();
+    if !parser.at_end() {
+        return Err(parser.error("unexpected text after the end of the JSON value"));
+    }
+    Ok(value)
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    pos: usize,
+    depth: usize,
+}
+
+impl Parser<'_> {
+    fn rest(&self) -> &str {
+        &self.text[self.pos..]
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.rest().chars().next()
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos >= self.text.len()
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let c = self.peek()?;
+        self.pos += c.len_utf8();
+        Some(c)
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(c) = self.peek() {
+            if c.is_whitespace() {
+                self.pos += c.len_utf8();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn error(&self, message: &str) -> JsonError {
+        let before = &self.text[..self.pos.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        JsonError {
+            line,
+            column,
+            message: message.to_string(),
+        }
+    }
+
+    fn value(&mut self) -> Result<Value, JsonError> {
+        self.skip_ws();
+        match self.peek() {
+            // An empty placeholder: `"group_id": ,` or `"group_id": }`.
+            None | Some(',' | '}' | ']') => Ok(Value::Null),
+            Some('{') => self.nested(Parser::object),
+            Some('[') => self.nested(Parser::array),
+            Some('"') => self.string().map(Value::String),
+            Some(_) => Ok(self.bare_word()),
+        }
+    }
+
+    fn nested(
+        &mut self,
+        parse: fn(&mut Self) -> Result<Value, JsonError>,
+    ) -> Result<Value, JsonError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error("the JSON is nested too deeply"));
+        }
+        self.depth += 1;
+        let value = parse(self);
+        self.depth -= 1;
+        value
+    }
+
+    fn object(&mut self) -> Result<Value, JsonError> {
+        self.bump(); // '{'
+        let mut map = Map::new();
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                Some('}') => {
+                    self.bump();
+                    return Ok(Value::Object(map));
+                }
+                // A stray comma (trailing, or doubled) is skipped.
+                Some(',') => {
+                    self.bump();
+                    continue;
+                }
+                None => return Err(self.error("the object is not closed: '}' is missing")),
+                Some(_) => {}
+            }
+            let key = if self.peek() == Some('"') {
+                self.string()?
+            } else {
+                self.bare_key()?
+            };
+            self.skip_ws();
+            if self.peek() != Some(':') {
+                return Err(self.error(&format!("expected ':' after the key \"{key}\"")));
+            }
+            self.bump();
+            let value = self.value()?;
+            map.insert(key, value);
+            self.skip_ws();
+            match self.peek() {
+                Some(',') => {
+                    self.bump();
+                }
+                Some('}') => {}
+                // A missing comma between members is forgiven.
+                Some('"') => {}
+                None => return Err(self.error("the object is not closed: '}' is missing")),
+                Some(c) => {
+                    return Err(self.error(&format!("expected ',' or '}}' but found '{c}'")));
+                }
+            }
+        }
+    }
+
+    fn array(&mut self) -> Result<Value, JsonError> {
+        self.bump(); // '['
+        let mut items = Vec::new();
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                Some(']') => {
+                    self.bump();
+                    return Ok(Value::Array(items));
+                }
+                None => return Err(self.error("the array is not closed: ']' is missing")),
+                _ => {}
+            }
+            items.push(self.value()?);
+            self.skip_ws();
+            match self.peek() {
+                Some(',') => {
+                    self.bump();
+                }
+                Some(']') => {}
+                None => return Err(self.error("the array is not closed: ']' is missing")),
+                Some(c) => {
+                    return Err(self.error(&format!("expected ',' or ']' but found '{c}'")));
+                }
+            }
+        }
+    }
+
+    /// A quoted string. A `"` closes it only when what follows can follow a
+    /// string (`,` `}` `]` `:` or the end); otherwise it is part of the text,
+    /// as in a subject like `Printer "Bob" is down`; if no such quote comes,
+    /// the first one closes it after all. Raw control characters are kept;
+    /// an unknown escape keeps its backslash.
+    fn string(&mut self) -> Result<String, JsonError> {
+        let start = self.pos;
+        self.bump(); // '"'
+        let mut out = String::new();
+        let mut first_quote: Option<(usize, usize)> = None;
+        loop {
+            let Some(c) = self.bump() else {
+                if let Some((pos, len)) = first_quote {
+                    self.pos = pos;
+                    out.truncate(len);
+                    return Ok(out);
+                }
+                self.pos = start;
+                return Err(self.error("the string starting here is not closed"));
+            };
+            match c {
+                '"' => {
+                    let after = self.rest().trim_start_matches([' ', '\t', '\r', '\n']);
+                    match after.chars().next() {
+                        None | Some(',' | '}' | ']' | ':') => return Ok(out),
+                        Some(_) => {
+                            first_quote.get_or_insert((self.pos, out.len()));
+                            out.push('"');
+                        }
+                    }
+                }
+                '\\' => self.escape(&mut out),
+                c => out.push(c),
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut String) {
+        let simple = match self.peek() {
+            Some('"') => Some('"'),
+            Some('\\') => Some('\\'),
+            Some('/') => Some('/'),
+            Some('b') => Some('\u{8}'),
+            Some('f') => Some('\u{c}'),
+            Some('n') => Some('\n'),
+            Some('r') => Some('\r'),
+            Some('t') => Some('\t'),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            self.bump();
+            out.push(c);
+            return;
+        }
+        if self.peek() == Some('u') {
+            if let Some(c) = self.unicode_escape() {
+                out.push(c);
+                return;
+            }
+        }
+        out.push('\\');
+    }
+
+    /// `\uXXXX`, with surrogate pairs; `None` (consuming nothing) if malformed.
+    fn unicode_escape(&mut self) -> Option<char> {
+        let hex = |s: &str| s.get(1..5).and_then(|h| u32::from_str_radix(h, 16).ok());
+        let first = hex(self.rest())?;
+        if (0xD800..0xDC00).contains(&first) {
+            let after = self.rest().get(5..)?;
+            let second = after.strip_prefix('\\').and_then(hex)?;
+            if !(0xDC00..0xE000).contains(&second) {
+                return None;
+            }
+            let c = char::from_u32(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))?;
+            self.pos += 11;
+            return Some(c);
+        }
+        let c = char::from_u32(first)?;
+        self.pos += 5;
+        Some(c)
+    }
+
+    /// An unquoted value up to `,` `}` `]` or the end of the line: a number,
+    /// `true`/`false`/`null`, or text such as `Open` or `INC-123`.
+    fn bare_word(&mut self) -> Value {
+        let start = self.pos;
+        let rest = self.rest();
+        let end = rest.find([',', '}', ']', '\n']).unwrap_or(rest.len());
+        self.pos += end;
+        let word = self.text[start..start + end].trim();
+        match word {
+            "" => Value::Null,
+            "null" => Value::Null,
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => serde_json::from_str::<Number>(word)
+                .map(Value::Number)
+                .unwrap_or_else(|_| Value::String(word.to_string())),
+        }
+    }
+
+    fn bare_key(&mut self) -> Result<String, JsonError> {
+        let rest = self.rest();
+        let end = rest.find([':', ',', '}', '\n']).unwrap_or(rest.len());
+        let key = rest[..end].trim().to_string();
+        if key.is_empty() || !rest[end..].starts_with(':') {
+            return Err(self.error("expected a quoted key such as \"ticket_id\""));
+        }
+        self.pos += end;
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lenient(text: &str) -> Value {
+        parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn strict_json_is_unchanged() {
+        assert_eq!(
+            lenient(r#"{"a": [1, 2.5, "x"], "b": null}"#),
+            json!({"a": [1, 2.5, "x"], "b": null})
+        );
+    }
+
+    #[test]
+    fn empty_placeholders_read_as_null() {
+        let value = lenient("{\"ticket_id\": 5, \"responder_id\": , \"group_id\": }");
+        assert_eq!(
+            value,
+            json!({"ticket_id": 5, "responder_id": null, "group_id": null})
+        );
+        let value = lenient("{\n  \"ticket_id\": 5,\n  \"department_id\": \n}");
+        assert_eq!(value, json!({"ticket_id": 5, "department_id": null}));
+    }
+
+    #[test]
+    fn bare_words_become_strings_or_numbers() {
+        let value = lenient(
+            r#"{"status_id": Open, "priority_id": 3, "id": INC-123, "flag": true, "when": 2024-01-15 10:30:00}"#,
+        );
+        assert_eq!(
+            value,
+            json!({"status_id": "Open", "priority_id": 3, "id": "INC-123", "flag": true, "when": "2024-01-15 10:30:00"})
+        );
+    }
+
+    #[test]
+    fn quotes_inside_strings_survive() {
+        let value = lenient(r#"{"subject": "Printer "Bob" is down", "ticket_id": 1}"#);
+        assert_eq!(value["subject"], "Printer \"Bob\" is down");
+    }
+
+    #[test]
+    fn raw_newlines_and_bad_escapes_are_kept() {
+        let value = lenient("{\"subject\": \"line one\nline two C:\\Users\", \"x\": \"\\u00e9\"}");
+        assert_eq!(value["subject"], "line one\nline two C:\\Users");
+        assert_eq!(value["x"], "é");
+    }
+
+    #[test]
+    fn trailing_and_missing_commas_are_forgiven() {
+        assert_eq!(lenient(r#"{"a": 1,}"#), json!({"a": 1}));
+        assert_eq!(lenient("{\"a\": 1\n\"b\": 2}"), json!({"a": 1, "b": 2}));
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let error = parse(b"{\n  \"ticket_id\" 5\n}").unwrap_err();
+        assert_eq!((error.line, error.column), (2, 15));
+        assert!(error.message.contains("expected ':'"), "{error}");
+        let error = parse(b"{\"a\": 1").unwrap_err();
+        assert!(error.message.contains("not closed"), "{error}");
+        let error = parse(b"   ").unwrap_err();
+        assert!(error.message.contains("empty"), "{error}");
+        let error = parse(b"{\"a\": 1} trailing").unwrap_err();
+        assert!(error.message.contains("after the end"), "{error}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let body = "[".repeat(10_000);
+        let error = parse(body.as_bytes()).unwrap_err();
+        assert!(error.message.contains("nested too deeply"), "{error}");
+    }
+}

@@ -1,0 +1,456 @@
+//! Storage: one writer thread owns the database connection. HTTP handlers
+//! and the poller send it `Command`s over a bounded channel; it applies
+//! whatever is waiting in one transaction (group commit) and only then
+//! answers, so an answer means the change is durable.
+
+pub mod postgres;
+pub mod schema;
+pub mod sql;
+pub mod sqlite;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, bounded};
+
+use crate::config::{Config, DatabaseUrl};
+use crate::error::StoreError;
+use crate::psa::{Field, Provider, TicketEvent, Value};
+
+pub use writer::{WriterHandle, spawn_writer};
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The ticket did not exist and now does.
+    Created,
+    /// A newer version was applied; `changes` describes it.
+    Updated { changes: Vec<String> },
+    /// The ticket is now deleted or spam.
+    Deleted { new_status: String },
+    /// Nothing to do, with why (a delete of a ticket never seen).
+    Ignored { reason: String },
+    /// The same content again (a duplicate delivery).
+    Unchanged,
+    /// Older than what is stored; nothing changed.
+    Stale { stored_updated_at: String },
+    /// A delivery that could not be parsed, journaled only.
+    Rejected,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Updated { .. } => "updated",
+            Outcome::Deleted { .. } => "deleted",
+            Outcome::Ignored { .. } => "ignored",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Stale { .. } => "stale",
+            Outcome::Rejected => "rejected",
+        }
+    }
+
+    /// True when a new version of the ticket was stored.
+    pub fn is_change(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Created
+                | Outcome::Updated { .. }
+                | Outcome::Deleted { .. }
+                | Outcome::Ignored { .. }
+        )
+    }
+}
+
+/// One authenticated webhook delivery as the journal keeps it.
+#[derive(Debug, Clone)]
+pub struct JournalEntry {
+    pub provider: Provider,
+    pub received_at: String,
+    pub client_ip: String,
+    pub event: Option<String>,
+    pub ticket_id: Option<String>,
+    /// Why the delivery was rejected or not applied, for one that was.
+    pub error: Option<String>,
+    /// The outcome to record instead of the apply's (`failed` for an event
+    /// the database refused).
+    pub outcome: Option<&'static str>,
+    pub body: Vec<u8>,
+}
+
+/// One unit of work for the writer: an event to apply, a journal entry to
+/// keep, or both (a webhook delivery that parsed).
+#[derive(Debug, Clone)]
+pub struct WriteItem {
+    pub event: Option<TicketEvent>,
+    pub journal: Option<JournalEntry>,
+}
+
+/// A ticket row as stored, for diffing and for readers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub revision: i64,
+    pub values: [Option<Value>; Field::COUNT],
+    pub last_updated_at: Option<String>,
+}
+
+impl Snapshot {
+    pub fn get(&self, field: Field) -> Option<&Value> {
+        self.values[field.index()].as_ref()
+    }
+}
+
+/// A job the writer runs with its backend, for everything but event writes
+/// (sync bookkeeping, status queries, pruning). It receives the error
+/// instead when the database is unavailable.
+pub type Job = Box<dyn FnOnce(Result<&mut dyn Backend, StoreError>) + Send>;
+
+/// What the HTTP handlers and the poller send the writer.
+pub enum Command {
+    /// Apply one item; the reply comes after COMMIT. Boxed so that the
+    /// queue's slots stay small.
+    Write {
+        item: Box<WriteItem>,
+        reply: Sender<Result<Outcome, StoreError>>,
+    },
+    /// Apply several items (a poll page) in the same group commit.
+    WriteMany {
+        items: Vec<WriteItem>,
+        reply: Sender<Result<Vec<Outcome>, StoreError>>,
+    },
+    Job(Job),
+}
+
+/// Counts behind webhook coverage, per provider, over a window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookCounts {
+    /// Authenticated deliveries received.
+    pub received: i64,
+    /// Deliveries that stored a new version.
+    pub applied: i64,
+    /// Deliveries refused as unreadable.
+    pub rejected: i64,
+    /// When the last delivery that stored a new version arrived.
+    pub last_applied_at: Option<String>,
+    /// When the last authenticated delivery arrived.
+    pub last_received_at: Option<String>,
+}
+
+/// One row of `sync_runs`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncRun {
+    pub id: i64,
+    pub provider: String,
+    pub kind: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: String,
+    pub tickets_seen: i64,
+    pub tickets_changed: i64,
+    pub missed_by_webhooks: i64,
+    pub missed_ticket_ids: Vec<i64>,
+    pub api_calls: i64,
+    pub error: Option<String>,
+}
+
+/// Per-provider poll state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncState {
+    pub cursor: Option<String>,
+    pub last_reconcile_at: Option<String>,
+}
+
+/// A database Codex can keep tickets in. Implementations own one connection
+/// and are used only by the writer thread (and by one-shot commands).
+pub trait Backend: Send {
+    /// Applies `items` in one transaction, returning an outcome per item in
+    /// order. On error nothing of the batch is committed.
+    fn apply(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, StoreError>;
+
+    /// Checks that the connection still works.
+    fn ping(&mut self) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` journal rows received before `cutoff`; returns
+    /// how many went. Does nothing when another instance is pruning.
+    fn prune_journal(&mut self, cutoff: &str, limit: i64) -> Result<u64, StoreError>;
+
+    /// Reads one ticket as stored.
+    fn ticket(
+        &mut self,
+        provider: Provider,
+        ticket_id: i64,
+    ) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Tickets not in a done status, with their stored status ids.
+    fn active_tickets(
+        &mut self,
+        provider: Provider,
+        done_statuses: &[String],
+        limit: i64,
+    ) -> Result<Vec<(i64, Option<i64>)>, StoreError>;
+
+    fn webhook_counts(
+        &mut self,
+        provider: Provider,
+        since: &str,
+    ) -> Result<WebhookCounts, StoreError>;
+
+    fn sync_state(&mut self, provider: Provider) -> Result<SyncState, StoreError>;
+
+    fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError>;
+
+    /// Inserts a run (`id` ignored) and returns its id.
+    fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError>;
+
+    fn finish_run(&mut self, run: &SyncRun) -> Result<(), StoreError>;
+
+    /// The newest runs first.
+    fn recent_runs(
+        &mut self,
+        provider: Option<Provider>,
+        limit: i64,
+    ) -> Result<Vec<SyncRun>, StoreError>;
+
+    /// Changes missed by webhooks, summed over successful runs started since `since`.
+    fn missed_since(&mut self, provider: Provider, since: &str) -> Result<i64, StoreError>;
+}
+
+/// Opens a backend for `url`, creating or upgrading the schema.
+pub fn connect(url: &DatabaseUrl) -> Result<Box<dyn Backend>, StoreError> {
+    match url {
+        DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteBackend::open(path)?)),
+        DatabaseUrl::Postgres(url) => Ok(Box::new(postgres::PostgresBackend::connect(url)?)),
+    }
+}
+
+/// Whether the database answered the last time the writer asked.
+#[derive(Debug, Default)]
+pub struct DbHealth {
+    unavailable: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl DbHealth {
+    pub fn is_available(&self) -> bool {
+        !self.unavailable.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    fn set(&self, result: Result<(), &StoreError>) {
+        let was_available = self.is_available();
+        match result {
+            Ok(()) => {
+                self.unavailable.store(false, Ordering::Relaxed);
+                if !was_available {
+                    log::info!("database available again");
+                }
+            }
+            Err(error) => {
+                self.unavailable.store(true, Ordering::Relaxed);
+                if was_available {
+                    log::error!("{error}");
+                }
+                if let Ok(mut last) = self.last_error.lock() {
+                    *last = Some(error.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// The sending side of the writer, cloned into every handler and the poller.
+#[derive(Clone)]
+pub struct StoreClient {
+    tx: Sender<Command>,
+    health: Arc<DbHealth>,
+}
+
+/// How long a sender waits for room in a full queue before answering 503.
+const QUEUE_WAIT: Duration = Duration::from_millis(200);
+
+impl StoreClient {
+    pub fn health(&self) -> &DbHealth {
+        &self.health
+    }
+
+    /// Writes one item and waits for its commit, at most `timeout`.
+    pub fn write(&self, item: WriteItem, timeout: Duration) -> Result<Outcome, StoreError> {
+        if !self.health.is_available() && item.event.is_some() {
+            // Fail fast while the writer is reconnecting rather than queueing
+            // work that will only time out.
+            return Err(StoreError::Unavailable(
+                self.health
+                    .last_error()
+                    .unwrap_or_else(|| "reconnecting".to_string()),
+            ));
+        }
+        let (reply, answer) = bounded(1);
+        self.send(Command::Write {
+            item: Box::new(item),
+            reply,
+        })?;
+        answer
+            .recv_timeout(timeout)
+            .map_err(|_| StoreError::Timeout)?
+    }
+
+    /// Writes several items in one group commit and waits for it.
+    pub fn write_many(
+        &self,
+        items: Vec<WriteItem>,
+        timeout: Duration,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = bounded(1);
+        self.send(Command::WriteMany { items, reply })?;
+        answer
+            .recv_timeout(timeout)
+            .map_err(|_| StoreError::Timeout)?
+    }
+
+    /// Runs `job` on the writer thread and waits for its result.
+    pub fn call<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        job: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = bounded(1);
+        self.send(Command::Job(Box::new(move |backend| {
+            let _ = reply.send(backend.and_then(job));
+        })))?;
+        answer
+            .recv_timeout(timeout)
+            .map_err(|_| StoreError::Timeout)?
+    }
+
+    fn send(&self, command: Command) -> Result<(), StoreError> {
+        use crossbeam_channel::SendTimeoutError;
+        self.tx
+            .send_timeout(command, QUEUE_WAIT)
+            .map_err(|error| match error {
+                SendTimeoutError::Timeout(_) => StoreError::Overloaded,
+                SendTimeoutError::Disconnected(_) => StoreError::Stopped,
+            })
+    }
+}
+
+/// Describes what changed between two versions of a ticket, in the
+/// predecessor's style (`status: open -> pending`, `subject updated`).
+pub fn describe_changes(old: &Snapshot, new: &Snapshot) -> Vec<String> {
+    let show =
+        |value: Option<&Value>| value.map_or_else(|| "none".to_string(), ToString::to_string);
+    let mut changes = Vec::new();
+    for field in Field::ALL {
+        let (before, after) = (old.get(field), new.get(field));
+        if before == after {
+            continue;
+        }
+        match field {
+            // The id is shown only when the names do not tell the change.
+            Field::StatusId if old.get(Field::Status) != new.get(Field::Status) => {}
+            Field::PriorityId if old.get(Field::Priority) != new.get(Field::Priority) => {}
+            Field::Subject
+            | Field::Description
+            | Field::RequesterEmail
+            | Field::RequesterName
+            | Field::DueBy
+            | Field::FrDueBy => changes.push(format!("{} updated", field.column())),
+            _ => changes.push(format!(
+                "{}: {} -> {}",
+                field.column(),
+                show(before),
+                show(after)
+            )),
+        }
+    }
+    changes
+}
+
+/// Decides the outcome of an upsert from the row before (`old`) and the row
+/// the statement returned (`new`, absent when the guard refused it).
+pub fn classify(
+    event: &TicketEvent,
+    old: Option<&Snapshot>,
+    new: Option<&Snapshot>,
+    inserted: bool,
+) -> Outcome {
+    use crate::psa::EventKind;
+    let is_gone = |s: Option<&Snapshot>| {
+        matches!(
+            s.and_then(|s| s.get(Field::StatusId)),
+            Some(Value::Int(6 | 7))
+        )
+    };
+    match new {
+        Some(_) if inserted && event.kind == EventKind::Deleted => Outcome::Ignored {
+            reason: "ticket not found".to_string(),
+        },
+        Some(_) if inserted => Outcome::Created,
+        Some(new_row) => {
+            if event.kind == EventKind::Deleted || (is_gone(Some(new_row)) && !is_gone(old)) {
+                Outcome::Deleted {
+                    new_status: new_row
+                        .get(Field::Status)
+                        .map_or_else(|| "deleted".to_string(), ToString::to_string),
+                }
+            } else {
+                Outcome::Updated {
+                    changes: old
+                        .map(|old| describe_changes(old, new_row))
+                        .unwrap_or_default(),
+                }
+            }
+        }
+        None => match (
+            old.and_then(|o| o.last_updated_at.as_deref()),
+            event.updated_at.as_deref(),
+        ) {
+            (Some(stored), Some(incoming)) if incoming < stored => Outcome::Stale {
+                stored_updated_at: stored.to_string(),
+            },
+            _ => Outcome::Unchanged,
+        },
+    }
+}
+
+/// `1,2,3` for the `missed_ticket_ids` column.
+pub fn join_ids(ids: &[i64]) -> Option<String> {
+    (!ids.is_empty()).then(|| {
+        ids.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+pub fn split_ids(text: Option<&str>) -> Vec<i64> {
+    text.unwrap_or_default()
+        .split(',')
+        .filter_map(|id| id.trim().parse().ok())
+        .collect()
+}
+
+/// Checks, without changing anything, that the database can be used:
+/// reachable, credentials accepted, schema not newer than this binary.
+/// Returns a line describing it.
+pub fn check(url: &DatabaseUrl) -> Result<String, StoreError> {
+    match url {
+        DatabaseUrl::Sqlite(path) => sqlite::check(path),
+        DatabaseUrl::Postgres(url) => postgres::check(url),
+    }
+}
+
+/// Runs `codex migrate`: creates or upgrades the schema and reports the version.
+pub fn migrate(config: &Config) -> Result<i64, StoreError> {
+    connect(&config.database.url)?;
+    Ok(schema::VERSION)
+}

@@ -1,0 +1,208 @@
+//! The upsert both backends run: one statement that inserts a new ticket or
+//! applies a newer version of a known one, and refuses (by its WHERE
+//! clause) anything stale or identical. The decision is the database's, so
+//! two writers on one database cannot race.
+
+use crate::psa::{Field, Kind, Source, TicketEvent, Value};
+
+/// One value of an insert row, typed so each backend can bind it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Param<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+    Bool(Option<bool>),
+}
+
+/// The insert row for `event`, in `insert_columns()` order. `external_id`
+/// is the ticket id as text; `now` is the commit's time, recorded as
+/// `webhook_updated_at` or `synced_at`.
+pub fn row_params<'a>(
+    event: &'a TicketEvent,
+    external_id: &'a str,
+    now: &'a str,
+) -> Vec<Param<'a>> {
+    let mut row = Vec::with_capacity(2 + Field::COUNT + EXTRA_COLUMNS.len());
+    row.push(Param::Text(Some(external_id)));
+    row.push(Param::Text(Some(event.provider.as_str())));
+    for field in Field::ALL {
+        let value = event.insert_value(field);
+        row.push(match field.kind() {
+            Kind::Text => Param::Text(match value {
+                Some(Value::Text(text)) => Some(text.as_str()),
+                _ => None,
+            }),
+            Kind::Int => Param::Int(match value {
+                Some(Value::Int(n)) => Some(*n),
+                _ => None,
+            }),
+            Kind::Bool => Param::Bool(match value {
+                Some(Value::Bool(b)) => Some(*b),
+                _ => None,
+            }),
+        });
+    }
+    row.push(Param::Text(event.updated_at.as_deref()));
+    row.push(Param::Text(event.closed_at.as_deref()));
+    let webhook = event.source == Source::Webhook;
+    row.push(Param::Text(webhook.then_some(now)));
+    row.push(Param::Text((!webhook).then_some(now)));
+    row.push(Param::Text(Some(event.source.as_str())));
+    row.push(Param::Int(Some(event.present_mask())));
+    row
+}
+
+/// Columns an event writes, after `external_id, external_source` and the
+/// fields: the PSA's `updated_at`, the derived `closed_at`, when and how it
+/// arrived, and the mask of fields it carries.
+pub const EXTRA_COLUMNS: [&str; 6] = [
+    "last_updated_at",
+    "closed_at",
+    "webhook_updated_at",
+    "synced_at",
+    "last_source",
+    "last_event_fields",
+];
+
+/// `external_id, external_source, subject, …, last_event_fields`.
+pub fn insert_columns() -> Vec<&'static str> {
+    let mut columns = vec!["external_id", "external_source"];
+    columns.extend(Field::ALL.iter().map(|f| f.column()));
+    columns.extend(EXTRA_COLUMNS);
+    columns
+}
+
+/// Columns read back for diffing: `revision`, the fields, `last_updated_at`.
+pub fn snapshot_columns(prefix: &str) -> String {
+    let mut columns = vec![format!("{prefix}revision")];
+    columns.extend(Field::ALL.iter().map(|f| format!("{prefix}{}", f.column())));
+    columns.push(format!("{prefix}last_updated_at"));
+    columns.join(", ")
+}
+
+/// `ON CONFLICT … DO UPDATE SET … WHERE …`, shared by both dialects.
+pub fn on_conflict() -> String {
+    let present = |field: Field| format!("(excluded.last_event_fields & {}) <> 0", field.bit());
+    let mut set: Vec<String> = Field::ALL
+        .iter()
+        .map(|&f| {
+            let c = f.column();
+            format!(
+                "{c} = CASE WHEN {} THEN excluded.{c} ELSE ticket_details.{c} END",
+                present(f)
+            )
+        })
+        .collect();
+    set.push(
+        "last_updated_at = COALESCE(excluded.last_updated_at, ticket_details.last_updated_at)"
+            .into(),
+    );
+    // closed_at: kept while the status is untouched, cleared on a status that
+    // is not done (a reopen), and set on entering a done status (keeping the
+    // first closing time while it stays done).
+    set.push(format!(
+        "closed_at = CASE WHEN NOT ({}) THEN ticket_details.closed_at \
+         WHEN excluded.closed_at IS NULL THEN NULL \
+         ELSE COALESCE(ticket_details.closed_at, excluded.closed_at) END",
+        present(Field::Status)
+    ));
+    set.push("webhook_updated_at = COALESCE(excluded.webhook_updated_at, ticket_details.webhook_updated_at)".into());
+    set.push("synced_at = COALESCE(excluded.synced_at, ticket_details.synced_at)".into());
+    set.push("last_source = excluded.last_source".into());
+    set.push("revision = ticket_details.revision + 1".into());
+    set.push("last_event_fields = excluded.last_event_fields".into());
+
+    // Newest wins: an event older than the stored version is refused; one
+    // without a timestamp cannot be ordered and applies if it changes
+    // something. Among equal timestamps the later arrival wins.
+    let not_older = "(excluded.last_updated_at IS NULL OR ticket_details.last_updated_at IS NULL \
+                     OR excluded.last_updated_at >= ticket_details.last_updated_at)";
+    let mut differs = vec![
+        "(excluded.last_updated_at IS NOT NULL AND excluded.last_updated_at IS DISTINCT FROM ticket_details.last_updated_at)"
+            .to_string(),
+    ];
+    differs.extend(Field::ALL.iter().map(|&f| {
+        let c = f.column();
+        format!(
+            "({} AND excluded.{c} IS DISTINCT FROM ticket_details.{c})",
+            present(f)
+        )
+    }));
+    format!(
+        "ON CONFLICT (external_id, external_source) DO UPDATE SET {} WHERE {not_older} AND ({})",
+        set.join(", "),
+        differs.join(" OR ")
+    )
+}
+
+/// SQLite: one event per statement, parameters `?1…`.
+pub fn sqlite_upsert() -> String {
+    let columns = insert_columns();
+    let params: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO ticket_details ({}) VALUES ({}) {} RETURNING {}",
+        columns.join(", "),
+        params.join(", "),
+        on_conflict(),
+        snapshot_columns("")
+    )
+}
+
+/// PostgreSQL: one statement for a whole round of a batch (distinct tickets),
+/// passed as one array per column. It reads the rows as they were before
+/// (`old`), upserts in ticket order (so concurrent writers lock rows in the
+/// same order), and returns both side by side, in input order:
+/// `had_old, <old snapshot>, has_new, inserted, <new snapshot>`.
+pub fn postgres_upsert() -> String {
+    let columns = insert_columns().join(", ");
+    let unnest: Vec<String> = postgres_array_types()
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| format!("${}::{ty}[]", i + 1))
+        .collect();
+    let key = |a: &str, b: &str| {
+        format!("{a}.external_id = {b}.external_id AND {a}.external_source = {b}.external_source")
+    };
+    format!(
+        "WITH input AS (SELECT * FROM unnest({unnest}) WITH ORDINALITY AS i({columns}, ord)), \
+         old AS (SELECT t.external_id, t.external_source, {old_columns} FROM ticket_details t JOIN input i ON {ti}), \
+         up AS (INSERT INTO ticket_details ({columns}) SELECT {columns} FROM input ORDER BY external_source, external_id \
+                {conflict} RETURNING external_id, external_source, (xmax = 0) AS inserted, {new_columns}) \
+         SELECT (o.external_id IS NOT NULL), {o_columns}, (u.external_id IS NOT NULL), COALESCE(u.inserted, false), {u_columns} \
+         FROM input i LEFT JOIN old o ON {oi} LEFT JOIN up u ON {ui} ORDER BY i.ord",
+        unnest = unnest.join(", "),
+        old_columns = snapshot_columns("t."),
+        ti = key("t", "i"),
+        conflict = on_conflict(),
+        new_columns = snapshot_columns(""),
+        o_columns = snapshot_columns("o."),
+        u_columns = snapshot_columns("u."),
+        oi = key("o", "i"),
+        ui = key("u", "i"),
+    )
+}
+
+/// The PostgreSQL element type of each insert column, in order.
+pub fn postgres_array_types() -> Vec<&'static str> {
+    let mut types = vec!["text", "text"];
+    types.extend(Field::ALL.iter().map(|f| match f.kind() {
+        crate::psa::Kind::Text => "text",
+        crate::psa::Kind::Int => "int8",
+        crate::psa::Kind::Bool => "bool",
+    }));
+    types.extend(["text", "text", "text", "text", "text", "int8"]);
+    types
+}
+
+pub const JOURNAL_COLUMNS: &str =
+    "provider, received_at, client_ip, event, ticket_id, outcome, error, body";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_lists_line_up() {
+        assert_eq!(insert_columns().len(), postgres_array_types().len());
+        assert_eq!(sqlite_upsert().matches('?').count(), insert_columns().len());
+    }
+}
