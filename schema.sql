@@ -59,7 +59,28 @@ CREATE TABLE IF NOT EXISTS ticket_details (
     -- Bit mask of the fields the last applied event carried (bit order is
     -- Field::ALL in src/psa/mod.rs). The upsert reads it from the proposed row
     -- to tell a field that was absent from one that was cleared.
-    last_event_fields BIGINT NOT NULL DEFAULT 0
+    last_event_fields BIGINT NOT NULL DEFAULT 0,
+    -- The PSA version (updated_at) each field's value is from. A field takes
+    -- an event's value only if the event is not older than this, so events
+    -- that carry only some fields (a delete carries the status) converge to
+    -- the newest state in whatever order they arrive.
+    subject_as_of TEXT,
+    description_as_of TEXT,
+    status_as_of TEXT,
+    status_id_as_of TEXT,
+    priority_as_of TEXT,
+    priority_id_as_of TEXT,
+    ticket_type_as_of TEXT,
+    requester_email_as_of TEXT,
+    requester_name_as_of TEXT,
+    requester_id_as_of TEXT,
+    responder_id_as_of TEXT,
+    group_id_as_of TEXT,
+    department_id_as_of TEXT,
+    created_at_as_of TEXT,
+    due_by_as_of TEXT,
+    fr_due_by_as_of TEXT,
+    is_escalated_as_of TEXT
 );
 
 CREATE UNIQUE INDEX IF NOT EXISTS ticket_details_external_id_external_source_key

@@ -290,7 +290,8 @@ fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
         return Err(too_large());
     }
     let deadline = Instant::now() + BODY_DEADLINE;
-    let mut body = Vec::with_capacity(request.body_length().unwrap_or(1024).min(max));
+    let declared = request.body_length();
+    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(max));
     let mut chunk = [0u8; 16 * 1024];
     let reader = request.as_reader();
     loop {
@@ -298,6 +299,16 @@ fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
             return Err(ApiError::new(408, "the body did not arrive in time"));
         }
         match reader.read(&mut chunk) {
+            Ok(0) if declared.is_some_and(|n| body.len() < n) => {
+                return Err(ApiError::new(
+                    400,
+                    format!(
+                        "the body ended after {} of {} bytes",
+                        body.len(),
+                        declared.unwrap_or_default()
+                    ),
+                ));
+            }
             Ok(0) => return Ok(body),
             Ok(n) if body.len() + n > max => return Err(too_large()),
             Ok(n) => body.extend_from_slice(&chunk[..n]),

@@ -317,36 +317,44 @@ fn upsert_round(
     let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(Column::as_sql).collect();
     let result = tx.query(statement, &params)?;
     let width = Field::COUNT + 2;
-    Ok(events
+    events
         .iter()
         .zip(result)
         .map(|(event, row)| {
-            let had_old: bool = row.get(0);
-            let old = had_old.then(|| read_snapshot(&row, 1));
-            let has_new: bool = row.get(1 + width);
-            let inserted: bool = row.get(2 + width);
-            let new = has_new.then(|| read_snapshot(&row, 3 + width));
-            classify(event, old.as_ref(), new.as_ref(), inserted)
+            let had_old: bool = row.try_get(0)?;
+            let old = if had_old {
+                Some(read_snapshot(&row, 1)?)
+            } else {
+                None
+            };
+            let has_new: bool = row.try_get(1 + width)?;
+            let inserted: bool = row.try_get(2 + width)?;
+            let new = if has_new {
+                Some(read_snapshot(&row, 3 + width)?)
+            } else {
+                None
+            };
+            Ok(classify(event, old.as_ref(), new.as_ref(), inserted))
         })
-        .collect())
+        .collect()
 }
 
 /// Reads `snapshot_columns()` starting at column `at`.
-fn read_snapshot(row: &Row, at: usize) -> Snapshot {
+fn read_snapshot(row: &Row, at: usize) -> Result<Snapshot, postgres::Error> {
     let mut values: [Option<Value>; Field::COUNT] = Default::default();
     for (i, field) in Field::ALL.iter().enumerate() {
         let column = at + 1 + i;
         values[i] = match field.kind() {
-            Kind::Text => row.get::<_, Option<String>>(column).map(Value::Text),
-            Kind::Int => row.get::<_, Option<i64>>(column).map(Value::Int),
-            Kind::Bool => row.get::<_, Option<bool>>(column).map(Value::Bool),
+            Kind::Text => row.try_get::<_, Option<String>>(column)?.map(Value::Text),
+            Kind::Int => row.try_get::<_, Option<i64>>(column)?.map(Value::Int),
+            Kind::Bool => row.try_get::<_, Option<bool>>(column)?.map(Value::Bool),
         };
     }
-    Snapshot {
-        revision: row.get::<_, Option<i64>>(at).unwrap_or(0),
+    Ok(Snapshot {
+        revision: row.try_get::<_, Option<i64>>(at)?.unwrap_or(0),
         values,
-        last_updated_at: row.get(at + 1 + Field::COUNT),
-    }
+        last_updated_at: row.try_get(at + 1 + Field::COUNT)?,
+    })
 }
 
 fn insert_journal(
@@ -433,7 +441,9 @@ impl Backend for PostgresBackend {
             .client
             .query_opt(&self.select, &[&ticket_id.to_string(), &provider.as_str()])
             .map_err(map_error)?;
-        Ok(row.map(|row| read_snapshot(&row, 0)))
+        row.map(|row| read_snapshot(&row, 0))
+            .transpose()
+            .map_err(map_error)
     }
 
     fn active_tickets(

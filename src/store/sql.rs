@@ -1,7 +1,8 @@
 //! The upsert both backends run: one statement that inserts a new ticket or
-//! applies a newer version of a known one, and refuses (by its WHERE
-//! clause) anything stale or identical. The decision is the database's, so
-//! two writers on one database cannot race.
+//! merges an event into a known one field by field (the newest version of
+//! each field wins), and refuses (by its WHERE clause) an event that would
+//! change nothing: a duplicate or a stale one. The decision is the
+//! database's, so two writers on one database cannot race.
 
 use crate::psa::{Field, Kind, Source, TicketEvent, Value};
 
@@ -21,7 +22,7 @@ pub fn row_params<'a>(
     external_id: &'a str,
     now: &'a str,
 ) -> Vec<Param<'a>> {
-    let mut row = Vec::with_capacity(2 + Field::COUNT + EXTRA_COLUMNS.len());
+    let mut row = Vec::with_capacity(2 + 2 * Field::COUNT + EXTRA_COLUMNS.len());
     row.push(Param::Text(Some(external_id)));
     row.push(Param::Text(Some(event.provider.as_str())));
     for field in Field::ALL {
@@ -41,6 +42,14 @@ pub fn row_params<'a>(
             }),
         });
     }
+    for field in Field::ALL {
+        let version = event
+            .get(field)
+            .is_some()
+            .then_some(event.updated_at.as_deref())
+            .flatten();
+        row.push(Param::Text(version));
+    }
     row.push(Param::Text(event.updated_at.as_deref()));
     row.push(Param::Text(event.closed_at.as_deref()));
     let webhook = event.source == Source::Webhook;
@@ -51,9 +60,10 @@ pub fn row_params<'a>(
     row
 }
 
-/// Columns an event writes, after `external_id, external_source` and the
-/// fields: the PSA's `updated_at`, the derived `closed_at`, when and how it
-/// arrived, and the mask of fields it carries.
+/// Columns an event writes after `external_id, external_source`, the
+/// fields and their `<field>_as_of` versions: the PSA's `updated_at`, the
+/// derived `closed_at`, when and how it arrived, and the mask of fields it
+/// carries.
 pub const EXTRA_COLUMNS: [&str; 6] = [
     "last_updated_at",
     "closed_at",
@@ -63,47 +73,77 @@ pub const EXTRA_COLUMNS: [&str; 6] = [
     "last_event_fields",
 ];
 
-/// `external_id, external_source, subject, …, last_event_fields`.
-pub fn insert_columns() -> Vec<&'static str> {
-    let mut columns = vec!["external_id", "external_source"];
-    columns.extend(Field::ALL.iter().map(|f| f.column()));
-    columns.extend(EXTRA_COLUMNS);
+/// The version column of `field`.
+pub fn as_of(field: Field) -> String {
+    format!("{}_as_of", field.column())
+}
+
+/// `external_id, external_source, subject, …, subject_as_of, …, last_event_fields`.
+pub fn insert_columns() -> Vec<String> {
+    let mut columns = vec!["external_id".to_string(), "external_source".to_string()];
+    columns.extend(Field::ALL.iter().map(|f| f.column().to_string()));
+    columns.extend(Field::ALL.iter().map(|&f| as_of(f)));
+    columns.extend(EXTRA_COLUMNS.iter().map(|c| c.to_string()));
     columns
 }
 
 /// Columns read back for diffing: `revision`, the fields, `last_updated_at`.
+/// Integers are read as BIGINT whatever the column's own type (the
+/// predecessor's table has INTEGER ids).
 pub fn snapshot_columns(prefix: &str) -> String {
-    let mut columns = vec![format!("{prefix}revision")];
-    columns.extend(Field::ALL.iter().map(|f| format!("{prefix}{}", f.column())));
+    let mut columns = vec![format!("CAST({prefix}revision AS BIGINT)")];
+    columns.extend(Field::ALL.iter().map(|f| match f.kind() {
+        Kind::Int => format!("CAST({prefix}{} AS BIGINT)", f.column()),
+        Kind::Text | Kind::Bool => format!("{prefix}{}", f.column()),
+    }));
     columns.push(format!("{prefix}last_updated_at"));
     columns.join(", ")
 }
 
 /// `ON CONFLICT … DO UPDATE SET … WHERE …`, shared by both dialects.
+///
+/// Each field is a last-writer-wins register: it takes the event's value
+/// when the event carries it and is not older than the version the stored
+/// value is from. An event without `updated_at` cannot be ordered and
+/// applies what it carries. Among equal versions the later arrival wins.
+/// The row is written only if some value changes or the version advances;
+/// otherwise the statement returns nothing (unchanged or stale).
 pub fn on_conflict() -> String {
-    let present = |field: Field| format!("(excluded.last_event_fields & {}) <> 0", field.bit());
-    let mut set: Vec<String> = Field::ALL
-        .iter()
-        .map(|&f| {
-            let c = f.column();
-            format!(
-                "{c} = CASE WHEN {} THEN excluded.{c} ELSE ticket_details.{c} END",
-                present(f)
-            )
-        })
-        .collect();
-    set.push(
-        "last_updated_at = COALESCE(excluded.last_updated_at, ticket_details.last_updated_at)"
-            .into(),
+    let ts = "excluded.last_updated_at";
+    let applies = |field: Field| {
+        let version = format!("ticket_details.{}", as_of(field));
+        format!(
+            "((excluded.last_event_fields & {bit}) <> 0 AND ({ts} IS NULL OR {version} IS NULL OR {ts} >= {version}))",
+            bit = field.bit()
+        )
+    };
+    let advances = format!(
+        "({ts} IS NOT NULL AND (ticket_details.last_updated_at IS NULL OR {ts} > ticket_details.last_updated_at))"
     );
-    // closed_at: kept while the status is untouched, cleared on a status that
-    // is not done (a reopen), and set on entering a done status (keeping the
-    // first closing time while it stays done).
+    let mut set = Vec::new();
+    for &field in &Field::ALL {
+        let c = field.column();
+        let v = as_of(field);
+        set.push(format!(
+            "{c} = CASE WHEN {} THEN excluded.{c} ELSE ticket_details.{c} END",
+            applies(field)
+        ));
+        set.push(format!(
+            "{v} = CASE WHEN {} THEN COALESCE({ts}, ticket_details.{v}) ELSE ticket_details.{v} END",
+            applies(field)
+        ));
+    }
     set.push(format!(
-        "closed_at = CASE WHEN NOT ({}) THEN ticket_details.closed_at \
+        "last_updated_at = CASE WHEN {advances} THEN {ts} ELSE ticket_details.last_updated_at END"
+    ));
+    // closed_at follows the status: kept while the status does not change,
+    // cleared by a status that is not done (a reopen), set on entering a
+    // done status, keeping the first closing time while it stays done.
+    set.push(format!(
+        "closed_at = CASE WHEN NOT {} THEN ticket_details.closed_at \
          WHEN excluded.closed_at IS NULL THEN NULL \
          ELSE COALESCE(ticket_details.closed_at, excluded.closed_at) END",
-        present(Field::Status)
+        applies(Field::Status)
     ));
     set.push("webhook_updated_at = COALESCE(excluded.webhook_updated_at, ticket_details.webhook_updated_at)".into());
     set.push("synced_at = COALESCE(excluded.synced_at, ticket_details.synced_at)".into());
@@ -111,26 +151,22 @@ pub fn on_conflict() -> String {
     set.push("revision = ticket_details.revision + 1".into());
     set.push("last_event_fields = excluded.last_event_fields".into());
 
-    // Newest wins: an event older than the stored version is refused; one
-    // without a timestamp cannot be ordered and applies if it changes
-    // something. Among equal timestamps the later arrival wins.
-    let not_older = "(excluded.last_updated_at IS NULL OR ticket_details.last_updated_at IS NULL \
-                     OR excluded.last_updated_at >= ticket_details.last_updated_at)";
-    let mut differs = vec![
-        "(excluded.last_updated_at IS NOT NULL AND excluded.last_updated_at IS DISTINCT FROM ticket_details.last_updated_at)"
-            .to_string(),
-    ];
-    differs.extend(Field::ALL.iter().map(|&f| {
+    // A field changes when it takes a different value, or the same value
+    // from a newer version: the version must move too, or an older event
+    // arriving later would wrongly take the field.
+    let mut changes = vec![advances];
+    changes.extend(Field::ALL.iter().map(|&f| {
         let c = f.column();
+        let v = format!("ticket_details.{}", as_of(f));
         format!(
-            "({} AND excluded.{c} IS DISTINCT FROM ticket_details.{c})",
-            present(f)
+            "({} AND (excluded.{c} IS DISTINCT FROM ticket_details.{c} OR ({ts} IS NOT NULL AND ({v} IS NULL OR {ts} > {v}))))",
+            applies(f)
         )
     }));
     format!(
-        "ON CONFLICT (external_id, external_source) DO UPDATE SET {} WHERE {not_older} AND ({})",
+        "ON CONFLICT (external_id, external_source) DO UPDATE SET {} WHERE {}",
         set.join(", "),
-        differs.join(" OR ")
+        changes.join(" OR ")
     )
 }
 
@@ -189,6 +225,7 @@ pub fn postgres_array_types() -> Vec<&'static str> {
         crate::psa::Kind::Int => "int8",
         crate::psa::Kind::Bool => "bool",
     }));
+    types.extend(Field::ALL.iter().map(|_| "text"));
     types.extend(["text", "text", "text", "text", "text", "int8"]);
     types
 }

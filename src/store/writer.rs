@@ -58,7 +58,8 @@ pub fn spawn_writer(
         backoff: BACKOFF_MIN,
         next_connect: Instant::now(),
         retention_days: journal_retention_days,
-        next_prune: Instant::now() + Duration::from_secs(60),
+        // The first prune runs soon after start, then every PRUNE_EVERY.
+        next_prune: Instant::now() + Duration::from_secs(2),
         pruning: false,
     };
     let thread = std::thread::Builder::new()
@@ -107,7 +108,16 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.process(commands);
+            // A bug in a backend must not end the writer: the batch's
+            // senders see their reply channel closed (503), the connection
+            // (whose transaction rolled back on unwinding) is reopened.
+            let processed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(commands)));
+            if processed.is_err() {
+                log::error!("the writer panicked on a batch; its senders were told to retry");
+                self.backend = None;
+                self.next_connect = Instant::now();
+            }
             if self.pruning {
                 self.prune_step();
             }

@@ -1,0 +1,68 @@
+# Sourced by scripts/test.sh and scripts/bench.sh: a throwaway PostgreSQL
+# cluster in a temp dir, on a free port, with trust auth. PostgreSQL refuses
+# to run as root, so as root the cluster runs as the `postgres` user.
+#
+#   pg_start [extra postgres options]   sets PG_URL, PG_DIR, PG_BIN, PG_AS
+#   pg_stop                             stops the cluster and removes it
+
+pg_find_bin() {
+  local dir
+  if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+    dirname "$(readlink -f "$(command -v initdb)")"
+    return 0
+  fi
+  for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then
+      echo "$dir"
+      return 0
+    fi
+  done
+  return 1
+}
+
+pg_install() {
+  echo "PostgreSQL server binaries not found; installing Debian's postgresql package" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >&2
+}
+
+pg_free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pg_start() {
+  PG_BIN=$(pg_find_bin) || { pg_install && PG_BIN=$(pg_find_bin); } || {
+    echo "cannot find or install PostgreSQL (initdb, pg_ctl)" >&2
+    return 1
+  }
+  PG_DIR=$(mktemp -d /tmp/codex-pg.XXXXXX)
+  PG_AS=()
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir "$PG_DIR" --shell /usr/sbin/nologin postgres
+    chown postgres "$PG_DIR"
+    PG_AS=(runuser -u postgres --)
+  fi
+  local port
+  port=$(pg_free_port)
+  "${PG_AS[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres -E UTF8 --no-sync >"$PG_DIR/initdb.log" 2>&1 || {
+    cat "$PG_DIR/initdb.log" >&2
+    return 1
+  }
+  "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 $*" start >/dev/null || {
+    cat "$PG_DIR/server.log" >&2
+    return 1
+  }
+  PG_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+  echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') running at $PG_URL (data in $PG_DIR)" >&2
+}
+
+pg_stop() {
+  if [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR/data" ]; then
+    "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  [ -n "${PG_DIR:-}" ] && rm -rf "$PG_DIR"
+  PG_DIR=""
+}
