@@ -166,11 +166,6 @@ fn any_arrival_order_converges_to_the_newest_state(backend: Backend) {
             let stored = db.ticket(ticket).expect("ticket stored");
             let want = expected(&versions);
             for (name, value) in &want {
-                let column = match *name {
-                    "status_id" => "status_id",
-                    "priority_id" => "priority_id",
-                    other => other,
-                };
                 prop_assert_eq!(
                     &stored[column],
                     value,
