@@ -167,7 +167,7 @@ fn any_arrival_order_converges_to_the_newest_state(backend: Backend) {
             let want = expected(&versions);
             for (name, value) in &want {
                 prop_assert_eq!(
-                    &stored[column],
+                    &stored[*name],
                     value,
                     "field {} after order {:?}",
                     name,
