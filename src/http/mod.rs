@@ -2,6 +2,7 @@
 //! verify and normalize deliveries and hand them to the writer.
 
 pub mod auth;
+mod keep_alive;
 pub mod response;
 mod routes;
 
@@ -42,6 +43,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct HttpServer {
     server: Arc<Server>,
     workers: Vec<JoinHandle<()>>,
+    monitor: JoinHandle<()>,
     stopping: Arc<AtomicBool>,
     addr: SocketAddr,
 }
@@ -72,9 +74,16 @@ impl HttpServer {
                 .spawn(move || work(&server, &state, &stopping, &fatal))?;
             workers.push(worker);
         }
+        let monitor = {
+            let (state, stopping) = (state.clone(), stopping.clone());
+            std::thread::Builder::new()
+                .name("codex-keepalive".to_string())
+                .spawn(move || state.keep_alive.monitor(addr.port(), &stopping))?
+        };
         Ok(HttpServer {
             server,
             workers,
+            monitor,
             stopping,
             addr,
         })
@@ -89,7 +98,7 @@ impl HttpServer {
     pub fn stop(self) -> std::thread::Result<()> {
         self.stopping.store(true, Ordering::SeqCst);
         let mut result = Ok(());
-        for worker in self.workers {
+        for worker in self.workers.into_iter().chain([self.monitor]) {
             if let Err(panic) = worker.join() {
                 result = Err(panic);
             }

@@ -9,10 +9,11 @@ use serde_json::{Value, json};
 use tiny_http::{Method, Request};
 
 use super::auth::{self, RateLimiter};
-use super::response::{ApiError, json_response};
+use super::keep_alive::KeepAlive;
+use super::response::{ApiError, json_response, send};
 use crate::config::Config;
 use crate::psa::{Provider, freshservice, lenient_json};
-use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
+use crate::store::{Announced, JournalEntry, Outcome, StoreClient, WriteItem};
 use crate::sync::SyncStatus;
 use crate::timestamp;
 
@@ -22,6 +23,7 @@ pub struct AppState {
     pub store: StoreClient,
     pub limiter: RateLimiter,
     pub sync: Arc<SyncStatus>,
+    pub(super) keep_alive: KeepAlive,
 }
 
 impl AppState {
@@ -31,6 +33,7 @@ impl AppState {
             config,
             store,
             sync,
+            keep_alive: KeepAlive::default(),
         }
     }
 }
@@ -85,10 +88,11 @@ pub fn handle(state: &AppState, mut request: Request) {
         },
         Ok(Route::Ticket(provider)) => match request.method() {
             Method::Post => {
+                let announced = state.store.announce();
                 let outcome = authorize(state, &request, client_ip)
                     .and_then(|()| check_content_type(&request))
                     .and_then(|()| read_body(&mut request, state.config.server.max_body_bytes))
-                    .and_then(|body| deliver(state, provider, client_ip, body));
+                    .and_then(|body| deliver(state, provider, client_ip, body, announced));
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
                 match &outcome {
                     Ok((status, body)) => log::info!(
@@ -115,8 +119,14 @@ pub fn handle(state: &AppState, mut request: Request) {
     };
     let response = result.unwrap_or_else(ApiError::into_response);
     if request.body_length().is_some_and(|n| n > drain_limit()) {
+        if let Some(peer) = request.remote_addr() {
+            state.keep_alive.abandoned(*peer);
+        }
         abandon(request, response, client_ip);
-    } else if let Err(error) = request.respond(response) {
+        return;
+    }
+    let close = state.keep_alive.should_close();
+    if let Err(error) = send(request, response, close) {
         log::debug!("could not send the response to {client_ip}: {error}");
     }
 }
@@ -338,6 +348,7 @@ fn deliver(
     provider: Provider,
     client_ip: IpAddr,
     body: Vec<u8>,
+    announced: Announced,
 ) -> Result<(u16, Value), ApiError> {
     let received_at = timestamp::now();
     if state.config.webhooks.log_payloads {
@@ -387,7 +398,7 @@ fn deliver(
                 event: None,
                 journal: Some(journal),
             };
-            return match state.store.write(item, COMMIT_WAIT) {
+            return match state.store.write(item, COMMIT_WAIT, Some(announced)) {
                 Ok(_) => Err(error),
                 Err(store_error) => Err(ApiError::from_store(&store_error)),
             };
@@ -408,7 +419,7 @@ fn deliver(
     };
     let outcome = state
         .store
-        .write(item, COMMIT_WAIT)
+        .write(item, COMMIT_WAIT, Some(announced))
         .map_err(|e| ApiError::from_store(&e))?;
     let mut body = json!({
         "status": outcome.as_str(),

@@ -11,10 +11,10 @@ mod writer;
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::Sender;
 
 use crate::config::{Config, DatabaseUrl};
 use crate::error::StoreError;
@@ -115,12 +115,12 @@ pub enum Command {
     /// queue's slots stay small.
     Write {
         item: Box<WriteItem>,
-        reply: Sender<Result<Outcome, StoreError>>,
+        reply: oneshot::Sender<Result<Outcome, StoreError>>,
     },
     /// Apply several items (a poll page) in the same group commit.
     WriteMany {
         items: Vec<WriteItem>,
-        reply: Sender<Result<Vec<Outcome>, StoreError>>,
+        reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
     },
     Job(Job),
 }
@@ -270,18 +270,46 @@ impl DbHealth {
 pub struct StoreClient {
     tx: Sender<Command>,
     health: Arc<DbHealth>,
+    producing: Arc<AtomicUsize>,
 }
 
 /// How long a sender waits for room in a full queue before answering 503.
 const QUEUE_WAIT: Duration = Duration::from_millis(200);
+
+/// A handler that will send a write soon (see `StoreClient::announce`).
+pub struct Announced {
+    producing: Arc<AtomicUsize>,
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        self.producing.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl StoreClient {
     pub fn health(&self) -> &DbHealth {
         &self.health
     }
 
+    /// Tells the writer a write is on its way (a delivery is being read
+    /// and checked). The writer waits briefly for announced writes before
+    /// committing, so that concurrent deliveries share one commit. The
+    /// announcement ends when the write is sent or the guard is dropped.
+    pub fn announce(&self) -> Announced {
+        self.producing.fetch_add(1, Ordering::Relaxed);
+        Announced {
+            producing: self.producing.clone(),
+        }
+    }
+
     /// Writes one item and waits for its commit, at most `timeout`.
-    pub fn write(&self, item: WriteItem, timeout: Duration) -> Result<Outcome, StoreError> {
+    pub fn write(
+        &self,
+        item: WriteItem,
+        timeout: Duration,
+        announced: Option<Announced>,
+    ) -> Result<Outcome, StoreError> {
         if !self.health.is_available() && item.event.is_some() {
             // Fail fast while the writer is reconnecting rather than queueing
             // work that will only time out.
@@ -291,11 +319,13 @@ impl StoreClient {
                     .unwrap_or_else(|| "reconnecting".to_string()),
             ));
         }
-        let (reply, answer) = bounded(1);
-        self.send(Command::Write {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(Command::Write {
             item: Box::new(item),
             reply,
-        })?;
+        });
+        drop(announced);
+        sent?;
         answer
             .recv_timeout(timeout)
             .map_err(|_| StoreError::Timeout)?
@@ -310,7 +340,7 @@ impl StoreClient {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, answer) = bounded(1);
+        let (reply, answer) = oneshot::channel();
         self.send(Command::WriteMany { items, reply })?;
         answer
             .recv_timeout(timeout)
@@ -323,7 +353,7 @@ impl StoreClient {
         timeout: Duration,
         job: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (reply, answer) = bounded(1);
+        let (reply, answer) = oneshot::channel();
         self.send(Command::Job(Box::new(move |backend| {
             let _ = reply.send(backend.and_then(job));
         })))?;

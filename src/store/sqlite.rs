@@ -5,9 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{
-    Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior, params,
-};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::schema::{self, Dialect};
 use super::sql::{self, Param};
@@ -21,8 +19,12 @@ use crate::timestamp;
 
 pub struct SqliteBackend {
     conn: Connection,
+    /// Copies committed WAL frames into the database file off the writer's
+    /// path; stops when the backend is dropped.
+    _checkpointer: Checkpointer,
     upsert_sql: String,
     select_sql: String,
+    journal_sql: String,
 }
 
 impl SqliteBackend {
@@ -61,10 +63,15 @@ impl SqliteBackend {
             .map_err(unavailable)?;
         let mut backend = SqliteBackend {
             conn,
+            _checkpointer: Checkpointer::start(path)?,
             upsert_sql: sql::sqlite_upsert(),
             select_sql: format!(
                 "SELECT {} FROM ticket_details WHERE external_id = ?1 AND external_source = ?2",
                 sql::snapshot_columns("")
+            ),
+            journal_sql: format!(
+                "INSERT INTO webhook_events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                sql::JOURNAL_COLUMNS
             ),
         };
         backend.migrate()?;
@@ -142,28 +149,70 @@ impl SqliteBackend {
         tx.commit().map_err(map_error)
     }
 
+    /// Applies one event with the batch's prepared statements.
     fn upsert(
-        tx: &Transaction<'_>,
-        upsert_sql: &str,
-        select_sql: &str,
+        statements: &mut Statements<'_>,
         event: &TicketEvent,
         now: &str,
     ) -> rusqlite::Result<Outcome> {
         let external_id = event.ticket_id.to_string();
         let provider = event.provider.as_str();
-        let old = tx
-            .prepare_cached(select_sql)?
+        let old = statements
+            .select
             .query_row(params![external_id, provider], read_snapshot)
             .optional()?;
         let row = sql::row_params(event, &external_id, now);
-        let new = tx
-            .prepare_cached(upsert_sql)?
+        let new = statements
+            .upsert
             .query_row(
                 rusqlite::params_from_iter(row.iter().map(to_sql)),
                 read_snapshot,
             )
             .optional()?;
         Ok(classify(event, old.as_ref(), new.as_ref(), old.is_none()))
+    }
+}
+
+/// A thread with a connection of its own that checkpoints the WAL: copies
+/// committed frames into the database file (and syncs it), so the WAL
+/// stays short without the writer ever pausing to do it.
+struct Checkpointer {
+    _stop: crossbeam_channel::Sender<()>,
+}
+
+/// How often the checkpointer runs. A passive checkpoint never blocks the
+/// writer; between runs the WAL grows by at most this much traffic.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open(path).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot open SQLite database {}: {e}",
+                path.display()
+            ))
+        })?;
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        std::thread::Builder::new()
+            .name("codex-checkpoint".to_string())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                    });
+                    match result {
+                        Ok((log, done)) if log > 262_144 && done < log => log::warn!(
+                            "the SQLite WAL has {log} frames, {done} checkpointed: a long-running reader may be holding it"
+                        ),
+                        Ok(_) => {}
+                        Err(error) => log::warn!("WAL checkpoint failed: {error}"),
+                    }
+                }
+                // A final full checkpoint leaves a short WAL behind.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer { _stop: stop })
     }
 }
 
@@ -257,16 +306,20 @@ fn read_snapshot(row: &Row<'_>) -> rusqlite::Result<Snapshot> {
     })
 }
 
+/// The statements a batch runs, looked up once per batch: the upsert is
+/// long, and the statement cache hashes its text on every lookup.
+struct Statements<'conn> {
+    select: rusqlite::CachedStatement<'conn>,
+    upsert: rusqlite::CachedStatement<'conn>,
+    journal: rusqlite::CachedStatement<'conn>,
+}
+
 fn insert_journal(
-    tx: &Transaction<'_>,
+    journal: &mut rusqlite::CachedStatement<'_>,
     entry: &JournalEntry,
     outcome: &str,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached(&format!(
-        "INSERT INTO webhook_events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        sql::JOURNAL_COLUMNS
-    ))?
-    .execute(params![
+    journal.execute(params![
         entry.provider.as_str(),
         entry.received_at,
         entry.client_ip,
@@ -310,17 +363,27 @@ impl Backend for SqliteBackend {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(map_error)?;
         let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
-            let outcome = match &item.event {
-                Some(event) => Self::upsert(&tx, &self.upsert_sql, &self.select_sql, event, &now)
-                    .map_err(map_error)?,
-                None => Outcome::Rejected,
+        {
+            let mut statements = Statements {
+                select: tx.prepare_cached(&self.select_sql).map_err(map_error)?,
+                upsert: tx.prepare_cached(&self.upsert_sql).map_err(map_error)?,
+                journal: tx.prepare_cached(&self.journal_sql).map_err(map_error)?,
             };
-            if let Some(entry) = &item.journal {
-                insert_journal(&tx, entry, entry.outcome.unwrap_or(outcome.as_str()))
+            for item in items {
+                let outcome = match &item.event {
+                    Some(event) => Self::upsert(&mut statements, event, &now).map_err(map_error)?,
+                    None => Outcome::Rejected,
+                };
+                if let Some(entry) = &item.journal {
+                    insert_journal(
+                        &mut statements.journal,
+                        entry,
+                        entry.outcome.unwrap_or(outcome.as_str()),
+                    )
                     .map_err(map_error)?;
+                }
+                outcomes.push(outcome);
             }
-            outcomes.push(outcome);
         }
         tx.commit().map_err(map_error)?;
         Ok(outcomes)

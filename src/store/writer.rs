@@ -1,10 +1,11 @@
 //! The writer thread: the only code that writes to the database.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 
 use super::{Backend, Command, DbHealth, Outcome, StoreClient, WriteItem};
 use crate::config::DatabaseUrl;
@@ -15,6 +16,12 @@ use crate::timestamp;
 const QUEUE_CAPACITY: usize = 4096;
 /// Items applied in one transaction, at most.
 const MAX_BATCH: usize = 1024;
+/// How long a batch may wait for writes that handlers have announced.
+/// A commit costs about the same for one event as for a hundred, so while
+/// deliveries are being read a short wait makes one commit serve them all.
+const MAX_LINGER: Duration = Duration::from_micros(1500);
+/// How often a lingering writer looks again at the announced count.
+const LINGER_STEP: Duration = Duration::from_micros(100);
 /// How often an idle writer checks the connection and housekeeping.
 const TICK: Duration = Duration::from_millis(500);
 /// Reconnect backoff bounds: the first retry is quick, later ones at most
@@ -50,8 +57,10 @@ pub fn spawn_writer(
 ) -> std::io::Result<WriterHandle> {
     let (tx, rx) = bounded(QUEUE_CAPACITY);
     let health = Arc::new(DbHealth::default());
+    let producing = Arc::new(AtomicUsize::new(0));
     let writer = Writer {
         rx,
+        producing: producing.clone(),
         backend: Some(backend),
         url,
         health: health.clone(),
@@ -66,13 +75,19 @@ pub fn spawn_writer(
         .name("codex-writer".to_string())
         .spawn(move || writer.run())?;
     Ok(WriterHandle {
-        client: StoreClient { tx, health },
+        client: StoreClient {
+            tx,
+            health,
+            producing,
+        },
         thread,
     })
 }
 
 struct Writer {
     rx: Receiver<Command>,
+    /// Handlers that announced a write they have not sent yet.
+    producing: Arc<AtomicUsize>,
     backend: Option<Box<dyn Backend>>,
     url: DatabaseUrl,
     health: Arc<DbHealth>,
@@ -86,8 +101,8 @@ struct Writer {
 
 /// Where a batch's outcomes go.
 enum Reply {
-    One(Sender<Result<Outcome, StoreError>>),
-    Many(Sender<Result<Vec<Outcome>, StoreError>>, usize),
+    One(oneshot::Sender<Result<Outcome, StoreError>>),
+    Many(oneshot::Sender<Result<Vec<Outcome>, StoreError>>, usize),
 }
 
 impl Writer {
@@ -101,13 +116,7 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let mut commands = vec![first];
-            while commands.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(command) => commands.push(command),
-                    Err(_) => break,
-                }
-            }
+            let commands = self.gather(first);
             // A bug in a backend must not end the writer: the batch's
             // senders see their reply channel closed (503), the connection
             // (whose transaction rolled back on unwinding) is reopened.
@@ -123,6 +132,33 @@ impl Writer {
             }
         }
         log::debug!("writer stopped: every sender is gone and the queue is drained");
+    }
+
+    /// Collects a batch: everything queued, plus, for a moment, the writes
+    /// handlers have announced.
+    fn gather(&self, first: Command) -> Vec<Command> {
+        let mut commands = vec![first];
+        let deadline = Instant::now() + MAX_LINGER;
+        while commands.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(command) => {
+                    commands.push(command);
+                    continue;
+                }
+                Err(_) if self.producing.load(Ordering::Relaxed) == 0 => break,
+                Err(_) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.rx.recv_timeout(LINGER_STEP.min(deadline - now)) {
+                Ok(command) => commands.push(command),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        commands
     }
 
     fn process(&mut self, commands: Vec<Command>) {
