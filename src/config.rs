@@ -78,6 +78,8 @@ pub struct FreshserviceConfig {
     pub initial_sync_days: u32,
     /// Tickets looked up one by one per reconcile run, at most.
     pub reconcile_max_tickets: u32,
+    /// How long one API request may take.
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -333,6 +335,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_requests_per_minute",
             "initial_sync_days",
             "reconcile_max_tickets",
+            "request_timeout",
             "done_statuses",
         ],
     ),
@@ -538,6 +541,7 @@ impl Config {
                 "50",
                 |v| parse_range(v, 0, 100_000).map(|n| n as u32),
             ),
+            request_timeout: reader.parse("freshservice", "request_timeout", "30s", parse_duration),
         };
 
         let scheduler = SchedulerConfig {
@@ -616,11 +620,15 @@ impl Config {
         })
     }
 
-    /// True when the poller has what it needs to call the Freshservice API.
-    pub fn freshservice_polling(&self) -> bool {
-        self.scheduler.sync_tickets_enabled
-            && self.freshservice.api_key.is_some()
+    /// True when a Freshservice account (API endpoint and key) is configured.
+    pub fn freshservice_configured(&self) -> bool {
+        self.freshservice.api_key.is_some()
             && (self.freshservice.domain.is_some() || self.freshservice.api_base.is_some())
+    }
+
+    /// True when the poller runs: an account is configured and syncing is on.
+    pub fn freshservice_polling(&self) -> bool {
+        self.scheduler.sync_tickets_enabled && self.freshservice_configured()
     }
 
     /// The effective configuration as INI text, secrets masked.
@@ -672,13 +680,14 @@ impl Config {
             w.journal_retention_days
         );
         out += &format!(
-            "[freshservice]\ndomain = {}\napi_key = {}\napi_base = {}\nmax_requests_per_minute = {}\ninitial_sync_days = {}\nreconcile_max_tickets = {}\ndone_statuses = {}\n\n",
+            "[freshservice]\ndomain = {}\napi_key = {}\napi_base = {}\nmax_requests_per_minute = {}\ninitial_sync_days = {}\nreconcile_max_tickets = {}\nrequest_timeout = {}\ndone_statuses = {}\n\n",
             f.domain.as_deref().unwrap_or(""),
             masked(f.api_key.as_ref()),
             f.api_base.as_deref().unwrap_or(""),
             f.max_requests_per_minute,
             f.initial_sync_days,
             f.reconcile_max_tickets,
+            format_duration(f.request_timeout),
             f.done_statuses.join(", ")
         );
         out += "[freshservice.statuses]\n";

@@ -24,12 +24,13 @@ use crate::config::Config;
 use crate::error::StoreError;
 use crate::http::{AppState, HttpServer};
 use crate::store::WriterHandle;
-use crate::sync::SyncStatus;
+use crate::sync::{Poller, SyncStatus};
 
 /// The running service: HTTP workers, the writer, the poller.
 pub struct Service {
     http: HttpServer,
     writer: WriterHandle,
+    poller: Option<Poller>,
     fatal: Receiver<String>,
 }
 
@@ -67,6 +68,14 @@ pub fn run(config: Config, listener: TcpListener) -> Result<Service, StartError>
     .map_err(StartError::Io)?;
     let sync_status = Arc::new(SyncStatus::new(&config));
     let (fatal_tx, fatal) = unbounded();
+    let poller = if config.freshservice_polling() {
+        Some(
+            sync::spawn_poller(config.clone(), writer.client.clone(), sync_status.clone())
+                .map_err(StartError::Io)?,
+        )
+    } else {
+        None
+    };
     let state = Arc::new(AppState::new(
         config.clone(),
         writer.client.clone(),
@@ -77,6 +86,7 @@ pub fn run(config: Config, listener: TcpListener) -> Result<Service, StartError>
     Ok(Service {
         http,
         writer,
+        poller,
         fatal,
     })
 }
@@ -97,6 +107,11 @@ impl Service {
         let mut problems = Vec::new();
         if self.http.stop().is_err() {
             problems.push("an HTTP worker panicked".to_string());
+        }
+        if let Some(poller) = self.poller {
+            if poller.stop().is_err() {
+                problems.push("the poller panicked".to_string());
+            }
         }
         if self.writer.join().is_err() {
             problems.push("the writer panicked".to_string());

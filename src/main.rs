@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +27,19 @@ enum Command {
     GenSecret,
     /// Validate the configuration and print it with secrets masked.
     CheckConfig(ConfigArg),
+    /// Run one complete Freshservice sync in the foreground.
+    Sync(SyncArgs),
+    /// Print the last sync runs, webhook counts and coverage.
+    Status(ConfigArg),
+}
+
+#[derive(clap::Args)]
+struct SyncArgs {
+    /// Run one complete sync (listing, deleted and spam, reconcile) and exit.
+    #[arg(long, required = true)]
+    once: bool,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(clap::Args)]
@@ -42,6 +57,8 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate(&args),
         Command::GenSecret => gen_secret(),
         Command::CheckConfig(args) => check_config(&args),
+        Command::Sync(args) => sync_once(&args.config),
+        Command::Status(args) => status(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,7 +131,59 @@ fn check_config(args: &ConfigArg) -> Result<(), String> {
     print!("{}", config.render_masked());
     let database =
         codex::store::check(&config.database.url).map_err(|e| format!("database: {e}"))?;
-    eprintln!("configuration is valid; database: {database}");
+    eprintln!("database: {database}");
+    if config.freshservice_configured() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut client =
+            codex::psa::freshservice_api::FreshserviceClient::new(&config.freshservice, stop)
+                .map_err(|e| format!("freshservice: {e}"))?;
+        client
+            .check_credentials()
+            .map_err(|e| format!("freshservice: {e}"))?;
+        eprintln!(
+            "freshservice: credentials accepted by {}",
+            config.freshservice.api_base_url().unwrap_or_default()
+        );
+    }
+    eprintln!("configuration is valid");
+    Ok(())
+}
+
+fn sync_once(args: &ConfigArg) -> Result<(), String> {
+    let config = load(args)?;
+    if !config.freshservice_configured() {
+        return Err("no Freshservice account is configured: set [freshservice] domain and api_key (or CODEX_FRESHSERVICE_API_KEY)".to_string());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = stop.clone();
+    ctrlc::set_handler(move || on_signal.store(true, Ordering::SeqCst))
+        .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    let backend = codex::store::connect(&config.database.url).map_err(|e| e.to_string())?;
+    let writer = codex::store::spawn_writer(
+        backend,
+        config.database.url.clone(),
+        config.webhooks.journal_retention_days,
+    )
+    .map_err(|e| format!("cannot start the writer: {e}"))?;
+    let run = codex::sync::run_sync(&config, &writer.client, true, stop);
+    writer
+        .join()
+        .map_err(|_| "the writer panicked".to_string())?;
+    let record = codex::sync::run_json(&run);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&record).unwrap_or_default()
+    );
+    match run.outcome.as_str() {
+        "ok" => Ok(()),
+        _ => Err(format!("sync failed: {}", run.error.unwrap_or_default())),
+    }
+}
+
+fn status(args: &ConfigArg) -> Result<(), String> {
+    let config = load(args)?;
+    let report = codex::sync::status_report(&config).map_err(|e| e.to_string())?;
+    print!("{report}");
     Ok(())
 }
 

@@ -431,10 +431,10 @@ fn deliver(
         .as_object_mut()
         .expect("a json! object literal is an object");
     match &outcome {
-        Outcome::Updated { changes } => {
+        Outcome::Updated { changes, .. } => {
             map.insert("changes".into(), json!(changes));
         }
-        Outcome::Deleted { new_status } => {
+        Outcome::Deleted { new_status, .. } => {
             map.insert("new_status".into(), json!(new_status));
         }
         Outcome::Ignored { reason } => {

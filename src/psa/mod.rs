@@ -2,6 +2,7 @@
 //! normalized into before it reaches the writer.
 
 pub mod freshservice;
+pub mod freshservice_api;
 pub mod lenient_json;
 
 use std::fmt;

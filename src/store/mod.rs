@@ -27,10 +27,15 @@ pub use writer::{WriterHandle, spawn_writer};
 pub enum Outcome {
     /// The ticket did not exist and now does.
     Created,
-    /// A newer version was applied; `changes` describes it.
-    Updated { changes: Vec<String> },
+    /// The event was applied; `changes` describes it. `advanced` is true
+    /// when it carried a newer version than the stored one (rather than
+    /// filling in fields of the same or an older version).
+    Updated {
+        changes: Vec<String>,
+        advanced: bool,
+    },
     /// The ticket is now deleted or spam.
-    Deleted { new_status: String },
+    Deleted { new_status: String, advanced: bool },
     /// Nothing to do, with why (a delete of a ticket never seen).
     Ignored { reason: String },
     /// The same content again (a duplicate delivery).
@@ -54,7 +59,7 @@ impl Outcome {
         }
     }
 
-    /// True when a new version of the ticket was stored.
+    /// True when something was stored.
     pub fn is_change(&self) -> bool {
         matches!(
             self,
@@ -63,6 +68,16 @@ impl Outcome {
                 | Outcome::Deleted { .. }
                 | Outcome::Ignored { .. }
         )
+    }
+
+    /// True when a version newer than any stored was stored: a change
+    /// Codex had not heard of before.
+    pub fn is_new_version(&self) -> bool {
+        match self {
+            Outcome::Created | Outcome::Ignored { .. } => true,
+            Outcome::Updated { advanced, .. } | Outcome::Deleted { advanced, .. } => *advanced,
+            Outcome::Unchanged | Outcome::Stale { .. } | Outcome::Rejected => false,
+        }
     }
 }
 
@@ -134,8 +149,9 @@ pub struct WebhookCounts {
     pub applied: i64,
     /// Deliveries refused as unreadable.
     pub rejected: i64,
-    /// When the last delivery that stored a new version arrived.
-    pub last_applied_at: Option<String>,
+    /// When the last delivery Codex could process (whatever its outcome,
+    /// a duplicate included) arrived: proof that webhooks reach Codex.
+    pub last_processed_at: Option<String>,
     /// When the last authenticated delivery arrived.
     pub last_received_at: Option<String>,
 }
@@ -426,17 +442,27 @@ pub fn classify(
         },
         Some(_) if inserted => Outcome::Created,
         Some(new_row) => {
+            let advanced = match (
+                old.and_then(|o| o.last_updated_at.as_deref()),
+                event.updated_at.as_deref(),
+            ) {
+                (Some(stored), Some(incoming)) => incoming > stored,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
             if event.kind == EventKind::Deleted || (is_gone(Some(new_row)) && !is_gone(old)) {
                 Outcome::Deleted {
                     new_status: new_row
                         .get(Field::Status)
                         .map_or_else(|| "deleted".to_string(), ToString::to_string),
+                    advanced,
                 }
             } else {
                 Outcome::Updated {
                     changes: old
                         .map(|old| describe_changes(old, new_row))
                         .unwrap_or_default(),
+                    advanced,
                 }
             }
         }
@@ -483,4 +509,63 @@ pub fn check(url: &DatabaseUrl) -> Result<String, StoreError> {
 pub fn migrate(config: &Config) -> Result<i64, StoreError> {
     connect(&config.database.url)?;
     Ok(schema::VERSION)
+}
+
+/// Leadership for work that must run on one instance only (the poller):
+/// a PostgreSQL session advisory lock on a connection of its own, so N
+/// instances on one database do it once and another takes over within a
+/// check when the holder goes away. On SQLite there is one instance, which
+/// always leads.
+pub struct Leadership {
+    url: DatabaseUrl,
+    key: i64,
+    client: Option<::postgres::Client>,
+    held: bool,
+}
+
+impl Leadership {
+    pub fn new(url: &DatabaseUrl, key: i64) -> Leadership {
+        Leadership {
+            url: url.clone(),
+            key,
+            client: None,
+            held: false,
+        }
+    }
+
+    /// True while this instance holds the lock; takes it when free.
+    pub fn check(&mut self) -> bool {
+        let DatabaseUrl::Postgres(url) = &self.url else {
+            return true;
+        };
+        if let Some(client) = self.client.as_mut() {
+            if client.is_valid(Duration::from_secs(2)).is_err() {
+                if self.held {
+                    log::warn!(
+                        "lost the connection holding the poller lock; another instance may take over"
+                    );
+                }
+                self.client = None;
+                self.held = false;
+            }
+        }
+        if self.client.is_none() {
+            match postgres::open_client(url) {
+                Ok(client) => self.client = Some(client),
+                Err(error) => {
+                    log::debug!("cannot connect for the poller lock: {error}");
+                    return false;
+                }
+            }
+        }
+        if !self.held {
+            if let Some(client) = self.client.as_mut() {
+                self.held = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&self.key])
+                    .map(|row| row.get::<_, bool>(0))
+                    .unwrap_or(false);
+            }
+        }
+        self.held
+    }
 }

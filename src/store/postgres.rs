@@ -481,7 +481,7 @@ impl Backend for PostgresBackend {
                 "SELECT count(*), \
                         count(*) FILTER (WHERE outcome IN ('created', 'updated', 'deleted', 'ignored')), \
                         count(*) FILTER (WHERE outcome IN ('rejected', 'failed')), \
-                        max(received_at) FILTER (WHERE outcome IN ('created', 'updated', 'deleted', 'ignored')), \
+                        max(received_at) FILTER (WHERE outcome NOT IN ('rejected', 'failed')), \
                         max(received_at) \
                  FROM webhook_events WHERE provider = $1 AND received_at >= $2",
                 &[&provider.as_str(), &since],
@@ -491,7 +491,7 @@ impl Backend for PostgresBackend {
             received: row.get(0),
             applied: row.get(1),
             rejected: row.get(2),
-            last_applied_at: row.get(3),
+            last_processed_at: row.get(3),
             last_received_at: row.get(4),
         })
     }

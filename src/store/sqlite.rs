@@ -464,7 +464,7 @@ impl Backend for SqliteBackend {
                 "SELECT count(*), \
                         coalesce(sum(CASE WHEN outcome IN ('created', 'updated', 'deleted', 'ignored') THEN 1 ELSE 0 END), 0), \
                         coalesce(sum(CASE WHEN outcome IN ('rejected', 'failed') THEN 1 ELSE 0 END), 0), \
-                        max(CASE WHEN outcome IN ('created', 'updated', 'deleted', 'ignored') THEN received_at END), \
+                        max(CASE WHEN outcome NOT IN ('rejected', 'failed') THEN received_at END), \
                         max(received_at) \
                  FROM webhook_events WHERE provider = ?1 AND received_at >= ?2",
                 params![provider.as_str(), since],
@@ -473,7 +473,7 @@ impl Backend for SqliteBackend {
                         received: row.get(0)?,
                         applied: row.get(1)?,
                         rejected: row.get(2)?,
-                        last_applied_at: row.get(3)?,
+                        last_processed_at: row.get(3)?,
                         last_received_at: row.get(4)?,
                     })
                 },

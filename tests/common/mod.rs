@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod fake_freshservice;
+pub mod pg_cluster;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

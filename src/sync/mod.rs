@@ -1,0 +1,369 @@
+//! Polling, the safety net behind webhooks: a timer thread that syncs
+//! tickets from the PSA's REST API through the same writer (and the same
+//! newest-wins upsert) as webhooks, every `ticket_sync_interval` without
+//! webhooks and every `ticket_sync_interval_with_webhooks` while they
+//! demonstrably work. It also measures how well they work: a change the
+//! poll finds before any webhook delivered it was missed by webhooks.
+
+mod report;
+mod run;
+
+pub use report::status_report;
+pub use run::run_sync;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Map, Value, json};
+
+use crate::config::Config;
+use crate::error::StoreError;
+use crate::psa::Provider;
+use crate::store::{Leadership, StoreClient, SyncRun, postgres::poller_lock};
+use crate::timestamp;
+
+/// Coverage is measured over this window.
+pub(crate) const COVERAGE_WINDOW_SECS: u64 = 24 * 3600;
+/// How long a write or bookkeeping call to the writer may take.
+pub(crate) const STORE_WAIT: Duration = Duration::from_secs(60);
+
+/// What `/webhooks/health` and `codex status` report about polling.
+pub struct SyncStatus {
+    configured: bool,
+    webhooks_enabled: bool,
+    inner: Mutex<StatusInner>,
+}
+
+#[derive(Default)]
+struct StatusInner {
+    role: &'static str,
+    interval: Option<Duration>,
+    interval_reason: String,
+    next_sync_at: Option<String>,
+    last_run: Option<SyncRun>,
+    coverage: Option<Coverage>,
+}
+
+/// Webhook coverage of one provider over the last 24 hours.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Coverage {
+    /// Changes that arrived by webhook (before any poll saw them).
+    pub by_webhook: i64,
+    /// Changes the poll found first.
+    pub missed: i64,
+    /// `by_webhook / (by_webhook + missed)`; `None` without changes.
+    pub ratio: Option<f64>,
+    /// Tickets whose changes the last run found before any webhook.
+    pub missed_last_run: Vec<i64>,
+    /// When a delivery last reached Codex and was processed.
+    pub last_webhook_at: Option<String>,
+}
+
+impl SyncStatus {
+    pub fn new(config: &Config) -> SyncStatus {
+        let configured = config.freshservice_polling();
+        SyncStatus {
+            configured,
+            webhooks_enabled: config.webhooks.enabled,
+            inner: Mutex::new(StatusInner {
+                role: if configured { "starting" } else { "disabled" },
+                ..StatusInner::default()
+            }),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut StatusInner)) {
+        change(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The fields `/webhooks/health` adds about polling and coverage.
+    pub fn health_fields(&self) -> Map<String, Value> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = Map::new();
+        let last = inner.last_run.as_ref();
+        map.insert(
+            "polling".into(),
+            json!({
+                "enabled": self.configured,
+                "role": inner.role,
+                "interval_seconds": inner.interval.map(|d| d.as_secs()),
+                "interval_reason": inner.interval_reason,
+                "next_sync_at": inner.next_sync_at,
+                "last_sync": last.map(run_json),
+            }),
+        );
+        map.insert(
+            "polling_interval_seconds".into(),
+            json!(inner.interval.map(|d| d.as_secs())),
+        );
+        map.insert(
+            "last_sync_at".into(),
+            json!(last.and_then(|r| r.finished_at.clone())),
+        );
+        map.insert(
+            "last_sync_outcome".into(),
+            json!(last.map(|r| r.outcome.clone())),
+        );
+        let coverage = inner
+            .coverage
+            .as_ref()
+            .map(|c| coverage_json(c, self.webhooks_enabled));
+        map.insert(
+            "webhook_coverage".into(),
+            json!({ Provider::Freshservice.as_str(): coverage }),
+        );
+        map
+    }
+}
+
+/// A run as JSON, for health and `codex sync --once`.
+pub fn run_json(run: &SyncRun) -> Value {
+    json!({
+        "id": run.id,
+        "provider": run.provider,
+        "kind": run.kind,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "outcome": run.outcome,
+        "tickets_seen": run.tickets_seen,
+        "tickets_changed": run.tickets_changed,
+        "missed_by_webhooks": run.missed_by_webhooks,
+        "missed_ticket_ids": run.missed_ticket_ids,
+        "api_calls": run.api_calls,
+        "error": run.error,
+    })
+}
+
+fn coverage_json(coverage: &Coverage, webhooks_enabled: bool) -> Value {
+    json!({
+        "webhooks_enabled": webhooks_enabled,
+        "window_hours": COVERAGE_WINDOW_SECS / 3600,
+        "coverage": coverage.ratio,
+        "changes_by_webhook": coverage.by_webhook,
+        "changes_missed": coverage.missed,
+        "missed_ticket_ids_last_run": coverage.missed_last_run,
+        "last_webhook_at": coverage.last_webhook_at,
+    })
+}
+
+/// The running poller thread.
+pub struct Poller {
+    thread: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Poller {
+    /// Stops the poller (interrupting a run between requests) and waits.
+    pub fn stop(self) -> std::thread::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join()
+    }
+}
+
+pub fn spawn_poller(
+    config: Arc<Config>,
+    store: StoreClient,
+    status: Arc<SyncStatus>,
+) -> std::io::Result<Poller> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("codex-poller".to_string())
+            .spawn(move || poll_loop(&config, &store, &status, stop))?
+    };
+    Ok(Poller { thread, stop })
+}
+
+/// The schedule as assessed from the database: what interval applies now
+/// and why, and the coverage behind it.
+struct Assessment {
+    interval: Duration,
+    reason: String,
+    coverage: Coverage,
+    /// When the last run (of any instance) started.
+    last_started_at: Option<Timestamp>,
+    last_run: Option<SyncRun>,
+    reconcile_due: bool,
+}
+
+fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Arc<AtomicBool>) {
+    let provider = Provider::Freshservice;
+    let mut leadership = Leadership::new(&config.database.url, poller_lock(provider));
+    let scheduler = &config.scheduler;
+    // Checks often enough to follow the short interval closely and to take
+    // over promptly from an instance that went away.
+    let check_every = (scheduler.ticket_sync_interval / 4)
+        .clamp(Duration::from_millis(200), Duration::from_secs(30));
+    let mut below_coverage = false;
+    while !stop.load(Ordering::SeqCst) {
+        let leader = leadership.check();
+        let mut next_check = Instant::now() + check_every;
+        match assess(config, store, provider) {
+            Ok(assessment) => {
+                let low = assessment
+                    .coverage
+                    .ratio
+                    .is_some_and(|r| r < scheduler.min_webhook_coverage);
+                if low && !below_coverage {
+                    log::warn!(
+                        "webhook coverage is {:.0}% over the last 24 h (minimum {:.0}%): {} changes reached Codex only by polling \
+                         (last run: tickets {:?}). Check that the Freshservice workflows are active, that their X-Webhook-Secret \
+                         matches [webhooks] secret, and that [webhooks] allowed_ips admits Freshservice; polling every {} meanwhile",
+                        assessment.coverage.ratio.unwrap_or(0.0) * 100.0,
+                        scheduler.min_webhook_coverage * 100.0,
+                        assessment.coverage.missed,
+                        assessment.coverage.missed_last_run,
+                        crate::config::format_duration(scheduler.ticket_sync_interval),
+                    );
+                }
+                below_coverage = low;
+                let due = assessment
+                    .last_started_at
+                    .and_then(|t| {
+                        t.checked_add(SignedDuration::try_from(assessment.interval).ok()?)
+                            .ok()
+                    })
+                    .unwrap_or_else(Timestamp::now);
+                status.update(|s| {
+                    s.role = if leader { "leader" } else { "standby" };
+                    s.interval = Some(assessment.interval);
+                    s.interval_reason = assessment.reason.clone();
+                    s.next_sync_at = leader.then(|| timestamp::format(due));
+                    s.coverage = Some(assessment.coverage.clone());
+                    if s.last_run.is_none() {
+                        s.last_run = assessment.last_run.clone();
+                    }
+                });
+                if leader && Timestamp::now() >= due {
+                    let run = run_sync(config, store, assessment.reconcile_due, stop.clone());
+                    log_run(&run);
+                    status.update(|s| s.last_run = Some(run));
+                    // Re-assess at once: the run changed coverage and the schedule.
+                    continue;
+                }
+                if leader {
+                    let until_due = (due - Timestamp::now()).unsigned_abs();
+                    next_check = next_check.min(Instant::now() + until_due);
+                }
+            }
+            Err(error) => {
+                log::warn!("poller: cannot read the schedule: {error}");
+                status.update(|s| s.role = if leader { "leader" } else { "standby" });
+            }
+        }
+        while !stop.load(Ordering::SeqCst) && Instant::now() < next_check {
+            std::thread::sleep(
+                Duration::from_millis(100)
+                    .min(next_check.saturating_duration_since(Instant::now())),
+            );
+        }
+    }
+}
+
+fn log_run(run: &SyncRun) {
+    match run.outcome.as_str() {
+        "ok" => log::info!(
+            "sync {} run {}: {} tickets seen, {} changed, {} missed by webhooks, {} API calls",
+            run.kind,
+            run.id,
+            run.tickets_seen,
+            run.tickets_changed,
+            run.missed_by_webhooks,
+            run.api_calls
+        ),
+        _ => log::error!(
+            "sync {} run {} failed after {} API calls: {}",
+            run.kind,
+            run.id,
+            run.api_calls,
+            run.error.as_deref().unwrap_or("unknown error")
+        ),
+    }
+}
+
+/// Reads what decides the schedule: recent webhook traffic, coverage, and
+/// the last run.
+fn assess(
+    config: &Config,
+    store: &StoreClient,
+    provider: Provider,
+) -> Result<Assessment, StoreError> {
+    let scheduler = config.scheduler.clone();
+    let window_start = timestamp::seconds_ago(scheduler.webhook_healthy_window.as_secs());
+    let day_start = timestamp::seconds_ago(COVERAGE_WINDOW_SECS);
+    let (day, recent, missed, runs, state) = store.call(STORE_WAIT, move |backend| {
+        Ok((
+            backend.webhook_counts(provider, &day_start)?,
+            backend.webhook_counts(provider, &window_start)?,
+            backend.missed_since(provider, &day_start)?,
+            backend.recent_runs(Some(provider), 1)?,
+            backend.sync_state(provider)?,
+        ))
+    })?;
+    let last_run = runs.into_iter().next();
+    let total = day.applied + missed;
+    let coverage = Coverage {
+        by_webhook: day.applied,
+        missed,
+        ratio: (total > 0).then(|| day.applied as f64 / total as f64),
+        missed_last_run: last_run
+            .as_ref()
+            .map(|r| r.missed_ticket_ids.clone())
+            .unwrap_or_default(),
+        last_webhook_at: day.last_processed_at.clone(),
+    };
+    let webhooks_recent = recent.last_processed_at.is_some();
+    let coverage_ok = coverage
+        .ratio
+        .is_none_or(|r| r >= scheduler.min_webhook_coverage);
+    let (interval, reason) = if !config.webhooks.enabled {
+        (
+            scheduler.ticket_sync_interval,
+            "webhooks are disabled".to_string(),
+        )
+    } else if !webhooks_recent {
+        (
+            scheduler.ticket_sync_interval,
+            format!(
+                "no webhook delivery in the last {}",
+                crate::config::format_duration(scheduler.webhook_healthy_window)
+            ),
+        )
+    } else if !coverage_ok {
+        (
+            scheduler.ticket_sync_interval,
+            format!(
+                "webhook coverage {:.0}% is below {:.0}%",
+                coverage.ratio.unwrap_or(0.0) * 100.0,
+                scheduler.min_webhook_coverage * 100.0
+            ),
+        )
+    } else {
+        (
+            scheduler.ticket_sync_interval_with_webhooks,
+            "webhooks are delivering".to_string(),
+        )
+    };
+    let reconcile_due = match state.last_reconcile_at.as_deref().map(timestamp::parse) {
+        Some(Ok(last)) => {
+            Timestamp::now().duration_since(last)
+                >= SignedDuration::try_from(scheduler.reconcile_interval)
+                    .unwrap_or(SignedDuration::MAX)
+        }
+        _ => true,
+    };
+    Ok(Assessment {
+        interval,
+        reason,
+        coverage,
+        last_started_at: last_run
+            .as_ref()
+            .and_then(|r| timestamp::parse(&r.started_at).ok()),
+        last_run,
+        reconcile_due,
+    })
+}

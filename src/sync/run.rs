@@ -1,0 +1,377 @@
+//! One sync run: the incremental listing, the deleted and spam listings,
+//! and the reconcile of locally active tickets.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use jiff::{SignedDuration, Timestamp};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+use super::STORE_WAIT;
+use crate::config::Config;
+use crate::error::SyncError;
+use crate::psa::freshservice::{self, Normalized};
+use crate::psa::freshservice_api::FreshserviceClient;
+use crate::psa::{Provider, TicketEvent};
+use crate::store::{StoreClient, SyncRun, SyncState, WriteItem};
+use crate::timestamp;
+
+/// Listings ask for changes since the cursor minus this, so that a ticket
+/// updated in the same second as the last one seen is not skipped.
+const OVERLAP: SignedDuration = SignedDuration::from_secs(300);
+/// Freshservice's filter query is at most this long.
+const MAX_QUERY: usize = 512;
+/// Characters escaped in query-string values.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Runs one sync and records it in `sync_runs`: the incremental listing,
+/// the deleted and spam listings, and (with `reconcile`) the reconcile of
+/// locally active tickets. `stop` interrupts it between requests.
+pub fn run_sync(
+    config: &Config,
+    store: &StoreClient,
+    reconcile: bool,
+    stop: Arc<AtomicBool>,
+) -> SyncRun {
+    let provider = Provider::Freshservice;
+    let mut run = SyncRun {
+        provider: provider.as_str().to_string(),
+        kind: if reconcile { "full" } else { "incremental" }.to_string(),
+        started_at: timestamp::now(),
+        outcome: "running".to_string(),
+        ..SyncRun::default()
+    };
+    let record = run.clone();
+    match store.call(STORE_WAIT, move |backend| backend.start_run(&record)) {
+        Ok(id) => run.id = id,
+        Err(error) => {
+            run.outcome = "failed".to_string();
+            run.error = Some(format!("cannot record the run: {error}"));
+            run.finished_at = Some(timestamp::now());
+            return run;
+        }
+    }
+    let result = FreshserviceClient::new(&config.freshservice, stop.clone()).and_then(|client| {
+        let mut sync = Sync {
+            config,
+            store,
+            client,
+            run: &mut run,
+            stop,
+        };
+        let result = sync.steps(reconcile);
+        sync.run.api_calls = sync.client.calls as i64;
+        result
+    });
+    run.finished_at = Some(timestamp::now());
+    match result {
+        Ok(()) => run.outcome = "ok".to_string(),
+        Err(error) => {
+            run.outcome = "failed".to_string();
+            run.error = Some(error.to_string());
+        }
+    }
+    let record = run.clone();
+    if let Err(error) = store.call(STORE_WAIT, move |backend| backend.finish_run(&record)) {
+        log::error!("cannot record the end of sync run {}: {error}", run.id);
+    }
+    run
+}
+
+/// One run in progress.
+struct Sync<'a> {
+    config: &'a Config,
+    store: &'a StoreClient,
+    client: FreshserviceClient,
+    run: &'a mut SyncRun,
+    stop: Arc<AtomicBool>,
+}
+
+/// Whether a poll change counts as missed by webhooks: with webhooks on,
+/// every version the poll finds before any webhook delivered it, except
+/// in the first sync, whose history predates any webhook.
+struct MissedRule {
+    counts: bool,
+}
+
+impl Sync<'_> {
+    fn steps(&mut self, reconcile: bool) -> Result<(), SyncError> {
+        let provider = Provider::Freshservice;
+        let state = self
+            .store
+            .call(STORE_WAIT, move |b| b.sync_state(provider))?;
+        let rule = MissedRule {
+            counts: self.config.webhooks.enabled && state.cursor.is_some(),
+        };
+        let since = match state.cursor.as_deref().map(timestamp::parse) {
+            Some(Ok(cursor)) => cursor.checked_sub(OVERLAP).unwrap_or(cursor),
+            _ => Timestamp::now()
+                .checked_sub(SignedDuration::from_hours(
+                    24 * i64::from(self.config.freshservice.initial_sync_days),
+                ))
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+        };
+        let since = timestamp::format(since);
+        let mut cursor = state.cursor.clone();
+
+        // 1. Everything updated since the cursor, oldest first.
+        let mut url = self.client.url(&format!(
+            "/tickets?updated_since={}&order_by=updated_at&order_type=asc&per_page=100",
+            utf8_percent_encode(&since, QUERY_VALUE)
+        ));
+        loop {
+            self.check_stop()?;
+            let page = self.client.page(&url)?;
+            let mut events = Vec::with_capacity(page.tickets.len());
+            for ticket in &page.tickets {
+                match freshservice::normalize_api_ticket(ticket, &self.config.freshservice) {
+                    Ok(Normalized { event, warnings }) => {
+                        for warning in warnings {
+                            log::warn!("sync: ticket {}: {warning}", event.ticket_id);
+                        }
+                        events.push(event);
+                    }
+                    Err(message) => log::warn!("sync: skipped a ticket: {message}"),
+                }
+            }
+            self.apply(events, &rule, Some(&mut cursor))?;
+            match page.next {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+
+        // 2. Tickets deleted or marked spam in the same window.
+        for (filter, spam) in [("deleted", false), ("spam", true)] {
+            let mut url = self.client.url(&format!(
+                "/tickets?filter={filter}&updated_since={}&per_page=100",
+                utf8_percent_encode(&since, QUERY_VALUE)
+            ));
+            loop {
+                self.check_stop()?;
+                let page = self.client.page(&url)?;
+                let events = page
+                    .tickets
+                    .iter()
+                    .filter_map(|t| {
+                        let id = freshservice::parse_id(t.get("id")?).ok().flatten()?;
+                        let updated_at = t
+                            .get("updated_at")
+                            .and_then(Value::as_str)
+                            .and_then(|s| timestamp::normalize(s).ok());
+                        Some(freshservice::deleted_event(
+                            id,
+                            updated_at,
+                            spam,
+                            &self.config.freshservice,
+                        ))
+                    })
+                    .collect();
+                self.apply(events, &rule, None)?;
+                match page.next {
+                    Some(next) => url = next,
+                    None => break,
+                }
+            }
+        }
+
+        // 3. Locally active tickets the PSA no longer lists as active.
+        let mut new_state = SyncState {
+            cursor,
+            last_reconcile_at: state.last_reconcile_at.clone(),
+        };
+        if reconcile {
+            self.reconcile(&rule)?;
+            new_state.last_reconcile_at = Some(timestamp::now());
+        }
+
+        // The run is complete: only now does the cursor move.
+        self.store
+            .call(STORE_WAIT, move |b| b.save_sync_state(provider, &new_state))?;
+        Ok(())
+    }
+
+    fn check_stop(&self) -> Result<(), SyncError> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(SyncError::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Writes events through the writer and counts what they changed.
+    fn apply(
+        &mut self,
+        events: Vec<TicketEvent>,
+        rule: &MissedRule,
+        cursor: Option<&mut Option<String>>,
+    ) -> Result<(), SyncError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let newest = events.iter().filter_map(|e| e.updated_at.clone()).max();
+        let items: Vec<WriteItem> = events
+            .iter()
+            .map(|event| WriteItem {
+                event: Some(event.clone()),
+                journal: None,
+            })
+            .collect();
+        let outcomes = self.store.write_many(items, STORE_WAIT)?;
+        for (event, outcome) in events.iter().zip(&outcomes) {
+            self.run.tickets_seen += 1;
+            if outcome.is_change() {
+                self.run.tickets_changed += 1;
+            }
+            if rule.counts && outcome.is_new_version() {
+                self.run.missed_by_webhooks += 1;
+                if !self.run.missed_ticket_ids.contains(&event.ticket_id) {
+                    self.run.missed_ticket_ids.push(event.ticket_id);
+                }
+            }
+        }
+        if let Some(cursor) = cursor {
+            if newest.as_ref() > cursor.as_ref() {
+                *cursor = newest;
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up, one by one (at most `reconcile_max_tickets`), the tickets
+    /// stored as active that the PSA's active-status filter does not
+    /// return. Only a 404 for the ticket itself marks it deleted: a short or
+    /// failed listing proves nothing.
+    fn reconcile(&mut self, rule: &MissedRule) -> Result<(), SyncError> {
+        let provider = Provider::Freshservice;
+        let fs = &self.config.freshservice;
+        if fs.reconcile_max_tickets == 0 {
+            return Ok(());
+        }
+        let active_ids: Vec<i64> = fs
+            .statuses
+            .ids()
+            .filter(|(_, name)| !fs.done_statuses.iter().any(|d| d == name))
+            .map(|(id, _)| id)
+            .collect();
+        let Some(remote) = self.remote_active(&active_ids)? else {
+            return Ok(());
+        };
+        let done = fs.done_statuses.clone();
+        let local = self.store.call(STORE_WAIT, move |b| {
+            b.active_tickets(provider, &done, 1_000_000)
+        })?;
+        let candidates: Vec<i64> = local
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !remote.contains(id))
+            .take(fs.reconcile_max_tickets as usize)
+            .collect();
+        if !candidates.is_empty() {
+            log::info!(
+                "reconcile: looking up {} tickets no longer listed as active",
+                candidates.len()
+            );
+        }
+        for id in candidates {
+            self.check_stop()?;
+            let event = match self.client.ticket(id)? {
+                Some(ticket) => match freshservice::normalize_api_ticket(&ticket, fs) {
+                    Ok(normalized) => normalized.event,
+                    Err(message) => {
+                        log::warn!("reconcile: ticket {id}: {message}");
+                        continue;
+                    }
+                },
+                // Freshservice says it no longer exists: stamped now, so no
+                // older event can bring it back.
+                None => freshservice::deleted_event(id, Some(timestamp::now()), false, fs),
+            };
+            self.apply(vec![event], rule, None)?;
+        }
+        Ok(())
+    }
+
+    /// Ids the active-status filter returns, or `None` when the listing is
+    /// incomplete (then nothing is concluded from it).
+    fn remote_active(&mut self, status_ids: &[i64]) -> Result<Option<HashSet<i64>>, SyncError> {
+        let mut remote = HashSet::new();
+        for query in filter_queries(status_ids) {
+            let mut seen = 0u64;
+            let mut page_number = 1;
+            loop {
+                self.check_stop()?;
+                let url = self.client.url(&format!(
+                    "/tickets/filter?query={}&page={page_number}",
+                    utf8_percent_encode(&format!("\"{query}\""), QUERY_VALUE)
+                ));
+                let page = self.client.page(&url)?;
+                seen += page.tickets.len() as u64;
+                remote.extend(
+                    page.tickets
+                        .iter()
+                        .filter_map(|t| freshservice::parse_id(t.get("id")?).ok().flatten()),
+                );
+                let more = match page.total {
+                    Some(total) => seen < total && !page.tickets.is_empty(),
+                    None => page.next.is_some(),
+                };
+                if !more {
+                    if page.total.is_some_and(|total| seen < total) {
+                        log::warn!(
+                            "reconcile: the active-ticket filter returned {seen} of {} tickets; skipping reconcile",
+                            page.total.unwrap_or_default()
+                        );
+                        return Ok(None);
+                    }
+                    break;
+                }
+                page_number += 1;
+            }
+        }
+        Ok(Some(remote))
+    }
+}
+
+/// `(status:2 OR status:3 …)` queries, each within Freshservice's limit.
+fn filter_queries(status_ids: &[i64]) -> Vec<String> {
+    let mut queries = Vec::new();
+    let mut terms: Vec<String> = Vec::new();
+    for id in status_ids {
+        let term = format!("status:{id}");
+        let candidate_len = terms.iter().map(|t| t.len() + 4).sum::<usize>() + term.len() + 4;
+        if !terms.is_empty() && candidate_len > MAX_QUERY - 8 {
+            queries.push(format!("({})", terms.join(" OR ")));
+            terms.clear();
+        }
+        terms.push(term);
+    }
+    if !terms.is_empty() {
+        queries.push(format!("({})", terms.join(" OR ")));
+    }
+    queries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_queries_stay_short() {
+        assert_eq!(filter_queries(&[2, 3]), ["(status:2 OR status:3)"]);
+        let many: Vec<i64> = (1..200).collect();
+        let queries = filter_queries(&many);
+        assert!(queries.len() > 1);
+        assert!(
+            queries.iter().all(|q| q.len() + 2 <= MAX_QUERY),
+            "{queries:?}"
+        );
+        let total: usize = queries.iter().map(|q| q.matches("status:").count()).sum();
+        assert_eq!(total, 199);
+    }
+}

@@ -1,0 +1,195 @@
+//! A private PostgreSQL cluster for tests that must stop and start the
+//! server (the shared one from scripts/test.sh serves everything else).
+//! As root the server runs as the `postgres` user, which PostgreSQL needs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct PgCluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+    as_postgres: bool,
+}
+
+/// The password of the `postgres` role (connections over TCP use it).
+pub const PASSWORD: &str = "cluster-pw-31337";
+
+fn find_bin() -> Option<PathBuf> {
+    if let Ok(bin) = std::env::var("CODEX_TEST_PG_BIN") {
+        return Some(PathBuf::from(bin));
+    }
+    let on_path = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v initdb)\""])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            Path::new(String::from_utf8_lossy(&o.stdout).trim())
+                .parent()
+                .map(Path::to_path_buf)
+        });
+    if on_path.as_ref().is_some_and(|p| p.join("pg_ctl").exists()) {
+        return on_path;
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+impl PgCluster {
+    /// Starts a new cluster on a free port; `None` (a skip) when the server
+    /// binaries are missing, except under `CI=true`, where that fails.
+    pub fn start() -> Option<PgCluster> {
+        let Some(bin) = find_bin() else {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true but no PostgreSQL server binaries (initdb, pg_ctl) were found");
+            }
+            eprintln!("skipped: no PostgreSQL server binaries (initdb, pg_ctl)");
+            return None;
+        };
+        let as_postgres = output("id", &["-u"]).as_deref() == Some("0");
+        let dir = tempfile::Builder::new()
+            .prefix("codex-pgtest")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        if as_postgres {
+            let uid: u32 = output("id", &["-u", "postgres"])
+                .expect("a postgres user")
+                .parse()
+                .unwrap();
+            std::os::unix::fs::chown(&dir, Some(uid), None).expect("chown");
+        }
+        let pwfile = dir.join("pw");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        if as_postgres {
+            std::os::unix::fs::chown(
+                &pwfile,
+                Some(output("id", &["-u", "postgres"]).unwrap().parse().unwrap()),
+                None,
+            )
+            .unwrap();
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let cluster = PgCluster {
+            dir,
+            bin,
+            port,
+            as_postgres,
+        };
+        let data = cluster.dir.join("data");
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                &format!("--pwfile={}", pwfile.display()),
+                "--no-sync",
+            ],
+        );
+        cluster.start_server();
+        Some(cluster)
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let path = self.bin.join(program);
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let out = command.args(args).output().expect("run postgres tool");
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// postgresql://postgres:<password>@127.0.0.1:<port>/postgres
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    pub fn start_server(&self) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-o",
+                &format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    self.port,
+                    self.dir.display()
+                ),
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server (fast: connections are cut, as in an outage).
+    pub fn stop_server(&self) {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+        );
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let path = self.bin.join("pg_ctl");
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let _ = command
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

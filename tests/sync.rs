@@ -1,0 +1,465 @@
+//! Polling Freshservice: against a fake API on an ephemeral port, through
+//! the real binary and a real database.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_freshservice::{FakeFreshservice, ticket};
+use common::{Backend, Codex, TestDb, base_config, run_codex, seed_body, wait_until};
+use serde_json::{Value, json};
+
+for_each_backend!(
+    full_sync_of_1000_tickets_over_10_pages,
+    incremental_runs_fetch_only_changes,
+    newest_version_wins_between_webhook_and_poll,
+    failed_page_leaves_cursor_and_data_as_they_were,
+    no_ticket_is_marked_deleted_without_evidence,
+    rate_limits_are_respected,
+    bad_credentials_fail_once_without_retry_storm,
+    slow_page_is_retried,
+    adaptive_interval_follows_webhooks_and_coverage,
+);
+
+/// Runs `codex sync --once` and returns (success, the printed run, stderr).
+fn sync_once(db: &TestDb, fake: &FakeFreshservice, extra: &str) -> (bool, Value, String) {
+    let conf = db
+        .dir
+        .path()
+        .join(format!("sync-{}.conf", fake.addr.port()));
+    std::fs::write(&conf, base_config(db, &format!("{}{extra}", fake.config()))).unwrap();
+    let (status, out, err) =
+        run_codex(&["sync", "--once", "--config", conf.to_str().unwrap()], &[]);
+    let run: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    (status.success(), run, err)
+}
+
+fn listing_requests(fake: &FakeFreshservice) -> Vec<common::fake_freshservice::Logged> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v2/tickets" && !r.query.contains("filter="))
+        .collect()
+}
+
+fn full_sync_of_1000_tickets_over_10_pages(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 1000, 2);
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(ok, "{run}\n{err}");
+    assert_eq!(run["outcome"], "ok");
+    assert_eq!(run["kind"], "full");
+    assert_eq!(run["tickets_seen"], 1000);
+    assert_eq!(run["tickets_changed"], 1000);
+    assert_eq!(db.count("SELECT count(*) FROM ticket_details"), 1000);
+    let listing = listing_requests(&fake);
+    assert_eq!(listing.len(), 10, "{listing:?}");
+    assert!(
+        listing[0].query.contains("per_page=100") && listing[0].query.contains("order_type=asc")
+    );
+    // The deleted and spam listings and the reconcile filter were asked too.
+    let requests = fake.requests();
+    assert!(requests.iter().any(|r| r.query.contains("filter=deleted")));
+    assert!(requests.iter().any(|r| r.query.contains("filter=spam")));
+    assert!(requests.iter().any(|r| r.path == "/api/v2/tickets/filter"));
+    assert_eq!(run["api_calls"].as_u64().unwrap() as usize, requests.len());
+    let ticket = db.ticket(1000).unwrap();
+    assert_eq!(ticket["status"].as_deref(), Some("open"));
+    assert_eq!(
+        ticket["description"].as_deref(),
+        Some("Description of 1000")
+    );
+    assert_eq!(ticket["last_source"].as_deref(), Some("poll"));
+    assert!(ticket["synced_at"].is_some());
+    let cursor = db.value("SELECT cursor FROM sync_state WHERE provider = 'freshservice'");
+    assert_eq!(cursor.as_deref(), Some("2024-03-01T16:40:00Z"));
+    assert_eq!(
+        db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'"),
+        1
+    );
+}
+
+fn incremental_runs_fetch_only_changes(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 500, 2);
+    assert!(sync_once(&db, &fake, "").0);
+    let before = fake.requests().len();
+    fake.with(|s| {
+        for id in [7, 8, 9] {
+            s.tickets.insert(id, ticket(id, 3, "2024-03-05T00:00:00Z"));
+        }
+    });
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(ok, "{err}");
+    let listing: Vec<_> = listing_requests(&fake).into_iter().skip(5).collect();
+    assert_eq!(listing.len(), 1, "{listing:?}");
+    // The listing starts five minutes before the cursor (the last ticket
+    // seen, 08:20), so it sees a handful of tickets and changes three.
+    assert!(
+        listing[0]
+            .query
+            .contains("updated_since=2024-03-01T08%3A15%3A00Z"),
+        "{}",
+        listing[0].query
+    );
+    assert_eq!(run["tickets_changed"], 3, "{run}");
+    assert!(run["tickets_seen"].as_i64().unwrap() < 20, "{run}");
+    // The reconcile reads the active filter (30 a page) and looks nothing up.
+    let reconcile: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .skip(before)
+        .filter(|r| r.path.starts_with("/api/v2/tickets/"))
+        .collect();
+    assert_eq!(reconcile.len(), 17, "{reconcile:?}");
+    assert!(reconcile.iter().all(|r| r.path == "/api/v2/tickets/filter"));
+    assert_eq!(db.ticket(8).unwrap()["status"].as_deref(), Some("pending"));
+}
+
+fn newest_version_wins_between_webhook_and_poll(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.with(|s| {
+        s.tickets.insert(1, ticket(1, 2, "2024-04-01T10:00:00Z"));
+        s.tickets.insert(2, ticket(2, 3, "2024-04-01T12:00:00Z"));
+    });
+    let codex = Codex::start(&db, "");
+    // Ticket 1: the webhook is newer than what the poll will see.
+    assert_eq!(
+        codex
+            .deliver_json(&seed_body("ticket.updated", 1, 5, "2024-04-01T11:00:00Z"))
+            .status,
+        201
+    );
+    // Ticket 2: the webhook is older than what the poll will see.
+    assert_eq!(
+        codex
+            .deliver_json(&seed_body("ticket.updated", 2, 9, "2024-04-01T11:00:00Z"))
+            .status,
+        201
+    );
+    drop(codex);
+    assert!(sync_once(&db, &fake, "").0);
+    assert_eq!(db.ticket(1).unwrap()["status"].as_deref(), Some("closed"));
+    assert_eq!(
+        db.ticket(1).unwrap()["last_updated_at"].as_deref(),
+        Some("2024-04-01T11:00:00Z")
+    );
+    assert_eq!(db.ticket(2).unwrap()["status"].as_deref(), Some("pending"));
+    assert_eq!(
+        db.ticket(2).unwrap()["last_source"].as_deref(),
+        Some("poll")
+    );
+    // And a late webhook does not undo the poll's newer version (its
+    // status is older than the poll's; only fields the poll does not carry,
+    // such as the requester's e-mail, can still take its values).
+    let codex = Codex::start(&db, "");
+    let late = codex.deliver_json(&seed_body("ticket.updated", 2, 9, "2024-04-01T11:30:00Z"));
+    assert_eq!(late.status, 200);
+    let ticket = db.ticket(2).unwrap();
+    assert_eq!(ticket["status"].as_deref(), Some("pending"));
+    assert_eq!(
+        ticket["last_updated_at"].as_deref(),
+        Some("2024-04-01T12:00:00Z")
+    );
+    let stale = codex.deliver_json(
+        &json!({"ticket_id": 2, "status_id": 9, "updated_at": "2024-04-01T11:45:00Z"}),
+    );
+    assert_eq!(stale.json()["status"], "stale");
+}
+
+fn failed_page_leaves_cursor_and_data_as_they_were(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 300, 2);
+    fake.with(|s| s.fail.push(("page=2".to_string(), u32::MAX)));
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(!ok);
+    assert!(err.contains("sync failed"), "{err}");
+    assert_eq!(run["outcome"], "failed");
+    assert!(run["error"].as_str().unwrap().contains("500"), "{run}");
+    // Page 2 was tried four times, page 3 never.
+    let listing = listing_requests(&fake);
+    assert_eq!(
+        listing
+            .iter()
+            .filter(|r| r.query.contains("page=2"))
+            .count(),
+        4
+    );
+    assert!(!listing.iter().any(|r| r.query.contains("page=3")));
+    assert_eq!(db.value("SELECT cursor FROM sync_state"), None);
+    assert_eq!(
+        db.count("SELECT count(*) FROM ticket_details WHERE CAST(external_id AS INTEGER) > 100"),
+        0
+    );
+    assert_eq!(
+        db.value("SELECT outcome FROM sync_runs").as_deref(),
+        Some("failed")
+    );
+    // The next run starts from the same place and completes.
+    fake.with(|s| s.fail.clear());
+    let (ok, run, _) = sync_once(&db, &fake, "");
+    assert!(ok, "{run}");
+    assert_eq!(db.count("SELECT count(*) FROM ticket_details"), 300);
+}
+
+fn no_ticket_is_marked_deleted_without_evidence(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    // Four tickets Codex knows as open.
+    for id in 1..=4 {
+        fake.with(|s| s.tickets.insert(id, ticket(id, 2, "2024-05-01T00:00:00Z")));
+    }
+    assert!(sync_once(&db, &fake, "").0);
+    // In the PSA, later: 1 and 4 stay open, 2 was closed and 3 deleted for
+    // good, in ways the incremental listing does not show (they are older
+    // than its window, which a newer ticket 5 has moved on).
+    fake.with(|s| s.tickets.insert(5, ticket(5, 2, "2024-06-01T00:00:00Z")));
+    assert!(sync_once(&db, &fake, "").0);
+    fake.with(|s| {
+        s.tickets.insert(2, ticket(2, 5, "2024-05-01T00:00:00Z"));
+        s.tickets.remove(&3);
+    });
+    assert!(sync_once(&db, &fake, "[freshservice]\nreconcile_max_tickets = 0\n").0);
+    assert_eq!(db.ticket(2).unwrap()["status"].as_deref(), Some("open"));
+
+    // A failed filter listing proves nothing.
+    fake.with(|s| s.fail.push(("/tickets/filter".to_string(), u32::MAX)));
+    let (ok, _, _) = sync_once(&db, &fake, "");
+    assert!(!ok);
+    for id in 1..=4 {
+        assert_eq!(
+            db.ticket(id).unwrap()["status"].as_deref(),
+            Some("open"),
+            "ticket {id}"
+        );
+    }
+    // Nor does a truncated one.
+    fake.with(|s| {
+        s.fail.clear();
+        s.filter_total_extra = 50;
+    });
+    let (ok, _, _) = sync_once(&db, &fake, "");
+    assert!(ok);
+    assert_eq!(db.ticket(3).unwrap()["status"].as_deref(), Some("open"));
+    assert!(
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.path == "/api/v2/tickets/3")
+    );
+
+    // A complete listing: each missing ticket is looked up; only the 404
+    // becomes deleted, the closed one gets its real status.
+    fake.with(|s| s.filter_total_extra = 0);
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(ok, "{run} {err}");
+    assert_eq!(db.ticket(1).unwrap()["status"].as_deref(), Some("open"));
+    assert_eq!(db.ticket(2).unwrap()["status"].as_deref(), Some("closed"));
+    assert_eq!(db.ticket(3).unwrap()["status"].as_deref(), Some("deleted"));
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path == "/api/v2/tickets/2")
+    );
+    assert!(
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.path == "/api/v2/tickets/1")
+    );
+}
+
+fn rate_limits_are_respected(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 150, 2);
+    // 429 with Retry-After: the client waits that long, then goes on.
+    fake.with(|s| {
+        s.rate_limited = 1;
+        s.retry_after = 1;
+    });
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(ok, "{run} {err}");
+    let requests = fake.requests();
+    assert_eq!(requests[0].status, 429);
+    assert!(requests[1].at.duration_since(requests[0].at) >= Duration::from_millis(950));
+
+    // A budget near zero spaces requests out (3 x 60 s / 6000 = 30 ms here).
+    let before = fake.requests().len();
+    fake.with(|s| s.remaining = Some(1));
+    let (ok, _, _) = sync_once(&db, &fake, "");
+    assert!(ok);
+    let requests: Vec<_> = fake.requests().into_iter().skip(before).collect();
+    for pair in requests.windows(2) {
+        assert!(
+            pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(25),
+            "{pair:?}"
+        );
+    }
+
+    // Never more than max_requests_per_minute in any minute: with 4 a
+    // minute, the fifth request of a run waits for the first to age out.
+    let before = fake.requests().len();
+    fake.with(|s| s.remaining = None);
+    let (ok, run, _) = sync_once(&db, &fake, "[freshservice]\nmax_requests_per_minute = 4\n");
+    assert!(ok, "{run}");
+    let requests: Vec<_> = fake.requests().into_iter().skip(before).collect();
+    assert!(requests.len() >= 5, "{requests:?}");
+    for window in requests.windows(5) {
+        assert!(
+            window[4].at.duration_since(window[0].at) >= Duration::from_secs(59),
+            "5 requests within a minute"
+        );
+    }
+}
+
+fn bad_credentials_fail_once_without_retry_storm(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.with(|s| s.unauthorized = true);
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(!ok);
+    assert!(
+        run["error"].as_str().unwrap().contains("bad credentials"),
+        "{run}"
+    );
+    assert!(err.contains("api_key"), "{err}");
+    assert_eq!(fake.requests().len(), 1);
+    assert!(!err.contains(common::fake_freshservice::API_KEY));
+
+    // check-config says so too.
+    let conf = db.dir.path().join("check.conf");
+    std::fs::write(&conf, base_config(&db, &fake.config())).unwrap();
+    let (status, _, err) = run_codex(&["check-config", "--config", conf.to_str().unwrap()], &[]);
+    assert!(!status.success());
+    assert!(err.contains("bad credentials"), "{err}");
+
+    // And the running service reports it in health, without retrying in a loop.
+    let codex = Codex::start(
+        &db,
+        &format!(
+            "{}[scheduler]\nsync_tickets_enabled = true\nticket_sync_interval = 1h\n",
+            fake.config()
+        ),
+    );
+    assert!(wait_until(Duration::from_secs(20), || {
+        codex.get("/webhooks/health").json()["last_sync_outcome"] == "failed"
+    }));
+    let health = codex.get("/webhooks/health").json();
+    assert!(
+        health["polling"]["last_sync"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad credentials"),
+        "{health}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = fake.requests().len();
+    assert!(calls <= 4, "{calls} requests");
+}
+
+fn slow_page_is_retried(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 150, 2);
+    fake.with(|s| s.slow = Some(("page=2".to_string(), Duration::from_secs(3), 1)));
+    let (ok, run, err) = sync_once(&db, &fake, "[freshservice]\nrequest_timeout = 1s\n");
+    assert!(ok, "{run} {err}");
+    assert!(err.contains("retrying"), "{err}");
+    assert_eq!(db.count("SELECT count(*) FROM ticket_details"), 150);
+}
+
+fn adaptive_interval_follows_webhooks_and_coverage(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.with(|s| s.tickets.insert(1, ticket(1, 2, "2024-06-01T00:00:00Z")));
+    let codex = Codex::start(
+        &db,
+        &format!(
+            "{}[scheduler]\nsync_tickets_enabled = true\nticket_sync_interval = 1s\n\
+             ticket_sync_interval_with_webhooks = 3s\nmin_webhook_coverage = 0.6\n",
+            fake.config()
+        ),
+    );
+    let health = || codex.get("/webhooks/health").json();
+    // No webhook yet: the short interval.
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || health()["last_sync_outcome"] == "ok"
+    ));
+    assert_eq!(health()["polling_interval_seconds"], 1);
+    assert_eq!(health()["polling"]["role"], "leader");
+    assert!(
+        health()["polling"]["interval_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no webhook")
+    );
+
+    // A webhook arrives, and the PSA's listing shows the same version: the
+    // change is covered, the long interval applies.
+    fake.with(|s| s.tickets.insert(2, ticket(2, 3, "2024-06-02T00:00:00Z")));
+    let mut body = seed_body("ticket.created", 2, 3, "2024-06-02T00:00:00Z");
+    body["subject"] = json!("Ticket 2");
+    assert_eq!(codex.deliver_json(&body).status, 201);
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || health()["polling_interval_seconds"] == 3
+    ));
+    assert_eq!(
+        health()["webhook_coverage"]["freshservice"]["changes_missed"],
+        0
+    );
+
+    // Changes only the poll sees: coverage drops below 60 %, back to 1 s.
+    fake.with(|s| {
+        for id in 3..=6 {
+            s.tickets.insert(id, ticket(id, 2, "2024-06-03T00:00:00Z"));
+        }
+    });
+    assert!(wait_until(
+        Duration::from_secs(30),
+        || health()["polling_interval_seconds"] == 1
+    ));
+    let coverage = &health()["webhook_coverage"]["freshservice"];
+    assert_eq!(coverage["changes_missed"], 4, "{coverage}");
+    assert_eq!(coverage["changes_by_webhook"], 1, "{coverage}");
+    assert!((coverage["coverage"].as_f64().unwrap() - 0.2).abs() < 1e-9);
+    assert!(
+        health()["polling"]["interval_reason"]
+            .as_str()
+            .unwrap()
+            .contains("coverage")
+    );
+    assert!(
+        codex.logs().contains("webhook coverage is 20%"),
+        "{}",
+        codex.logs()
+    );
+    // The missed tickets are named (in the run that found them).
+    let runs = db.rows("SELECT missed_ticket_ids FROM sync_runs WHERE missed_by_webhooks > 0");
+    assert_eq!(runs[0][0].as_deref(), Some("3,4,5,6"));
+
+    // Webhooks catch up: coverage recovers, the long interval returns.
+    for id in 10..=20 {
+        let mut body = seed_body("ticket.created", id, 2, "2024-06-04T00:00:00Z");
+        body["subject"] = json!(format!("Ticket {id}"));
+        assert_eq!(codex.deliver_json(&body).status, 201);
+    }
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || health()["polling_interval_seconds"] == 3
+    ));
+
+    // `codex status` tells the same story.
+    let (status, out, _) = run_codex(
+        &["status", "--config", codex.config_path.to_str().unwrap()],
+        &[],
+    );
+    assert!(status.success());
+    assert!(out.contains("webhook coverage: 75.0%"), "{out}");
+    assert!(out.contains("missed by webhooks [3, 4, 5, 6]"), "{out}");
+}
