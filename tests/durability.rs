@@ -74,17 +74,7 @@ fn assert_all_stored(db: &TestDb, acknowledged: &[i64]) {
         .into_iter()
         .filter_map(|row| row[0].as_deref().and_then(|id| id.parse().ok()))
         .collect();
-    let lost: Vec<_> = acknowledged
-        .iter()
-        .filter(|id| !stored.contains(id))
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged deliveries lost, e.g. {:?}",
-        lost.len(),
-        acknowledged.len(),
-        &lost[..lost.len().min(10)]
-    );
+    common::assert_all_stored(&stored, acknowledged);
 }
 
 fn kill_9_loses_no_acknowledged_delivery(backend: Backend) {

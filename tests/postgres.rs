@@ -213,16 +213,7 @@ fn outage_refuses_what_it_cannot_store_and_recovers_within_5_seconds() {
         .iter()
         .map(|row| row.get::<_, String>(0).parse().unwrap())
         .collect();
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    let lost: Vec<_> = acknowledged
-        .iter()
-        .filter(|id| !stored.contains(id))
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged deliveries lost: {lost:?}",
-        lost.len()
-    );
+    common::assert_all_stored(&stored, &acknowledged.lock().unwrap());
     eprintln!(
         "service resumed {recovery:?} after PostgreSQL restarted; statuses {:?}",
         statuses.lock().unwrap()

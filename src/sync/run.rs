@@ -121,64 +121,45 @@ impl Sync<'_> {
         let mut cursor = state.cursor.clone();
 
         // 1. Everything updated since the cursor, oldest first.
-        let mut url = self.client.url(&format!(
+        let config = self.config;
+        let url = self.client.url(&format!(
             "/tickets?updated_since={}&order_by=updated_at&order_type=asc&per_page=100",
             utf8_percent_encode(&since, QUERY_VALUE)
         ));
-        loop {
-            self.check_stop()?;
-            let page = self.client.page(&url)?;
-            let mut events = Vec::with_capacity(page.tickets.len());
-            for ticket in &page.tickets {
-                match freshservice::normalize_api_ticket(ticket, &self.config.freshservice) {
-                    Ok(Normalized { event, warnings }) => {
-                        for warning in warnings {
-                            log::warn!("sync: ticket {}: {warning}", event.ticket_id);
-                        }
-                        events.push(event);
+        self.listing(url, &rule, Some(&mut cursor), |ticket| {
+            match freshservice::normalize_api_ticket(ticket, &config.freshservice) {
+                Ok(Normalized { event, warnings }) => {
+                    for warning in warnings {
+                        log::warn!("sync: ticket {}: {warning}", event.ticket_id);
                     }
-                    Err(message) => log::warn!("sync: skipped a ticket: {message}"),
+                    Some(event)
+                }
+                Err(message) => {
+                    log::warn!("sync: skipped a ticket: {message}");
+                    None
                 }
             }
-            self.apply(events, &rule, Some(&mut cursor))?;
-            match page.next {
-                Some(next) => url = next,
-                None => break,
-            }
-        }
+        })?;
 
         // 2. Tickets deleted or marked spam in the same window.
         for (filter, spam) in [("deleted", false), ("spam", true)] {
-            let mut url = self.client.url(&format!(
+            let url = self.client.url(&format!(
                 "/tickets?filter={filter}&updated_since={}&per_page=100",
                 utf8_percent_encode(&since, QUERY_VALUE)
             ));
-            loop {
-                self.check_stop()?;
-                let page = self.client.page(&url)?;
-                let events = page
-                    .tickets
-                    .iter()
-                    .filter_map(|t| {
-                        let id = freshservice::parse_id(t.get("id")?).ok().flatten()?;
-                        let updated_at = t
-                            .get("updated_at")
-                            .and_then(Value::as_str)
-                            .and_then(|s| timestamp::normalize(s).ok());
-                        Some(freshservice::deleted_event(
-                            id,
-                            updated_at,
-                            spam,
-                            &self.config.freshservice,
-                        ))
-                    })
-                    .collect();
-                self.apply(events, &rule, None)?;
-                match page.next {
-                    Some(next) => url = next,
-                    None => break,
-                }
-            }
+            self.listing(url, &rule, None, |ticket| {
+                let id = freshservice::parse_id(ticket.get("id")?).ok().flatten()?;
+                let updated_at = ticket
+                    .get("updated_at")
+                    .and_then(Value::as_str)
+                    .and_then(|s| timestamp::normalize(s).ok());
+                Some(freshservice::deleted_event(
+                    id,
+                    updated_at,
+                    spam,
+                    &config.freshservice,
+                ))
+            })?;
         }
 
         // 3. Locally active tickets the PSA no longer lists as active.
@@ -195,6 +176,27 @@ impl Sync<'_> {
         self.store
             .call(STORE_WAIT, move |b| b.save_sync_state(provider, &new_state))?;
         Ok(())
+    }
+
+    /// Reads a listing page by page (following `Link: rel="next"`) and
+    /// applies the events `to_event` makes of its tickets.
+    fn listing(
+        &mut self,
+        mut url: String,
+        rule: &MissedRule,
+        mut cursor: Option<&mut Option<String>>,
+        to_event: impl Fn(&Value) -> Option<TicketEvent>,
+    ) -> Result<(), SyncError> {
+        loop {
+            self.check_stop()?;
+            let page = self.client.page(&url)?;
+            let events = page.tickets.iter().filter_map(&to_event).collect();
+            self.apply(events, rule, cursor.as_deref_mut())?;
+            match page.next {
+                Some(next) => url = next,
+                None => return Ok(()),
+            }
+        }
     }
 
     fn check_stop(&self) -> Result<(), SyncError> {

@@ -609,3 +609,18 @@ pub fn run_codex(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, St
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Fails naming the acknowledged deliveries missing from `stored`.
+pub fn assert_all_stored(stored: &std::collections::HashSet<i64>, acknowledged: &[i64]) {
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged deliveries lost, e.g. {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(10)]
+    );
+}

@@ -111,16 +111,24 @@ impl PgCluster {
         Some(cluster)
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
+    /// A command for one of the server tools, as `postgres` when root.
+    fn tool(&self, program: &str) -> Command {
         let path = self.bin.join(program);
-        let mut command = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&path);
-            c
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&path);
+            command
         } else {
             Command::new(&path)
-        };
-        let out = command.args(args).output().expect("run postgres tool");
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self
+            .tool(program)
+            .args(args)
+            .output()
+            .expect("run postgres tool");
         assert!(
             out.status.success(),
             "{program} {args:?}: {}{}",
@@ -172,15 +180,8 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let path = self.bin.join("pg_ctl");
-        let mut command = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&path);
-            c
-        } else {
-            Command::new(&path)
-        };
-        let _ = command
+        let _ = self
+            .tool("pg_ctl")
             .args([
                 "-D",
                 data.to_str().unwrap(),
