@@ -19,8 +19,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// How often the monitor looks at the sockets.
-const SCAN_EVERY: Duration = Duration::from_millis(50);
+/// How often the monitor looks at the sockets while nothing is stuck.
+/// Reading the kernel's socket table costs a few milliseconds of CPU
+/// however few sockets there are, so this is not done often.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// How soon a socket seen with unread bytes is looked at again (bytes
+/// still unread then are stuck, not merely in flight).
+const CONFIRM_AFTER: Duration = Duration::from_millis(50);
 
 /// Shared between the request handlers and the monitor.
 #[derive(Default)]
@@ -47,13 +52,18 @@ impl KeepAlive {
             .insert(peer);
     }
 
-    /// Runs until `stopping`: every scan, sets the number of connections to
-    /// recycle to the number found stuck.
-    pub fn monitor(&self, port: u16, stopping: &AtomicBool) {
-        let mut previous: HashSet<SocketAddr> = HashSet::new();
-        while !stopping.load(Ordering::Relaxed) {
-            std::thread::sleep(SCAN_EVERY);
-            let waiting = unread_connections(port);
+    /// Runs until `stopping`: sets the number of connections to recycle to
+    /// the number found stuck, looking again soon while any are.
+    pub fn monitor(&self, listener: SocketAddr, stopping: &AtomicBool) {
+        let mut pause = SCAN_EVERY;
+        while sleep_unless(stopping, pause) {
+            pause = SCAN_EVERY;
+            let waiting = unread_connections(listener);
+            if waiting.is_empty() || !sleep_unless(stopping, CONFIRM_AFTER) {
+                self.recycle.store(0, Ordering::Relaxed);
+                continue;
+            }
+            let again = unread_connections(listener);
             let abandoned = self
                 .abandoned
                 .lock()
@@ -61,33 +71,47 @@ impl KeepAlive {
                 .clone();
             let stuck = waiting
                 .iter()
-                .filter(|peer| previous.contains(peer) && !abandoned.contains(peer))
+                .filter(|peer| again.contains(peer) && !abandoned.contains(peer))
                 .count();
             if stuck > 0 {
                 log::debug!(
                     "{stuck} connections are queued behind keep-alive connections; recycling as many"
                 );
+                pause = CONFIRM_AFTER * 2;
             }
             self.recycle.store(stuck, Ordering::Relaxed);
-            previous = waiting;
         }
     }
 }
 
-/// Peers of established connections to local `port` with unread bytes.
-fn unread_connections(port: u16) -> HashSet<SocketAddr> {
-    let mut peers = HashSet::new();
-    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        peers.extend(
+/// Sleeps for `duration`; false if `stopping` was set meanwhile.
+fn sleep_unless(stopping: &AtomicBool, duration: Duration) -> bool {
+    let deadline = std::time::Instant::now() + duration;
+    while !stopping.load(Ordering::Relaxed) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+    false
+}
+
+/// Peers of established connections to `listener` with unread bytes.
+fn unread_connections(listener: SocketAddr) -> HashSet<SocketAddr> {
+    let table = if listener.is_ipv4() {
+        "/proc/self/net/tcp"
+    } else {
+        "/proc/self/net/tcp6"
+    };
+    std::fs::read_to_string(table)
+        .map(|text| {
             text.lines()
                 .skip(1)
-                .filter_map(|line| parse_line(line, port)),
-        );
-    }
-    peers
+                .filter_map(|line| parse_line(line, listener.port()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One `/proc/net/tcp` line: `sl local rem st tx_queue:rx_queue …`, with
@@ -161,14 +185,14 @@ mod tests {
     #[test]
     fn finds_a_connection_nobody_reads() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(address).unwrap();
         let (_server_side, _) = listener.accept().unwrap();
         std::io::Write::write_all(&mut client, b"GET / HTTP/1.1\r\n\r\n").unwrap();
         let peer = client.local_addr().unwrap();
         let mut found = false;
         for _ in 0..100 {
-            if unread_connections(port).contains(&peer) {
+            if unread_connections(address).contains(&peer) {
                 found = true;
                 break;
             }

@@ -78,7 +78,7 @@ impl HttpServer {
             let (state, stopping) = (state.clone(), stopping.clone());
             std::thread::Builder::new()
                 .name("codex-keepalive".to_string())
-                .spawn(move || state.keep_alive.monitor(addr.port(), &stopping))?
+                .spawn(move || state.keep_alive.monitor(addr, &stopping))?
         };
         Ok(HttpServer {
             server,
