@@ -29,6 +29,95 @@ for_each_backend!(
     journal_is_pruned_after_retention,
 );
 
+/// tiny_http queues connections that arrive in a burst behind keep-alive
+/// ones; Codex notices and has busy clients reconnect, so every client is
+/// served, not just the first few.
+#[test]
+fn a_burst_of_keep_alive_clients_is_served() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let db = TestDb::new(&Backend::Sqlite);
+    let codex = Codex::start(&db, "");
+    let clients = 48;
+    let served = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(clients));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let (served, barrier, addr) = (served.clone(), barrier.clone(), codex.addr);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut counted = false;
+                // Keep asking on one connection until every client has had an
+                // answer (or the deadline), reconnecting when asked to.
+                while served.load(Ordering::SeqCst) < clients
+                    && std::time::Instant::now() < deadline
+                {
+                    let Ok(stream) = TcpStream::connect(addr) else {
+                        continue;
+                    };
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(20)))
+                        .unwrap();
+                    let mut writer = stream.try_clone().unwrap();
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        if writer
+                            .write_all(b"GET /webhooks/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                            .is_err()
+                        {
+                            break;
+                        }
+                        let (mut length, mut close, mut line) = (0usize, false, String::new());
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return counted;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(value) = lower.strip_prefix("content-length:") {
+                                length = value.trim().parse().unwrap();
+                            }
+                            close |= lower.starts_with("connection: close");
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                        if !counted {
+                            counted = true;
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if close
+                            || served.load(Ordering::SeqCst) >= clients
+                            || std::time::Instant::now() > deadline
+                        {
+                            break;
+                        }
+                    }
+                }
+                counted
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || served.load(Ordering::SeqCst)
+            == clients),
+        "only {} of {clients} keep-alive clients were answered within 10 s",
+        served.load(Ordering::SeqCst)
+    );
+    let all_served_after = started.elapsed();
+    let answered = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|c| *c)
+        .count();
+    assert_eq!(answered, clients);
+    eprintln!("all {clients} clients answered within {all_served_after:?}");
+}
+
 fn health_reports_configuration_but_no_secret(backend: Backend) {
     let db = TestDb::new(&backend);
     let codex = Codex::start(&db, "[webhooks]\nallowed_ips = 127.0.0.1\n");
