@@ -850,6 +850,30 @@ mod tests {
     }
 
     #[test]
+    fn the_example_documents_every_key_with_its_default() {
+        let example = include_str!("../codex.conf.example");
+        let loaded = Config::from_ini(example, Some(PathBuf::from("codex.conf.example")), &|_| {
+            None
+        })
+        .unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let body = |text: String| text.lines().skip(1).collect::<Vec<_>>().join("\n");
+        assert_eq!(
+            body(loaded.config.render_masked()),
+            body(Config::default().render_masked())
+        );
+        for (section, keys) in KNOWN_KEYS {
+            assert!(example.contains(&format!("[{section}]")), "[{section}]");
+            for key in *keys {
+                assert!(
+                    example.contains(&format!("\n{key} =")),
+                    "[{section}] {key} is not documented"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn defaults_match_the_documented_values() {
         let config = Config::default();
         assert_eq!(config.server.bind.to_string(), "127.0.0.1:5010");

@@ -19,6 +19,7 @@ for_each_backend!(
     bad_credentials_fail_once_without_retry_storm,
     slow_page_is_retried,
     adaptive_interval_follows_webhooks_and_coverage,
+    a_quiet_account_costs_one_call_per_incremental_run,
 );
 
 /// Runs `codex sync --once` and returns (success, the printed run, stderr).
@@ -462,4 +463,28 @@ fn adaptive_interval_follows_webhooks_and_coverage(backend: Backend) {
     assert!(status.success());
     assert!(out.contains("webhook coverage: 75.0%"), "{out}");
     assert!(out.contains("missed by webhooks [3, 4, 5, 6]"), "{out}");
+}
+
+fn a_quiet_account_costs_one_call_per_incremental_run(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 40, 2);
+    let _codex = Codex::start(
+        &db,
+        &format!(
+            "{}[scheduler]\nsync_tickets_enabled = true\nticket_sync_interval = 1s\nreconcile_interval = 1h\n",
+            fake.config()
+        ),
+    );
+    assert!(wait_until(Duration::from_secs(30), || {
+        db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'") >= 4
+    }));
+    let runs = db.rows("SELECT kind, api_calls FROM sync_runs WHERE outcome = 'ok' ORDER BY id");
+    // The first run is full: listing, deleted, spam, active filter (2 pages).
+    assert_eq!(runs[0][0].as_deref(), Some("full"));
+    assert_eq!(runs[0][1].as_deref(), Some("5"));
+    for run in &runs[1..] {
+        assert_eq!(run[0].as_deref(), Some("incremental"), "{runs:?}");
+        assert_eq!(run[1].as_deref(), Some("1"), "{runs:?}");
+    }
 }

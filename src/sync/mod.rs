@@ -197,7 +197,7 @@ fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Ar
     // Checks often enough to follow the short interval closely and to take
     // over promptly from an instance that went away.
     let check_every = (scheduler.ticket_sync_interval / 4)
-        .clamp(Duration::from_millis(200), Duration::from_secs(30));
+        .clamp(Duration::from_millis(50), Duration::from_secs(30));
     let mut below_coverage = false;
     while !stop.load(Ordering::SeqCst) {
         let leader = leadership.check();

@@ -1,5 +1,6 @@
-//! One sync run: the incremental listing, the deleted and spam listings,
-//! and the reconcile of locally active tickets.
+//! One sync run: the incremental listing and, in a full run (at most every
+//! `reconcile_interval`), the deleted and spam listings and the reconcile
+//! of locally active tickets.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,18 +32,18 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Runs one sync and records it in `sync_runs`: the incremental listing,
-/// the deleted and spam listings, and (with `reconcile`) the reconcile of
+/// and with `full` also the deleted and spam listings and the reconcile of
 /// locally active tickets. `stop` interrupts it between requests.
 pub fn run_sync(
     config: &Config,
     store: &StoreClient,
-    reconcile: bool,
+    full: bool,
     stop: Arc<AtomicBool>,
 ) -> SyncRun {
     let provider = Provider::Freshservice;
     let mut run = SyncRun {
         provider: provider.as_str().to_string(),
-        kind: if reconcile { "full" } else { "incremental" }.to_string(),
+        kind: if full { "full" } else { "incremental" }.to_string(),
         started_at: timestamp::now(),
         outcome: "running".to_string(),
         ..SyncRun::default()
@@ -65,7 +66,7 @@ pub fn run_sync(
             run: &mut run,
             stop,
         };
-        let result = sync.steps(reconcile);
+        let result = sync.steps(full);
         sync.run.api_calls = sync.client.calls as i64;
         result
     });
@@ -101,7 +102,7 @@ struct MissedRule {
 }
 
 impl Sync<'_> {
-    fn steps(&mut self, reconcile: bool) -> Result<(), SyncError> {
+    fn steps(&mut self, full: bool) -> Result<(), SyncError> {
         let provider = Provider::Freshservice;
         let state = self
             .store
@@ -141,33 +142,38 @@ impl Sync<'_> {
             }
         })?;
 
-        // 2. Tickets deleted or marked spam in the same window.
-        for (filter, spam) in [("deleted", false), ("spam", true)] {
-            let url = self.client.url(&format!(
-                "/tickets?filter={filter}&updated_since={}&per_page=100",
-                utf8_percent_encode(&since, QUERY_VALUE)
-            ));
-            self.listing(url, &rule, None, |ticket| {
-                let id = freshservice::parse_id(ticket.get("id")?).ok().flatten()?;
-                let updated_at = ticket
-                    .get("updated_at")
-                    .and_then(Value::as_str)
-                    .and_then(|s| timestamp::normalize(s).ok());
-                Some(freshservice::deleted_event(
-                    id,
-                    updated_at,
-                    spam,
-                    &config.freshservice,
-                ))
-            })?;
-        }
-
-        // 3. Locally active tickets the PSA no longer lists as active.
         let mut new_state = SyncState {
             cursor,
             last_reconcile_at: state.last_reconcile_at.clone(),
         };
-        if reconcile {
+        if full {
+            // 2. Tickets deleted or marked spam since the last full run: a
+            // full run happens every reconcile_interval, which keeps a quiet
+            // account at one API call per incremental run.
+            let since = match state.last_reconcile_at.as_deref().map(timestamp::parse) {
+                Some(Ok(last)) => timestamp::format(last.checked_sub(OVERLAP).unwrap_or(last)),
+                _ => since.clone(),
+            };
+            for (filter, spam) in [("deleted", false), ("spam", true)] {
+                let url = self.client.url(&format!(
+                    "/tickets?filter={filter}&updated_since={}&per_page=100",
+                    utf8_percent_encode(&since, QUERY_VALUE)
+                ));
+                self.listing(url, &rule, None, |ticket| {
+                    let id = freshservice::parse_id(ticket.get("id")?).ok().flatten()?;
+                    let updated_at = ticket
+                        .get("updated_at")
+                        .and_then(Value::as_str)
+                        .and_then(|s| timestamp::normalize(s).ok());
+                    Some(freshservice::deleted_event(
+                        id,
+                        updated_at,
+                        spam,
+                        &config.freshservice,
+                    ))
+                })?;
+            }
+            // 3. Locally active tickets the PSA no longer lists as active.
             self.reconcile(&rule)?;
             new_state.last_reconcile_at = Some(timestamp::now());
         }
