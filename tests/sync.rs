@@ -58,12 +58,9 @@ fn full_sync_of_1000_tickets_over_10_pages(backend: Backend) {
     assert!(
         listing[0].query.contains("per_page=100") && listing[0].query.contains("order_type=asc")
     );
-    // The deleted and spam listings and the reconcile filter were asked too.
-    let requests = fake.requests();
-    assert!(requests.iter().any(|r| r.query.contains("filter=deleted")));
-    assert!(requests.iter().any(|r| r.query.contains("filter=spam")));
-    assert!(requests.iter().any(|r| r.path == "/api/v2/tickets/filter"));
-    assert_eq!(run["api_calls"].as_u64().unwrap() as usize, requests.len());
+    // The first sync is the listing alone: it has just seen everything.
+    assert_eq!(fake.requests().len(), 10);
+    assert_eq!(run["api_calls"], 10);
     let ticket = db.ticket(1000).unwrap();
     assert_eq!(ticket["status"].as_deref(), Some("open"));
     assert_eq!(
@@ -78,6 +75,23 @@ fn full_sync_of_1000_tickets_over_10_pages(backend: Backend) {
         db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'"),
         1
     );
+
+    // The next full run asks the deleted and spam listings and the active
+    // filter, whose 1,000 tickets are more than it lists: no reconcile then.
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(ok, "{err}");
+    let requests: Vec<_> = fake.requests().into_iter().skip(10).collect();
+    assert!(requests.iter().any(|r| r.query.contains("filter=deleted")));
+    assert!(requests.iter().any(|r| r.query.contains("filter=spam")));
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.path == "/api/v2/tickets/filter")
+            .count(),
+        1
+    );
+    assert!(err.contains("skipping reconcile"), "{err}");
+    assert_eq!(run["api_calls"].as_u64().unwrap() as usize, requests.len());
 }
 
 fn incremental_runs_fetch_only_changes(backend: Backend) {
@@ -106,14 +120,15 @@ fn incremental_runs_fetch_only_changes(backend: Backend) {
     );
     assert_eq!(run["tickets_changed"], 3, "{run}");
     assert!(run["tickets_seen"].as_i64().unwrap() < 20, "{run}");
-    // The reconcile reads the active filter (30 a page) and looks nothing up.
+    // The reconcile reads the active filter (500 tickets, more than its ten
+    // pages of 30 hold, so it stops there) and looks nothing up.
     let reconcile: Vec<_> = fake
         .requests()
         .into_iter()
         .skip(before)
         .filter(|r| r.path.starts_with("/api/v2/tickets/"))
         .collect();
-    assert_eq!(reconcile.len(), 17, "{reconcile:?}");
+    assert_eq!(reconcile.len(), 1, "{reconcile:?}");
     assert!(reconcile.iter().all(|r| r.path == "/api/v2/tickets/filter"));
     assert_eq!(db.ticket(8).unwrap()["status"].as_deref(), Some("pending"));
 }
@@ -472,19 +487,31 @@ fn a_quiet_account_costs_one_call_per_incremental_run(backend: Backend) {
     let _codex = Codex::start(
         &db,
         &format!(
-            "{}[scheduler]\nsync_tickets_enabled = true\nticket_sync_interval = 1s\nreconcile_interval = 1h\n",
+            "{}[scheduler]\nsync_tickets_enabled = true\nticket_sync_interval = 500ms\nreconcile_interval = 3s\n",
             fake.config()
         ),
     );
     assert!(wait_until(Duration::from_secs(30), || {
-        db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'") >= 4
+        db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok' AND kind = 'full'") >= 2
     }));
     let runs = db.rows("SELECT kind, api_calls FROM sync_runs WHERE outcome = 'ok' ORDER BY id");
-    // The first run is full: listing, deleted, spam, active filter (2 pages).
-    assert_eq!(runs[0][0].as_deref(), Some("full"));
-    assert_eq!(runs[0][1].as_deref(), Some("5"));
-    for run in &runs[1..] {
-        assert_eq!(run[0].as_deref(), Some("incremental"), "{runs:?}");
-        assert_eq!(run[1].as_deref(), Some("1"), "{runs:?}");
-    }
+    // The first run lists everything once.
+    assert_eq!(runs[0][1].as_deref(), Some("1"), "{runs:?}");
+    // Then an incremental run costs one call (the listing, empty)...
+    let incremental: Vec<_> = runs[1..]
+        .iter()
+        .filter(|r| r[0].as_deref() == Some("incremental"))
+        .collect();
+    assert!(incremental.len() >= 3, "{runs:?}");
+    assert!(
+        incremental.iter().all(|r| r[1].as_deref() == Some("1")),
+        "{runs:?}"
+    );
+    // ...and a full run every reconcile_interval adds the deleted and spam
+    // listings and the active filter (40 tickets: two pages).
+    let full: Vec<_> = runs[1..]
+        .iter()
+        .filter(|r| r[0].as_deref() == Some("full"))
+        .collect();
+    assert_eq!(full[0][1].as_deref(), Some("5"), "{runs:?}");
 }

@@ -22,6 +22,10 @@ use crate::timestamp;
 /// Listings ask for changes since the cursor minus this, so that a ticket
 /// updated in the same second as the last one seen is not skipped.
 const OVERLAP: SignedDuration = SignedDuration::from_secs(300);
+/// Pages of the filter listing read at most (Freshservice serves 30
+/// tickets a page and stops at ten pages); beyond that the reconcile is
+/// skipped rather than concluded from a partial listing.
+const MAX_FILTER_PAGES: u64 = 10;
 /// Freshservice's filter query is at most this long.
 const MAX_QUERY: usize = 512;
 /// Characters escaped in query-string values.
@@ -146,7 +150,11 @@ impl Sync<'_> {
             cursor,
             last_reconcile_at: state.last_reconcile_at.clone(),
         };
-        if full {
+        if state.cursor.is_none() {
+            // The first sync has just listed everything there is: nothing is
+            // known locally that it could have missed.
+            new_state.last_reconcile_at = Some(timestamp::now());
+        } else if full {
             // 2. Tickets deleted or marked spam since the last full run: a
             // full run happens every reconcile_interval, which keeps a quiet
             // account at one API call per incremental run.
@@ -320,6 +328,17 @@ impl Sync<'_> {
                 ));
                 let page = self.client.page(&url)?;
                 seen += page.tickets.len() as u64;
+                if page
+                    .total
+                    .is_some_and(|total| total > MAX_FILTER_PAGES * 30)
+                {
+                    log::warn!(
+                        "reconcile: {} active tickets are more than the filter lists ({}); skipping reconcile",
+                        page.total.unwrap_or_default(),
+                        MAX_FILTER_PAGES * 30
+                    );
+                    return Ok(None);
+                }
                 remote.extend(
                     page.tickets
                         .iter()
