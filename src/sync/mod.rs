@@ -199,6 +199,7 @@ fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Ar
     let check_every = (scheduler.ticket_sync_interval / 4)
         .clamp(Duration::from_millis(50), Duration::from_secs(30));
     let mut below_coverage = false;
+    let mut own_last_run: Option<(Timestamp, Instant)> = None;
     while !stop.load(Ordering::SeqCst) {
         let leader = leadership.check();
         let mut next_check = Instant::now() + check_every;
@@ -221,8 +222,13 @@ fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Ar
                     );
                 }
                 below_coverage = low;
-                let due = assessment
-                    .last_started_at
+                // This instance's own last run is timed exactly; another's
+                // (after a change of leader) only to the second it recorded.
+                let last_started = own_last_run
+                    .filter(|(_, instant)| instant.elapsed() < assessment.interval * 2)
+                    .map(|(at, _)| at)
+                    .or(assessment.last_started_at);
+                let due = last_started
                     .and_then(|t| {
                         t.checked_add(SignedDuration::try_from(assessment.interval).ok()?)
                             .ok()
@@ -239,6 +245,7 @@ fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Ar
                     }
                 });
                 if leader && Timestamp::now() >= due {
+                    own_last_run = Some((Timestamp::now(), Instant::now()));
                     let run = run_sync(config, store, assessment.reconcile_due, stop.clone());
                     log_run(&run);
                     status.update(|s| s.last_run = Some(run));
