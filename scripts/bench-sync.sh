@@ -95,7 +95,8 @@ CONF
     fi
     sleep 1
   done
-  kill "$codex"; wait "$codex" 2>/dev/null || true
+  kill "$codex" 2>/dev/null || { echo "codex stopped early:" >&2; tail -5 "$WORK/day.log" >&2; exit 1; }
+  wait "$codex" 2>/dev/null || true
   python3 - "$WORK/day.db" "$start_id" "$webhooks" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])

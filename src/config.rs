@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub base_path: String,
     pub max_body_bytes: usize,
     pub trusted_proxies: Vec<IpNet>,
+    /// A connection that sends nothing for this long is closed.
+    pub read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -312,6 +314,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "base_path",
             "max_body_bytes",
             "trusted_proxies",
+            "read_timeout",
         ],
     ),
     ("database", &["connection_string"]),
@@ -439,6 +442,14 @@ impl Config {
                 parse_range(v, 1024, 64 * 1024 * 1024).map(|n| n as usize)
             }),
             trusted_proxies: reader.parse("server", "trusted_proxies", "", parse_networks),
+            read_timeout: reader.parse("server", "read_timeout", "30s", |v| {
+                let timeout = parse_duration(v)?;
+                if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&timeout) {
+                    Ok(timeout)
+                } else {
+                    Err(format!("'{}' must be between 1s and 1h", v.trim()))
+                }
+            }),
         };
 
         let database_text = env(ENV_DATABASE_URL).filter(|v| !v.trim().is_empty());
@@ -655,12 +666,13 @@ impl Config {
             )
         );
         out += &format!(
-            "[server]\nbind = {}\nthreads = {}\nbase_path = {}\nmax_body_bytes = {}\ntrusted_proxies = {}\n\n",
+            "[server]\nbind = {}\nthreads = {}\nbase_path = {}\nmax_body_bytes = {}\ntrusted_proxies = {}\nread_timeout = {}\n\n",
             s.bind,
             s.threads,
             s.base_path,
             s.max_body_bytes,
-            nets(&s.trusted_proxies)
+            nets(&s.trusted_proxies),
+            format_duration(s.read_timeout)
         );
         out += &format!(
             "[database]\nconnection_string = {}\n\n",

@@ -81,7 +81,8 @@ fn serve(args: &ConfigArg) -> Result<(), String> {
     let config = load(args)?;
     keep_freed_memory();
     let addr = config.server.bind;
-    let listener = codex::http::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = codex::http::bind(addr, config.server.read_timeout)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let (signal_tx, signal_rx) = crossbeam_channel::bounded(1);
     ctrlc::set_handler(move || {
         let _ = signal_tx.try_send(());

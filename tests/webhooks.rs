@@ -29,6 +29,58 @@ for_each_backend!(
     journal_is_pruned_after_retention,
 );
 
+/// Connections that go quiet are closed after `[server] read_timeout`, and
+/// a listener with no new connection for longer than that still accepts.
+#[test]
+fn quiet_connections_are_closed_and_an_idle_listener_keeps_accepting() {
+    let db = TestDb::new(&Backend::Sqlite);
+    let codex = Codex::start(&db, "[server]\nread_timeout = 1s\n");
+    // Idleness is what is tested here: no connection for three timeouts.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(codex.get("/webhooks/health").status, 200);
+    assert!(
+        !codex.logs().contains("listener failed"),
+        "{}",
+        codex.logs()
+    );
+
+    // A client that connects and says nothing is disconnected.
+    let mut silent = TcpStream::connect(codex.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 16];
+    assert_eq!(silent.read(&mut buffer).unwrap_or(0), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // One that announces a body and never sends it gets its answer, and
+    // the worker that answered it is not held (the server keeps answering).
+    let mut stalled = TcpStream::connect(codex.addr).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stalled,
+        "POST /webhooks/freshservice/ticket HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = stalled.read_to_end(&mut answer);
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    for _ in 0..20 {
+        assert_eq!(codex.get("/webhooks/health").status, 200);
+    }
+}
+
 /// tiny_http queues connections that arrive in a burst behind keep-alive
 /// ones; Codex notices and has busy clients reconnect, so every client is
 /// served, not just the first few.

@@ -12,6 +12,8 @@
 //! scans in a row. For each, one busy connection is asked to reconnect
 //! (`Connection: close` on its next response); its thread is then free to
 //! take a queued connection. Nothing is closed while nothing is stuck.
+//!
+//! The same thread knocks on the listener regularly: see `http::bind`.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -53,11 +55,18 @@ impl KeepAlive {
     }
 
     /// Runs until `stopping`: sets the number of connections to recycle to
-    /// the number found stuck, looking again soon while any are.
-    pub fn monitor(&self, listener: SocketAddr, stopping: &AtomicBool) {
-        let mut pause = SCAN_EVERY;
+    /// the number found stuck, looking again soon while any are; and
+    /// connects to the listener every `heartbeat` (see `http::bind`).
+    pub fn monitor(&self, listener: SocketAddr, heartbeat: Duration, stopping: &AtomicBool) {
+        let every = SCAN_EVERY.min(heartbeat);
+        let mut pause = every;
+        let mut last_heartbeat = std::time::Instant::now();
         while sleep_unless(stopping, pause) {
-            pause = SCAN_EVERY;
+            pause = every;
+            if last_heartbeat.elapsed() >= heartbeat {
+                last_heartbeat = std::time::Instant::now();
+                knock(listener);
+            }
             let waiting = unread_connections(listener);
             if waiting.is_empty() || !sleep_unless(stopping, CONFIRM_AFTER) {
                 self.recycle.store(0, Ordering::Relaxed);
@@ -81,6 +90,23 @@ impl KeepAlive {
             }
             self.recycle.store(stuck, Ordering::Relaxed);
         }
+    }
+}
+
+/// Opens and closes a connection to `listener`, so that tiny_http's
+/// accept() returns before the listening socket's read timeout (which
+/// would end its accept loop). An unspecified address is knocked on over
+/// loopback.
+fn knock(listener: SocketAddr) {
+    let mut target = listener;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    if let Err(error) = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+        log::warn!("cannot reach the listener at {target}: {error}");
     }
 }
 

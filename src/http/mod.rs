@@ -19,20 +19,21 @@ use tiny_http::Server;
 
 pub use routes::AppState;
 
-/// A connection that sends nothing for this long is closed. Set on the
-/// listening socket, whose accepted sockets inherit it (tiny_http has no
-/// timeouts of its own).
-pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How often an idle worker checks whether the server is stopping.
 const POLL: Duration = Duration::from_millis(200);
 
 /// Binds the listening socket with read and write timeouts.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+///
+/// tiny_http has no timeouts of its own, and accepts the connections
+/// itself; sockets accepted from this one inherit its timeouts, so a
+/// connection that sends nothing for `timeout` is closed. The read timeout
+/// applies to accept() as well, though: the keep-alive monitor connects
+/// regularly (see `keep_alive`) so that accept() never waits that long.
+pub fn bind(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    socket.set_read_timeout(Some(SOCKET_TIMEOUT))?;
-    socket.set_write_timeout(Some(SOCKET_TIMEOUT))?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.set_write_timeout(Some(timeout))?;
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
@@ -57,6 +58,7 @@ impl HttpServer {
         threads: usize,
         fatal: Sender<String>,
     ) -> std::io::Result<HttpServer> {
+        let heartbeat = state.config.server.read_timeout / 3;
         let addr = listener.local_addr()?;
         let server = Server::from_listener(listener, None)
             .map(Arc::new)
@@ -78,7 +80,7 @@ impl HttpServer {
             let (state, stopping) = (state.clone(), stopping.clone());
             std::thread::Builder::new()
                 .name("codex-keepalive".to_string())
-                .spawn(move || state.keep_alive.monitor(addr, &stopping))?
+                .spawn(move || state.keep_alive.monitor(addr, heartbeat, &stopping))?
         };
         Ok(HttpServer {
             server,
