@@ -163,13 +163,6 @@ impl DatabaseUrl {
             DatabaseUrl::Postgres(url) => url.masked.clone(),
         }
     }
-
-    pub fn backend_name(&self) -> &'static str {
-        match self {
-            DatabaseUrl::Sqlite(_) => "sqlite",
-            DatabaseUrl::Postgres(_) => "postgresql",
-        }
-    }
 }
 
 impl FromStr for DatabaseUrl {

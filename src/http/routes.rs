@@ -95,11 +95,12 @@ pub fn handle(state: &AppState, mut request: Request) {
                     .and_then(|body| deliver(state, provider, client_ip, body, announced));
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
                 match &outcome {
-                    Ok((status, body)) => log::info!(
-                        "{provider} ticket={} event={} outcome={} status={status} {elapsed:.1}ms ip={client_ip}",
-                        body["ticket_id"],
-                        body["event"].as_str().unwrap_or("-"),
-                        body["status"].as_str().unwrap_or("-"),
+                    Ok(delivered) => log::info!(
+                        "{provider} ticket={} event={} outcome={} status={} {elapsed:.1}ms ip={client_ip}",
+                        delivered.body["ticket_id"],
+                        delivered.event,
+                        delivered.body["status"].as_str().unwrap_or("-"),
+                        delivered.status,
                     ),
                     Err(error) => log::warn!(
                         "{provider} ticket=- event=- outcome=refused status={} {elapsed:.1}ms ip={client_ip}: {}",
@@ -107,12 +108,7 @@ pub fn handle(state: &AppState, mut request: Request) {
                         error.message()
                     ),
                 }
-                outcome.map(|(status, mut body)| {
-                    if let Some(map) = body.as_object_mut() {
-                        map.remove("event");
-                    }
-                    json_response(status, &body)
-                })
+                outcome.map(|delivered| json_response(delivered.status, &delivered.body))
             }
             _ => Err(method_not_allowed("POST")),
         },
@@ -341,15 +337,21 @@ fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-/// Parses, normalizes, journals and applies one delivery. Returns the
-/// status and body to answer with (the body carries `event` for the log).
+/// What a delivery came to: the answer, and the event for the log line.
+struct Delivered {
+    status: u16,
+    body: Value,
+    event: &'static str,
+}
+
+/// Parses, normalizes, journals and applies one delivery.
 fn deliver(
     state: &AppState,
     provider: Provider,
     client_ip: IpAddr,
     body: Vec<u8>,
     announced: Announced,
-) -> Result<(u16, Value), ApiError> {
+) -> Result<Delivered, ApiError> {
     let received_at = timestamp::now();
     if state.config.webhooks.log_payloads {
         log::info!(
@@ -425,7 +427,6 @@ fn deliver(
         "status": outcome.as_str(),
         "ticket_id": ticket_id,
         "provider": provider.as_str(),
-        "event": event_name,
     });
     let map = body
         .as_object_mut()
@@ -454,7 +455,11 @@ fn deliver(
     } else {
         200
     };
-    Ok((status, body))
+    Ok(Delivered {
+        status,
+        body,
+        event: event_name,
+    })
 }
 
 /// The largest declared body tiny_http may be left to drain. Its drain
