@@ -246,9 +246,19 @@ fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Ar
                 });
                 if leader && Timestamp::now() >= due {
                     own_last_run = Some((Timestamp::now(), Instant::now()));
-                    let run = run_sync(config, store, assessment.reconcile_due, stop.clone());
-                    log_run(&run);
-                    status.update(|s| s.last_run = Some(run));
+                    // A bug in one run must not end polling: it is logged and
+                    // the next tick tries again.
+                    let full = assessment.reconcile_due;
+                    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_sync(config, store, full, stop.clone())
+                    }));
+                    match attempt {
+                        Ok(run) => {
+                            log_run(&run);
+                            status.update(|s| s.last_run = Some(run));
+                        }
+                        Err(_) => log::error!("a sync run panicked; polling goes on"),
+                    }
                     // Re-assess at once: the run changed coverage and the schedule.
                     continue;
                 }
