@@ -13,7 +13,7 @@ use super::keep_alive::KeepAlive;
 use super::response::{ApiError, json_response, send};
 use crate::config::Config;
 use crate::psa::{Provider, freshservice, lenient_json};
-use crate::store::{Announced, JournalEntry, Outcome, StoreClient, WriteItem};
+use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
 use crate::sync::SyncStatus;
 use crate::timestamp;
 
@@ -88,11 +88,10 @@ pub fn handle(state: &AppState, mut request: Request) {
         },
         Ok(Route::Ticket(provider)) => match request.method() {
             Method::Post => {
-                let announced = state.store.announce();
                 let outcome = authorize(state, &request, client_ip)
                     .and_then(|()| check_content_type(&request))
                     .and_then(|()| read_body(&mut request, state.config.server.max_body_bytes))
-                    .and_then(|body| deliver(state, provider, client_ip, body, announced));
+                    .and_then(|body| deliver(state, provider, client_ip, body));
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
                 match &outcome {
                     Ok(delivered) => log::info!(
@@ -350,7 +349,6 @@ fn deliver(
     provider: Provider,
     client_ip: IpAddr,
     body: Vec<u8>,
-    announced: Announced,
 ) -> Result<Delivered, ApiError> {
     let received_at = timestamp::now();
     if state.config.webhooks.log_payloads {
@@ -400,7 +398,7 @@ fn deliver(
                 event: None,
                 journal: Some(journal),
             };
-            return match state.store.write(item, COMMIT_WAIT, Some(announced)) {
+            return match state.store.write(item, COMMIT_WAIT) {
                 Ok(_) => Err(error),
                 Err(store_error) => Err(ApiError::from_store(&store_error)),
             };
@@ -421,7 +419,7 @@ fn deliver(
     };
     let outcome = state
         .store
-        .write(item, COMMIT_WAIT, Some(announced))
+        .write(item, COMMIT_WAIT)
         .map_err(|e| ApiError::from_store(&e))?;
     let mut body = json!({
         "status": outcome.as_str(),

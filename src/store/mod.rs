@@ -11,7 +11,7 @@ mod writer;
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -286,46 +286,18 @@ impl DbHealth {
 pub struct StoreClient {
     tx: Sender<Command>,
     health: Arc<DbHealth>,
-    producing: Arc<AtomicUsize>,
 }
 
 /// How long a sender waits for room in a full queue before answering 503.
 const QUEUE_WAIT: Duration = Duration::from_millis(200);
-
-/// A handler that will send a write soon (see `StoreClient::announce`).
-pub struct Announced {
-    producing: Arc<AtomicUsize>,
-}
-
-impl Drop for Announced {
-    fn drop(&mut self) {
-        self.producing.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 impl StoreClient {
     pub fn health(&self) -> &DbHealth {
         &self.health
     }
 
-    /// Tells the writer a write is on its way (a delivery is being read
-    /// and checked). The writer waits briefly for announced writes before
-    /// committing, so that concurrent deliveries share one commit. The
-    /// announcement ends when the write is sent or the guard is dropped.
-    pub fn announce(&self) -> Announced {
-        self.producing.fetch_add(1, Ordering::Relaxed);
-        Announced {
-            producing: self.producing.clone(),
-        }
-    }
-
     /// Writes one item and waits for its commit, at most `timeout`.
-    pub fn write(
-        &self,
-        item: WriteItem,
-        timeout: Duration,
-        announced: Option<Announced>,
-    ) -> Result<Outcome, StoreError> {
+    pub fn write(&self, item: WriteItem, timeout: Duration) -> Result<Outcome, StoreError> {
         if !self.health.is_available() && item.event.is_some() {
             // Fail fast while the writer is reconnecting rather than queueing
             // work that will only time out.
@@ -336,12 +308,10 @@ impl StoreClient {
             ));
         }
         let (reply, answer) = oneshot::channel();
-        let sent = self.send(Command::Write {
+        self.send(Command::Write {
             item: Box::new(item),
             reply,
-        });
-        drop(announced);
-        sent?;
+        })?;
         answer
             .recv_timeout(timeout)
             .map_err(|_| StoreError::Timeout)?

@@ -1,7 +1,6 @@
 //! The writer thread: the only code that writes to the database.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,12 +15,6 @@ use crate::timestamp;
 const QUEUE_CAPACITY: usize = 4096;
 /// Items applied in one transaction, at most.
 const MAX_BATCH: usize = 1024;
-/// How long a batch may wait for writes that handlers have announced.
-/// A commit costs about the same for one event as for a hundred, so while
-/// deliveries are being read a short wait makes one commit serve them all.
-const MAX_LINGER: Duration = Duration::from_micros(1500);
-/// How often a lingering writer looks again at the announced count.
-const LINGER_STEP: Duration = Duration::from_micros(100);
 /// How often an idle writer checks the connection and housekeeping.
 const TICK: Duration = Duration::from_millis(500);
 /// Reconnect backoff bounds: the first retry is quick, later ones at most
@@ -57,10 +50,8 @@ pub fn spawn_writer(
 ) -> std::io::Result<WriterHandle> {
     let (tx, rx) = bounded(QUEUE_CAPACITY);
     let health = Arc::new(DbHealth::default());
-    let producing = Arc::new(AtomicUsize::new(0));
     let writer = Writer {
         rx,
-        producing: producing.clone(),
         backend: Some(backend),
         url,
         health: health.clone(),
@@ -75,19 +66,13 @@ pub fn spawn_writer(
         .name("codex-writer".to_string())
         .spawn(move || writer.run())?;
     Ok(WriterHandle {
-        client: StoreClient {
-            tx,
-            health,
-            producing,
-        },
+        client: StoreClient { tx, health },
         thread,
     })
 }
 
 struct Writer {
     rx: Receiver<Command>,
-    /// Handlers that announced a write they have not sent yet.
-    producing: Arc<AtomicUsize>,
     backend: Option<Box<dyn Backend>>,
     url: DatabaseUrl,
     health: Arc<DbHealth>,
@@ -134,28 +119,15 @@ impl Writer {
         log::debug!("writer stopped: every sender is gone and the queue is drained");
     }
 
-    /// Collects a batch: everything queued, plus, for a moment, the writes
-    /// handlers have announced.
+    /// Collects a batch: the first command and everything queued behind
+    /// it. While one batch commits the next accumulates, so batches grow
+    /// with the load by themselves (group commit).
     fn gather(&self, first: Command) -> Vec<Command> {
         let mut commands = vec![first];
-        let deadline = Instant::now() + MAX_LINGER;
         while commands.len() < MAX_BATCH {
             match self.rx.try_recv() {
-                Ok(command) => {
-                    commands.push(command);
-                    continue;
-                }
-                Err(_) if self.producing.load(Ordering::Relaxed) == 0 => break,
-                Err(_) => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match self.rx.recv_timeout(LINGER_STEP.min(deadline - now)) {
                 Ok(command) => commands.push(command),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(_) => break,
             }
         }
         commands
