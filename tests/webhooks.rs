@@ -198,7 +198,7 @@ fn health_reports_configuration_but_no_secret(backend: Backend) {
 fn test_endpoint_checks_the_secret(backend: Backend) {
     let db = TestDb::new(&backend);
     let codex = Codex::start(&db, "");
-    let post = |headers: &[(&str, &str)]| codex.request("POST", "/webhooks/test", headers, b"");
+    let post = |headers: &[(&str, &str)]| codex.test_auth(headers);
 
     let missing = post(&[]);
     assert_eq!(missing.status, 401);
@@ -260,21 +260,11 @@ fn rate_limit_counts_every_request(backend: Backend) {
     let db = TestDb::new(&backend);
     let codex = Codex::start(&db, "[webhooks]\nrate_limit_per_minute = 3\n");
     for _ in 0..3 {
-        let guess = codex.request(
-            "POST",
-            "/webhooks/test",
-            &[("X-Webhook-Secret", "guess")],
-            b"",
-        );
+        let guess = codex.test_auth(&[("X-Webhook-Secret", "guess")]);
         assert_eq!(guess.status, 401);
     }
     // The limit was spent on wrong guesses: even the right secret waits now.
-    let limited = codex.request(
-        "POST",
-        "/webhooks/test",
-        &[("X-Webhook-Secret", SECRET)],
-        b"",
-    );
+    let limited = codex.test_auth(&[("X-Webhook-Secret", SECRET)]);
     assert_eq!(limited.status, 429);
     let wait: u64 = limited
         .header("Retry-After")
@@ -294,16 +284,11 @@ fn allowlist_believes_forwarded_for_only_from_trusted_proxies(backend: Backend) 
         "[webhooks]\nallowed_ips = 10.1.0.0/16, 2001:db8::/32\n",
     );
     let auth = ("X-Webhook-Secret", SECRET);
-    let plain = untrusted.request("POST", "/webhooks/test", &[auth], b"");
+    let plain = untrusted.test_auth(&[auth]);
     assert_eq!(plain.status, 403);
     assert_eq!(plain.json()["error"], "IP not allowed");
     // A forged header from a peer that is not a trusted proxy changes nothing.
-    let forged = untrusted.request(
-        "POST",
-        "/webhooks/test",
-        &[auth, ("X-Forwarded-For", "10.1.2.3")],
-        b"",
-    );
+    let forged = untrusted.test_auth(&[auth, ("X-Forwarded-For", "10.1.2.3")]);
     assert_eq!(forged.status, 403);
     drop(untrusted);
 
@@ -311,29 +296,14 @@ fn allowlist_believes_forwarded_for_only_from_trusted_proxies(backend: Backend) 
         &db,
         "[server]\ntrusted_proxies = 127.0.0.1\n[webhooks]\nallowed_ips = 10.1.0.0/16, 2001:db8::/32\n",
     );
-    let via_proxy = proxied.request(
-        "POST",
-        "/webhooks/test",
-        &[auth, ("X-Forwarded-For", "10.1.2.3")],
-        b"",
-    );
+    let via_proxy = proxied.test_auth(&[auth, ("X-Forwarded-For", "10.1.2.3")]);
     assert_eq!(via_proxy.status, 200);
     assert_eq!(via_proxy.json()["source_ip"], "10.1.2.3");
     // The rightmost untrusted hop is the client; an allowed address written
     // further left by the client itself is ignored.
-    let spoofed = proxied.request(
-        "POST",
-        "/webhooks/test",
-        &[auth, ("X-Forwarded-For", "10.1.2.3, 198.51.100.7")],
-        b"",
-    );
+    let spoofed = proxied.test_auth(&[auth, ("X-Forwarded-For", "10.1.2.3, 198.51.100.7")]);
     assert_eq!(spoofed.status, 403);
-    let v6 = proxied.request(
-        "POST",
-        "/webhooks/test",
-        &[auth, ("X-Forwarded-For", "2001:db8::5")],
-        b"",
-    );
+    let v6 = proxied.test_auth(&[auth, ("X-Forwarded-For", "2001:db8::5")]);
     assert_eq!(v6.status, 200);
     assert_eq!(v6.json()["source_ip"], "2001:db8::5");
 }
@@ -799,12 +769,7 @@ fn secrets_stay_out_of_logs_and_journal(backend: Backend) {
     let mut body = seed_body("ticket.created", 5150, 2, "2024-01-01T00:00:00Z");
     body["subject"] = json!(marker);
     assert_eq!(codex.deliver_json(&body).status, 201);
-    codex.request(
-        "POST",
-        "/webhooks/test",
-        &[("X-Webhook-Secret", "wrong-guess")],
-        b"",
-    );
+    codex.test_auth(&[("X-Webhook-Secret", "wrong-guess")]);
     assert!(
         wait_until(Duration::from_secs(5), || codex.logs().contains(marker)),
         "payload not logged"
@@ -835,26 +800,11 @@ fn rotation_accepts_every_configured_secret(backend: Backend) {
     let db = TestDb::new(&backend);
     let codex = Codex::start(&db, "[webhooks]\nsecret = old-secret-1 , new-secret-2\n");
     for secret in ["old-secret-1", "new-secret-2"] {
-        assert_eq!(
-            codex
-                .request(
-                    "POST",
-                    "/webhooks/test",
-                    &[("X-Webhook-Secret", secret)],
-                    b""
-                )
-                .status,
-            200
-        );
+        assert_eq!(codex.test_auth(&[("X-Webhook-Secret", secret)]).status, 200);
     }
     assert_eq!(
         codex
-            .request(
-                "POST",
-                "/webhooks/test",
-                &[("X-Webhook-Secret", "old-secret-1 , new-secret-2")],
-                b""
-            )
+            .test_auth(&[("X-Webhook-Secret", "old-secret-1 , new-secret-2")])
             .status,
         401
     );
@@ -863,26 +813,11 @@ fn rotation_accepts_every_configured_secret(backend: Backend) {
     let codex = Codex::start_with_env(&db, "", &[("CODEX_WEBHOOK_SECRET", "from-environment")]);
     assert_eq!(
         codex
-            .request(
-                "POST",
-                "/webhooks/test",
-                &[("X-Webhook-Secret", "from-environment")],
-                b""
-            )
+            .test_auth(&[("X-Webhook-Secret", "from-environment")])
             .status,
         200
     );
-    assert_eq!(
-        codex
-            .request(
-                "POST",
-                "/webhooks/test",
-                &[("X-Webhook-Secret", SECRET)],
-                b""
-            )
-            .status,
-        401
-    );
+    assert_eq!(codex.test_auth(&[("X-Webhook-Secret", SECRET)]).status, 401);
 }
 
 fn journal_is_pruned_after_retention(backend: Backend) {

@@ -235,6 +235,16 @@ fn answer(state: &Mutex<FakeState>, addr: SocketAddr, request: tiny_http::Reques
     let _ = request.respond(response);
 }
 
+/// Page `page` (from 1) of `per_page` tickets.
+fn page_of(tickets: &[&Value], page: usize, per_page: usize) -> Vec<Value> {
+    tickets
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|t| (*t).clone())
+        .collect()
+}
+
 fn route(
     s: &FakeState,
     addr: SocketAddr,
@@ -267,12 +277,7 @@ fn route(
             .filter(|t| wanted.contains(&t["status"].as_i64().unwrap_or_default()))
             .collect();
         let per_page = 30;
-        let slice: Vec<Value> = matching
-            .iter()
-            .skip((page - 1) * per_page)
-            .take(per_page)
-            .map(|t| (*t).clone())
-            .collect();
+        let slice = page_of(&matching, page, per_page);
         let total = matching.len() as u64 + s.filter_total_extra;
         return (200, json!({"tickets": slice, "total": total}), vec![]);
     }
@@ -319,12 +324,7 @@ fn route(
             (a["updated_at"].as_str(), a["id"].as_i64())
                 .cmp(&(b["updated_at"].as_str(), b["id"].as_i64()))
         });
-        let slice: Vec<Value> = matching
-            .iter()
-            .skip((page - 1) * per_page)
-            .take(per_page)
-            .map(|t| (*t).clone())
-            .collect();
+        let slice = page_of(&matching, page, per_page);
         let mut headers = vec![];
         if page * per_page < matching.len() {
             let others: Vec<&str> = query

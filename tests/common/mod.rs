@@ -404,6 +404,11 @@ impl Codex {
         self.deliver(&body.to_string())
     }
 
+    /// POST /webhooks/test with `headers`.
+    pub fn test_auth(&self, headers: &[(&str, &str)]) -> Response {
+        self.request("POST", "/webhooks/test", headers, b"")
+    }
+
     pub fn get(&self, path: &str) -> Response {
         self.request("GET", path, &[], b"")
     }
