@@ -24,6 +24,11 @@ pub const ENV_DATABASE_URL: &str = "CODEX_DATABASE_URL";
 /// Environment variable overriding `[freshservice] api_key`.
 pub const ENV_FRESHSERVICE_API_KEY: &str = "CODEX_FRESHSERVICE_API_KEY";
 
+/// Where Codex looks for its configuration without `--config` or
+/// `$CODEX_CONFIG`, in order: its own file, the Python predecessor's
+/// (its installer writes `instance/codex.conf`), the system-wide one.
+pub const SEARCH_PATH: [&str; 3] = ["codex.conf", "instance/codex.conf", "/etc/codex/codex.conf"];
+
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -359,17 +364,17 @@ pub struct Loaded {
 
 impl Config {
     /// Finds the configuration file (`--config`, else `$CODEX_CONFIG`, else
-    /// `./codex.conf` when present, else none) and reads it, applying the
-    /// environment overrides.
+    /// the first of `SEARCH_PATH` that exists, else none) and reads it,
+    /// applying the environment overrides.
     pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
         let path = match explicit {
             Some(path) => Some(path.to_path_buf()),
             None => match std::env::var_os(ENV_CONFIG) {
                 Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
-                _ => {
-                    let local = PathBuf::from("codex.conf");
-                    local.is_file().then_some(local)
-                }
+                _ => SEARCH_PATH
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|path| path.is_file()),
             },
         };
         let text = match &path {

@@ -57,6 +57,10 @@ pub enum StoreError {
     Statement(String),
     /// The database was migrated by a newer Codex than this one.
     SchemaTooNew { found: i64, supported: i64 },
+    /// The schema cannot be brought up to date (a column of a type Codex
+    /// cannot convert, values that are not ticket numbers); the migration's
+    /// transaction was rolled back, so nothing was changed.
+    Migration(String),
     /// The writer's queue is full: the database is not keeping up.
     Overloaded,
     /// The writer did not answer in time.
@@ -73,6 +77,10 @@ impl fmt::Display for StoreError {
             StoreError::SchemaTooNew { found, supported } => write!(
                 f,
                 "the database schema is version {found}, newer than this Codex supports ({supported}); upgrade Codex"
+            ),
+            StoreError::Migration(message) => write!(
+                f,
+                "the database schema cannot be brought up to date, nothing was changed: {message}"
             ),
             StoreError::Overloaded => f.write_str("the database writer queue is full"),
             StoreError::Timeout => f.write_str("the database writer did not answer in time"),

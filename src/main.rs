@@ -44,7 +44,8 @@ struct SyncArgs {
 
 #[derive(clap::Args)]
 struct ConfigArg {
-    /// Configuration file [default: $CODEX_CONFIG, else ./codex.conf if present]
+    /// Configuration file [default: $CODEX_CONFIG, else the first of ./codex.conf,
+    /// ./instance/codex.conf and /etc/codex/codex.conf that exists]
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
 }
@@ -71,6 +72,9 @@ fn main() -> ExitCode {
 
 fn load(args: &ConfigArg) -> Result<Config, String> {
     let loaded = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(path) = &loaded.config.source {
+        log::info!("configuration read from {}", path.display());
+    }
     for warning in &loaded.warnings {
         log::warn!("{warning}");
     }

@@ -104,12 +104,12 @@ fn migrate_is_idempotent_and_a_newer_schema_is_refused(backend: Backend) {
     for _ in 0..2 {
         let (status, out, err) = run_codex(&["migrate", "--config", conf.to_str().unwrap()], &[]);
         assert!(status.success(), "{err}");
-        assert!(out.contains("schema version 1"), "{out}");
+        assert!(out.contains("schema version 2"), "{out}");
     }
     assert_eq!(
         db.value("SELECT value FROM codex_meta WHERE key = 'schema_version'")
             .as_deref(),
-        Some("1")
+        Some("2")
     );
     db.rows("UPDATE codex_meta SET value = '99' WHERE key = 'schema_version'");
     let (status, _, err) = run_codex(&["serve", "--config", conf.to_str().unwrap()], &[]);

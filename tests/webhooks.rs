@@ -369,15 +369,16 @@ fn ticket_lifecycle_created_updated_unchanged_stale_deleted(backend: Backend) {
     // Fields the delete did not carry are kept.
     assert_eq!(ticket["subject"].as_deref(), Some("Printer on fire"));
 
-    // A delete of a ticket never seen is ignored, but remembered, so a
-    // create that arrives later (a retry) fills in the details without
-    // bringing the ticket back.
+    // A delete of a ticket never seen is ignored and leaves no row, but is
+    // remembered, so a create that arrives later (a retry) fills in the
+    // details without bringing the ticket back.
     let unknown = codex.deliver_json(&json!({
         "event": "ticket.deleted", "ticket_id": 777, "updated_at": "2024-01-15T12:00:00Z"
     }));
     assert_eq!(unknown.status, 200);
     assert_eq!(unknown.json()["status"], "ignored");
     assert_eq!(unknown.json()["reason"], "ticket not found");
+    assert!(db.ticket(777).is_none());
     let late_create =
         codex.deliver_json(&seed_body("ticket.created", 777, 2, "2024-01-15T09:00:00Z"));
     assert_eq!(late_create.json()["status"], "updated");

@@ -63,7 +63,9 @@ impl ApiError {
             StoreError::Overloaded | StoreError::Timeout => {
                 ApiError::new(503, "Codex is busy; retry later").header("Retry-After", "5")
             }
-            StoreError::Unavailable(_) | StoreError::SchemaTooNew { .. } => {
+            StoreError::Unavailable(_)
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Migration(_) => {
                 ApiError::new(503, "the database is unavailable; retry later")
                     .header("Retry-After", "10")
             }

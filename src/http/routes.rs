@@ -380,7 +380,7 @@ fn deliver(
             freshservice::normalize_webhook(&value, &state.config.freshservice, &received_at)
                 .map_err(|rejection| {
                     journal.event = rejection.event.clone();
-                    journal.ticket_id = rejection.ticket_id.map(|id| id.to_string());
+                    journal.ticket_id = rejection.ticket_id;
                     let mut error = ApiError::new(400, rejection.message.clone());
                     if let Some(id) = rejection.ticket_id {
                         error = error.with("ticket_id", id);
@@ -408,7 +408,7 @@ fn deliver(
     let ticket_id = event.ticket_id;
     let event_name = event.kind.as_str();
     journal.event = Some(event_name.to_string());
-    journal.ticket_id = Some(ticket_id.to_string());
+    journal.ticket_id = Some(ticket_id);
     for warning in &normalized.warnings {
         log::warn!("{provider} ticket={ticket_id}: {warning}");
     }

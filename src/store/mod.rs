@@ -3,6 +3,7 @@
 //! whatever is waiting in one transaction (group commit) and only then
 //! answers, so an answer means the change is durable.
 
+pub mod migrate;
 pub mod postgres;
 pub mod schema;
 pub mod sql;
@@ -88,7 +89,7 @@ pub struct JournalEntry {
     pub received_at: String,
     pub client_ip: String,
     pub event: Option<String>,
-    pub ticket_id: Option<String>,
+    pub ticket_id: Option<i64>,
     /// Why the delivery was rejected or not applied, for one that was.
     pub error: Option<String>,
     /// The outcome to record instead of the apply's (`failed` for an event
@@ -116,6 +117,64 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn get(&self, field: Field) -> Option<&Value> {
         self.values[field.index()].as_ref()
+    }
+}
+
+/// A delete of a ticket Codex never stored, as `ticket_tombstones` keeps
+/// it: what the delete would have written to the ticket's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub last_updated_at: Option<String>,
+    pub status: Option<String>,
+    pub status_id: Option<i64>,
+    pub closed_at: Option<String>,
+}
+
+impl Tombstone {
+    pub fn of(event: &TicketEvent) -> Tombstone {
+        Tombstone {
+            last_updated_at: event.updated_at.clone(),
+            status: event.status().map(str::to_string),
+            status_id: match event.get(Field::StatusId) {
+                Some(Some(Value::Int(id))) => Some(*id),
+                _ => None,
+            },
+            closed_at: event.closed_at.clone(),
+        }
+    }
+
+    /// The delete again, for merging into the row a later event created:
+    /// the upsert's ordering then decides, as if the delete had found the
+    /// row (an older create stays deleted, a newer one restores it).
+    pub fn event(&self, created: &TicketEvent) -> TicketEvent {
+        let mut event = TicketEvent::new(
+            created.provider,
+            created.ticket_id,
+            crate::psa::EventKind::Deleted,
+            created.source,
+        );
+        event.updated_at = self.last_updated_at.clone();
+        event.closed_at = self.closed_at.clone();
+        if let Some(status) = &self.status {
+            event.set(Field::Status, Some(Value::Text(status.clone())));
+        }
+        if let Some(id) = self.status_id {
+            event.set(Field::StatusId, Some(Value::Int(id)));
+        }
+        event
+    }
+
+    /// The delete as the row it stands for, to describe what the later
+    /// event changed.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut values: [Option<Value>; Field::COUNT] = Default::default();
+        values[Field::Status.index()] = self.status.clone().map(Value::Text);
+        values[Field::StatusId.index()] = self.status_id.map(Value::Int);
+        Snapshot {
+            revision: 0,
+            values,
+            last_updated_at: self.last_updated_at.clone(),
+        }
     }
 }
 
@@ -465,9 +524,24 @@ pub fn split_ids(text: Option<&str>) -> Vec<i64> {
         .collect()
 }
 
-/// Checks, without changing anything, that the database can be used:
-/// reachable, credentials accepted, schema not newer than this binary.
-/// Returns a line describing it.
+/// The line `check` prints for a migration that would make `changes`.
+pub(crate) fn describe_check(name: &str, changes: &[String]) -> String {
+    match changes {
+        [] => format!(
+            "{name} is reachable, schema version {} is in place",
+            schema::VERSION
+        ),
+        _ => format!(
+            "{name} is reachable; codex migrate (or serve at start-up) will: {}",
+            changes.join("; ")
+        ),
+    }
+}
+
+/// Checks, without changing anything, that `serve` can use the database:
+/// reachable, credentials accepted, schema not newer than this binary, and
+/// the migration `serve` would run succeeds (it is run and rolled back,
+/// statements prepared included). Returns a line describing it.
 pub fn check(url: &DatabaseUrl) -> Result<String, StoreError> {
     match url {
         DatabaseUrl::Sqlite(path) => sqlite::check(path),
@@ -475,7 +549,8 @@ pub fn check(url: &DatabaseUrl) -> Result<String, StoreError> {
     }
 }
 
-/// Runs `codex migrate`: creates or upgrades the schema and reports the version.
+/// Runs `codex migrate`: creates or upgrades the schema (logging each
+/// change) and reports the version.
 pub fn migrate(config: &Config) -> Result<i64, StoreError> {
     connect(&config.database.url)?;
     Ok(schema::VERSION)

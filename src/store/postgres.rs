@@ -11,12 +11,15 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement, Transaction};
 
-use super::schema::{self, Dialect};
+use super::migrate::{self, Existing, Family};
+use super::schema::{ColumnDef, Dialect};
 use super::sql::{self, Param};
-use super::{Backend, Outcome, Snapshot, SyncRun, SyncState, WebhookCounts, WriteItem, classify};
+use super::{
+    Backend, Outcome, Snapshot, SyncRun, SyncState, Tombstone, WebhookCounts, WriteItem, classify,
+};
 use crate::config::PostgresUrl;
 use crate::error::StoreError;
-use crate::psa::{Field, Kind, Provider, Value};
+use crate::psa::{EventKind, Field, Kind, Provider, TicketEvent, Value};
 use crate::timestamp;
 
 /// Advisory lock keys ("codex" in ASCII, then a purpose number).
@@ -34,9 +37,19 @@ const CONFLICT_ATTEMPTS: usize = 5;
 
 pub struct PostgresBackend {
     client: Client,
+    statements: Statements,
+}
+
+/// The statements a backend runs, prepared inside the migration's
+/// transaction so that a schema `serve` cannot use is never committed.
+struct Statements {
     upsert: Statement,
     journal: Statement,
     select: Statement,
+    tombstone_select: Statement,
+    tombstone_upsert: Statement,
+    tombstone_delete: Statement,
+    ticket_delete: Statement,
 }
 
 /// Opens a connection with timeouts that keep a dead server from hanging
@@ -66,25 +79,11 @@ pub fn open_client(url: &PostgresUrl) -> Result<Client, StoreError> {
     Ok(client)
 }
 
-/// See `store::check`.
+/// See `store::check`: the migration `serve` would run, rolled back.
 pub fn check(url: &PostgresUrl) -> Result<String, StoreError> {
     let mut client = open_client(url)?;
-    let has_meta: bool = client
-        .query_one("SELECT to_regclass('codex_meta') IS NOT NULL", &[])
-        .map_err(map_error)?
-        .get(0);
-    let version = if has_meta {
-        client
-            .query_opt(
-                "SELECT value FROM codex_meta WHERE key = $1",
-                &[&schema::VERSION_KEY],
-            )
-            .map_err(map_error)?
-            .and_then(|row| row.get::<_, String>(0).parse::<i64>().ok())
-    } else {
-        None
-    };
-    super::sqlite::describe_version(url.masked(), version)
+    let (_, changes) = migrate(&mut client, false)?;
+    Ok(super::describe_check(url.masked(), &changes))
 }
 
 /// The server's message for a database error, else the driver's.
@@ -133,27 +132,11 @@ fn is_conflict(error: &postgres::Error) -> bool {
 impl PostgresBackend {
     pub fn connect(url: &PostgresUrl) -> Result<PostgresBackend, StoreError> {
         let mut client = open_client(url)?;
-        migrate(&mut client)?;
-        let upsert = client.prepare(&sql::postgres_upsert()).map_err(map_error)?;
-        let journal = client
-            .prepare(&format!(
-                "INSERT INTO webhook_events ({}) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
-                 $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])",
-                sql::JOURNAL_COLUMNS
-            ))
-            .map_err(map_error)?;
-        let select = client
-            .prepare(&format!(
-                "SELECT {} FROM ticket_details WHERE external_id = $1 AND external_source = $2",
-                sql::snapshot_columns("")
-            ))
-            .map_err(map_error)?;
-        Ok(PostgresBackend {
-            client,
-            upsert,
-            journal,
-            select,
-        })
+        let (statements, changes) = migrate(&mut client, true)?;
+        for change in &changes {
+            log::info!("schema: {change}");
+        }
+        Ok(PostgresBackend { client, statements })
     }
 
     fn apply_once(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, postgres::Error> {
@@ -178,7 +161,11 @@ impl PostgresBackend {
         }
         let mut tx = self.client.transaction()?;
         for round in &rounds {
-            let results = upsert_round(&mut tx, &self.upsert, items, round, &now)?;
+            let events: Vec<&TicketEvent> = round
+                .iter()
+                .filter_map(|&i| items[i].event.as_ref())
+                .collect();
+            let results = apply_round(&mut tx, &self.statements, &events, &now)?;
             for (index, outcome) in round.iter().zip(results) {
                 outcomes[*index] = Some(outcome);
             }
@@ -187,7 +174,7 @@ impl PostgresBackend {
             .into_iter()
             .map(|o| o.unwrap_or(Outcome::Rejected))
             .collect();
-        insert_journal(&mut tx, &self.journal, items, &outcomes)?;
+        insert_journal(&mut tx, &self.statements.journal, items, &outcomes)?;
         tx.commit()?;
         Ok(outcomes)
     }
@@ -213,51 +200,175 @@ impl PostgresBackend {
     }
 }
 
-/// Creates or upgrades the schema, one instance at a time.
-fn migrate(client: &mut Client) -> Result<(), StoreError> {
+/// Creates or upgrades the schema, one instance at a time, and prepares
+/// every statement the backend runs before committing; with `commit`
+/// false (`check-config`) everything is rolled back.
+fn migrate(client: &mut Client, commit: bool) -> Result<(Statements, Vec<String>), StoreError> {
     let mut tx = client.transaction().map_err(map_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_MIGRATE])
         .map_err(map_error)?;
-    let has_meta: bool = tx
-        .query_one("SELECT to_regclass('codex_meta') IS NOT NULL", &[])
-        .map_err(map_error)?
-        .get(0);
-    if has_meta {
-        let found = tx
-            .query_opt(
-                "SELECT value FROM codex_meta WHERE key = $1",
-                &[&schema::VERSION_KEY],
-            )
-            .map_err(map_error)?
-            .and_then(|row| row.get::<_, String>(0).parse::<i64>().ok());
-        if let Some(found) = found.filter(|v| *v > schema::VERSION) {
-            return Err(StoreError::SchemaTooNew {
-                found,
-                supported: schema::VERSION,
-            });
-        }
-    }
-    let statements = schema::statements(Dialect::Postgres);
-    let is_index = |s: &str| s.starts_with("CREATE INDEX") || s.starts_with("CREATE UNIQUE INDEX");
-    for statement in statements.iter().filter(|s| !is_index(s)) {
-        tx.batch_execute(statement).map_err(map_error)?;
-    }
-    for column in schema::columns(Dialect::Postgres) {
-        tx.batch_execute(&format!(
-            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
-            column.table, column.name, column.definition
-        ))
+    // "already exists, skipping" notices would only clutter the log.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
         .map_err(map_error)?;
+    let mut catalog = Catalog { tx: &mut tx };
+    let changes = migrate::run(&mut catalog)?;
+    let companies = migrate::companies_usable(&mut catalog)?;
+    let statements = prepare(&mut tx, companies).map_err(|e| {
+        StoreError::Migration(format!(
+            "a statement Codex runs does not prepare: {}",
+            describe(&e)
+        ))
+    })?;
+    if commit {
+        tx.commit().map_err(map_error)?;
     }
-    for statement in statements.iter().filter(|s| is_index(s)) {
-        tx.batch_execute(statement).map_err(map_error)?;
+    Ok((statements, changes))
+}
+
+fn prepare(tx: &mut Transaction<'_>, companies: bool) -> Result<Statements, postgres::Error> {
+    let key = "WHERE external_id = $1 AND external_source = $2";
+    Ok(Statements {
+        upsert: tx.prepare(&sql::postgres_upsert(companies))?,
+        journal: tx.prepare(&format!(
+            "INSERT INTO webhook_events ({}) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
+             $4::text[], $5::int8[], $6::text[], $7::text[], $8::bytea[])",
+            sql::JOURNAL_COLUMNS
+        ))?,
+        select: tx.prepare(&format!(
+            "SELECT {} FROM ticket_details {key}",
+            sql::snapshot_columns("")
+        ))?,
+        tombstone_select: tx.prepare(&format!(
+            "SELECT last_updated_at::text, status::text, status_id::int8, closed_at::text FROM ticket_tombstones {key}"
+        ))?,
+        tombstone_upsert: tx.prepare(
+            "INSERT INTO ticket_tombstones \
+             (external_id, external_source, last_updated_at, status, status_id, closed_at, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (external_id, external_source) DO UPDATE SET \
+             last_updated_at = excluded.last_updated_at, status = excluded.status, status_id = excluded.status_id, \
+             closed_at = excluded.closed_at, recorded_at = excluded.recorded_at \
+             WHERE excluded.last_updated_at IS NULL OR (ticket_tombstones.last_updated_at IS NOT NULL \
+             AND excluded.last_updated_at >= ticket_tombstones.last_updated_at)",
+        )?,
+        tombstone_delete: tx.prepare(&format!("DELETE FROM ticket_tombstones {key}"))?,
+        ticket_delete: tx.prepare(&format!("DELETE FROM ticket_details {key}"))?,
+    })
+}
+
+/// The migration's view of a PostgreSQL database (its current schema).
+struct Catalog<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+}
+
+impl migrate::Catalog for Catalog<'_, '_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
     }
-    tx.execute(
-        "INSERT INTO codex_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        &[&schema::VERSION_KEY, &schema::VERSION.to_string()],
-    )
-    .map_err(map_error)?;
-    tx.commit().map_err(map_error)
+
+    fn execute(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.tx.batch_execute(sql).map_err(map_error)
+    }
+
+    fn update(&mut self, sql: &str) -> Result<u64, StoreError> {
+        self.tx.execute(sql, &[]).map_err(map_error)
+    }
+
+    fn text(&mut self, sql: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tx
+            .query_opt(sql, &[])
+            .map_err(map_error)?
+            .and_then(|row| row.get::<_, Option<String>>(0)))
+    }
+
+    fn table_exists(&mut self, table: &str) -> Result<bool, StoreError> {
+        self.tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = $1)",
+                &[&table],
+            )
+            .map(|row| row.get(0))
+            .map_err(map_error)
+    }
+
+    fn columns(&mut self, table: &str) -> Result<Vec<Existing>, StoreError> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT column_name::text, data_type::text, character_maximum_length::int8 \
+                 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 \
+                 ORDER BY ordinal_position",
+                &[&table],
+            )
+            .map_err(map_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let data_type: String = row.get(1);
+                let max_length: Option<i64> = row.get(2);
+                Existing {
+                    name: row.get(0),
+                    family: Family::of_postgres_type(&data_type),
+                    declared: match max_length {
+                        Some(n) => format!("{data_type}({n})"),
+                        None => data_type,
+                    },
+                    max_length,
+                }
+            })
+            .collect())
+    }
+
+    fn has_unique_index(&mut self, table: &str, columns: &[&str]) -> Result<bool, StoreError> {
+        let mut wanted: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        wanted.sort_unstable();
+        self.tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index x \
+                 WHERE x.indrelid = to_regclass($1::text) AND x.indisunique AND x.indpred IS NULL \
+                 AND x.indexprs IS NULL \
+                 AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a \
+                      WHERE a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey::int2[])) = $2::text[] \
+                 AND cardinality(x.indkey::int2[]) = cardinality($2::text[]))",
+                &[&table, &wanted],
+            )
+            .map(|row| row.get(0))
+            .map_err(map_error)
+    }
+
+    /// One ALTER TABLE for all of a table's columns (one rewrite at most):
+    /// text holding integers to the integer type, `VARCHAR(n)` to TEXT
+    /// (which changes no stored value, so takes no rewrite).
+    fn convert(
+        &mut self,
+        table: &str,
+        columns: &[&ColumnDef],
+        _existing: &[Existing],
+    ) -> Result<(), StoreError> {
+        let clauses: Vec<String> = columns
+            .iter()
+            .map(|c| match Family::of_definition(&c.definition) {
+                Family::Int => {
+                    let ty = c.definition.split_whitespace().next().unwrap_or("BIGINT");
+                    format!(
+                        "ALTER COLUMN {0} TYPE {ty} USING trim({0}::text)::{ty}",
+                        c.name
+                    )
+                }
+                _ => format!("ALTER COLUMN {} TYPE TEXT", c.name),
+            })
+            .collect();
+        self.execute(&format!("ALTER TABLE {table} {}", clauses.join(", ")))
+            .map_err(|error| match error {
+                // A view over the table blocks a type change.
+                StoreError::Statement(message) => StoreError::Migration(format!(
+                    "cannot change column types of {table} ({message}); drop what depends on them \
+                     (for example a view), run codex migrate, then create it again"
+                )),
+                other => other,
+            })
+    }
 }
 
 /// One column of a round, as a typed array parameter.
@@ -277,22 +388,95 @@ impl Column<'_> {
     }
 }
 
+/// What the upsert returned for one event.
+struct Upserted {
+    old: Option<Snapshot>,
+    new: Option<Snapshot>,
+    inserted: bool,
+    /// A tombstone of the ticket exists (a delete that came first).
+    tombstoned: bool,
+}
+
+/// Applies one round (distinct tickets) and settles tombstones: a delete
+/// that created a row takes it out again and leaves a tombstone; an event
+/// that created a row a tombstone stands for gets the delete merged in.
+/// Both are rare, so they cost statements of their own only when they happen.
+fn apply_round(
+    tx: &mut Transaction<'_>,
+    statements: &Statements,
+    events: &[&TicketEvent],
+    now: &str,
+) -> Result<Vec<Outcome>, postgres::Error> {
+    let results = upsert_round(tx, &statements.upsert, events, now)?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut merges = Vec::new();
+    for (i, (event, result)) in events.iter().zip(&results).enumerate() {
+        let provider = event.provider.as_str();
+        if result.inserted && event.kind == EventKind::Deleted {
+            tx.execute(&statements.ticket_delete, &[&event.ticket_id, &provider])?;
+            let tombstone = Tombstone::of(event);
+            tx.execute(
+                &statements.tombstone_upsert,
+                &[
+                    &event.ticket_id,
+                    &provider,
+                    &tombstone.last_updated_at,
+                    &tombstone.status,
+                    &tombstone.status_id.map(|id| id as i32),
+                    &tombstone.closed_at,
+                    &now,
+                ],
+            )?;
+            outcomes.push(Outcome::Ignored {
+                reason: "ticket not found".to_string(),
+            });
+            continue;
+        }
+        if result.inserted && result.tombstoned {
+            if let Some(row) =
+                tx.query_opt(&statements.tombstone_select, &[&event.ticket_id, &provider])?
+            {
+                let tombstone = Tombstone {
+                    last_updated_at: row.try_get(0)?,
+                    status: row.try_get(1)?,
+                    status_id: row.try_get(2)?,
+                    closed_at: row.try_get(3)?,
+                };
+                tx.execute(&statements.tombstone_delete, &[&event.ticket_id, &provider])?;
+                merges.push((i, tombstone.event(event), tombstone));
+            }
+        }
+        outcomes.push(classify(
+            event,
+            result.old.as_ref(),
+            result.new.as_ref(),
+            result.inserted,
+        ));
+    }
+    if !merges.is_empty() {
+        let deletes: Vec<&TicketEvent> = merges.iter().map(|(_, event, _)| event).collect();
+        let merged = upsert_round(tx, &statements.upsert, &deletes, now)?;
+        for ((i, _, tombstone), result) in merges.iter().zip(merged) {
+            outcomes[*i] = classify(
+                events[*i],
+                Some(&tombstone.snapshot()),
+                result.new.as_ref().or(results[*i].new.as_ref()),
+                false,
+            );
+        }
+    }
+    Ok(outcomes)
+}
+
 fn upsert_round(
     tx: &mut Transaction<'_>,
     statement: &Statement,
-    items: &[WriteItem],
-    round: &[usize],
+    events: &[&TicketEvent],
     now: &str,
-) -> Result<Vec<Outcome>, postgres::Error> {
-    let events: Vec<_> = round
-        .iter()
-        .filter_map(|&i| items[i].event.as_ref())
-        .collect();
-    let ids: Vec<String> = events.iter().map(|e| e.ticket_id.to_string()).collect();
+) -> Result<Vec<Upserted>, postgres::Error> {
     let rows: Vec<Vec<Param<'_>>> = events
         .iter()
-        .zip(&ids)
-        .map(|(event, id)| sql::row_params(event, id, now))
+        .map(|event| sql::row_params(event, now))
         .collect();
     let mut columns: Vec<Column<'_>> = rows[0]
         .iter()
@@ -317,24 +501,17 @@ fn upsert_round(
     let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(Column::as_sql).collect();
     let result = tx.query(statement, &params)?;
     let width = Field::COUNT + 2;
-    events
+    result
         .iter()
-        .zip(result)
-        .map(|(event, row)| {
+        .map(|row| {
             let had_old: bool = row.try_get(0)?;
-            let old = if had_old {
-                Some(read_snapshot(&row, 1)?)
-            } else {
-                None
-            };
             let has_new: bool = row.try_get(1 + width)?;
-            let inserted: bool = row.try_get(2 + width)?;
-            let new = if has_new {
-                Some(read_snapshot(&row, 3 + width)?)
-            } else {
-                None
-            };
-            Ok(classify(event, old.as_ref(), new.as_ref(), inserted))
+            Ok(Upserted {
+                old: had_old.then(|| read_snapshot(row, 1)).transpose()?,
+                inserted: row.try_get(2 + width)?,
+                new: has_new.then(|| read_snapshot(row, 3 + width)).transpose()?,
+                tombstoned: row.try_get(3 + 2 * width)?,
+            })
         })
         .collect()
 }
@@ -378,10 +555,7 @@ fn insert_journal(
         .collect();
     let ip: Vec<&str> = entries.iter().map(|(e, _)| e.client_ip.as_str()).collect();
     let event: Vec<Option<&str>> = entries.iter().map(|(e, _)| e.event.as_deref()).collect();
-    let ticket: Vec<Option<&str>> = entries
-        .iter()
-        .map(|(e, _)| e.ticket_id.as_deref())
-        .collect();
+    let ticket: Vec<Option<i64>> = entries.iter().map(|(e, _)| e.ticket_id).collect();
     let outcome: Vec<&str> = entries
         .iter()
         .map(|(e, o)| e.outcome.unwrap_or(o.as_str()))
@@ -424,6 +598,10 @@ impl Backend for PostgresBackend {
     fn prune_journal(&mut self, cutoff: &str, limit: i64) -> Result<u64, StoreError> {
         let deleted = self.with_xact_lock(LOCK_PRUNE, |tx| {
             tx.execute(
+                "DELETE FROM ticket_tombstones WHERE recorded_at < $1",
+                &[&cutoff],
+            )?;
+            tx.execute(
                 "DELETE FROM webhook_events WHERE id IN \
                  (SELECT id FROM webhook_events WHERE received_at < $1 ORDER BY received_at LIMIT $2)",
                 &[&cutoff, &limit],
@@ -439,7 +617,7 @@ impl Backend for PostgresBackend {
     ) -> Result<Option<Snapshot>, StoreError> {
         let row = self
             .client
-            .query_opt(&self.select, &[&ticket_id.to_string(), &provider.as_str()])
+            .query_opt(&self.statements.select, &[&ticket_id, &provider.as_str()])
             .map_err(map_error)?;
         row.map(|row| read_snapshot(&row, 0))
             .transpose()
@@ -455,18 +633,15 @@ impl Backend for PostgresBackend {
         let rows = self
             .client
             .query(
-                "SELECT external_id, status_id FROM ticket_details WHERE external_source = $1 \
+                "SELECT external_id::int8, status_id::int8 FROM ticket_details WHERE external_source = $1 \
                  AND (status IS NULL OR NOT (status = ANY($2))) \
-                 ORDER BY length(external_id), external_id LIMIT $3",
+                 ORDER BY external_id LIMIT $3",
                 &[&provider.as_str(), &done_statuses, &limit],
             )
             .map_err(map_error)?;
         Ok(rows
             .iter()
-            .filter_map(|row| {
-                let id: String = row.get(0);
-                id.parse().ok().map(|id| (id, row.get::<_, Option<i64>>(1)))
-            })
+            .map(|row| (row.get(0), row.get::<_, Option<i64>>(1)))
             .collect())
     }
 

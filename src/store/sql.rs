@@ -14,22 +14,20 @@ pub enum Param<'a> {
     Bool(Option<bool>),
 }
 
-/// The insert row for `event`, in `insert_columns()` order. `external_id`
-/// is the ticket id as text; `now` is the commit's time, recorded as
-/// `webhook_updated_at` or `synced_at`.
-pub fn row_params<'a>(
-    event: &'a TicketEvent,
-    external_id: &'a str,
-    now: &'a str,
-) -> Vec<Param<'a>> {
+/// The insert row for `event`, in `insert_columns()` order. `now` is the
+/// commit's time, recorded as `webhook_updated_at` or `synced_at`, and as
+/// `created_at` of a ticket whose first event does not say when the PSA
+/// created it (the predecessor did the same).
+pub fn row_params<'a>(event: &'a TicketEvent, now: &'a str) -> Vec<Param<'a>> {
     let mut row = Vec::with_capacity(2 + 2 * Field::COUNT + EXTRA_COLUMNS.len());
-    row.push(Param::Text(Some(external_id)));
+    row.push(Param::Int(Some(event.ticket_id)));
     row.push(Param::Text(Some(event.provider.as_str())));
     for field in Field::ALL {
         let value = event.insert_value(field);
         row.push(match field.kind() {
             Kind::Text => Param::Text(match value {
                 Some(Value::Text(text)) => Some(text.as_str()),
+                _ if field == Field::CreatedAt => Some(now),
                 _ => None,
             }),
             Kind::Int => Param::Int(match value {
@@ -87,6 +85,31 @@ pub fn insert_columns() -> Vec<String> {
     columns
 }
 
+/// Columns only a new row gets, as the predecessor wrote them: the id as
+/// text, no hours spent, and (with `companies`) the company the ticket's
+/// department maps to. `values` are the SQL expressions for the new row's
+/// `external_id`, `external_source` and `department_id`.
+fn insert_only(companies: bool, values: [&str; 3]) -> (Vec<&'static str>, Vec<String>) {
+    let [id, source, department] = values;
+    let mut columns = vec!["ticket_number", "total_hours_spent"];
+    let mut exprs = vec![format!("CAST({id} AS TEXT)"), "0.0".to_string()];
+    if companies {
+        columns.push("company_account_number");
+        exprs.push(company_lookup(department, source));
+    }
+    (columns, exprs)
+}
+
+/// The predecessor's mapping of a ticket to a company: the `companies` row
+/// whose `external_id` is the ticket's department (Freshservice's
+/// companies) at the same PSA.
+pub fn company_lookup(department: &str, source: &str) -> String {
+    format!(
+        "(SELECT c.account_number FROM companies c WHERE c.external_id = {department} \
+         AND c.external_source = {source} ORDER BY c.account_number LIMIT 1)"
+    )
+}
+
 /// Columns read back for diffing: `revision`, the fields, `last_updated_at`.
 /// Integers are read as BIGINT whatever the column's own type (the
 /// predecessor's table has INTEGER ids).
@@ -108,10 +131,24 @@ pub fn snapshot_columns(prefix: &str) -> String {
 /// applies what it carries. Among equal versions the later arrival wins.
 /// The row is written only if some value changes or the version advances;
 /// otherwise the statement returns nothing (unchanged or stale).
-pub fn on_conflict() -> String {
+///
+/// A row Codex never wrote (`last_source` NULL: the predecessor's, inherited
+/// or written since) has no versions; its fields are as of its
+/// `last_updated_at`, so a late delivery cannot overwrite what the
+/// predecessor stored. The first event Codex applies to such a row records
+/// that version for every field.
+///
+/// With `companies`, `company_account_number` follows the department.
+pub fn on_conflict(companies: bool) -> String {
     let ts = "excluded.last_updated_at";
+    let version = |field: Field| {
+        format!(
+            "COALESCE(ticket_details.{}, CASE WHEN ticket_details.last_source IS NULL THEN ticket_details.last_updated_at END)",
+            as_of(field)
+        )
+    };
     let applies = |field: Field| {
-        let version = format!("ticket_details.{}", as_of(field));
+        let version = version(field);
         format!(
             "((excluded.last_event_fields & {bit}) <> 0 AND ({ts} IS NULL OR {version} IS NULL OR {ts} >= {version}))",
             bit = field.bit()
@@ -129,8 +166,16 @@ pub fn on_conflict() -> String {
             applies(field)
         ));
         set.push(format!(
-            "{v} = CASE WHEN {} THEN COALESCE({ts}, ticket_details.{v}) ELSE ticket_details.{v} END",
-            applies(field)
+            "{v} = CASE WHEN {} THEN COALESCE({ts}, {version}) ELSE {version} END",
+            applies(field),
+            version = version(field)
+        ));
+    }
+    if companies {
+        set.push(format!(
+            "company_account_number = CASE WHEN {} THEN excluded.company_account_number \
+             ELSE ticket_details.company_account_number END",
+            applies(Field::DepartmentId)
         ));
     }
     set.push(format!(
@@ -157,7 +202,7 @@ pub fn on_conflict() -> String {
     let mut changes = vec![advances];
     changes.extend(Field::ALL.iter().map(|&f| {
         let c = f.column();
-        let v = format!("ticket_details.{}", as_of(f));
+        let v = version(f);
         format!(
             "({} AND (excluded.{c} IS DISTINCT FROM ticket_details.{c} OR ({ts} IS NOT NULL AND ({v} IS NULL OR {ts} > {v}))))",
             applies(f)
@@ -171,14 +216,18 @@ pub fn on_conflict() -> String {
 }
 
 /// SQLite: one event per statement, parameters `?1…`.
-pub fn sqlite_upsert() -> String {
-    let columns = insert_columns();
-    let params: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+pub fn sqlite_upsert(companies: bool) -> String {
+    let mut columns = insert_columns();
+    let mut values: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    let department = format!("?{}", 3 + Field::DepartmentId.index());
+    let (extra_columns, extra_values) = insert_only(companies, ["?1", "?2", &department]);
+    columns.extend(extra_columns.iter().map(|c| c.to_string()));
+    values.extend(extra_values);
     format!(
         "INSERT INTO ticket_details ({}) VALUES ({}) {} RETURNING {}",
         columns.join(", "),
-        params.join(", "),
-        on_conflict(),
+        values.join(", "),
+        on_conflict(companies),
         snapshot_columns("")
     )
 }
@@ -187,9 +236,13 @@ pub fn sqlite_upsert() -> String {
 /// passed as one array per column. It reads the rows as they were before
 /// (`old`), upserts in ticket order (so concurrent writers lock rows in the
 /// same order), and returns both side by side, in input order:
-/// `had_old, <old snapshot>, has_new, inserted, <new snapshot>`.
-pub fn postgres_upsert() -> String {
+/// `had_old, <old snapshot>, has_new, inserted, <new snapshot>, tombstoned`.
+pub fn postgres_upsert(companies: bool) -> String {
     let columns = insert_columns().join(", ");
+    let (extra_columns, extra_values) = insert_only(
+        companies,
+        ["external_id", "external_source", "department_id"],
+    );
     let unnest: Vec<String> = postgres_array_types()
         .iter()
         .enumerate()
@@ -201,14 +254,19 @@ pub fn postgres_upsert() -> String {
     format!(
         "WITH input AS (SELECT * FROM unnest({unnest}) WITH ORDINALITY AS i({columns}, ord)), \
          old AS (SELECT t.external_id, t.external_source, {old_columns} FROM ticket_details t JOIN input i ON {ti}), \
-         up AS (INSERT INTO ticket_details ({columns}) SELECT {columns} FROM input ORDER BY external_source, external_id \
+         up AS (INSERT INTO ticket_details ({columns}, {extra_columns}) SELECT {columns}, {extra_values} FROM input \
+                ORDER BY input.external_source, input.external_id \
                 {conflict} RETURNING external_id, external_source, (xmax = 0) AS inserted, {new_columns}) \
-         SELECT (o.external_id IS NOT NULL), {o_columns}, (u.external_id IS NOT NULL), COALESCE(u.inserted, false), {u_columns} \
+         SELECT (o.external_id IS NOT NULL), {o_columns}, (u.external_id IS NOT NULL), COALESCE(u.inserted, false), {u_columns}, \
+                EXISTS (SELECT 1 FROM ticket_tombstones tb WHERE {tbi}) \
          FROM input i LEFT JOIN old o ON {oi} LEFT JOIN up u ON {ui} ORDER BY i.ord",
+        extra_columns = extra_columns.join(", "),
+        extra_values = extra_values.join(", "),
+        tbi = key("tb", "i"),
         unnest = unnest.join(", "),
         old_columns = snapshot_columns("t."),
         ti = key("t", "i"),
-        conflict = on_conflict(),
+        conflict = on_conflict(companies),
         new_columns = snapshot_columns(""),
         o_columns = snapshot_columns("o."),
         u_columns = snapshot_columns("u."),
@@ -219,7 +277,7 @@ pub fn postgres_upsert() -> String {
 
 /// The PostgreSQL element type of each insert column, in order.
 pub fn postgres_array_types() -> Vec<&'static str> {
-    let mut types = vec!["text", "text"];
+    let mut types = vec!["int8", "text"];
     types.extend(Field::ALL.iter().map(|f| match f.kind() {
         crate::psa::Kind::Text => "text",
         crate::psa::Kind::Int => "int8",
@@ -240,6 +298,16 @@ mod tests {
     #[test]
     fn column_lists_line_up() {
         assert_eq!(insert_columns().len(), postgres_array_types().len());
-        assert_eq!(sqlite_upsert().matches('?').count(), insert_columns().len());
+        for companies in [false, true] {
+            let upsert = sqlite_upsert(companies);
+            let (columns, rest) = upsert.split_once(") VALUES (").unwrap();
+            let columns = columns.split_once('(').unwrap().1;
+            let values = rest.split_once(") ON CONFLICT").unwrap().0;
+            assert_eq!(
+                columns.split(", ").count(),
+                values.split(", ").count(),
+                "{upsert}"
+            );
+        }
     }
 }

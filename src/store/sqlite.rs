@@ -7,14 +7,15 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::schema::{self, Dialect};
+use super::migrate::{self, Existing, Family};
+use super::schema::{self, ColumnDef, Dialect};
 use super::sql::{self, Param};
 use super::{
-    Backend, JournalEntry, Outcome, Snapshot, SyncRun, SyncState, WebhookCounts, WriteItem,
-    classify,
+    Backend, JournalEntry, Outcome, Snapshot, SyncRun, SyncState, Tombstone, WebhookCounts,
+    WriteItem, classify,
 };
 use crate::error::StoreError;
-use crate::psa::{Field, Kind, Provider, TicketEvent, Value};
+use crate::psa::{EventKind, Field, Kind, Provider, TicketEvent, Value};
 use crate::timestamp;
 
 pub struct SqliteBackend {
@@ -26,6 +27,20 @@ pub struct SqliteBackend {
     select_sql: String,
     journal_sql: String,
 }
+
+/// Tombstone statements (`ticket_tombstones`), parameters `?1` (ticket id)
+/// and `?2` (provider) first.
+const TOMBSTONE_SELECT: &str = "SELECT last_updated_at, status, CAST(status_id AS INTEGER), closed_at \
+     FROM ticket_tombstones WHERE external_id = ?1 AND external_source = ?2";
+const TOMBSTONE_DELETE: &str =
+    "DELETE FROM ticket_tombstones WHERE external_id = ?1 AND external_source = ?2";
+const TOMBSTONE_UPSERT: &str = "INSERT INTO ticket_tombstones \
+     (external_id, external_source, last_updated_at, status, status_id, closed_at, recorded_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (external_id, external_source) DO UPDATE SET \
+     last_updated_at = excluded.last_updated_at, status = excluded.status, status_id = excluded.status_id, \
+     closed_at = excluded.closed_at, recorded_at = excluded.recorded_at \
+     WHERE excluded.last_updated_at IS NULL OR (ticket_tombstones.last_updated_at IS NOT NULL \
+     AND excluded.last_updated_at >= ticket_tombstones.last_updated_at)";
 
 impl SqliteBackend {
     /// Opens (creating if need be) the database file and brings its schema
@@ -45,7 +60,7 @@ impl SqliteBackend {
                 ))
             })?;
         }
-        let conn = Connection::open(path).map_err(unavailable)?;
+        let mut conn = Connection::open(path).map_err(unavailable)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(unavailable)?;
         // WAL lets readers (dashboards) read while Codex writes; FULL syncs
@@ -61,115 +76,258 @@ impl SqliteBackend {
         }
         conn.execute_batch("PRAGMA synchronous = FULL")
             .map_err(unavailable)?;
-        let mut backend = SqliteBackend {
+        let (upsert_sql, changes) = {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_error)?;
+            let (upsert_sql, changes) = migrate(&tx)?;
+            tx.commit().map_err(map_error)?;
+            (upsert_sql, changes)
+        };
+        for change in &changes {
+            log::info!("schema: {change}");
+        }
+        Ok(SqliteBackend {
             conn,
             _checkpointer: Checkpointer::start(path)?,
-            upsert_sql: sql::sqlite_upsert(),
-            select_sql: format!(
-                "SELECT {} FROM ticket_details WHERE external_id = ?1 AND external_source = ?2",
-                sql::snapshot_columns("")
-            ),
-            journal_sql: format!(
-                "INSERT INTO webhook_events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                sql::JOURNAL_COLUMNS
-            ),
-        };
-        backend.migrate()?;
-        Ok(backend)
+            upsert_sql,
+            select_sql: select_sql(),
+            journal_sql: journal_sql(),
+        })
     }
 
-    fn migrate(&mut self) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(map_error)?;
-        let has_meta: bool = tx
-            .query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'codex_meta'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(map_error)?;
-        if has_meta {
-            let found: Option<String> = tx
-                .query_row(
-                    "SELECT value FROM codex_meta WHERE key = ?1",
-                    [schema::VERSION_KEY],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(map_error)?;
-            if let Some(found) = found.and_then(|v| v.parse::<i64>().ok()) {
-                if found > schema::VERSION {
-                    return Err(StoreError::SchemaTooNew {
-                        found,
-                        supported: schema::VERSION,
-                    });
-                }
-            }
-        }
-        for statement in schema::statements(Dialect::Sqlite) {
-            if statement.starts_with("CREATE INDEX") || statement.starts_with("CREATE UNIQUE INDEX")
-            {
-                // Indexes may name columns an older table lacks; they run
-                // after the columns are added below.
-                continue;
-            }
-            tx.execute_batch(&statement).map_err(map_error)?;
-        }
-        for column in schema::columns(Dialect::Sqlite) {
-            let exists: bool = tx
-                .query_row(
-                    "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
-                    params![column.table, column.name],
-                    |row| row.get(0),
-                )
-                .map_err(map_error)?;
-            if !exists {
-                log::info!("schema: adding column {}.{}", column.table, column.name);
-                tx.execute_batch(&format!(
-                    "ALTER TABLE {} ADD COLUMN {} {}",
-                    column.table, column.name, column.definition
-                ))
-                .map_err(map_error)?;
-            }
-        }
-        for statement in schema::statements(Dialect::Sqlite) {
-            if statement.starts_with("CREATE INDEX") || statement.starts_with("CREATE UNIQUE INDEX")
-            {
-                tx.execute_batch(&statement).map_err(map_error)?;
-            }
-        }
-        tx.execute(
-            "INSERT INTO codex_meta (key, value) VALUES (?1, ?2) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![schema::VERSION_KEY, schema::VERSION.to_string()],
-        )
-        .map_err(map_error)?;
-        tx.commit().map_err(map_error)
-    }
-
-    /// Applies one event with the batch's prepared statements.
+    /// Applies one event with the batch's prepared statements. A delete of
+    /// a ticket never stored leaves a tombstone instead of a row; an event
+    /// that then creates the ticket is merged with it.
     fn upsert(
         statements: &mut Statements<'_>,
         event: &TicketEvent,
         now: &str,
     ) -> rusqlite::Result<Outcome> {
-        let external_id = event.ticket_id.to_string();
         let provider = event.provider.as_str();
-        let old = statements
-            .select
-            .query_row(params![external_id, provider], read_snapshot)
-            .optional()?;
-        let row = sql::row_params(event, &external_id, now);
-        let new = statements
-            .upsert
+        let key = params![event.ticket_id, provider];
+        let old = statements.select.query_row(key, read_snapshot).optional()?;
+        if old.is_none() && event.kind == EventKind::Deleted {
+            let tombstone = Tombstone::of(event);
+            statements.tombstone_upsert.execute(params![
+                event.ticket_id,
+                provider,
+                tombstone.last_updated_at,
+                tombstone.status,
+                tombstone.status_id,
+                tombstone.closed_at,
+                now
+            ])?;
+            return Ok(Outcome::Ignored {
+                reason: "ticket not found".to_string(),
+            });
+        }
+        let tombstone = match old {
+            Some(_) => None,
+            None => statements
+                .tombstone_select
+                .query_row(key, |row| {
+                    Ok(Tombstone {
+                        last_updated_at: row.get(0)?,
+                        status: row.get(1)?,
+                        status_id: row.get(2)?,
+                        closed_at: row.get(3)?,
+                    })
+                })
+                .optional()?,
+        };
+        let new = statements.run_upsert(event, now)?;
+        let Some(tombstone) = tombstone else {
+            return Ok(classify(event, old.as_ref(), new.as_ref(), old.is_none()));
+        };
+        let merged = statements.run_upsert(&tombstone.event(event), now)?;
+        statements.tombstone_delete.execute(key)?;
+        Ok(classify(
+            event,
+            Some(&tombstone.snapshot()),
+            merged.or(new).as_ref(),
+            false,
+        ))
+    }
+}
+
+/// Creates or upgrades the schema in `tx` and prepares every statement the
+/// backend runs (so a migration that `serve` could not use fails before it
+/// commits). Returns the upsert for this database and the changes made.
+fn migrate(tx: &rusqlite::Transaction<'_>) -> Result<(String, Vec<String>), StoreError> {
+    let mut catalog = Catalog { tx };
+    let changes = migrate::run(&mut catalog)?;
+    let companies = migrate::companies_usable(&mut catalog)?;
+    let upsert_sql = sql::sqlite_upsert(companies);
+    for statement in [
+        upsert_sql.as_str(),
+        &select_sql(),
+        &journal_sql(),
+        TOMBSTONE_SELECT,
+        TOMBSTONE_DELETE,
+        TOMBSTONE_UPSERT,
+    ] {
+        tx.prepare(statement).map_err(|e| {
+            StoreError::Migration(format!("a statement Codex runs does not prepare: {e}"))
+        })?;
+    }
+    Ok((upsert_sql, changes))
+}
+
+fn select_sql() -> String {
+    format!(
+        "SELECT {} FROM ticket_details WHERE external_id = ?1 AND external_source = ?2",
+        sql::snapshot_columns("")
+    )
+}
+
+fn journal_sql() -> String {
+    format!(
+        "INSERT INTO webhook_events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        sql::JOURNAL_COLUMNS
+    )
+}
+
+/// The migration's view of a SQLite database.
+struct Catalog<'a, 'conn> {
+    tx: &'a rusqlite::Transaction<'conn>,
+}
+
+impl migrate::Catalog for Catalog<'_, '_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.tx.execute_batch(sql).map_err(map_error)
+    }
+
+    fn update(&mut self, sql: &str) -> Result<u64, StoreError> {
+        self.tx
+            .execute(sql, [])
+            .map(|n| n as u64)
+            .map_err(map_error)
+    }
+
+    fn text(&mut self, sql: &str) -> Result<Option<String>, StoreError> {
+        self.tx
+            .query_row(sql, [], |row| row.get::<_, Option<String>>(0))
+            .optional()
+            .map(Option::flatten)
+            .map_err(map_error)
+    }
+
+    fn table_exists(&mut self, table: &str) -> Result<bool, StoreError> {
+        self.tx
             .query_row(
-                rusqlite::params_from_iter(row.iter().map(to_sql)),
-                read_snapshot,
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |row| row.get(0),
             )
-            .optional()?;
-        Ok(classify(event, old.as_ref(), new.as_ref(), old.is_none()))
+            .map_err(map_error)
+    }
+
+    fn columns(&mut self, table: &str) -> Result<Vec<Existing>, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare("SELECT name, type FROM pragma_table_info(?1)")
+            .map_err(map_error)?;
+        let rows = stmt
+            .query_map([table], |row| {
+                let declared: String = row.get(1)?;
+                Ok(Existing {
+                    name: row.get(0)?,
+                    family: Family::of_sqlite_type(&declared),
+                    declared,
+                    // SQLite does not enforce VARCHAR(n).
+                    max_length: None,
+                })
+            })
+            .map_err(map_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(map_error)
+    }
+
+    fn has_unique_index(&mut self, table: &str, columns: &[&str]) -> Result<bool, StoreError> {
+        let wanted = {
+            let mut wanted = columns.to_vec();
+            wanted.sort_unstable();
+            wanted.join(",")
+        };
+        self.tx
+            .query_row(
+                "SELECT count(*) > 0 FROM pragma_index_list(?1) l WHERE l.\"unique\" = 1 AND l.partial = 0 \
+                 AND (SELECT group_concat(name, ',') FROM \
+                      (SELECT i.name FROM pragma_index_info(l.name) i ORDER BY i.name)) = ?2",
+                params![table, wanted],
+                |row| row.get(0),
+            )
+            .map_err(map_error)
+    }
+
+    /// SQLite cannot change a column's type: the table is rebuilt (the
+    /// documented create, copy, drop, rename), inside the migration's
+    /// transaction, keeping columns and indexes Codex does not know.
+    fn convert(
+        &mut self,
+        table: &str,
+        columns: &[&ColumnDef],
+        existing: &[Existing],
+    ) -> Result<(), StoreError> {
+        let create = schema::statements(Dialect::Sqlite)
+            .into_iter()
+            .find_map(|s| {
+                s.strip_prefix(&format!("CREATE TABLE IF NOT EXISTS {table} "))
+                    .map(str::to_string)
+            })
+            .ok_or_else(|| StoreError::Migration(format!("schema.sql does not create {table}")))?;
+        let rebuilt = format!("{table}__codex_rebuild");
+        self.execute(&format!("CREATE TABLE {rebuilt} {create}"))?;
+        let new_columns = self.columns(&rebuilt)?;
+        for column in existing {
+            if !new_columns.iter().any(|c| c.name == column.name) {
+                self.execute(&format!(
+                    "ALTER TABLE {rebuilt} ADD COLUMN {} {}",
+                    column.name, column.declared
+                ))?;
+            }
+        }
+        let names: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
+        let values: Vec<String> = existing
+            .iter()
+            .map(|c| match columns.iter().find(|t| t.name == c.name) {
+                Some(t) if Family::of_definition(&t.definition) == Family::Int => {
+                    format!("CAST({} AS INTEGER)", c.name)
+                }
+                _ => c.name.clone(),
+            })
+            .collect();
+        // Indexes of the old table that are not Codex's own, recreated on the
+        // new one (Codex's come from schema.sql after the conversion; the
+        // first schema's unique index is the new table's constraint).
+        let mut stmt = self
+            .tx
+            .prepare(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL \
+                 AND name NOT LIKE 'idx_ticket_%' AND name <> 'ticket_details_external_id_external_source_key'",
+            )
+            .map_err(map_error)?;
+        let indexes = stmt
+            .query_map([table], |row| row.get::<_, String>(0))
+            .map_err(map_error)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(map_error)?;
+        drop(stmt);
+        self.execute(&format!(
+            "INSERT INTO {rebuilt} ({}) SELECT {} FROM {table}",
+            names.join(", "),
+            values.join(", ")
+        ))?;
+        self.execute(&format!("DROP TABLE {table}"))?;
+        self.execute(&format!("ALTER TABLE {rebuilt} RENAME TO {table}"))?;
+        for index in indexes {
+            self.execute(&index)?;
+        }
+        Ok(())
     }
 }
 
@@ -243,40 +401,17 @@ pub fn check(path: &Path) -> Result<String, StoreError> {
             )))
         };
     }
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    let mut conn =
+        Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-    let version: Option<i64> = conn
-        .query_row(
-            "SELECT CAST(value AS INTEGER) FROM codex_meta WHERE key = ?1",
-            [schema::VERSION_KEY],
-            |row| row.get(0),
-        )
-        .optional()
-        .or_else(|e| match e {
-            // No codex_meta yet: a database Codex has not migrated.
-            rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {
-                Ok(None)
-            }
-            other => Err(StoreError::Unavailable(format!(
-                "cannot read {}: {other}",
-                path.display()
-            ))),
-        })?;
-    describe_version(&path.display().to_string(), version)
-}
-
-/// The line `check` prints for a database at schema `version`.
-pub(super) fn describe_version(name: &str, version: Option<i64>) -> Result<String, StoreError> {
-    match version {
-        Some(found) if found > schema::VERSION => Err(StoreError::SchemaTooNew {
-            found,
-            supported: schema::VERSION,
-        }),
-        Some(found) => Ok(format!("{name} is reachable, schema version {found}")),
-        None => Ok(format!(
-            "{name} is reachable; its schema will be created at start-up"
-        )),
-    }
+    // The migration serve would run, rolled back when the transaction drops.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_error)?;
+    let (_, changes) = migrate(&tx)?;
+    Ok(super::describe_check(&path.display().to_string(), &changes))
 }
 
 fn to_sql<'a>(param: &Param<'a>) -> ToSqlOutput<'a> {
@@ -312,6 +447,23 @@ struct Statements<'conn> {
     select: rusqlite::CachedStatement<'conn>,
     upsert: rusqlite::CachedStatement<'conn>,
     journal: rusqlite::CachedStatement<'conn>,
+    tombstone_select: rusqlite::CachedStatement<'conn>,
+    tombstone_upsert: rusqlite::CachedStatement<'conn>,
+    tombstone_delete: rusqlite::CachedStatement<'conn>,
+}
+
+impl Statements<'_> {
+    /// Runs the upsert for `event`; the row as stored, or `None` when the
+    /// event changed nothing.
+    fn run_upsert(&mut self, event: &TicketEvent, now: &str) -> rusqlite::Result<Option<Snapshot>> {
+        let row = sql::row_params(event, now);
+        self.upsert
+            .query_row(
+                rusqlite::params_from_iter(row.iter().map(to_sql)),
+                read_snapshot,
+            )
+            .optional()
+    }
 }
 
 fn insert_journal(
@@ -368,6 +520,9 @@ impl Backend for SqliteBackend {
                 select: tx.prepare_cached(&self.select_sql).map_err(map_error)?,
                 upsert: tx.prepare_cached(&self.upsert_sql).map_err(map_error)?,
                 journal: tx.prepare_cached(&self.journal_sql).map_err(map_error)?,
+                tombstone_select: tx.prepare_cached(TOMBSTONE_SELECT).map_err(map_error)?,
+                tombstone_upsert: tx.prepare_cached(TOMBSTONE_UPSERT).map_err(map_error)?,
+                tombstone_delete: tx.prepare_cached(TOMBSTONE_DELETE).map_err(map_error)?,
             };
             for item in items {
                 let outcome = match &item.event {
@@ -399,6 +554,12 @@ impl Backend for SqliteBackend {
     fn prune_journal(&mut self, cutoff: &str, limit: i64) -> Result<u64, StoreError> {
         self.conn
             .execute(
+                "DELETE FROM ticket_tombstones WHERE recorded_at < ?1",
+                [cutoff],
+            )
+            .map_err(map_error)?;
+        self.conn
+            .execute(
                 "DELETE FROM webhook_events WHERE id IN \
                  (SELECT id FROM webhook_events WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)",
                 params![cutoff, limit],
@@ -415,11 +576,8 @@ impl Backend for SqliteBackend {
         self.conn
             .prepare_cached(&self.select_sql)
             .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![ticket_id.to_string(), provider.as_str()],
-                    read_snapshot,
-                )
-                .optional()
+                stmt.query_row(params![ticket_id, provider.as_str()], read_snapshot)
+                    .optional()
             })
             .map_err(map_error)
     }
@@ -434,24 +592,17 @@ impl Backend for SqliteBackend {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT external_id, status_id FROM ticket_details WHERE external_source = ?1 \
-                 AND (status IS NULL OR status NOT IN (SELECT value FROM json_each(?2))) \
-                 ORDER BY CAST(external_id AS INTEGER) LIMIT ?3",
+                "SELECT CAST(external_id AS INTEGER), CAST(status_id AS INTEGER) FROM ticket_details \
+                 WHERE external_source = ?1 AND (status IS NULL OR status NOT IN (SELECT value FROM json_each(?2))) \
+                 ORDER BY external_id LIMIT ?3",
             )
             .map_err(map_error)?;
         let rows = stmt
             .query_map(params![provider.as_str(), done, limit], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?))
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
             })
             .map_err(map_error)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, status) = row.map_err(map_error)?;
-            if let Ok(id) = id.parse() {
-                out.push((id, status));
-            }
-        }
-        Ok(out)
+        rows.collect::<rusqlite::Result<_>>().map_err(map_error)
     }
 
     fn webhook_counts(
