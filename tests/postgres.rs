@@ -211,7 +211,7 @@ fn outage_refuses_what_it_cannot_store_and_recovers_within_5_seconds() {
         .query("SELECT external_id FROM ticket_details", &[])
         .unwrap()
         .iter()
-        .map(|row| row.get::<_, String>(0).parse().unwrap())
+        .map(|row| row.get::<_, i64>(0))
         .collect();
     common::assert_all_stored(&stored, &acknowledged.lock().unwrap());
     eprintln!(

@@ -187,9 +187,9 @@ pub fn run(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
                 (Family::Text, Family::Int) => {
                     if let Some(bad) = catalog.text(&non_integer(dialect, table, &target.name))? {
                         return Err(StoreError::Migration(format!(
-                            "{table}.{} must hold ticket numbers, but holds '{bad}'; \
-                             correct or delete such rows, then run codex migrate again",
-                            target.name
+                            "{table}.{} is {} and holds '{bad}', which is not an integer, where Codex \
+                             needs {}; correct or clear such values, then run codex migrate again",
+                            target.name, have.declared, target.definition
                         )));
                     }
                     convert.push(target);

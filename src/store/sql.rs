@@ -241,7 +241,11 @@ pub fn postgres_upsert(companies: bool) -> String {
     let columns = insert_columns().join(", ");
     let (extra_columns, extra_values) = insert_only(
         companies,
-        ["external_id", "external_source", "department_id"],
+        [
+            "input.external_id",
+            "input.external_source",
+            "input.department_id",
+        ],
     );
     let unnest: Vec<String> = postgres_array_types()
         .iter()

@@ -175,6 +175,22 @@ impl TestDb {
         }
     }
 
+    /// Runs a script of several statements.
+    pub fn execute(&self, script: &str) {
+        match &self.backend {
+            Backend::Sqlite => {
+                let path = self.url.strip_prefix("sqlite:///").expect("sqlite url");
+                let conn = rusqlite::Connection::open(path).expect("open sqlite");
+                conn.execute_batch(script).expect("script");
+            }
+            Backend::Postgres(_) => {
+                let mut client =
+                    postgres::Client::connect(&self.url, postgres::NoTls).expect("connect");
+                client.batch_execute(script).expect("script");
+            }
+        }
+    }
+
     /// The single value of a one-row, one-column query.
     pub fn value(&self, sql: &str) -> Option<String> {
         self.rows(sql)
@@ -216,7 +232,7 @@ impl TestDb {
             .map(|c| format!("CAST({c} AS TEXT)"))
             .collect();
         let rows = self.rows(&format!(
-            "SELECT {} FROM ticket_details WHERE external_id = '{id}' AND external_source = 'freshservice'",
+            "SELECT {} FROM ticket_details WHERE external_id = {id} AND external_source = 'freshservice'",
             select.join(", ")
         ));
         rows.into_iter()
@@ -597,8 +613,18 @@ pub fn seed_body(event: &str, ticket_id: i64, status_id: i64, updated_at: &str) 
 
 /// Runs the `codex` binary with arguments and returns (status, stdout, stderr).
 pub fn run_codex(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    run_codex_in(Path::new("."), args, env)
+}
+
+/// `run_codex` in the working directory `dir`.
+pub fn run_codex_in(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (ExitStatus, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_codex"));
     command
+        .current_dir(dir)
         .args(args)
         .env_remove("CODEX_CONFIG")
         .env_remove("CODEX_WEBHOOK_SECRET")
