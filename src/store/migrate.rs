@@ -85,6 +85,15 @@ pub trait Catalog {
         columns: &[&ColumnDef],
         existing: &[Existing],
     ) -> Result<(), StoreError>;
+    /// Lifts the length limit of `columns` (`VARCHAR(n)` to TEXT). Returns
+    /// the columns whose limit stays, with why: something the database
+    /// will not change the type under, such as a view. Codex cuts values
+    /// for those to their limit (see `sql::fit`).
+    fn widen(
+        &mut self,
+        table: &str,
+        columns: &[&ColumnDef],
+    ) -> Result<Vec<(String, String)>, StoreError>;
 }
 
 /// Columns of `ticket_details` Codex writes text into, whose inherited
@@ -161,6 +170,7 @@ pub fn run(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
     for table in tables {
         let existing = catalog.columns(table)?;
         let mut convert = Vec::new();
+        let mut widen: Vec<(&ColumnDef, String)> = Vec::new();
         for target in targets.iter().filter(|c| c.table == table) {
             let wanted = Family::of_definition(&target.definition);
             let Some(have) = existing.iter().find(|e| e.name == target.name) else {
@@ -177,11 +187,7 @@ pub fn run(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
                         && wanted == Family::Text
                         && writes_text(&target.name)
                     {
-                        convert.push(target);
-                        done.push(format!(
-                            "widening {table}.{} from {} to TEXT",
-                            target.name, have.declared
-                        ));
+                        widen.push((target, have.declared.clone()));
                     }
                 }
                 (Family::Text, Family::Int) => {
@@ -209,6 +215,22 @@ pub fn run(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
         }
         if !convert.is_empty() {
             catalog.convert(table, &convert, &existing)?;
+        }
+        if !widen.is_empty() {
+            let columns: Vec<&ColumnDef> = widen.iter().map(|(c, _)| *c).collect();
+            let kept = catalog.widen(table, &columns)?;
+            for (column, declared) in &widen {
+                match kept.iter().find(|(name, _)| *name == column.name) {
+                    Some((_, why)) => done.push(format!(
+                        "keeping {table}.{} {declared} ({why}): longer values will be stored cut to fit, with a warning",
+                        column.name
+                    )),
+                    None => done.push(format!(
+                        "widening {table}.{} from {declared} to TEXT",
+                        column.name
+                    )),
+                }
+            }
         }
     }
 

@@ -50,6 +50,8 @@ struct Statements {
     tombstone_upsert: Statement,
     tombstone_delete: Statement,
     ticket_delete: Statement,
+    /// Length limits the upsert's text values must fit (see `sql::fit`).
+    limits: Vec<(usize, usize)>,
 }
 
 /// Opens a connection with timeouts that keep a dead server from hanging
@@ -227,7 +229,24 @@ fn migrate(client: &mut Client, commit: bool) -> Result<(Statements, Vec<String>
 
 fn prepare(tx: &mut Transaction<'_>, companies: bool) -> Result<Statements, postgres::Error> {
     let key = "WHERE external_id = $1 AND external_source = $2";
+    let columns = sql::insert_columns();
+    let limits = tx
+        .query(
+            "SELECT column_name::text, character_maximum_length::int8 FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'ticket_details' \
+             AND character_maximum_length IS NOT NULL",
+            &[],
+        )?
+        .iter()
+        .filter_map(|row| {
+            let name: String = row.get(0);
+            let limit: i64 = row.get(1);
+            let at = columns.iter().position(|c| *c == name)?;
+            Some((at, usize::try_from(limit).ok()?))
+        })
+        .collect();
     Ok(Statements {
+        limits,
         upsert: tx.prepare(&sql::postgres_upsert(companies))?,
         journal: tx.prepare(&format!(
             "INSERT INTO webhook_events ({}) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
@@ -338,8 +357,7 @@ impl migrate::Catalog for Catalog<'_, '_> {
     }
 
     /// One ALTER TABLE for all of a table's columns (one rewrite at most):
-    /// text holding integers to the integer type, `VARCHAR(n)` to TEXT
-    /// (which changes no stored value, so takes no rewrite).
+    /// text holding integers to the integer type.
     fn convert(
         &mut self,
         table: &str,
@@ -348,15 +366,12 @@ impl migrate::Catalog for Catalog<'_, '_> {
     ) -> Result<(), StoreError> {
         let clauses: Vec<String> = columns
             .iter()
-            .map(|c| match Family::of_definition(&c.definition) {
-                Family::Int => {
-                    let ty = c.definition.split_whitespace().next().unwrap_or("BIGINT");
-                    format!(
-                        "ALTER COLUMN {0} TYPE {ty} USING trim({0}::text)::{ty}",
-                        c.name
-                    )
-                }
-                _ => format!("ALTER COLUMN {} TYPE TEXT", c.name),
+            .map(|c| {
+                let ty = c.definition.split_whitespace().next().unwrap_or("BIGINT");
+                format!(
+                    "ALTER COLUMN {0} TYPE {ty} USING trim({0}::text)::{ty}",
+                    c.name
+                )
             })
             .collect();
         self.execute(&format!("ALTER TABLE {table} {}", clauses.join(", ")))
@@ -368,6 +383,34 @@ impl migrate::Catalog for Catalog<'_, '_> {
                 )),
                 other => other,
             })
+    }
+
+    /// `VARCHAR(n)` to TEXT changes no stored value, so takes no rewrite.
+    /// A column a view uses cannot change type; each is tried in a
+    /// savepoint of its own, so such a column keeps its limit and the rest
+    /// of the migration goes on.
+    fn widen(
+        &mut self,
+        table: &str,
+        columns: &[&ColumnDef],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut kept = Vec::new();
+        for column in columns {
+            let mut savepoint = self.tx.savepoint("codex_widen").map_err(map_error)?;
+            let altered = savepoint.batch_execute(&format!(
+                "ALTER TABLE {table} ALTER COLUMN {} TYPE TEXT",
+                column.name
+            ));
+            match altered {
+                Ok(()) => savepoint.commit().map_err(map_error)?,
+                Err(error) if error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+                    savepoint.rollback().map_err(map_error)?;
+                    kept.push((column.name.clone(), describe(&error)));
+                }
+                Err(error) => return Err(map_error(error)),
+            }
+        }
+        Ok(kept)
     }
 }
 
@@ -407,7 +450,7 @@ fn apply_round(
     events: &[&TicketEvent],
     now: &str,
 ) -> Result<Vec<Outcome>, postgres::Error> {
-    let results = upsert_round(tx, &statements.upsert, events, now)?;
+    let results = upsert_round(tx, statements, events, now)?;
     let mut outcomes = Vec::with_capacity(events.len());
     let mut merges = Vec::new();
     for (i, (event, result)) in events.iter().zip(&results).enumerate() {
@@ -455,7 +498,7 @@ fn apply_round(
     }
     if !merges.is_empty() {
         let deletes: Vec<&TicketEvent> = merges.iter().map(|(_, event, _)| event).collect();
-        let merged = upsert_round(tx, &statements.upsert, &deletes, now)?;
+        let merged = upsert_round(tx, statements, &deletes, now)?;
         for ((i, _, tombstone), result) in merges.iter().zip(merged) {
             outcomes[*i] = classify(
                 events[*i],
@@ -470,13 +513,17 @@ fn apply_round(
 
 fn upsert_round(
     tx: &mut Transaction<'_>,
-    statement: &Statement,
+    statements: &Statements,
     events: &[&TicketEvent],
     now: &str,
 ) -> Result<Vec<Upserted>, postgres::Error> {
     let rows: Vec<Vec<Param<'_>>> = events
         .iter()
-        .map(|event| sql::row_params(event, now))
+        .map(|event| {
+            let mut row = sql::row_params(event, now);
+            sql::fit(&mut row, &statements.limits, event.ticket_id);
+            row
+        })
         .collect();
     let mut columns: Vec<Column<'_>> = rows[0]
         .iter()
@@ -499,7 +546,7 @@ fn upsert_round(
         }
     }
     let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(Column::as_sql).collect();
-    let result = tx.query(statement, &params)?;
+    let result = tx.query(&statements.upsert, &params)?;
     let width = Field::COUNT + 2;
     result
         .iter()

@@ -58,6 +58,25 @@ pub fn row_params<'a>(event: &'a TicketEvent, now: &'a str) -> Vec<Param<'a>> {
     row
 }
 
+/// Cuts text values to the length limits of their columns: `limits` holds
+/// (position in `insert_columns()`, characters) for inherited `VARCHAR(n)`
+/// columns the migration could not widen (a view uses them). PostgreSQL
+/// would refuse the whole event otherwise.
+pub fn fit(row: &mut [Param<'_>], limits: &[(usize, usize)], ticket_id: i64) {
+    for &(at, limit) in limits {
+        if let Some(Param::Text(Some(text))) = row.get_mut(at) {
+            if let Some((cut, _)) = text.char_indices().nth(limit) {
+                log::warn!(
+                    "ticket {ticket_id}: {} has {} characters, more than the column holds; stored cut to {limit}",
+                    insert_columns()[at],
+                    text.chars().count()
+                );
+                *text = &text[..cut];
+            }
+        }
+    }
+}
+
 /// Columns an event writes after `external_id, external_source`, the
 /// fields and their `<field>_as_of` versions: the PSA's `updated_at`, the
 /// derived `closed_at`, when and how it arrived, and the mask of fields it
@@ -298,6 +317,17 @@ pub const JOURNAL_COLUMNS: &str =
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fit_cuts_at_character_boundaries() {
+        let name = "é".repeat(5);
+        let mut row = vec![Param::Int(Some(1)), Param::Text(Some(&name))];
+        fit(&mut row, &[(1, 3), (0, 1), (7, 1)], 1);
+        assert_eq!(row[1], Param::Text(Some("ééé")));
+        let mut row = vec![Param::Int(Some(1)), Param::Text(Some("short"))];
+        fit(&mut row, &[(1, 10)], 1);
+        assert_eq!(row[1], Param::Text(Some("short")));
+    }
 
     #[test]
     fn column_lists_line_up() {

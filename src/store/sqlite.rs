@@ -264,6 +264,15 @@ impl migrate::Catalog for Catalog<'_, '_> {
             .map_err(map_error)
     }
 
+    /// SQLite does not enforce `VARCHAR(n)`: nothing to lift.
+    fn widen(
+        &mut self,
+        _table: &str,
+        _columns: &[&ColumnDef],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// SQLite cannot change a column's type: the table is rebuilt (the
     /// documented create, copy, drop, rename), inside the migration's
     /// transaction, keeping columns and indexes Codex does not know.
