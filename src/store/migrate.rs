@@ -245,23 +245,39 @@ pub fn run(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
         catalog.execute(statement)?;
     }
 
+    if found != Found::Codex(schema::VERSION) {
+        backfill(catalog, &mut done)?;
+    }
+
+    catalog.execute(&format!(
+        "INSERT INTO codex_meta (key, value) VALUES ('{key}', '{version}') \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        key = schema::VERSION_KEY,
+        version = schema::VERSION
+    ))?;
+    Ok(done)
+}
+
+/// Fills in what rows written before this schema lack (once: each scans
+/// the table).
+fn backfill(catalog: &mut dyn Catalog, done: &mut Vec<String>) -> Result<(), StoreError> {
     // Rows Codex did not write are as of their last_updated_at: a delivery
     // older than that must not overwrite them (the upsert also treats a
     // NULL version of such a row so, for rows the predecessor writes later).
-    let backfill: Vec<String> = schema::columns(dialect)
-        .iter()
+    let versions: Vec<String> = schema::columns(catalog.dialect())
+        .into_iter()
         .filter(|c| c.table == "ticket_details" && c.name.ends_with("_as_of"))
-        .map(|c| format!("{0} = COALESCE({0}, last_updated_at)", c.name))
+        .map(|c| c.name)
         .collect();
-    let unversioned: Vec<String> = schema::columns(dialect)
+    let set: Vec<String> = versions
         .iter()
-        .filter(|c| c.table == "ticket_details" && c.name.ends_with("_as_of"))
-        .map(|c| format!("{} IS NULL", c.name))
+        .map(|v| format!("{v} = COALESCE({v}, last_updated_at)"))
         .collect();
+    let unversioned: Vec<String> = versions.iter().map(|v| format!("{v} IS NULL")).collect();
     let inherited = catalog.update(&format!(
         "UPDATE ticket_details SET {} WHERE last_source IS NULL AND last_updated_at IS NOT NULL \
          AND ({})",
-        backfill.join(", "),
+        set.join(", "),
         unversioned.join(" OR ")
     ))?;
     if inherited > 0 {
@@ -290,13 +306,7 @@ pub fn run(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
         }
     }
 
-    catalog.execute(&format!(
-        "INSERT INTO codex_meta (key, value) VALUES ('{key}', '{version}') \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        key = schema::VERSION_KEY,
-        version = schema::VERSION
-    ))?;
-    Ok(done)
+    Ok(())
 }
 
 /// Whether the predecessor's `companies` table is there with the columns
