@@ -908,6 +908,49 @@ fn postgres_view_over_a_varchar_column_cuts_long_values_to_fit() {
     );
 }
 
+/// A role that does not own the predecessor's tables cannot alter them:
+/// the migration fails as a whole and says what to do.
+#[test]
+fn postgres_migration_by_a_role_that_does_not_own_the_tables_changes_nothing() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let db = predecessor_db(&backend);
+    seed_inherited(&db);
+    let role = format!("codex_guest_{}", std::process::id());
+    db.execute(&format!(
+        "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; GRANT ALL ON SCHEMA public TO {role}; \
+         GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"
+    ));
+    let before = dump(&db);
+    let url = db.url.replacen("://postgres@", &format!("://{role}@"), 1);
+    assert_ne!(url, db.url, "the test server's URL names the postgres user");
+    let conf = db.dir.path().join("guest.conf");
+    std::fs::write(&conf, base_config(&db, "").replace(&db.url, &url)).unwrap();
+    let (status, _, err) = run_codex(&["migrate", "--config", conf.to_str().unwrap()], &[]);
+    assert!(!status.success());
+    assert!(
+        err.contains("nothing was changed")
+            && err.contains("must be owner")
+            && err.contains("run codex migrate again"),
+        "{err}"
+    );
+    assert_eq!(dump(&db), before);
+    db.execute(&format!(
+        "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; REVOKE ALL ON SCHEMA public FROM {role}"
+    ));
+    let mut admin = ::postgres::Client::connect(
+        match &backend {
+            Backend::Postgres(admin) => admin,
+            Backend::Sqlite => unreachable!(),
+        },
+        ::postgres::NoTls,
+    )
+    .unwrap();
+    drop(db);
+    admin.batch_execute(&format!("DROP ROLE {role}")).unwrap();
+}
+
 /// Without `--config` or `$CODEX_CONFIG`, Codex reads ./codex.conf, else
 /// ./instance/codex.conf (the predecessor's), and says which.
 #[test]

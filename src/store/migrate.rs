@@ -127,8 +127,18 @@ pub fn recorded_version(catalog: &mut dyn Catalog) -> Result<Option<i64>, StoreE
 }
 
 /// Runs the plan; returns what it did, one line per change (empty when the
-/// database was already up to date).
+/// database was already up to date). A statement the database refuses
+/// (missing privileges, a lock timeout) fails the whole migration.
 pub fn run(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
+    plan(catalog).map_err(|error| match error {
+        StoreError::Statement(message) => StoreError::Migration(format!(
+            "{message}; fix that (the tables' owner can run codex migrate), then run codex migrate again"
+        )),
+        other => other,
+    })
+}
+
+fn plan(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
     let dialect = catalog.dialect();
     let found = match recorded_version(catalog)? {
         Some(version) if version > schema::VERSION => {
