@@ -396,15 +396,22 @@ impl migrate::Catalog for Catalog<'_, '_> {
     ) -> Result<Vec<(String, String)>, StoreError> {
         let mut kept = Vec::new();
         for column in columns {
-            let mut savepoint = self.tx.savepoint("codex_widen").map_err(map_error)?;
-            let altered = savepoint.batch_execute(&format!(
+            self.tx
+                .batch_execute("SAVEPOINT codex_widen")
+                .map_err(map_error)?;
+            let altered = self.tx.batch_execute(&format!(
                 "ALTER TABLE {table} ALTER COLUMN {} TYPE TEXT",
                 column.name
             ));
             match altered {
-                Ok(()) => savepoint.commit().map_err(map_error)?,
+                Ok(()) => self
+                    .tx
+                    .batch_execute("RELEASE SAVEPOINT codex_widen")
+                    .map_err(map_error)?,
                 Err(error) if error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
-                    savepoint.rollback().map_err(map_error)?;
+                    self.tx
+                        .batch_execute("ROLLBACK TO SAVEPOINT codex_widen")
+                        .map_err(map_error)?;
                     kept.push((column.name.clone(), describe(&error)));
                 }
                 Err(error) => return Err(map_error(error)),
