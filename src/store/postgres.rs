@@ -215,11 +215,11 @@ fn migrate(client: &mut Client, commit: bool) -> Result<(Statements, Vec<String>
     let mut catalog = Catalog { tx: &mut tx };
     let changes = migrate::run(&mut catalog)?;
     let companies = migrate::companies_usable(&mut catalog)?;
-    let statements = prepare(&mut tx, companies).map_err(|e| {
-        StoreError::Migration(format!(
-            "a statement Codex runs does not prepare: {}",
-            describe(&e)
-        ))
+    let statements = prepare(&mut tx, companies).map_err(|e| match map_error(e) {
+        StoreError::Statement(message) => StoreError::Migration(format!(
+            "a statement Codex runs does not prepare: {message}"
+        )),
+        other => other,
     })?;
     if commit {
         tx.commit().map_err(map_error)?;

@@ -167,8 +167,11 @@ fn migrate(tx: &rusqlite::Transaction<'_>) -> Result<(String, Vec<String>), Stor
         TOMBSTONE_DELETE,
         TOMBSTONE_UPSERT,
     ] {
-        tx.prepare(statement).map_err(|e| {
-            StoreError::Migration(format!("a statement Codex runs does not prepare: {e}"))
+        tx.prepare(statement).map_err(|e| match map_error(e) {
+            StoreError::Statement(message) => StoreError::Migration(format!(
+                "a statement Codex runs does not prepare: {message}"
+            )),
+            other => other,
         })?;
     }
     Ok((upsert_sql, changes))
