@@ -12,7 +12,7 @@ use super::auth::{self, RateLimiter};
 use super::keep_alive::KeepAlive;
 use super::response::{ApiError, json_response, send};
 use crate::config::Config;
-use crate::psa::{Provider, freshservice, lenient_json};
+use crate::psa::{Provider, freshservice, lenient_json, webhook_body};
 use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
 use crate::sync::SyncStatus;
 use crate::timestamp;
@@ -391,7 +391,18 @@ fn deliver(
     });
     let normalized = match normalized {
         Ok(normalized) => normalized,
-        Err(error) => {
+        Err(mut error) => {
+            // A body beyond repair still names its ticket when an id can be
+            // found in it, in the journal row and in the answer.
+            if journal.ticket_id.is_none() {
+                if let Some(id) = webhook_body::scan_ticket_id(
+                    &journal.body,
+                    &state.config.freshservice.webhook_fields,
+                ) {
+                    journal.ticket_id = Some(id.to_string());
+                    error = error.with("ticket_id", id);
+                }
+            }
             // Kept even though it cannot be applied: nothing a PSA sent is lost.
             journal.error = Some(error.message().to_string());
             let item = WriteItem {
@@ -411,6 +422,11 @@ fn deliver(
     journal.ticket_id = Some(ticket_id.to_string());
     for warning in &normalized.warnings {
         log::warn!("{provider} ticket={ticket_id}: {warning}");
+    }
+    if !normalized.warnings.is_empty() {
+        // The journal row says what was odd (an unreadable updated_at, with
+        // its raw value) next to the raw body.
+        journal.error = Some(format!("warnings: {}", normalized.warnings.join("; ")));
     }
     let event_updated_at = event.updated_at.clone();
     let item = WriteItem {
