@@ -521,7 +521,7 @@ fn lenient_freshservice_bodies_are_accepted(backend: Backend) {
 
     // An id missing from the status table is stored raw as unknown.
     let response = codex.deliver_json(
-        &json!({"ticket_id": 1234, "status_id": 99, "updated_at": "2024-01-16T00:00:00Z"}),
+        &json!({"event": "ticket.updated", "ticket_id": 1234, "status_id": 99, "updated_at": "2024-01-16T00:00:00Z"}),
     );
     assert_eq!(response.status, 200);
     assert!(

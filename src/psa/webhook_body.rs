@@ -266,7 +266,8 @@ fn decode_entity(name: &str) -> Option<char> {
 }
 
 /// The ticket id of a body that could not be read as a whole: the value
-/// after the first id key (`"ticket_id": 123`, `"id": "INC-123"`), so that
+/// after the first id key that has one (`"ticket_id": 123`, `"id":
+/// "INC-123"`, `"ticket_id" 123`), so that
 /// the journal row and the 400 still name the ticket.
 pub fn scan_ticket_id(body: &[u8], custom: &WebhookFields) -> Option<i64> {
     let text = String::from_utf8_lossy(body);
@@ -278,10 +279,8 @@ pub fn scan_ticket_id(body: &[u8], custom: &WebhookFields) -> Option<i64> {
         while let Some(at) = text[from..].find(&needle) {
             let after = text[from + at + needle.len()..].trim_start();
             from += at + needle.len();
-            let Some(value) = after.strip_prefix(':') else {
-                continue;
-            };
-            let value = value.trim_start();
+            // The colon itself may be what is missing.
+            let value = after.strip_prefix(':').unwrap_or(after).trim_start();
             let value = value.strip_prefix('"').unwrap_or(value);
             let end = value
                 .find([',', '}', '"', '\n', '\r', ']'])
@@ -374,6 +373,7 @@ mod tests {
             Some(77)
         );
         assert_eq!(scan_ticket_id(b"{\"subject\": \"ticket_id\"", &none), None);
+        assert_eq!(scan_ticket_id(b"{\n \"ticket_id\" 5\n}", &none), Some(5));
         assert_eq!(scan_ticket_id(b"garbage", &none), None);
     }
 }
