@@ -608,7 +608,7 @@ impl Config {
             reconcile_interval: reader.parse(
                 "scheduler",
                 "reconcile_interval",
-                "1h",
+                "24h",
                 parse_duration,
             ),
         };

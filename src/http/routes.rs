@@ -194,7 +194,7 @@ fn health(state: &AppState) -> Value {
         "timestamp": timestamp::now(),
     });
     if let Some(map) = body.as_object_mut() {
-        map.extend(state.sync.health_fields());
+        map.extend(state.sync.health_fields(&state.store));
     }
     body
 }
