@@ -30,8 +30,10 @@ pub(crate) const COVERAGE_WINDOW_SECS: u64 = 24 * 3600;
 /// How long a write or bookkeeping call to the writer may take.
 pub(crate) const STORE_WAIT: Duration = Duration::from_secs(60);
 
-/// How long health answers reuse the coverage they read from the database.
-const COVERAGE_CACHE: Duration = Duration::from_secs(2);
+/// How long health answers reuse the coverage last read from the database
+/// (by a health answer or the poller's schedule check), so that a flood of
+/// unauthenticated health checks costs the writer one query a second.
+const COVERAGE_CACHE: Duration = Duration::from_secs(1);
 /// How long a health answer waits for the coverage query.
 const COVERAGE_WAIT: Duration = Duration::from_secs(2);
 
@@ -82,6 +84,11 @@ impl SyncStatus {
         }
     }
 
+    fn remember(&self, coverage: &Coverage, run: Option<&SyncRun>) {
+        *self.from_db.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), coverage.clone(), run.cloned()));
+    }
+
     /// Coverage and the newest run, from the database: what the journal and
     /// `sync_runs` hold, whoever wrote them (this instance's poller, another
     /// instance's, `codex sync --once`). Read at most every couple of
@@ -102,7 +109,8 @@ impl SyncStatus {
         });
         match read {
             Ok((coverage, run)) => {
-                *cached = Some((Instant::now(), coverage.clone(), run.clone()));
+                drop(cached);
+                self.remember(&coverage, run.as_ref());
                 Some((coverage, run))
             }
             Err(error) => {
@@ -279,6 +287,7 @@ fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Ar
                             .ok()
                     })
                     .unwrap_or_else(Timestamp::now);
+                status.remember(&assessment.coverage, assessment.last_run.as_ref());
                 status.update(|s| {
                     s.role = if leader { "leader" } else { "standby" };
                     s.interval = Some(assessment.interval);
