@@ -845,7 +845,8 @@ impl Reader<'_> {
                 .map(str::to_string)
                 .collect();
             if let Err(message) = fields.insert(field.trim(), keys) {
-                self.problems.push(format!("[{section}] {field}: {message}"));
+                self.problems
+                    .push(format!("[{section}] {field}: {message}"));
             }
         }
         fields

@@ -29,7 +29,10 @@ pub const ABBREVIATIONS: &[(&str, &[(&str, i32)])] = &[
     ("WEST", &[("Western European Summer Time", 60)]),
     (
         "BST",
-        &[("British Summer Time", 60), ("Bangladesh Standard Time", 360)],
+        &[
+            ("British Summer Time", 60),
+            ("Bangladesh Standard Time", 360),
+        ],
     ),
     (
         "IST",
@@ -71,7 +74,10 @@ pub const ABBREVIATIONS: &[(&str, &[(&str, i32)])] = &[
     ("NDT", &[("Newfoundland Daylight Time", -150)]),
     (
         "AST",
-        &[("Atlantic Standard Time", -240), ("Arabia Standard Time", 180)],
+        &[
+            ("Atlantic Standard Time", -240),
+            ("Arabia Standard Time", 180),
+        ],
     ),
     ("ADT", &[("Atlantic Daylight Time", -180)]),
     ("EST", &[("Eastern Standard Time", -300)]),
@@ -546,8 +552,7 @@ mod tests {
         assert_eq!(at, "2024-01-15T05:00:00Z");
         assert!(note.unwrap().contains("ambiguous"));
         // In Dublin, IST is Irish summer time (+01:00).
-        let (at, note) =
-            read_in("July 15 2024 at 10:30 AM IST", &zone("Europe/Dublin")).unwrap();
+        let (at, note) = read_in("July 15 2024 at 10:30 AM IST", &zone("Europe/Dublin")).unwrap();
         assert_eq!(at, "2024-07-15T09:30:00Z");
         assert_eq!(note, None);
         // In Chicago, CST is the configured zone's.
@@ -558,7 +563,12 @@ mod tests {
         let (at, _) = read_in("Jan 15 2024 10:30 AM CST", &zone("Asia/Shanghai")).unwrap();
         assert_eq!(at, "2024-01-15T02:30:00Z");
         // An unambiguous one needs no note.
-        assert_eq!(read_in("Jan 15 2024 10:30 AM JST", &TimeZone::UTC).unwrap().1, None);
+        assert_eq!(
+            read_in("Jan 15 2024 10:30 AM JST", &TimeZone::UTC)
+                .unwrap()
+                .1,
+            None
+        );
     }
 
     #[test]

@@ -33,7 +33,10 @@ const DEFAULT_ZONE: &[Case] = &[
         body: r#"{"event": "ticket.created", "ticket_id": 101, "subject": "RFC 3339", "updated_at": "2024-01-15T10:30:00Z"}"#,
         status: 201,
         ticket: 101,
-        row: &[("last_updated_at", Some("2024-01-15T10:30:00Z")), ("subject", Some("RFC 3339"))],
+        row: &[
+            ("last_updated_at", Some("2024-01-15T10:30:00Z")),
+            ("subject", Some("RFC 3339")),
+        ],
         warning: "",
     },
     Case {
@@ -107,7 +110,11 @@ const DEFAULT_ZONE: &[Case] = &[
         body: r#"{"event": "ticket.updated", "ticket": {"id": "INC-201", "subject": "Nested", "status": "Waiting on Customer", "updated_at": "2024-02-01T00:00:00Z"}}"#,
         status: 201,
         ticket: 201,
-        row: &[("subject", Some("Nested")), ("status", Some("waiting_customer")), ("status_id", Some("9"))],
+        row: &[
+            ("subject", Some("Nested")),
+            ("status", Some("waiting_customer")),
+            ("status_id", Some("9")),
+        ],
         warning: "",
     },
     Case {
@@ -115,7 +122,11 @@ const DEFAULT_ZONE: &[Case] = &[
         body: r#"{"freshdesk_webhook": {"ticket_id": "SR-202", "ticket_subject": "Wrapped", "ticket_status": "Pending", "ticket_priority": "High"}}"#,
         status: 201,
         ticket: 202,
-        row: &[("subject", Some("Wrapped")), ("status", Some("pending")), ("priority", Some("high"))],
+        row: &[
+            ("subject", Some("Wrapped")),
+            ("status", Some("pending")),
+            ("priority", Some("high")),
+        ],
         warning: "event is missing",
     },
     Case {
@@ -173,7 +184,10 @@ const DEFAULT_ZONE: &[Case] = &[
         body: r#"{"event": "ticket.created", "ticket_id": 301, "subject": "Tom &amp; Jerry&#39;s &quot;PC&quot; &lt;3", "requester_name": "O&#39;Brien"}"#,
         status: 201,
         ticket: 301,
-        row: &[("subject", Some("Tom & Jerry's \"PC\" <3")), ("requester_name", Some("O'Brien"))],
+        row: &[
+            ("subject", Some("Tom & Jerry's \"PC\" <3")),
+            ("requester_name", Some("O'Brien")),
+        ],
         warning: "",
     },
     Case {
@@ -182,7 +196,10 @@ const DEFAULT_ZONE: &[Case] = &[
         status: 201,
         ticket: 302,
         row: &[
-            ("description", Some(r#"<p class="x">Hi "Bob", see <a href="https://e.x/y">this</a></p>"#)),
+            (
+                "description",
+                Some(r#"<p class="x">Hi "Bob", see <a href="https://e.x/y">this</a></p>"#),
+            ),
             ("status", Some("pending")),
         ],
         warning: "",
@@ -309,12 +326,16 @@ fn every_template_form_stores_its_row(backend: Backend) {
         "SELECT error FROM webhook_events WHERE CAST(ticket_id AS TEXT) = '501' AND outcome = 'created'",
     );
     assert!(
-        journal.as_deref().unwrap_or_default().contains("the day after"),
+        journal
+            .as_deref()
+            .unwrap_or_default()
+            .contains("the day after"),
         "{journal:?}"
     );
 
     // A body beyond repair: 400, but the answer and the journal name the ticket.
-    let wreck = codex.deliver(r#"{"event": "ticket.updated", "ticket_id": 502, "subject": "x" "y" : : {{"#);
+    let wreck =
+        codex.deliver(r#"{"event": "ticket.updated", "ticket_id": 502, "subject": "x" "y" : : {{"#);
     assert_eq!(wreck.status, 400, "{}", wreck.json());
     assert_eq!(wreck.json()["ticket_id"], 502);
     assert_eq!(

@@ -696,8 +696,8 @@ fn a_standby_reports_webhook_coverage() {
     let mut coverage = Value::Null;
     assert!(
         wait_until(Duration::from_secs(20), || {
-            coverage = standby.get("/webhooks/health").json()["webhook_coverage"]["freshservice"]
-                .clone();
+            coverage =
+                standby.get("/webhooks/health").json()["webhook_coverage"]["freshservice"].clone();
             coverage["changes_missed"] == 1
         }),
         "{coverage}"

@@ -232,7 +232,14 @@ pub fn normalize_webhook(
             }
         },
     }
-    apply_fields(&body, WEBHOOK_FIELDS, config, true, &mut event, &mut warnings);
+    apply_fields(
+        &body,
+        WEBHOOK_FIELDS,
+        config,
+        true,
+        &mut event,
+        &mut warnings,
+    );
     apply_code(
         &body,
         "status",
@@ -732,7 +739,11 @@ mod tests {
     fn odd_events_and_timestamps_warn_instead_of_rejecting() {
         let n = normalize(json!({"event": "ticket.merged", "ticket_id": 1})).unwrap();
         assert_eq!(n.event.kind, EventKind::Updated);
-        assert!(n.warnings[0].contains("'ticket.merged'"), "{:?}", n.warnings);
+        assert!(
+            n.warnings[0].contains("'ticket.merged'"),
+            "{:?}",
+            n.warnings
+        );
         let n = normalize(json!({"event": "Ticket Created", "ticket_id": 1})).unwrap();
         assert_eq!(n.event.kind, EventKind::Created);
         assert!(n.warnings.is_empty());
@@ -745,8 +756,10 @@ mod tests {
 
     #[test]
     fn odd_fields_warn_and_stay_unchanged() {
-        let n = normalize(json!({"event": "ticket.updated", "ticket_id": 1, "group_id": "Service Desk"}))
-            .unwrap();
+        let n = normalize(
+            json!({"event": "ticket.updated", "ticket_id": 1, "group_id": "Service Desk"}),
+        )
+        .unwrap();
         assert_eq!(n.event.get(Field::GroupId), &None);
         assert!(n.warnings[0].contains("group_id"), "{:?}", n.warnings);
     }

@@ -134,7 +134,11 @@ impl FreshserviceClient {
         if WORKSPACES_REFUSED.load(Ordering::Relaxed) {
             return self.url(path_and_query);
         }
-        let separator = if path_and_query.contains('?') { '&' } else { '?' };
+        let separator = if path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         self.url(&format!(
             "{path_and_query}{separator}workspace_id={}",
             self.workspace_id
@@ -151,7 +155,9 @@ impl FreshserviceClient {
     /// Fetches one page of a ticket listing (`{"tickets": […]}`).
     pub fn page(&mut self, url: &str) -> Result<Page, SyncError> {
         let mut answer = self.get(url)?;
-        if answer.status == 400 && url.contains("workspace_id=") && answer.body.contains("workspace_id")
+        if answer.status == 400
+            && url.contains("workspace_id=")
+            && answer.body.contains("workspace_id")
         {
             // An account without workspaces refuses the parameter: ask
             // without it, now and from now on.
@@ -242,10 +248,8 @@ impl FreshserviceClient {
                             .map(str::to_string)
                     };
                     let number = |name: &str| header(name).and_then(|v| v.trim().parse().ok());
-                    self.limiters[kind.index()].reported(
-                        number("X-RateLimit-Total"),
-                        number("X-RateLimit-Remaining"),
-                    );
+                    self.limiters[kind.index()]
+                        .reported(number("X-RateLimit-Total"), number("X-RateLimit-Remaining"));
                     let retry_after =
                         header("Retry-After").and_then(|v| v.trim().parse::<u64>().ok());
                     let next = header("Link").as_deref().and_then(next_link);
@@ -495,17 +499,27 @@ mod tests {
         assert!(limiter.delay() > Duration::from_secs(59));
         let mut limiter = Limiter::new(600);
         limiter.reported(Some(30), Some(1));
-        assert!(limiter.delay() >= Duration::from_millis(5900), "{:?}", limiter.delay());
+        assert!(
+            limiter.delay() >= Duration::from_millis(5900),
+            "{:?}",
+            limiter.delay()
+        );
     }
 
     #[test]
     fn each_kind_of_call_has_its_own_budget() {
-        assert_eq!(CallKind::of("https://x/api/v2/tickets?page=2"), CallKind::ListTickets);
+        assert_eq!(
+            CallKind::of("https://x/api/v2/tickets?page=2"),
+            CallKind::ListTickets
+        );
         assert_eq!(
             CallKind::of("https://x/api/v2/tickets/filter?query=%22a%22"),
             CallKind::ListTickets
         );
-        assert_eq!(CallKind::of("https://x/api/v2/tickets/42"), CallKind::ViewTicket);
+        assert_eq!(
+            CallKind::of("https://x/api/v2/tickets/42"),
+            CallKind::ViewTicket
+        );
         assert_eq!(CallKind::of("https://x/api/v2/agents/me"), CallKind::Other);
         let config = crate::config::Config::from_ini(
             "[freshservice]\napi_base = http://127.0.0.1:9/api/v2\napi_key = k\n",
@@ -520,7 +534,10 @@ mod tests {
         client.limiters[CallKind::ListTickets.index()].reported(Some(140), Some(1));
         client.limiters[CallKind::ViewTicket.index()].reported(Some(160), Some(150));
         assert!(client.limiters[CallKind::ListTickets.index()].delay() > Duration::ZERO);
-        assert_eq!(client.limiters[CallKind::ViewTicket.index()].delay(), Duration::ZERO);
+        assert_eq!(
+            client.limiters[CallKind::ViewTicket.index()].delay(),
+            Duration::ZERO
+        );
         assert_eq!(client.budget(CallKind::ListTickets), (Some(140), Some(1)));
     }
 

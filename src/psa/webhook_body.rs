@@ -14,7 +14,13 @@ use serde_json::{Map, Value as Json};
 pub const FIELD_KEYS: &[(&str, &[&str])] = &[
     (
         "ticket_id",
-        &["ticket_id", "id", "ticket_number", "display_id", "id_numeric"],
+        &[
+            "ticket_id",
+            "id",
+            "ticket_number",
+            "display_id",
+            "id_numeric",
+        ],
     ),
     ("event", &["event", "event_type", "triggered_event"]),
     ("updated_at", &["updated_at"]),
@@ -326,12 +332,18 @@ mod tests {
             Some(json!("S"))
         );
         assert_eq!(
-            find(json!({"ticket_id": 1, "requester": {"email": "a@b"}}), "requester_email"),
+            find(
+                json!({"ticket_id": 1, "requester": {"email": "a@b"}}),
+                "requester_email"
+            ),
             Some(json!("a@b"))
         );
         // A requester's id is not the ticket's.
         assert_eq!(
-            find(json!({"subject": "x", "requester": {"id": 9}, "agent": {"id": 3}}), "ticket_id"),
+            find(
+                json!({"subject": "x", "requester": {"id": 9}, "agent": {"id": 3}}),
+                "ticket_id"
+            ),
             None
         );
         assert_eq!(find(json!({"Ticket_ID": 5}), "ticket_id"), Some(json!(5)));
@@ -358,7 +370,10 @@ mod tests {
             html_unescape("Tom &amp; Jerry&#39;s &quot;PC&quot; &lt;b&gt; &#x27;x&#x27;"),
             "Tom & Jerry's \"PC\" <b> 'x'"
         );
-        assert_eq!(html_unescape("AT&T & co &bogus; &#0;"), "AT&T & co &bogus; &#0;");
+        assert_eq!(
+            html_unescape("AT&T & co &bogus; &#0;"),
+            "AT&T & co &bogus; &#0;"
+        );
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl SyncStatus {
     /// instance's, `codex sync --once`). Read at most every couple of
     /// seconds; `None` while the database cannot answer.
     fn coverage(&self, store: &StoreClient) -> Option<(Coverage, Option<SyncRun>)> {
-        let mut cached = self.from_db.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = self.from_db.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, coverage, run)) = cached.as_ref() {
             if at.elapsed() < COVERAGE_CACHE {
                 return Some((coverage.clone(), run.clone()));
@@ -131,7 +131,10 @@ impl SyncStatus {
         let mut map = Map::new();
         // The newest run: this instance's own, else whatever the database
         // holds (another instance's, or `codex sync --once`).
-        let last = match (&inner.last_run, from_db.as_ref().and_then(|(_, r)| r.as_ref())) {
+        let last = match (
+            &inner.last_run,
+            from_db.as_ref().and_then(|(_, r)| r.as_ref()),
+        ) {
             (Some(own), Some(stored)) if stored.id > own.id => Some(stored),
             (Some(own), _) => Some(own),
             (None, stored) => stored,
