@@ -23,6 +23,7 @@ for_each_backend!(
     coverage_comes_from_the_database_on_an_instance_that_does_not_poll,
     listings_cover_every_workspace_and_fall_back_cleanly,
     reconcile_looks_up_only_what_the_listings_cannot_settle,
+    each_kind_of_call_is_budgeted_from_its_own_headers,
 );
 
 /// Runs `codex sync --once` and returns (success, the printed run, stderr).
@@ -709,4 +710,49 @@ fn a_standby_reports_webhook_coverage() {
         standby.get("/webhooks/health").json()["last_sync_outcome"],
         "ok"
     );
+}
+
+/// Listings report a nearly spent budget of their own (total 600 a minute,
+/// 1 left): listings are spaced out at that rate, while single-ticket
+/// lookups, whose own budget is ample, are not.
+fn each_kind_of_call_is_budgeted_from_its_own_headers(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 40, 2);
+    assert!(sync_once(&db, &fake, "").0);
+    let before = fake.requests().len();
+    fake.with(|s| {
+        for id in 1..=4 {
+            s.tickets.remove(&id);
+        }
+        s.totals = Some([600, 6000, 6000]);
+        s.listing_remaining = Some(1);
+    });
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(ok, "{run} {err}");
+    let requests: Vec<_> = fake.requests().into_iter().skip(before).collect();
+    let gaps = |listing: bool| -> Vec<Duration> {
+        let of_kind: Vec<_> = requests
+            .iter()
+            .filter(|r| {
+                let is_listing = r.path == "/api/v2/tickets" || r.path == "/api/v2/tickets/filter";
+                is_listing == listing
+            })
+            .collect();
+        of_kind.windows(2).map(|w| w[1].at - w[0].at).collect()
+    };
+    let listing = gaps(true);
+    assert_eq!(listing.len(), 4, "{requests:?}");
+    // 3 requests' worth of a 600-a-minute budget: 300 ms apart.
+    assert!(
+        listing.iter().all(|g| *g >= Duration::from_millis(290)),
+        "{listing:?}"
+    );
+    let lookups = gaps(false);
+    assert_eq!(lookups.len(), 3, "{requests:?}");
+    assert!(
+        lookups.iter().all(|g| *g < Duration::from_millis(250)),
+        "{lookups:?}"
+    );
+    assert_eq!(db.ticket(1).unwrap()["status"].as_deref(), Some("deleted"));
 }
