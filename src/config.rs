@@ -1057,6 +1057,36 @@ mod tests {
     }
 
     #[test]
+    fn freshservice_zone_workspace_and_webhook_fields() {
+        let loaded = load(
+            "[freshservice]\ntimezone = Asia/Kolkata\nworkspace_id = 3\n\
+             [freshservice.webhook_fields]\nticket_id = TicketNumber, Ref\n",
+        )
+        .unwrap();
+        let f = &loaded.config.freshservice;
+        assert_eq!(f.timezone.iana_name(), Some("Asia/Kolkata"));
+        assert_eq!(f.workspace_id, Some(3));
+        let rendered = loaded.config.render_masked();
+        assert!(
+            rendered.contains("ticket_id = TicketNumber, Ref"),
+            "{rendered}"
+        );
+        assert!(rendered.contains("timezone = Asia/Kolkata"), "{rendered}");
+        assert_eq!(Config::default().freshservice.workspace_id, None);
+        let error = load(
+            "[freshservice]\ntimezone = Mars/Olympus\n[freshservice.webhook_fields]\ncolour = c\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(error.contains("[freshservice] timezone"), "{error}");
+        assert!(
+            error.contains("[freshservice.webhook_fields] colour"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn networks() {
         let nets = parse_networks("10.0.0.1, 192.168.1.7/24, 2001:db8::/32").unwrap();
         assert_eq!(nets[0].to_string(), "10.0.0.1/32");
