@@ -91,8 +91,8 @@ impl SyncStatus {
 
     /// Coverage and the newest run, from the database: what the journal and
     /// `sync_runs` hold, whoever wrote them (this instance's poller, another
-    /// instance's, `codex sync --once`). Read at most every couple of
-    /// seconds; `None` while the database cannot answer.
+    /// instance's, `codex sync --once`). Read at most once a second;
+    /// `None` while the database cannot answer.
     fn coverage(&self, store: &StoreClient) -> Option<(Coverage, Option<SyncRun>)> {
         let cached = self.from_db.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, coverage, run)) = cached.as_ref() {
