@@ -380,12 +380,7 @@ fn deliver(
             freshservice::normalize_webhook(&value, &state.config.freshservice, &received_at)
                 .map_err(|rejection| {
                     journal.event = rejection.event.clone();
-                    journal.ticket_id = rejection.ticket_id.map(|id| id.to_string());
-                    let mut error = ApiError::new(400, rejection.message.clone());
-                    if let Some(id) = rejection.ticket_id {
-                        error = error.with("ticket_id", id);
-                    }
-                    error
+                    ApiError::new(400, rejection.message)
                 })
         }
     });
@@ -394,14 +389,12 @@ fn deliver(
         Err(mut error) => {
             // A body beyond repair still names its ticket when an id can be
             // found in it, in the journal row and in the answer.
-            if journal.ticket_id.is_none() {
-                if let Some(id) = webhook_body::scan_ticket_id(
-                    &journal.body,
-                    &state.config.freshservice.webhook_fields,
-                ) {
-                    journal.ticket_id = Some(id.to_string());
-                    error = error.with("ticket_id", id);
-                }
+            if let Some(id) = webhook_body::scan_ticket_id(
+                &journal.body,
+                &state.config.freshservice.webhook_fields,
+            ) {
+                journal.ticket_id = Some(id.to_string());
+                error = error.with("ticket_id", id);
             }
             // Kept even though it cannot be applied: nothing a PSA sent is lost.
             journal.error = Some(error.message().to_string());

@@ -132,12 +132,12 @@ pub fn default_priorities() -> CodeTable {
     table
 }
 
-/// Why a delivery cannot be applied; the message is sent back as the 400 body.
+/// Why a delivery cannot be applied: it has no readable ticket id (the
+/// caller may still find one by scanning the raw body). The message is sent
+/// back as the 400 body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub message: String,
-    /// The ticket id, when it could be read.
-    pub ticket_id: Option<i64>,
     pub event: Option<String>,
 }
 
@@ -192,7 +192,6 @@ pub fn normalize_webhook(
         return Err(Rejection {
             message: "the body must be a JSON object such as {\"event\": \"ticket.updated\", \"ticket_id\": 123}"
                 .to_string(),
-            ticket_id: None,
             event: None,
         });
     };
@@ -201,7 +200,6 @@ pub fn normalize_webhook(
     let (kind, event_name) = read_event(body.find("event"), &mut warnings);
     let reject = |message: String| Rejection {
         message,
-        ticket_id: None,
         event: event_name.clone(),
     };
     let ticket_id = match body.find("ticket_id") {
