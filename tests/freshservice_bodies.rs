@@ -344,6 +344,17 @@ fn every_template_form_stores_its_row(backend: Backend) {
         Some("rejected")
     );
     assert!(db.ticket(502).is_none());
+    // A readable body without a ticket id: a requester's id is not taken
+    // for the ticket's.
+    let no_id =
+        codex.deliver(r#"{"event": "ticket.updated", "subject": "x", "requester": {"id": 503}}"#);
+    assert_eq!(no_id.status, 400);
+    assert_eq!(no_id.json()["error"], "ticket_id is required");
+    assert!(no_id.json().get("ticket_id").is_none(), "{}", no_id.json());
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events WHERE CAST(ticket_id AS TEXT) = '503'"),
+        0
+    );
     drop(codex);
 
     let codex = Codex::start(&db, KOLKATA_CONFIG);

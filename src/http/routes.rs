@@ -375,11 +375,15 @@ fn deliver(
         .with("line", e.line)
         .with("column", e.column)
     });
+    // Ids a parsed body carries for something other than the ticket (a
+    // requester's), which the scan below must not take for the ticket's.
+    let mut foreign = Vec::new();
     let normalized = parsed.and_then(|value| match provider {
         Provider::Freshservice => {
             freshservice::normalize_webhook(&value, &state.config.freshservice, &received_at)
                 .map_err(|rejection| {
                     journal.event = rejection.event.clone();
+                    foreign = webhook_body::foreign_ids(&value);
                     ApiError::new(400, rejection.message)
                 })
         }
@@ -392,6 +396,7 @@ fn deliver(
             if let Some(id) = webhook_body::scan_ticket_id(
                 &journal.body,
                 &state.config.freshservice.webhook_fields,
+                &foreign,
             ) {
                 journal.ticket_id = Some(id.to_string());
                 error = error.with("ticket_id", id);

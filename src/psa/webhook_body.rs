@@ -202,6 +202,32 @@ impl<'a> Body<'a> {
     }
 }
 
+/// The ids of nested objects that are not a ticket wrapper (`"requester":
+/// {"id": 9}`): what a scan for a ticket id must not mistake for one.
+pub fn foreign_ids(body: &Json) -> Vec<i64> {
+    fn collect(object: &Map<String, Json>, depth: usize, out: &mut Vec<i64>) {
+        for (key, value) in object {
+            let Some(inner) = value.as_object() else {
+                continue;
+            };
+            if WRAPPERS.contains(&key.to_ascii_lowercase().as_str()) {
+                continue;
+            }
+            if let Some(Ok(Some(id))) = inner.get("id").map(super::freshservice::parse_id) {
+                out.push(id);
+            }
+            if depth > 0 {
+                collect(inner, depth - 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(object) = body.as_object() {
+        collect(object, 3, &mut out);
+    }
+    out
+}
+
 /// A key in an object: exact, else in any case; `a.b` descends.
 fn lookup<'a>(object: &'a Map<String, Json>, key: &str) -> Option<&'a Json> {
     let direct = object.get(key).or_else(|| {
@@ -275,7 +301,11 @@ fn decode_entity(name: &str) -> Option<char> {
 /// after the first id key that has one (`"ticket_id": 123`, `"id":
 /// "INC-123"`, `"ticket_id" 123`), so that
 /// the journal row and the 400 still name the ticket.
-pub fn scan_ticket_id(body: &[u8], custom: &WebhookFields) -> Option<i64> {
+///
+/// `foreign` are ids the body is known to carry for something else (a
+/// requester's `"id"` in a body that parsed but has no ticket id); they are
+/// skipped.
+pub fn scan_ticket_id(body: &[u8], custom: &WebhookFields, foreign: &[i64]) -> Option<i64> {
     let text = String::from_utf8_lossy(body);
     let builtin = FIELD_KEYS[0].1.iter().map(|k| k.to_string());
     let custom = custom.keys.get("ticket_id").cloned().unwrap_or_default();
@@ -293,7 +323,9 @@ pub fn scan_ticket_id(body: &[u8], custom: &WebhookFields) -> Option<i64> {
                 .unwrap_or(value.len());
             if let Ok(Some(id)) = super::freshservice::parse_id(&Json::String(value[..end].into()))
             {
-                return Some(id);
+                if !foreign.contains(&id) {
+                    return Some(id);
+                }
             }
         }
     }
@@ -379,16 +411,22 @@ mod tests {
     #[test]
     fn scanning_finds_the_id_in_a_wreck() {
         let none = WebhookFields::default();
+        let scan = |body: &[u8]| scan_ticket_id(body, &none, &[]);
         assert_eq!(
-            scan_ticket_id(b"{\"event\": \"x\", \"ticket_id\": INC-42, {{{", &none),
+            scan(b"{\"event\": \"x\", \"ticket_id\": INC-42, {{{"),
             Some(42)
         );
         assert_eq!(
-            scan_ticket_id(b"{\"ticket_id\" : \"77\" \"subject\": \"a\"b", &none),
+            scan(b"{\"ticket_id\" : \"77\" \"subject\": \"a\"b"),
             Some(77)
         );
-        assert_eq!(scan_ticket_id(b"{\"subject\": \"ticket_id\"", &none), None);
-        assert_eq!(scan_ticket_id(b"{\n \"ticket_id\" 5\n}", &none), Some(5));
-        assert_eq!(scan_ticket_id(b"garbage", &none), None);
+        assert_eq!(scan(b"{\"subject\": \"ticket_id\""), None);
+        assert_eq!(scan(b"{\n \"ticket_id\" 5\n}"), Some(5));
+        assert_eq!(scan(b"garbage"), None);
+        // A requester's id in a body without a ticket id is not the ticket's.
+        let body = json!({"subject": "x", "requester": {"id": 9, "agent": {"id": 3}}, "ticket": {"id": 4}});
+        assert_eq!(foreign_ids(&body), [9, 3]);
+        let raw = body.to_string();
+        assert_eq!(scan_ticket_id(raw.as_bytes(), &none, &[9, 3]), Some(4));
     }
 }
