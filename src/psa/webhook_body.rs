@@ -180,9 +180,15 @@ impl<'a> Body<'a> {
             .iter()
             .filter_map(|(k, v)| v.as_object().map(|o| (k, o)))
             .collect();
-        let only = objects.len() == 1;
+        let event_keys = FIELD_KEYS[1].1;
         for (key, object) in objects {
-            if !(only || WRAPPERS.contains(&key.to_ascii_lowercase().as_str())) {
+            // Any key wraps the ticket when it is all the body holds (besides
+            // an event); otherwise only a wrapper name does, so that a flat
+            // body's `"requester": {"id": …}` is not taken for the ticket.
+            let alone = parent
+                .keys()
+                .all(|k| k == key || event_keys.contains(&k.to_ascii_lowercase().as_str()));
+            if !(alone || WRAPPERS.contains(&key.to_ascii_lowercase().as_str())) {
                 continue;
             }
             let probe = Body {
