@@ -559,12 +559,7 @@ impl Config {
             ),
             request_timeout: reader.parse("freshservice", "request_timeout", "30s", parse_duration),
             timezone: reader.parse("freshservice", "timezone", "UTC", |v| {
-                jiff::tz::db().get(v.trim()).map_err(|_| {
-                    format!(
-                        "'{}' is not an IANA time zone name such as Asia/Kolkata or America/New_York",
-                        v.trim()
-                    )
-                })
+                crate::timestamp::zone(v.trim())
             }),
             workspace_id: reader.optional("freshservice", "workspace_id", |v| {
                 parse_range(v, 0, u64::MAX >> 1)
