@@ -99,6 +99,9 @@ pub const ABBREVIATIONS: &[(&str, &[(&str, i32)])] = &[
     ("HST", &[("Hawaii Standard Time", -600)]),
 ];
 
+/// The longest text read as a timestamp.
+const MAX_LEN: usize = 100;
+
 /// An instant read from text, with a note when reading it took a guess
 /// (an ambiguous zone abbreviation).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +158,15 @@ pub fn normalize(text: &str) -> Result<String, String> {
 /// Fractions of a second are dropped.
 pub fn read(text: &str, zone: &TimeZone) -> Result<Reading, String> {
     let text = text.trim();
+    // No timestamp is this long; the cap also bounds the word reader's
+    // recursion on hostile input.
+    if text.len() > MAX_LEN {
+        let start: String = text.chars().take(40).collect();
+        return Err(format!(
+            "'{start}…' ({} bytes) is too long to be a timestamp",
+            text.len()
+        ));
+    }
     let plain = |instant: Timestamp| Reading {
         instant: truncate(instant),
         note: None,
@@ -595,6 +607,8 @@ mod tests {
         assert!(error.contains("RFC 3339"), "{error}");
         let error = normalize("Jan 15 2024 10:30 QQQ").unwrap_err();
         assert!(error.contains("timezone"), "{error}");
+        let long = "2024-01-15T".repeat(100_000);
+        assert!(normalize(&long).unwrap_err().contains("too long"));
     }
 
     #[test]
