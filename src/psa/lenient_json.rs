@@ -41,6 +41,7 @@ pub fn parse(body: &[u8]) -> Result<Value, JsonError> {
         text: &text,
         pos: 0,
         depth: 0,
+        string_budget: STRING_WORK_PER_BYTE * text.len() + 1024,
     };
     parser.skip_ws();
     if parser.at_end() {
@@ -100,10 +101,19 @@ fn starts_with_key(text: &str) -> bool {
     !key.is_empty() && key.len() <= 100 && rest.trim_start().starts_with(':')
 }
 
+/// Characters string reading may visit per byte of body. A string whose
+/// raw quotes never close it properly is read to the end and then cut back
+/// to its first plausible quote; many such strings would make reading
+/// quadratic, so the work is capped and a body past it is refused (its
+/// ticket id is still found by scanning).
+const STRING_WORK_PER_BYTE: usize = 8;
+
 struct Parser<'a> {
     text: &'a str,
     pos: usize,
     depth: usize,
+    /// What string reading may still visit (see `STRING_WORK_PER_BYTE`).
+    string_budget: usize,
 }
 
 impl Parser<'_> {
@@ -258,6 +268,12 @@ impl Parser<'_> {
         let mut fallback: Option<(usize, usize)> = None;
         let mut first: Option<(usize, usize)> = None;
         loop {
+            if self.string_budget == 0 {
+                return Err(
+                    self.error("the body is too damaged to read (too many unclosed strings)")
+                );
+            }
+            self.string_budget -= 1;
             let Some(c) = self.bump() else {
                 if let Some((pos, len)) = fallback.or(first) {
                     self.pos = pos;
@@ -451,6 +467,20 @@ mod tests {
         assert!(error.message.contains("empty"), "{error}");
         let error = parse(b"{\"a\": 1} trailing").unwrap_err();
         assert!(error.message.contains("after the end"), "{error}");
+    }
+
+    #[test]
+    fn unclosable_strings_cost_linear_time() {
+        // No value's quote is followed by a key (`a b:` is not one) nor by
+        // the end of the object, so each string is read to the end of the
+        // body and cut back to its first plausible quote: quadratic work,
+        // which the budget refuses.
+        let body = |n: usize| format!("{{\"k\": \"v\"{} x}}", ", a b: \"v\"".repeat(n));
+        let error = parse(body(50_000).as_bytes()).unwrap_err();
+        assert!(error.message.contains("too damaged"), "{error}");
+        // A few such strings are read as usual, up to the stray word.
+        let error = parse(body(3).as_bytes()).unwrap_err();
+        assert!(error.message.contains("found 'x'"), "{error}");
     }
 
     #[test]
