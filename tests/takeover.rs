@@ -290,6 +290,13 @@ fn takeover_keeps_inherited_rows_and_the_predecessors_readers_work(backend: Back
         let mut polled = ticket(300, 2, "2024-02-01T10:00:00Z");
         polled["department_id"] = json!(4004);
         s.tickets.insert(300, polled);
+        // The account's other tickets, as versions older than the stored
+        // ones: the poll finds them (none is taken for deleted) and changes
+        // nothing.
+        for (id, status) in [(100, 3), (101, 3), (102, 5), (200, 2)] {
+            s.tickets
+                .insert(id, ticket(id, status, "2024-01-01T00:00:00Z"));
+        }
     });
     let codex = Codex::start(&db, "");
     // An update to an inherited ticket, a new ticket, and a poll.
@@ -494,6 +501,10 @@ fn new_rows_look_like_the_predecessors_from_webhook_and_poll(backend: Backend) {
     fake.with(|s| {
         s.tickets
             .insert(300, ticket(300, 2, "2024-02-01T10:00:00Z"));
+        // Ticket 200 as an older version than the webhook's: the poll finds
+        // it and changes nothing.
+        s.tickets
+            .insert(200, ticket(200, 2, "2024-01-01T00:00:00Z"));
     });
     let codex = Codex::start(&db, "");
     // The first delivery is an update without created_at.
@@ -527,6 +538,7 @@ fn new_rows_look_like_the_predecessors_from_webhook_and_poll(backend: Backend) {
         "{first_seen}"
     );
     assert_eq!(webhook[3].as_deref(), Some("ACME-1"));
+    assert_eq!(db.ticket(200).unwrap()["status"].as_deref(), Some("open"));
     let poll = row(300);
     assert_eq!(poll[0].as_deref(), Some("300"));
     assert_eq!(
