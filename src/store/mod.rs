@@ -284,7 +284,7 @@ pub fn connect_at_start(url: &DatabaseUrl) -> Result<Option<Box<dyn Backend>>, S
 
 /// How long the writer may wait on the database for one call before
 /// health reports it unavailable and handlers stop waiting for it.
-const STALL_AFTER: Duration = Duration::from_secs(1);
+const STALL_AFTER: Duration = Duration::from_millis(500);
 
 /// The database's state as the writer publishes it: read by health and by
 /// handlers without a round trip through the writer's queue, so a writer

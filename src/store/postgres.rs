@@ -37,10 +37,10 @@ const CONFLICT_ATTEMPTS: usize = 5;
 /// enforce its own (frozen, or unreachable behind a path that still ACKs):
 /// connecting, one statement or round trip, a liveness check, and a
 /// migration step (an index build on a large table takes a while).
-const CONNECT_LIMIT: Duration = Duration::from_secs(5);
+const CONNECT_LIMIT: Duration = Duration::from_secs(3);
 const CALL_LIMIT: Duration = Duration::from_secs(6);
 const PING_LIMIT: Duration = Duration::from_secs(2);
-const MIGRATE_LIMIT: Duration = Duration::from_secs(300);
+const MIGRATE_LIMIT: Duration = Duration::from_secs(60);
 
 pub struct PostgresBackend {
     client: Client,

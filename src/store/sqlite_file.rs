@@ -14,8 +14,10 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::error::StoreError;
 
@@ -42,41 +44,45 @@ impl OpenFile {
         })
     }
 
-    /// Fails when the open file is no longer the one at the path.
+    /// Fails when the open file is no longer the one at the path. The
+    /// file left behind stays open until Codex exits, so what was
+    /// committed to it can be copied back from /proc.
     pub fn check(&self) -> Result<(), StoreError> {
-        let deleted = || {
-            StoreError::WrongDatabase(format!(
-                "the SQLite database {} was deleted while Codex had it open; writes are refused. \
-                 While Codex runs, the open file can still be copied from /proc/{}/fd (see README); \
-                 restore it to {} and Codex resumes",
-                self.path.display(),
-                std::process::id(),
-                self.path.display()
-            ))
-        };
-        match self.file.metadata() {
-            Ok(open) if open.nlink() == 0 => return Err(deleted()),
-            Ok(_) => {}
+        let what = match std::fs::metadata(&self.path) {
+            Ok(now) if now.dev() == self.dev && now.ino() == self.ino => {
+                match self.file.metadata() {
+                    Ok(open) if open.nlink() == 0 => "deleted",
+                    _ => return Ok(()),
+                }
+            }
+            Ok(_) => "replaced by another file",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "deleted",
             Err(e) => {
                 return Err(StoreError::Unavailable(format!(
-                    "cannot stat the open database {}: {e}",
+                    "cannot stat {}: {e}",
                     self.path.display()
                 )));
             }
-        }
-        match std::fs::metadata(&self.path) {
-            Ok(now) if now.dev() == self.dev && now.ino() == self.ino => Ok(()),
-            Ok(_) => Err(StoreError::WrongDatabase(format!(
-                "the SQLite database {} was replaced by another file while Codex had it open; \
-                 writes are refused until the file at that path is Codex's database again",
-                self.path.display()
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(deleted()),
-            Err(e) => Err(StoreError::Unavailable(format!(
-                "cannot stat {}: {e}",
-                self.path.display()
-            ))),
-        }
+        };
+        let kept = self.keep();
+        Err(StoreError::WrongDatabase(format!(
+            "the SQLite database {path} was {what} while Codex had it open; writes are refused.              {kept}Put Codex's database back at {path} (or run `codex migrate --adopt` and restart              to start fresh) and Codex resumes",
+            path = self.path.display(),
+        )))
+    }
+
+    /// Keeps the file open for the rest of the process; says where it is.
+    fn keep(&self) -> String {
+        static KEPT: Mutex<Vec<File>> = Mutex::new(Vec::new());
+        let Ok(file) = self.file.try_clone() else {
+            return String::new();
+        };
+        let fd = file.as_raw_fd();
+        KEPT.lock().unwrap_or_else(|p| p.into_inner()).push(file);
+        format!(
+            "Until Codex exits, the file it was writing can be copied from /proc/{}/fd/{fd}. ",
+            std::process::id()
+        )
     }
 }
 
