@@ -183,6 +183,8 @@ impl HealthWatch {
 
 /// What a fault came to, for the table and the assertions.
 struct Outcome {
+    outage: Duration,
+    /// When health's first answer saying `unavailable` came.
     noticed: Duration,
     resumed: Duration,
     codes: BTreeMap<String, usize>,
@@ -194,6 +196,7 @@ struct Outcome {
 fn through_fault(
     codex: &Codex,
     senders: usize,
+    outage: Duration,
     error_names: &str,
     inject: impl FnOnce(),
     heal: impl FnOnce(),
@@ -221,7 +224,7 @@ fn through_fault(
         "health's database_error {:?} does not mention {error_names:?}",
         notice.error
     );
-    let remaining = OUTAGE.saturating_sub(fault.elapsed());
+    let remaining = outage.saturating_sub(fault.elapsed());
     std::thread::sleep(remaining);
     let healed = Instant::now();
     heal();
@@ -297,7 +300,8 @@ fn through_fault(
         "health answered late or not at all: {slow:?}"
     );
     Outcome {
-        noticed: notice.at - fault,
+        outage,
+        noticed: notice.at + notice.took - fault,
         resumed,
         codes,
         acknowledged: sent
@@ -317,7 +321,7 @@ fn table_row(case: &str, backend: &str, outcome: &Outcome) {
         .collect();
     eprintln!(
         "| {case} | {backend} | {:.1} s | {:.2} s | {:.2} s | {} | {} | 0 |",
-        OUTAGE.as_secs_f64(),
+        outcome.outage.as_secs_f64(),
         outcome.noticed.as_secs_f64(),
         outcome.resumed.as_secs_f64(),
         codes.join(" "),
@@ -392,7 +396,14 @@ fn pg_fault(
     let Some((cluster, _, _dir, codex)) = pg_case(senders, false) else {
         return;
     };
-    let outcome = through_fault(&codex, senders, "", || inject(&cluster), || heal(&cluster));
+    let outcome = through_fault(
+        &codex,
+        senders,
+        OUTAGE,
+        "",
+        || inject(&cluster),
+        || heal(&cluster),
+    );
     assert_stored(&pg_stored(&cluster.url()), &outcome.acknowledged);
     table_row(case, "PostgreSQL", &outcome);
 }
@@ -451,9 +462,46 @@ fn postgres_path_black_holed() {
         return;
     };
     let proxy = proxy.unwrap();
-    let outcome = through_fault(&codex, 4, "", || proxy.black_hole(), || proxy.forward());
+    let outcome = through_fault(
+        &codex,
+        4,
+        OUTAGE,
+        "",
+        || proxy.black_hole(),
+        || proxy.forward(),
+    );
     assert_stored(&pg_stored(&cluster.url()), &outcome.acknowledged);
     table_row("path black-holed (proxy)", "PostgreSQL", &outcome);
+}
+
+#[test]
+fn postgres_path_black_holed_past_the_call_deadline() {
+    let Some((cluster, proxy, _dir, codex)) = pg_case(4, true) else {
+        return;
+    };
+    let proxy = proxy.unwrap();
+    // Longer than the client-side deadline of a call (6 s): the writer
+    // gives the connection up rather than wait on it, and opens another.
+    let outage = Duration::from_secs(8);
+    let outcome = through_fault(
+        &codex,
+        4,
+        outage,
+        "",
+        || proxy.black_hole(),
+        || proxy.forward(),
+    );
+    assert!(
+        codex.logs().contains("no answer from the database within"),
+        "{}",
+        codex.logs()
+    );
+    assert_stored(&pg_stored(&cluster.url()), &outcome.acknowledged);
+    table_row(
+        "path black-holed past the 6 s call deadline (proxy)",
+        "PostgreSQL",
+        &outcome,
+    );
 }
 
 #[test]
@@ -462,7 +510,7 @@ fn postgres_path_reset() {
         return;
     };
     let proxy = proxy.unwrap();
-    let outcome = through_fault(&codex, 4, "", || proxy.reset(), || proxy.forward());
+    let outcome = through_fault(&codex, 4, OUTAGE, "", || proxy.reset(), || proxy.forward());
     assert_stored(&pg_stored(&cluster.url()), &outcome.acknowledged);
     table_row("every connection reset (proxy)", "PostgreSQL", &outcome);
 }
@@ -520,6 +568,7 @@ fn postgres_restarted_while_idle() {
         "restarted while no deliveries arrive",
         "PostgreSQL",
         &Outcome {
+            outage: OUTAGE,
             noticed,
             resumed,
             codes: BTreeMap::new(),
@@ -571,6 +620,7 @@ fn postgres_down_when_serve_starts() {
         "down when serve starts",
         "PostgreSQL",
         &Outcome {
+            outage: OUTAGE,
             noticed: Duration::ZERO,
             resumed,
             codes: BTreeMap::from([("503".to_string(), 1)]),
@@ -678,6 +728,7 @@ fn sqlite_disk_full_then_space_freed() {
     let outcome = through_fault(
         &codex,
         4,
+        OUTAGE,
         "full",
         || {
             use std::io::Write;
@@ -701,6 +752,7 @@ fn sqlite_locked_by_another_process() {
     let outcome = through_fault(
         &codex,
         4,
+        OUTAGE,
         "not answered",
         || {
             let conn = rusqlite::Connection::open(&path).unwrap();
@@ -796,6 +848,7 @@ fn sqlite_file_deleted_under_load_is_refused_then_restored() {
         "file deleted, copied back from /proc",
         "SQLite",
         &Outcome {
+            outage: OUTAGE,
             noticed: Duration::ZERO,
             resumed: load_resumed(&sent, restored),
             codes,
@@ -932,6 +985,7 @@ fn sqlite_read_only_filesystem_at_start_then_writable() {
         "read-only filesystem at start, then writable",
         "SQLite",
         &Outcome {
+            outage: OUTAGE,
             noticed: Duration::ZERO,
             resumed,
             codes: BTreeMap::from([("503".to_string(), 1)]),
@@ -1034,12 +1088,13 @@ fn nul_in_every_field_is_journaled_and_answered_4xx(backend: Backend) {
                 "{case}: {answer}"
             );
         }
-        // A NUL in free text is refused by name, alike on both backends.
-        if ["subject", "requester_name", "description"]
-            .iter()
-            .any(|f| case.starts_with(f))
+        // Free text keeps its NUL out of the ticket: dropped by the
+        // normalizer, or the delivery refused by name.
+        if response.status == 400
+            && ["subject", "requester_name", "description"]
+                .iter()
+                .any(|f| case.starts_with(f))
         {
-            assert_eq!(response.status, 400, "{case}: {answer}");
             assert!(answer.contains("NUL"), "{case}: {answer}");
         }
     }

@@ -237,6 +237,7 @@ impl Drop for PgCluster {
                 let _ = Command::new("kill")
                     .arg("-CONT")
                     .args(self.server_pids().iter().map(u32::to_string))
+                    .stderr(std::process::Stdio::null())
                     .status();
             }
         }
