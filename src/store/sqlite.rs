@@ -54,6 +54,11 @@ impl SqliteBackend {
         let file = OpenFile::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(unavailable)?;
+        // Before anything writes to it: is this Codex's database?
+        let found = database_id(&conn)?;
+        if let Some(recorded) = &recorded {
+            sqlite_file::check_id(path, recorded, found.as_deref())?;
+        }
         // WAL lets readers (dashboards) read while Codex writes; FULL syncs
         // the WAL on every commit, which is what makes a 2xx durable.
         let mode: String = conn
@@ -69,10 +74,6 @@ impl SqliteBackend {
         // freed after a disk-full stays free.
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 16777216")
             .map_err(unavailable)?;
-        let found = database_id(&conn)?;
-        if let Some(recorded) = &recorded {
-            sqlite_file::check_id(path, recorded, found.as_deref())?;
-        }
         let mut backend = SqliteBackend {
             conn,
             file,
@@ -279,6 +280,8 @@ impl Checkpointer {
 
 /// See `store::check`.
 pub fn check(path: &Path) -> Result<String, StoreError> {
+    let recorded = sqlite_file::recorded_id(path)?;
+    sqlite_file::check_exists(path, recorded.as_deref())?;
     if !path.exists() {
         let parent = path
             .parent()
@@ -306,6 +309,9 @@ pub fn check(path: &Path) -> Result<String, StoreError> {
     }
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    if let Some(recorded) = &recorded {
+        sqlite_file::check_id(path, recorded, database_id(&conn)?.as_deref())?;
+    }
     let version: Option<i64> = conn
         .query_row(
             "SELECT CAST(value AS INTEGER) FROM codex_meta WHERE key = ?1",
