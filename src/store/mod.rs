@@ -268,16 +268,20 @@ pub fn connect(url: &DatabaseUrl) -> Result<Box<dyn Backend>, StoreError> {
     }
 }
 
-/// The first connection of a service or command: an open backend, or
-/// `None` when the database cannot be reached yet (the writer keeps
-/// trying); an error only for what waiting will not fix.
-pub fn connect_at_start(url: &DatabaseUrl) -> Result<Option<Box<dyn Backend>>, StoreError> {
+/// The first connection of a service or command: an open backend, or why
+/// there is none yet (the writer keeps trying).
+pub type FirstConnection = Result<Box<dyn Backend>, StoreError>;
+
+/// Connects at start-up. A database that cannot be reached yet is not an
+/// error here (Codex starts and connects when it can); one that waiting
+/// will not fix is.
+pub fn connect_at_start(url: &DatabaseUrl) -> Result<FirstConnection, StoreError> {
     match connect(url) {
-        Ok(backend) => Ok(Some(backend)),
+        Ok(backend) => Ok(Ok(backend)),
         Err(error) if error.is_permanent() => Err(error),
         Err(error) => {
             log::error!("{error}; starting anyway, writes are refused until it answers");
-            Ok(None)
+            Ok(Err(error))
         }
     }
 }
@@ -302,13 +306,13 @@ pub struct DbHealth {
 }
 
 impl DbHealth {
-    fn new(connected: bool) -> DbHealth {
+    fn new(first_error: Option<&StoreError>) -> DbHealth {
         DbHealth {
-            unavailable: AtomicBool::new(!connected),
+            unavailable: AtomicBool::new(first_error.is_some()),
             call_started: AtomicU64::new(0),
             epoch: Instant::now(),
             closing: AtomicBool::new(false),
-            last_error: Mutex::new((!connected).then(|| "connecting to the database".to_string())),
+            last_error: Mutex::new(first_error.map(ToString::to_string)),
         }
     }
 

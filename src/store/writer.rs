@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 
-use super::{Backend, Command, DbHealth, JournalEntry, Outcome, StoreClient, WriteItem};
+use super::{
+    Backend, Command, DbHealth, FirstConnection, JournalEntry, Outcome, StoreClient, WriteItem,
+};
 use crate::config::DatabaseUrl;
 use crate::error::StoreError;
 use crate::timestamp;
@@ -41,20 +43,20 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer thread. `backend` is an open connection if the
+/// Starts the writer thread. `first` is an open connection if the
 /// caller has one; without it (the database was down at start-up) the
 /// writer connects, creating or upgrading the schema, as soon as it can.
 /// `url` is used to reconnect whenever the connection is lost.
 pub fn spawn_writer(
-    backend: Option<Box<dyn Backend>>,
+    first: FirstConnection,
     url: DatabaseUrl,
     journal_retention_days: u32,
 ) -> std::io::Result<WriterHandle> {
     let (tx, rx) = bounded(QUEUE_CAPACITY);
-    let health = Arc::new(DbHealth::new(backend.is_some()));
+    let health = Arc::new(DbHealth::new(first.as_ref().err()));
     let writer = Writer {
         rx,
-        backend,
+        backend: first.ok(),
         url,
         health: health.clone(),
         backoff: BACKOFF_MIN,
