@@ -21,7 +21,7 @@ fi
 LOG=$(mktemp /tmp/codex-faults.XXXXXX)
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(date -u +%Y-%m-%dT%H:%MZ)"
 started=$(date +%s)
-if ! cargo test --quiet --test faults -- --nocapture >"$LOG" 2>&1; then
+if ! cargo test --test faults -- --nocapture >"$LOG" 2>&1; then
   grep -v '^\[' "$LOG" | tail -40
   echo "the fault suite failed (full output: $LOG)" >&2
   exit 1
@@ -30,5 +30,5 @@ echo "fault suite: $(( $(date +%s) - started )) s wall time, $(grep -c '^test .*
 echo
 echo "| fault | backend | outage | health said unavailable after | acknowledging again after | answers during the fault | acknowledged | lost |"
 echo "|---|---|---|---|---|---|---|---|"
-grep '^| ' "$LOG" | sort -t'|' -k3,3 -k2,2
+grep -o '| .* | [0-9]* |$' "$LOG" | sort -t'|' -k3,3 -k2,2
 rm -f "$LOG"

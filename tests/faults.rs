@@ -184,8 +184,9 @@ impl HealthWatch {
 /// What a fault came to, for the table and the assertions.
 struct Outcome {
     outage: Duration,
-    /// When health's first answer saying `unavailable` came.
-    noticed: Duration,
+    /// When health's first answer saying `unavailable` came (`None`: it
+    /// said so from the start).
+    noticed: Option<Duration>,
     resumed: Duration,
     codes: BTreeMap<String, usize>,
     acknowledged: Vec<i64>,
@@ -301,7 +302,7 @@ fn through_fault(
     );
     Outcome {
         outage,
-        noticed: notice.at + notice.took - fault,
+        noticed: Some(notice.at + notice.took - fault),
         resumed,
         codes,
         acknowledged: sent
@@ -320,9 +321,12 @@ fn table_row(case: &str, backend: &str, outcome: &Outcome) {
         .map(|(code, n)| format!("{n}x{code}"))
         .collect();
     eprintln!(
-        "| {case} | {backend} | {:.1} s | {:.2} s | {:.2} s | {} | {} | 0 |",
+        "| {case} | {backend} | {:.1} s | {} | {:.2} s | {} | {} | 0 |",
         outcome.outage.as_secs_f64(),
-        outcome.noticed.as_secs_f64(),
+        outcome.noticed.map_or_else(
+            || "at start".to_string(),
+            |d| format!("{:.2} s", d.as_secs_f64())
+        ),
         outcome.resumed.as_secs_f64(),
         codes.join(" "),
         outcome.acknowledged.len(),
@@ -569,7 +573,7 @@ fn postgres_restarted_while_idle() {
         "PostgreSQL",
         &Outcome {
             outage: OUTAGE,
-            noticed,
+            noticed: Some(noticed),
             resumed,
             codes: BTreeMap::new(),
             acknowledged: vec![before, after],
@@ -621,7 +625,7 @@ fn postgres_down_when_serve_starts() {
         "PostgreSQL",
         &Outcome {
             outage: OUTAGE,
-            noticed: Duration::ZERO,
+            noticed: None,
             resumed,
             codes: BTreeMap::from([("503".to_string(), 1)]),
             acknowledged: vec![id],
@@ -647,6 +651,41 @@ fn sync_once_waits_for_a_database_that_comes_back() {
     let (status, out, err) = sync.join().unwrap();
     assert!(status.success(), "{out}\n{err}");
     assert_eq!(pg_stored(&cluster.url()).len(), 5, "{out}");
+}
+
+#[test]
+fn poller_resumes_after_an_outage() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 3, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let polling = format!(
+        "{}[scheduler]\nsync_tickets_enabled = true\nticket_sync_interval = 1s\nticket_sync_interval_with_webhooks = 1s\n",
+        fake.config()
+    );
+    let conf = config(dir.path(), &cluster.url(), &polling);
+    let codex = Codex::start_config(&conf, &[]);
+    let ok_runs = || {
+        let mut client = ::postgres::Client::connect(&cluster.url(), ::postgres::NoTls).unwrap();
+        client
+            .query_one("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert!(wait_until(Duration::from_secs(20), || ok_runs() >= 1));
+    cluster.stop_server_mode("fast");
+    std::thread::sleep(OUTAGE);
+    cluster.start_server();
+    let before = ok_runs();
+    fake.add_tickets(10, 2, 2);
+    assert!(
+        wait_until(Duration::from_secs(15), || ok_runs() > before
+            && pg_stored(&cluster.url()).contains(&11)),
+        "the poller did not sync again after the outage:\n{}",
+        codex.logs()
+    );
 }
 
 // -------------------------------------------------------------------- SQLite
@@ -797,6 +836,7 @@ fn sqlite_file_deleted_under_load_is_refused_then_restored() {
                 .as_str()
                 .is_some_and(|e| e.contains("was deleted"))
     }));
+    let noticed = deleted.elapsed();
     assert!(codex.logs().contains("was deleted while Codex had it open"));
     // Nothing recreated the file behind the operator's back.
     std::thread::sleep(Duration::from_secs(2));
@@ -848,8 +888,8 @@ fn sqlite_file_deleted_under_load_is_refused_then_restored() {
         "file deleted, copied back from /proc",
         "SQLite",
         &Outcome {
-            outage: OUTAGE,
-            noticed: Duration::ZERO,
+            outage: restored - deleted,
+            noticed: Some(noticed),
             resumed: load_resumed(&sent, restored),
             codes,
             acknowledged,
@@ -986,7 +1026,7 @@ fn sqlite_read_only_filesystem_at_start_then_writable() {
         "SQLite",
         &Outcome {
             outage: OUTAGE,
-            noticed: Duration::ZERO,
+            noticed: None,
             resumed,
             codes: BTreeMap::from([("503".to_string(), 1)]),
             acknowledged: vec![before, after],
