@@ -27,13 +27,15 @@ pub enum Error {
     TimedOut(Duration),
     /// An earlier call timed out; the connection is no longer used.
     Broken,
+    /// The runtime that would drive the connection could not be built.
+    Runtime(std::io::Error),
 }
 
 impl Error {
     pub fn as_db(&self) -> Option<&tokio_postgres::Error> {
         match self {
             Error::Db(error) => Some(error),
-            Error::TimedOut(_) | Error::Broken => None,
+            Error::TimedOut(_) | Error::Broken | Error::Runtime(_) => None,
         }
     }
 }
@@ -56,6 +58,7 @@ impl std::fmt::Display for Error {
             Error::Broken => {
                 f.write_str("the connection was dropped after a call that did not finish")
             }
+            Error::Runtime(error) => write!(f, "cannot start the connection's runtime: {error}"),
         }
     }
 }
@@ -100,7 +103,7 @@ impl Client {
             .enable_io()
             .enable_time()
             .build()
-            .map_err(|_| Error::Broken)?;
+            .map_err(Error::Runtime)?;
         let broken = AtomicBool::new(false);
         let (client, connection) = run(&runtime, &broken, connect_limit, config.connect(NoTls))?;
         // The connection task runs whenever a call blocks on the runtime.
@@ -129,10 +132,6 @@ impl Client {
     /// The deadline of each later call.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
-    }
-
-    pub fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed) || self.client.is_closed()
     }
 
     /// A round trip within `limit`.
