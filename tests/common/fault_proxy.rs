@@ -79,10 +79,10 @@ impl Drop for FaultProxy {
     }
 }
 
-/// Closes `stream` with an RST rather than a FIN.
+/// Makes the close of `stream` (when its last handle is dropped) an RST
+/// rather than a FIN.
 fn reset(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
-    let _ = stream.shutdown(Shutdown::Both);
 }
 
 /// Copies `from` to `to`, holding data while the path is black-holed.
@@ -96,6 +96,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8, stop: &AtomicBo
         }
         match mode.load(Ordering::SeqCst) {
             RESET => {
+                // Both directions' threads end within a read timeout,
+                // dropping the last handles: the sockets close with RST.
                 reset(&from);
                 reset(&to);
                 return;
