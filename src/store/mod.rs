@@ -425,6 +425,16 @@ impl StoreClient {
             item: Box::new(item),
             reply,
         })?;
+        self.wait(&answer, timeout)
+    }
+
+    /// Waits for a reply, at most `timeout`, and no longer than the writer
+    /// has been stuck on the database for `STALL_AFTER`.
+    fn wait<T>(
+        &self,
+        answer: &oneshot::Receiver<Result<T, StoreError>>,
+        timeout: Duration,
+    ) -> Result<T, StoreError> {
         let deadline = Instant::now() + timeout;
         loop {
             match answer.recv_timeout(WAIT_SLICE) {
@@ -483,6 +493,26 @@ impl StoreClient {
             })))?;
             answer.recv_timeout(left).map_err(|_| StoreError::Timeout)?
         })
+    }
+
+    /// Runs `job` on the writer thread once, for a caller that must answer
+    /// promptly (health): no retry, and no waiting on a stuck writer.
+    pub fn call_once<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        job: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if let Some(problem) = self.health.problem() {
+            return Err(StoreError::Unavailable(problem));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Job(Box::new(move |backend| {
+            let result = backend.and_then(job);
+            let error = result.as_ref().err().cloned();
+            let _ = reply.send(result);
+            error
+        })))?;
+        self.wait(&answer, timeout)
     }
 
     /// Runs `attempt` (given the time left) until it succeeds, fails for a
