@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use postgres::error::SqlState;
-use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement, Transaction};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 
 use super::migrate::{self, Existing, Family};
+use super::pg_client::{self, Client, Transaction};
 use super::schema::{ColumnDef, Dialect};
 use super::sql::{self, Param};
 use super::{
@@ -35,6 +36,15 @@ pub fn poller_lock(provider: Provider) -> i64 {
 /// transaction, which is simply run again.
 const CONFLICT_ATTEMPTS: usize = 5;
 
+/// Deadlines on the client side, which hold when the server cannot
+/// enforce its own (frozen, or unreachable behind a path that still ACKs):
+/// connecting, one statement or round trip, a liveness check, and a
+/// migration step (an index build on a large table takes a while).
+const CONNECT_LIMIT: Duration = Duration::from_secs(3);
+const CALL_LIMIT: Duration = Duration::from_secs(6);
+const PING_LIMIT: Duration = Duration::from_secs(2);
+const MIGRATE_LIMIT: Duration = Duration::from_secs(60);
+
 pub struct PostgresBackend {
     client: Client,
     statements: Statements,
@@ -57,26 +67,33 @@ struct Statements {
 /// Opens a connection with timeouts that keep a dead server from hanging
 /// the writer.
 pub fn open_client(url: &PostgresUrl) -> Result<Client, StoreError> {
-    let mut config = postgres::Config::from_str(url.expose())
+    let mut config = tokio_postgres::Config::from_str(url.expose())
         .map_err(|e| StoreError::Unavailable(format!("{}: {e}", url.masked())))?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
+    let connect_limit = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(CONNECT_LIMIT);
+    config.connect_timeout(connect_limit);
+    // A dropped path (no ACKs) is noticed by the kernel within seconds.
     config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(30));
-    config.tcp_user_timeout(Duration::from_secs(15));
+    config.keepalives_idle(Duration::from_secs(5));
+    config.keepalives_interval(Duration::from_secs(1));
+    config.keepalives_retries(3);
+    config.tcp_user_timeout(Duration::from_secs(5));
     if config.get_application_name().is_none() {
         config.application_name("codex");
     }
-    let mut client = config.connect(NoTls).map_err(|e| {
+    let client = Client::connect(&config, connect_limit, CALL_LIMIT).map_err(|e| {
         StoreError::Unavailable(format!(
             "cannot connect to {}: {}",
             url.masked(),
             describe(&e)
         ))
     })?;
+    // The server gives up a little before the client does, so a slow
+    // statement normally ends with the server's own error.
     client
-        .batch_execute("SET statement_timeout = '15s'; SET lock_timeout = '10s'")
+        .batch_execute("SET statement_timeout = '5s'; SET lock_timeout = '4s'")
         .map_err(map_error)?;
     Ok(client)
 }
@@ -84,12 +101,16 @@ pub fn open_client(url: &PostgresUrl) -> Result<Client, StoreError> {
 /// See `store::check`: the migration `serve` would run, rolled back.
 pub fn check(url: &PostgresUrl) -> Result<String, StoreError> {
     let mut client = open_client(url)?;
+    client.set_timeout(MIGRATE_LIMIT);
     let (_, changes) = migrate(&mut client, false)?;
     Ok(super::describe_check(url.masked(), &changes))
 }
 
 /// The server's message for a database error, else the driver's.
-fn describe(error: &postgres::Error) -> String {
+fn describe(error: &pg_client::Error) -> String {
+    let Some(error) = error.as_db() else {
+        return error.to_string();
+    };
     match error.as_db_error() {
         Some(db) => db.message().to_string(),
         None => {
@@ -106,8 +127,11 @@ fn describe(error: &postgres::Error) -> String {
 
 /// Lost connections and server-side shutdowns make the database
 /// unavailable; anything else is the statement's own problem.
-fn map_error(error: postgres::Error) -> StoreError {
-    let unavailable = match error.code() {
+fn map_error(error: pg_client::Error) -> StoreError {
+    let Some(db) = error.as_db() else {
+        return StoreError::Unavailable(describe(&error));
+    };
+    let unavailable = match db.code() {
         None => true,
         Some(code) => {
             let code = code.code();
@@ -117,16 +141,16 @@ fn map_error(error: postgres::Error) -> StoreError {
                 || code == "58030"
         }
     };
-    if unavailable || error.is_closed() {
+    if unavailable || db.is_closed() {
         StoreError::Unavailable(describe(&error))
     } else {
         StoreError::Statement(describe(&error))
     }
 }
 
-fn is_conflict(error: &postgres::Error) -> bool {
+fn is_conflict(error: &pg_client::Error) -> bool {
     matches!(
-        error.code(),
+        error.as_db().and_then(tokio_postgres::Error::code),
         Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
     )
 }
@@ -134,14 +158,16 @@ fn is_conflict(error: &postgres::Error) -> bool {
 impl PostgresBackend {
     pub fn connect(url: &PostgresUrl) -> Result<PostgresBackend, StoreError> {
         let mut client = open_client(url)?;
+        client.set_timeout(MIGRATE_LIMIT);
         let (statements, changes) = migrate(&mut client, true)?;
+        client.set_timeout(CALL_LIMIT);
         for change in &changes {
             log::info!("schema: {change}");
         }
         Ok(PostgresBackend { client, statements })
     }
 
-    fn apply_once(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, postgres::Error> {
+    fn apply_once(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, pg_client::Error> {
         let now = timestamp::now();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
         // Round r holds the r-th event of each ticket, so no statement
@@ -186,7 +212,7 @@ impl PostgresBackend {
     fn with_xact_lock<T>(
         &mut self,
         key: i64,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, pg_client::Error>,
     ) -> Result<Option<T>, StoreError> {
         let mut tx = self.client.transaction().map_err(map_error)?;
         let locked: bool = tx
@@ -207,6 +233,11 @@ impl PostgresBackend {
 /// false (`check-config`) everything is rolled back.
 fn migrate(client: &mut Client, commit: bool) -> Result<(Statements, Vec<String>), StoreError> {
     let mut tx = client.transaction().map_err(map_error)?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = '{}s'",
+        MIGRATE_LIMIT.as_secs() - 5
+    ))
+    .map_err(map_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_MIGRATE])
         .map_err(map_error)?;
     // "already exists, skipping" notices would only clutter the log.
@@ -227,7 +258,7 @@ fn migrate(client: &mut Client, commit: bool) -> Result<(Statements, Vec<String>
     Ok((statements, changes))
 }
 
-fn prepare(tx: &mut Transaction<'_>, companies: bool) -> Result<Statements, postgres::Error> {
+fn prepare(tx: &mut Transaction<'_>, companies: bool) -> Result<Statements, pg_client::Error> {
     let key = "WHERE external_id = $1 AND external_source = $2";
     let columns = sql::insert_columns();
     let limits = tx
@@ -408,7 +439,10 @@ impl migrate::Catalog for Catalog<'_, '_> {
                     .tx
                     .batch_execute("RELEASE SAVEPOINT codex_widen")
                     .map_err(map_error)?,
-                Err(error) if error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+                Err(error)
+                    if error.as_db().and_then(tokio_postgres::Error::code)
+                        == Some(&SqlState::FEATURE_NOT_SUPPORTED) =>
+                {
                     self.tx
                         .batch_execute("ROLLBACK TO SAVEPOINT codex_widen")
                         .map_err(map_error)?;
@@ -456,7 +490,7 @@ fn apply_round(
     statements: &Statements,
     events: &[&TicketEvent],
     now: &str,
-) -> Result<Vec<Outcome>, postgres::Error> {
+) -> Result<Vec<Outcome>, pg_client::Error> {
     let results = upsert_round(tx, statements, events, now)?;
     let mut outcomes = Vec::with_capacity(events.len());
     let mut merges = Vec::new();
@@ -523,7 +557,7 @@ fn upsert_round(
     statements: &Statements,
     events: &[&TicketEvent],
     now: &str,
-) -> Result<Vec<Upserted>, postgres::Error> {
+) -> Result<Vec<Upserted>, pg_client::Error> {
     let rows: Vec<Vec<Param<'_>>> = events
         .iter()
         .map(|event| {
@@ -571,7 +605,7 @@ fn upsert_round(
 }
 
 /// Reads `snapshot_columns()` starting at column `at`.
-fn read_snapshot(row: &Row, at: usize) -> Result<Snapshot, postgres::Error> {
+fn read_snapshot(row: &Row, at: usize) -> Result<Snapshot, pg_client::Error> {
     let mut values: [Option<Value>; Field::COUNT] = Default::default();
     for (i, field) in Field::ALL.iter().enumerate() {
         let column = at + 1 + i;
@@ -593,7 +627,7 @@ fn insert_journal(
     statement: &Statement,
     items: &[WriteItem],
     outcomes: &[Outcome],
-) -> Result<(), postgres::Error> {
+) -> Result<(), pg_client::Error> {
     let entries: Vec<_> = items
         .iter()
         .zip(outcomes)
@@ -644,9 +678,7 @@ impl Backend for PostgresBackend {
     }
 
     fn ping(&mut self) -> Result<(), StoreError> {
-        self.client
-            .is_valid(Duration::from_secs(2))
-            .map_err(map_error)
+        self.client.is_valid(PING_LIMIT).map_err(map_error)
     }
 
     fn prune_journal(&mut self, cutoff: &str, limit: i64) -> Result<u64, StoreError> {
