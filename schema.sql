@@ -109,7 +109,8 @@ CREATE TABLE IF NOT EXISTS ticket_details (
 -- by every row (external_source is, and company_account_number is where
 -- there are no companies): PostgreSQL spends ten times longer per update on
 -- an index where one key has a version of every row (measured, BENCHMARKS.md).
--- A query that filters by the first column uses them as before.
+-- A query that filters by the first column uses them as before; the
+-- migration rebuilds the predecessor's single-column ones so.
 CREATE INDEX IF NOT EXISTS idx_ticket_updated ON ticket_details (last_updated_at);
 CREATE INDEX IF NOT EXISTS idx_ticket_responder ON ticket_details (responder_id, external_id);
 CREATE INDEX IF NOT EXISTS idx_ticket_group ON ticket_details (group_id, external_id);

@@ -281,6 +281,16 @@ fn takeover_keeps_inherited_rows_and_the_predecessors_readers_work(backend: Back
         before,
         "migrate changed inherited data"
     );
+    assert!(
+        err.contains("rebuilding index idx_ticket_source with external_id"),
+        "{err}"
+    );
+    let source_index = if db.is_postgres() {
+        db.value("SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_ticket_source'")
+    } else {
+        db.value("SELECT sql FROM sqlite_master WHERE name = 'idx_ticket_source'")
+    };
+    assert!(source_index.unwrap().contains("external_id"));
     // A second run has nothing to do.
     let (ok, _, err) = migrate(&db);
     assert!(ok && !err.contains("schema: "), "{err}");

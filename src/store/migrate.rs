@@ -252,6 +252,12 @@ fn plan(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
         done.push("adding the unique key of ticket_details (external_id, external_source)".into());
     }
     for statement in statements.iter().filter(|s| is_index(s)) {
+        if let Some(name) = single_column_index(catalog, statement)? {
+            catalog.execute(&format!("DROP INDEX {name}"))?;
+            done.push(format!(
+                "rebuilding index {name} with external_id (an index whose one key holds every row slows every write)"
+            ));
+        }
         catalog.execute(statement)?;
     }
 
@@ -335,6 +341,34 @@ pub fn companies_usable(catalog: &mut dyn Catalog) -> Result<bool, StoreError> {
         );
     }
     Ok(usable)
+}
+
+/// The name of the index `statement` creates when the database has an
+/// index of that name on one column only where `schema.sql` adds
+/// `external_id` (the predecessor's `idx_ticket_source` and the like).
+fn single_column_index(
+    catalog: &mut dyn Catalog,
+    statement: &str,
+) -> Result<Option<String>, StoreError> {
+    let Some(rest) = statement.strip_prefix("CREATE INDEX IF NOT EXISTS ") else {
+        return Ok(None);
+    };
+    let name = rest.split_whitespace().next().unwrap_or_default();
+    if !statement.contains(", external_id)") {
+        return Ok(None);
+    }
+    let query = match catalog.dialect() {
+        Dialect::Sqlite => {
+            format!("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = '{name}'")
+        }
+        Dialect::Postgres => format!(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = '{name}'"
+        ),
+    };
+    Ok(catalog
+        .text(&query)?
+        .filter(|definition| !definition.contains("external_id"))
+        .map(|_| name.to_string()))
 }
 
 /// The table a `CREATE TABLE IF NOT EXISTS` statement creates.
