@@ -68,7 +68,7 @@ pub fn run(config: Config, listener: TcpListener) -> Result<Service, StartError>
     .map_err(StartError::Io)?;
     let sync_status = Arc::new(SyncStatus::new(&config));
     let (fatal_tx, fatal) = unbounded();
-    let poller = if config.freshservice_polling() {
+    let poller = if !psa::Provider::polled(&config).is_empty() {
         Some(
             sync::spawn_poller(config.clone(), writer.client.clone(), sync_status.clone())
                 .map_err(StartError::Io)?,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 
 use codex::config::Config;
+use codex::psa::Provider;
 
 /// Codex keeps a local copy of PSA tickets current, from webhooks and polling.
 #[derive(Parser)]
@@ -27,7 +28,7 @@ enum Command {
     GenSecret,
     /// Validate the configuration and print it with secrets masked.
     CheckConfig(ConfigArg),
-    /// Run one complete Freshservice sync in the foreground.
+    /// Run one complete sync of each configured PSA (or one) in the foreground.
     Sync(SyncArgs),
     /// Print the last sync runs, webhook counts and coverage.
     Status(ConfigArg),
@@ -38,6 +39,9 @@ struct SyncArgs {
     /// Run one complete sync (listing, deleted and spam, reconcile) and exit.
     #[arg(long, required = true)]
     once: bool,
+    /// Sync only this provider (freshservice, superops).
+    #[arg(long, value_name = "NAME")]
+    provider: Option<String>,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -57,7 +61,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate(&args),
         Command::GenSecret => gen_secret(),
         Command::CheckConfig(args) => check_config(&args),
-        Command::Sync(args) => sync_once(&args.config),
+        Command::Sync(args) => sync_once(&args),
         Command::Status(args) => status(&args),
     };
     match result {
@@ -146,15 +150,54 @@ fn check_config(args: &ConfigArg) -> Result<(), String> {
             config.freshservice.api_base_url().unwrap_or_default()
         );
     }
+    if config.superops.configured() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut client = codex::psa::superops_api::SuperopsClient::new(&config.superops, stop)
+            .map_err(|e| format!("superops: {e}"))?;
+        client
+            .check_credentials()
+            .map_err(|e| format!("superops: {e}"))?;
+        eprintln!(
+            "superops: credentials accepted by {}",
+            config.superops.api_url
+        );
+    }
     eprintln!("configuration is valid");
     Ok(())
 }
 
-fn sync_once(args: &ConfigArg) -> Result<(), String> {
-    let config = load(args)?;
-    if !config.freshservice_configured() {
-        return Err("no Freshservice account is configured: set [freshservice] domain and api_key (or CODEX_FRESHSERVICE_API_KEY)".to_string());
-    }
+fn sync_once(args: &SyncArgs) -> Result<(), String> {
+    let config = load(&args.config)?;
+    let providers = match args.provider.as_deref() {
+        Some(name) => {
+            let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+            let provider = Provider::from_name(name.trim().to_ascii_lowercase().as_str())
+                .ok_or_else(|| {
+                    format!("unknown provider '{name}'; use one of {}", names.join(", "))
+                })?;
+            if !provider.configured(&config) {
+                return Err(format!(
+                    "no {provider} account is configured: {}",
+                    setup_hint(provider)
+                ));
+            }
+            vec![provider]
+        }
+        None => {
+            let configured: Vec<Provider> = Provider::ALL
+                .into_iter()
+                .filter(|p| p.configured(&config))
+                .collect();
+            if configured.is_empty() {
+                let hints: Vec<String> = Provider::ALL.into_iter().map(setup_hint).collect();
+                return Err(format!(
+                    "no PSA account is configured: {}",
+                    hints.join("; or ")
+                ));
+            }
+            configured
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let on_signal = stop.clone();
     ctrlc::set_handler(move || on_signal.store(true, Ordering::SeqCst))
@@ -166,18 +209,46 @@ fn sync_once(args: &ConfigArg) -> Result<(), String> {
         config.webhooks.journal_retention_days,
     )
     .map_err(|e| format!("cannot start the writer: {e}"))?;
-    let run = codex::sync::run_sync(&config, &writer.client, codex::sync::RunKind::Full, stop);
+    let mut failures = Vec::new();
+    for provider in providers {
+        let run = codex::sync::run_sync(
+            &config,
+            &writer.client,
+            provider,
+            codex::sync::RunKind::Full,
+            stop.clone(),
+        );
+        let record = codex::sync::run_json(&run);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&record).unwrap_or_default()
+        );
+        if run.outcome != "ok" {
+            failures.push(format!(
+                "{provider} sync failed: {}",
+                run.error.unwrap_or_default()
+            ));
+        }
+    }
     writer
         .join()
         .map_err(|_| "the writer panicked".to_string())?;
-    let record = codex::sync::run_json(&run);
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&record).unwrap_or_default()
-    );
-    match run.outcome.as_str() {
-        "ok" => Ok(()),
-        _ => Err(format!("sync failed: {}", run.error.unwrap_or_default())),
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// What to set to configure a provider's account.
+fn setup_hint(provider: Provider) -> String {
+    match provider {
+        Provider::Freshservice => {
+            "set [freshservice] domain and api_key (or CODEX_FRESHSERVICE_API_KEY)".to_string()
+        }
+        Provider::SuperOps => {
+            "set [superops] subdomain and api_token (or CODEX_SUPEROPS_API_TOKEN)".to_string()
+        }
     }
 }
 

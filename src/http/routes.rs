@@ -12,7 +12,7 @@ use super::auth::{self, RateLimiter};
 use super::keep_alive::KeepAlive;
 use super::response::{ApiError, json_response, send};
 use crate::config::Config;
-use crate::psa::{Provider, freshservice, lenient_json, webhook_body};
+use crate::psa::{Provider, lenient_json, webhook_body};
 use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
 use crate::sync::SyncStatus;
 use crate::timestamp;
@@ -378,26 +378,21 @@ fn deliver(
     // Ids a parsed body carries for something other than the ticket (a
     // requester's), which the scan below must not take for the ticket's.
     let mut foreign = Vec::new();
-    let normalized = parsed.and_then(|value| match provider {
-        Provider::Freshservice => {
-            freshservice::normalize_webhook(&value, &state.config.freshservice, &received_at)
-                .map_err(|rejection| {
-                    journal.event = rejection.event.clone();
-                    foreign = webhook_body::foreign_ids(&value);
-                    ApiError::new(400, rejection.message)
-                })
-        }
+    let normalized = parsed.and_then(|value| {
+        provider
+            .normalize_webhook(&value, &state.config, &received_at)
+            .map_err(|rejection| {
+                journal.event = rejection.event.clone();
+                foreign = webhook_body::foreign_ids(&value);
+                ApiError::new(400, rejection.message)
+            })
     });
     let normalized = match normalized {
         Ok(normalized) => normalized,
         Err(mut error) => {
             // A body beyond repair still names its ticket when an id can be
             // found in it, in the journal row and in the answer.
-            if let Some(id) = webhook_body::scan_ticket_id(
-                &journal.body,
-                &state.config.freshservice.webhook_fields,
-                &foreign,
-            ) {
+            if let Some(id) = provider.scan_ticket_id(&journal.body, &state.config, &foreign) {
                 journal.ticket_id = Some(id.to_string());
                 error = error.with("ticket_id", id);
             }

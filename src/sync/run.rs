@@ -15,7 +15,8 @@ use crate::config::Config;
 use crate::error::SyncError;
 use crate::psa::freshservice::{self, Normalized};
 use crate::psa::freshservice_api::FreshserviceClient;
-use crate::psa::{Provider, TicketEvent};
+use crate::psa::superops_api::{SuperopsClient, SuperopsPoll};
+use crate::psa::{PollSource, Provider, TicketEvent};
 use crate::store::{StoreClient, SyncRun, SyncState, WriteItem};
 use crate::timestamp;
 
@@ -64,10 +65,10 @@ impl RunKind {
 pub fn run_sync(
     config: &Config,
     store: &StoreClient,
+    provider: Provider,
     kind: RunKind,
     stop: Arc<AtomicBool>,
 ) -> SyncRun {
-    let provider = Provider::Freshservice;
     let mut run = SyncRun {
         provider: provider.as_str().to_string(),
         kind: kind.as_str().to_string(),
@@ -85,18 +86,46 @@ pub fn run_sync(
             return run;
         }
     }
-    let result = FreshserviceClient::new(&config.freshservice, stop.clone()).and_then(|client| {
-        let mut sync = Sync {
-            config,
-            store,
-            client,
-            run: &mut run,
-            stop,
-        };
-        let result = sync.steps(kind);
-        sync.run.api_calls = sync.client.calls as i64;
-        result
-    });
+    let result = match provider {
+        Provider::Freshservice => FreshserviceClient::new(&config.freshservice, stop.clone())
+            .and_then(|client| {
+                let mut sync = Sync {
+                    config,
+                    store,
+                    client,
+                    run: &mut run,
+                    stop,
+                };
+                let result = sync.steps(kind);
+                sync.run.api_calls = sync.client.calls as i64;
+                result
+            }),
+        Provider::SuperOps => {
+            SuperopsClient::new(&config.superops, stop.clone()).and_then(|client| {
+                let mut source = SuperopsPoll {
+                    client,
+                    config: &config.superops,
+                };
+                let settings = PollSettings {
+                    initial_sync_days: config.superops.initial_sync_days,
+                    reconcile_max_tickets: config.superops.reconcile_max_tickets,
+                    done_statuses: config.superops.done_statuses.clone(),
+                };
+                let result = poll_steps(
+                    config,
+                    store,
+                    provider,
+                    &settings,
+                    &mut source,
+                    &mut run,
+                    kind,
+                    &stop,
+                );
+                run.api_calls = source.calls() as i64;
+                result
+            })
+        }
+    };
     run.finished_at = Some(timestamp::now());
     match result {
         Ok(()) => run.outcome = "ok".to_string(),
@@ -250,36 +279,7 @@ impl Sync<'_> {
         rule: &MissedRule,
         cursor: Option<&mut Option<String>>,
     ) -> Result<(), SyncError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let newest = events.iter().filter_map(|e| e.updated_at.clone()).max();
-        let items: Vec<WriteItem> = events
-            .iter()
-            .map(|event| WriteItem {
-                event: Some(event.clone()),
-                journal: None,
-            })
-            .collect();
-        let outcomes = self.store.write_many(items, STORE_WAIT)?;
-        for (event, outcome) in events.iter().zip(&outcomes) {
-            self.run.tickets_seen += 1;
-            if outcome.is_change() {
-                self.run.tickets_changed += 1;
-            }
-            if rule.counts && outcome.is_new_version() {
-                self.run.missed_by_webhooks += 1;
-                if !self.run.missed_ticket_ids.contains(&event.ticket_id) {
-                    self.run.missed_ticket_ids.push(event.ticket_id);
-                }
-            }
-        }
-        if let Some(cursor) = cursor {
-            if newest.as_ref() > cursor.as_ref() {
-                *cursor = newest;
-            }
-        }
-        Ok(())
+        apply_events(self.store, self.run, events, rule, cursor)
     }
 
     /// Looks up, one by one (at most `reconcile_max_tickets`), the tickets
@@ -403,6 +403,137 @@ impl Sync<'_> {
         }
         Ok(Some(remote))
     }
+}
+
+/// Writes events through the writer, counts what they changed in `run`,
+/// and moves `cursor` (the run's, saved only when it completes) to the
+/// newest version seen.
+fn apply_events(
+    store: &StoreClient,
+    run: &mut SyncRun,
+    events: Vec<TicketEvent>,
+    rule: &MissedRule,
+    cursor: Option<&mut Option<String>>,
+) -> Result<(), SyncError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let newest = events.iter().filter_map(|e| e.updated_at.clone()).max();
+    let items: Vec<WriteItem> = events
+        .iter()
+        .map(|event| WriteItem {
+            event: Some(event.clone()),
+            journal: None,
+        })
+        .collect();
+    let outcomes = store.write_many(items, STORE_WAIT)?;
+    for (event, outcome) in events.iter().zip(&outcomes) {
+        run.tickets_seen += 1;
+        if outcome.is_change() {
+            run.tickets_changed += 1;
+        }
+        if rule.counts && outcome.is_new_version() {
+            run.missed_by_webhooks += 1;
+            if !run.missed_ticket_ids.contains(&event.ticket_id) {
+                run.missed_ticket_ids.push(event.ticket_id);
+            }
+        }
+    }
+    if let Some(cursor) = cursor {
+        if newest.as_ref() > cursor.as_ref() {
+            *cursor = newest;
+        }
+    }
+    Ok(())
+}
+
+/// A provider's polling settings, as a generic run needs them.
+struct PollSettings {
+    initial_sync_days: u32,
+    reconcile_max_tickets: u32,
+    done_statuses: Vec<String>,
+}
+
+/// A run against any `PollSource`: the changes since the cursor (minus
+/// the overlap); in a full run, a lookup of each locally active ticket the
+/// listing did not return, deleted only on the API's word that it does
+/// not exist. The cursor moves only when every step succeeded.
+#[allow(clippy::too_many_arguments)]
+fn poll_steps(
+    config: &Config,
+    store: &StoreClient,
+    provider: Provider,
+    settings: &PollSettings,
+    source: &mut dyn PollSource,
+    run: &mut SyncRun,
+    kind: RunKind,
+    stop: &AtomicBool,
+) -> Result<(), SyncError> {
+    let check_stop = || {
+        if stop.load(Ordering::SeqCst) {
+            Err(SyncError::Interrupted)
+        } else {
+            Ok(())
+        }
+    };
+    let state = store.call(STORE_WAIT, move |b| b.sync_state(provider))?;
+    let rule = MissedRule {
+        counts: config.webhooks.enabled && state.cursor.is_some(),
+    };
+    let since = match state.cursor.as_deref().map(timestamp::parse) {
+        Some(Ok(cursor)) => cursor.checked_sub(OVERLAP).unwrap_or(cursor),
+        _ => Timestamp::now()
+            .checked_sub(SignedDuration::from_hours(
+                24 * i64::from(settings.initial_sync_days),
+            ))
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    };
+    let since = timestamp::format(since);
+    let mut cursor = state.cursor.clone();
+    let mut listed = HashSet::new();
+    source.changes(&since, &mut |events| {
+        check_stop()?;
+        listed.extend(events.iter().map(|e| e.ticket_id));
+        apply_events(store, run, events, &rule, Some(&mut cursor))
+    })?;
+
+    let mut new_state = SyncState {
+        cursor,
+        last_reconcile_at: state.last_reconcile_at.clone(),
+    };
+    if kind == RunKind::Initial {
+        new_state.last_reconcile_at = Some(timestamp::now());
+    } else if kind == RunKind::Full && settings.reconcile_max_tickets > 0 {
+        let done = settings.done_statuses.clone();
+        let local = store.call(STORE_WAIT, move |b| {
+            b.active_tickets(provider, &done, 1_000_000)
+        })?;
+        let candidates: Vec<i64> = local
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !listed.contains(id))
+            .collect();
+        if candidates.len() > settings.reconcile_max_tickets as usize {
+            log::warn!(
+                "reconcile: {provider}: {} locally active tickets to look up; checking {} this run (reconcile_max_tickets)",
+                candidates.len(),
+                settings.reconcile_max_tickets
+            );
+        }
+        for id in candidates
+            .into_iter()
+            .take(settings.reconcile_max_tickets as usize)
+        {
+            check_stop()?;
+            if let Some(event) = source.lookup(id)? {
+                apply_events(store, run, vec![event], &rule, None)?;
+            }
+        }
+        new_state.last_reconcile_at = Some(timestamp::now());
+    }
+    // The run is complete: only now does the cursor move.
+    store.call(STORE_WAIT, move |b| b.save_sync_state(provider, &new_state))?;
+    Ok(())
 }
 
 /// `(status:2 OR status:3 …)` queries, each within Freshservice's limit.
