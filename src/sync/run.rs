@@ -455,9 +455,11 @@ struct PollSettings {
 }
 
 /// A run against any `PollSource`: the changes since the cursor (minus
-/// the overlap); in a full run, a lookup of each locally active ticket the
-/// listing did not return, deleted only on the API's word that it does
-/// not exist. The cursor moves only when every step succeeded.
+/// the overlap). A full run (unless `reconcile_max_tickets` is 0) lists
+/// every ticket instead, then looks up each locally active ticket that
+/// complete listing did not return, and marks it deleted only on the API's
+/// word that it does not exist. The cursor moves only when every step
+/// succeeded.
 #[allow(clippy::too_many_arguments)]
 fn poll_steps(
     config: &Config,
@@ -490,8 +492,11 @@ fn poll_steps(
     };
     let since = timestamp::format(since);
     let mut cursor = state.cursor.clone();
+    let reconcile = kind == RunKind::Full && settings.reconcile_max_tickets > 0;
+    // Every timestamp sorts after the empty string: the whole listing.
+    let list_since = if reconcile { "" } else { since.as_str() };
     let mut listed = HashSet::new();
-    source.changes(&since, &mut |events| {
+    source.changes(list_since, &mut |events| {
         check_stop()?;
         listed.extend(events.iter().map(|e| e.ticket_id));
         apply_events(store, run, events, &rule, Some(&mut cursor))
@@ -503,7 +508,7 @@ fn poll_steps(
     };
     if kind == RunKind::Initial {
         new_state.last_reconcile_at = Some(timestamp::now());
-    } else if kind == RunKind::Full && settings.reconcile_max_tickets > 0 {
+    } else if reconcile {
         let done = settings.done_statuses.clone();
         let local = store.call(STORE_WAIT, move |b| {
             b.active_tickets(provider, &done, 1_000_000)
