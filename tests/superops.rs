@@ -512,7 +512,7 @@ fn both_providers_poll_into_one_database(backend: Backend) {
     let (status, out, err) = run_codex(&["status", "--config", conf.to_str().unwrap()], &[]);
     assert!(status.success(), "{err}");
     assert!(
-        out.contains("\nsuperops:\n") && out.contains("\nfreshservice:\n"),
+        out.contains("\nsuperops, last 24 h:\n") && out.contains("\nfreshservice, last 24 h:\n"),
         "{out}"
     );
     assert!(

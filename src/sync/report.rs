@@ -30,7 +30,7 @@ pub fn status_report(config: &Config) -> Result<String, StoreError> {
         let state = backend.sync_state(provider)?;
         let _ = writeln!(
             out,
-            "\n{provider}:\n  polling: {}",
+            "\n{provider}, last 24 h:\n  polling: {}",
             if provider.polling(config) {
                 format!(
                     "every {} (every {} while webhooks deliver)",
@@ -45,7 +45,7 @@ pub fn status_report(config: &Config) -> Result<String, StoreError> {
         );
         let _ = writeln!(
             out,
-            "  webhook deliveries (last 24 h): {} received, {} stored a change, {} rejected; last at {}",
+            "  webhook deliveries: {} received, {} stored a change, {} rejected; last at {}",
             counts.received,
             counts.applied,
             counts.rejected,
@@ -54,7 +54,7 @@ pub fn status_report(config: &Config) -> Result<String, StoreError> {
         let total = counts.applied + missed;
         let _ = writeln!(
             out,
-            "  webhook coverage (last 24 h): {} ({} changes by webhook, {} found first by polling)",
+            "  webhook coverage: {} ({} changes by webhook, {} found first by polling)",
             if total > 0 {
                 format!("{:.1}%", counts.applied as f64 * 100.0 / total as f64)
             } else {
