@@ -1253,6 +1253,52 @@ mod tests {
     }
 
     #[test]
+    fn superops_section() {
+        let defaults = Config::default().superops;
+        assert_eq!(defaults.api_url, "https://api.superops.ai/msp");
+        assert_eq!(defaults.max_requests_per_minute, 400);
+        assert!(!defaults.configured());
+        assert_eq!(
+            defaults.statuses.get("WAITING ON  customer"),
+            Some("waiting_customer")
+        );
+        let env = |name: &str| (name == ENV_SUPEROPS_API_TOKEN).then(|| "tok-from-env".to_string());
+        let loaded = Config::from_ini(
+            "[superops]\nsubdomain = acme\napi_url = https://euapi.superops.ai/msp/\ntimezone = Europe/Berlin\n\
+             [superops.statuses]\nAwaiting Parts = awaiting_parts\nOpen = new\n",
+            None,
+            &env,
+        )
+        .unwrap();
+        let so = &loaded.config.superops;
+        assert!(so.configured());
+        assert_eq!(so.api_token.as_ref().unwrap().expose(), "tok-from-env");
+        assert_eq!(so.api_url, "https://euapi.superops.ai/msp");
+        assert_eq!(so.statuses.get("awaiting parts"), Some("awaiting_parts"));
+        assert_eq!(so.statuses.get("Open"), Some("new"));
+        assert_eq!(so.statuses.get("Closed"), Some("closed"));
+        let rendered = loaded.config.render_masked();
+        assert!(
+            !rendered.contains("tok-from-env")
+                && !format!("{:?}", loaded.config).contains("tok-from-env")
+        );
+        assert!(
+            rendered.contains("awaiting parts = awaiting_parts"),
+            "{rendered}"
+        );
+        let error = load("[superops]\nsubdomain = acme\nmax_requests_per_minute = 900\n[superops.priorities]\nP1 = Top Priority\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("api_token is not"), "{error}");
+        assert!(
+            error.contains("[superops] max_requests_per_minute"),
+            "{error}"
+        );
+        assert!(error.contains("[superops.priorities] p1"), "{error}");
+    }
+
+    #[test]
     fn networks() {
         let nets = parse_networks("10.0.0.1, 192.168.1.7/24, 2001:db8::/32").unwrap();
         assert_eq!(nets[0].to_string(), "10.0.0.1/32");
