@@ -182,7 +182,10 @@ fn health_reports_configuration_but_no_secret(backend: Backend) {
     assert_eq!(body["secret_configured"], true);
     assert_eq!(body["ip_allowlist_enabled"], true);
     assert_eq!(body["database"], "ok");
-    assert_eq!(body["supported_providers"], json!(["freshservice"]));
+    assert_eq!(
+        body["supported_providers"],
+        json!(["freshservice", "superops"])
+    );
     assert_eq!(
         body["endpoints"]["freshservice"],
         "/webhooks/freshservice/ticket"
@@ -588,14 +591,14 @@ fn bad_requests_get_actionable_errors_and_are_journaled(backend: Backend) {
 
     let unknown = codex.request(
         "POST",
-        "/webhooks/superops/ticket",
+        "/webhooks/autotask/ticket",
         &[auth, json_type],
         b"{}",
     );
     assert_eq!(unknown.status, 404);
     assert_eq!(
         unknown.json()["supported_providers"],
-        json!(["freshservice"])
+        json!(["freshservice", "superops"])
     );
     let nowhere = codex.get("/nowhere");
     assert_eq!(nowhere.status, 404);
