@@ -12,7 +12,7 @@ use super::auth::{self, RateLimiter};
 use super::keep_alive::KeepAlive;
 use super::response::{ApiError, json_response, send};
 use crate::config::Config;
-use crate::psa::{Provider, lenient_json, webhook_body};
+use crate::psa::{Field, Provider, TicketEvent, Value as PsaValue, lenient_json, webhook_body};
 use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
 use crate::sync::SyncStatus;
 use crate::timestamp;
@@ -182,7 +182,10 @@ fn endpoints(base_path: &str) -> Value {
 
 fn health(state: &AppState) -> Value {
     let config = &state.config;
-    let database = state.store.health().is_available();
+    // Published by the writer, never asked of it: a writer stuck on a
+    // frozen database cannot delay this answer.
+    let problem = state.store.health().problem();
+    let database = problem.is_none();
     let mut body = json!({
         "status": if database { "ok" } else { "degraded" },
         "webhooks_enabled": config.webhooks.enabled,
@@ -194,6 +197,9 @@ fn health(state: &AppState) -> Value {
         "timestamp": timestamp::now(),
     });
     if let Some(map) = body.as_object_mut() {
+        if let Some(problem) = problem {
+            map.insert("database_error".into(), problem.into());
+        }
         map.extend(state.sync.health_fields(&state.store));
     }
     body
@@ -387,6 +393,24 @@ fn deliver(
                 ApiError::new(400, rejection.message)
             })
     });
+    // U+0000 (a JSON `\u0000`) cannot be stored in a PostgreSQL text
+    // column; it is refused on every backend alike, and the delivery kept.
+    let normalized = normalized.and_then(|normalized| match nul_field(&normalized.event) {
+        None => Ok(normalized),
+        Some(field) => {
+            let event = &normalized.event;
+            journal.event = Some(event.kind.as_str().to_string());
+            journal.ticket_id = Some(event.ticket_id.to_string());
+            Err(ApiError::new(
+                400,
+                format!(
+                    "{field} contains a NUL character (\\u0000), which cannot be stored in a ticket"
+                ),
+            )
+            .with("ticket_id", event.ticket_id)
+            .with("field", field))
+        }
+    });
     let normalized = match normalized {
         Ok(normalized) => normalized,
         Err(mut error) => {
@@ -467,6 +491,21 @@ fn deliver(
         body,
         event: event_name,
     })
+}
+
+/// The first text value of `event` holding U+0000, by its field name.
+fn nul_field(event: &TicketEvent) -> Option<&'static str> {
+    let has_nul = |text: &Option<String>| text.as_deref().is_some_and(|t| t.contains('\0'));
+    if has_nul(&event.updated_at) {
+        return Some("updated_at");
+    }
+    if has_nul(&event.closed_at) {
+        return Some("closed_at");
+    }
+    Field::ALL.into_iter().find(|field| {
+        matches!(event.get(*field), Some(Some(PsaValue::Text(text))) if text.contains('\0'))
+    })
+    .map(Field::column)
 }
 
 /// The largest declared body tiny_http may be left to drain. Its drain

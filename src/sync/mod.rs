@@ -34,8 +34,10 @@ pub(crate) const STORE_WAIT: Duration = Duration::from_secs(60);
 /// (by a health answer or the poller's schedule check), so that a flood of
 /// unauthenticated health checks costs the writer one query a second.
 const COVERAGE_CACHE: Duration = Duration::from_secs(1);
-/// How long a health answer waits for the coverage query.
-const COVERAGE_WAIT: Duration = Duration::from_secs(2);
+/// How long a health answer waits for the coverage query: health answers
+/// within a second even while the writer is busy, and without coverage
+/// when it cannot get it in time.
+const COVERAGE_WAIT: Duration = Duration::from_millis(300);
 
 /// What `/webhooks/health` reports about polling: one entry per provider.
 pub struct SyncStatus {
@@ -108,8 +110,9 @@ impl SyncStatus {
             .find(|p| p.configured)
             .unwrap_or(&self.providers[0])
             .provider;
+        let mut ask = true;
         for status in &self.providers {
-            let mut fields = status.health_fields(store);
+            let mut fields = status.health_fields(store, &mut ask);
             if status.provider == main {
                 map.extend(fields.clone());
             }
@@ -149,18 +152,21 @@ impl ProviderStatus {
     /// `sync_runs` hold, whoever wrote them (this instance's poller, another
     /// instance's, `codex sync --once`). Read at most once a second;
     /// `None` while the database cannot answer.
-    fn coverage(&self, store: &StoreClient) -> Option<(Coverage, Option<SyncRun>)> {
+    /// `ask` is cleared when the database did not answer in time, so that
+    /// one health answer waits for it at most once, whatever the number of
+    /// providers.
+    fn coverage(&self, store: &StoreClient, ask: &mut bool) -> Option<(Coverage, Option<SyncRun>)> {
         let cached = self.from_db.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, coverage, run)) = cached.as_ref() {
             if at.elapsed() < COVERAGE_CACHE {
                 return Some((coverage.clone(), run.clone()));
             }
         }
-        if !store.health().is_available() {
+        if !*ask || !store.health().is_available() {
             return None;
         }
         let provider = self.provider;
-        let read = store.call(COVERAGE_WAIT, move |backend| {
+        let read = store.call_once(COVERAGE_WAIT, move |backend| {
             read_coverage(backend, provider)
         });
         match read {
@@ -171,6 +177,7 @@ impl ProviderStatus {
             }
             Err(error) => {
                 log::debug!("health: cannot read webhook coverage: {error}");
+                *ask = false;
                 None
             }
         }
@@ -181,8 +188,8 @@ impl ProviderStatus {
     }
 
     /// This provider's polling, last run and coverage.
-    fn health_fields(&self, store: &StoreClient) -> Map<String, Value> {
-        let from_db = self.coverage(store);
+    fn health_fields(&self, store: &StoreClient, ask: &mut bool) -> Map<String, Value> {
+        let from_db = self.coverage(store, ask);
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut map = Map::new();
         // The newest run: this instance's own, else whatever the database

@@ -6,6 +6,7 @@
 
 pub mod fake_freshservice;
 pub mod fake_superops;
+pub mod fault_proxy;
 pub mod pg_cluster;
 
 use std::collections::HashMap;
