@@ -103,6 +103,18 @@ pub trait PollSource {
         page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), crate::error::SyncError>,
     ) -> Result<(), crate::error::SyncError>;
 
+    /// Lists the tickets deleted (or marked spam) at or after `since`,
+    /// where the API can list them, as delete events handed to `page`.
+    /// APIs that cannot (SuperOps) leave deletions to `lookup`.
+    fn deletions(
+        &mut self,
+        since: &str,
+        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), crate::error::SyncError>,
+    ) -> Result<(), crate::error::SyncError> {
+        let _ = (since, page);
+        Ok(())
+    }
+
     /// Looks one ticket up: its current state, or a delete event when the
     /// API says it does not exist. `None` when its answer cannot be read.
     fn lookup(&mut self, ticket_id: i64) -> Result<Option<TicketEvent>, crate::error::SyncError>;
