@@ -4,13 +4,17 @@ use std::io::Error as IoError;
 use std::io::Result as IoResult;
 use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::common::{HTTPVersion, Method};
+use crate::connection::Connection;
+use crate::util::refined_tcp_stream::Deadline;
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
-use crate::Request;
+use crate::{Header, Limits, Request, Response, StatusCode};
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -34,26 +38,51 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // codex patch 4, 5, 9: the bounds, the socket and its read deadline.
+    limits: Limits,
+    socket: Arc<Connection>,
+    deadline: Deadline,
 }
 
-/// Error that can happen when reading a request.
+/// Why no request could be read.
 #[derive(Debug)]
 enum ReadError {
-    WrongRequestLine,
-    WrongHeader(HTTPVersion),
-    /// the client sent an unrecognized `Expect` header
-    ExpectationFailed(HTTPVersion),
-    ReadIoError(IoError),
+    // codex patch 5, 6: answered with this status, then the connection closes.
+    Refused(u16, &'static str),
+    // codex patch 4: the connection closes without an answer (the client
+    // went away, or kept an idle connection past the idle timeout).
+    Closed,
 }
 
+impl ReadError {
+    // codex patch 4, 5, 7: what a failed read of the request means.
+    fn from_io(error: IoError, started: bool) -> ReadError {
+        match error.kind() {
+            ErrorKind::TimedOut if started => {
+                ReadError::Refused(408, "the request did not arrive in time")
+            }
+            ErrorKind::InvalidData => ReadError::Refused(400, "the request is malformed"),
+            _ => ReadError::Closed,
+        }
+    }
+}
+
+// codex patch 5: the longest request line or header line.
+const MAX_LINE: usize = 8 * 1024;
+// codex patch 5: the most header fields in one request.
+const MAX_HEADERS: usize = 100;
+
 impl ClientConnection {
-    /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
-    pub fn new(
-        write_socket: RefinedTcpStream,
-        mut read_socket: RefinedTcpStream,
-    ) -> ClientConnection {
+    /// Creates a new `ClientConnection` that takes ownership of the socket
+    /// (codex patch 2, 4: one shared socket, with the write timeout set).
+    pub(crate) fn new(socket: Connection, limits: &Limits) -> ClientConnection {
+        let (mut read_socket, write_socket) = RefinedTcpStream::new(socket);
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        let deadline = read_socket.deadline();
+        let socket = read_socket.socket();
+        socket.set_write_timeout(Some(limits.write_timeout)).ok();
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -65,76 +94,103 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            limits: limits.clone(),
+            socket,
+            deadline,
         }
     }
 
-    /// true if the connection is HTTPS
-    pub fn secure(&self) -> bool {
-        self.secure
+    fn read_byte(&mut self) -> IoResult<u8> {
+        let mut byte = [0u8];
+        loop {
+            match self.next_header_source.read(&mut byte) {
+                Ok(0) => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Ok(_) => return Ok(byte[0]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
-    /// Reads the next line from self.next_header_source.
-    ///
-    /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
-        let mut buf = Vec::new();
-        let mut prev_byte_was_cr = false;
-
+    // codex patch 5: reads a line terminated by CRLF, of at most `MAX_LINE`
+    // bytes and `budget` bytes (what is left of `max_head_bytes`). Upstream
+    // had no limit on a line or on the number of headers, and closed the
+    // connection without an answer on a non-ASCII byte. A bare LF is refused
+    // (RFC 9112 allows accepting it, but a proxy in front may not split lines
+    // the same way).
+    fn read_next_line(
+        &mut self,
+        mut buf: Vec<u8>,
+        budget: &mut usize,
+    ) -> Result<AsciiString, ReadError> {
         loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
-            };
-
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+            let byte = self.read_byte().map_err(|e| ReadError::from_io(e, true))?;
+            match byte {
+                b'\r' => {
+                    let next = self.read_byte().map_err(|e| ReadError::from_io(e, true))?;
+                    if next != b'\n' {
+                        return Err(ReadError::Refused(
+                            400,
+                            "a line of the request head has a CR without LF",
+                        ));
+                    }
+                    return AsciiString::from_ascii(buf)
+                        .map_err(|_| ReadError::Refused(400, "the request head is not ASCII"));
+                }
+                b'\n' => {
+                    return Err(ReadError::Refused(
+                        400,
+                        "a line of the request head ends in LF without CR",
+                    ));
+                }
+                _ => {}
             }
-
-            prev_byte_was_cr = byte == b'\r';
-
+            if *budget == 0 {
+                return Err(ReadError::Refused(431, "the request head is too large"));
+            }
+            if buf.len() >= MAX_LINE {
+                return Err(ReadError::Refused(
+                    431,
+                    "a line of the request head is too long",
+                ));
+            }
+            *budget -= 1;
             buf.push(byte);
         }
     }
 
-    /// Reads a request from the stream.
-    /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
-        let (method, path, version, headers) = {
-            // reading the request line
-            let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+        // codex patch 4: an idle connection waits `idle_timeout` for the first
+        // byte of a request (and is closed quietly after it); the whole head
+        // must then arrive within `header_timeout`, and the body within
+        // `body_timeout`. Upstream had no deadline of its own.
+        self.deadline.set(Some(self.limits.idle_timeout));
+        let first = self.read_byte().map_err(|e| ReadError::from_io(e, false))?;
+        self.deadline.set(Some(self.limits.header_timeout));
+        let mut budget = self.limits.max_head_bytes;
 
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
-            };
+        // reading the request line
+        let line = self.read_next_line(vec![first], &mut budget)?;
+        let (method, path, version) = parse_request_line(line.as_str())?;
 
-            // getting all headers
-            let headers = {
-                let mut headers = Vec::new();
-                loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                    if line.is_empty() {
-                        break;
-                    };
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
-                        Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
-                    });
-                }
-
-                headers
-            };
-
-            (method, path, version, headers)
-        };
+        // getting all headers
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_next_line(Vec::new(), &mut budget)?;
+            if line.is_empty() {
+                break;
+            }
+            if headers.len() == MAX_HEADERS {
+                return Err(ReadError::Refused(
+                    431,
+                    "the request has too many header fields",
+                ));
+            }
+            headers.push(match FromStr::from_str(line.as_str().trim()) {
+                Ok(h) => h,
+                _ => return Err(ReadError::Refused(400, "a header field is malformed")),
+            });
+        }
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -144,153 +200,169 @@ impl ClientConnection {
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
+        self.deadline.set(Some(self.limits.body_timeout));
         let request = crate::request::new_request(
             self.secure,
             method,
             path,
-            version.clone(),
+            version,
             headers,
             *self.remote_addr.as_ref().unwrap(),
             data_source,
             writer,
-        )
-        .map_err(|e| {
-            use crate::request;
+            self.limits.max_body_bytes,
+        );
+        self.deadline.set(None);
+        request.map_err(|e| {
+            use crate::request::RequestCreationError;
             match e {
-                request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
-                request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
+                RequestCreationError::CreationIoError(e) => ReadError::from_io(e, true),
+                RequestCreationError::ExpectationFailed => {
+                    ReadError::Refused(417, "only Expect: 100-continue is supported")
+                }
+                RequestCreationError::Malformed(status, message) => {
+                    ReadError::Refused(status, message)
                 }
             }
-        })?;
+        })
+    }
 
-        // return the request
-        Ok(request)
+    // codex patch 5, 6: answers a request that cannot be served with
+    // `status` and a plain-text reason, and closes the connection.
+    fn refuse(&mut self, status: u16, message: &str) {
+        let writer = self.sink.next().unwrap();
+        let response = Response::from_string(message.to_owned())
+            .with_status_code(StatusCode(status))
+            .with_header(Header {
+                field: "Connection".parse().expect("a valid field name"),
+                value: AsciiString::from_ascii("close").expect("ASCII"),
+            });
+        response
+            .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+            .ok();
+    }
+
+    // codex patch 3, 4: closes the connection once its last answer is out:
+    // the write side first, then what the client still sends is read and
+    // discarded for a moment (a bounded amount, within a second), so that
+    // closing with unread input does not reset the connection and destroy
+    // the answer before the client has read it.
+    pub(crate) fn close(self) {
+        let ClientConnection {
+            source,
+            sink,
+            next_header_source,
+            socket,
+            deadline,
+            ..
+        } = self;
+        drop(sink);
+        socket.shutdown(Shutdown::Write).ok();
+        deadline.set(Some(Duration::from_secs(1)));
+        let mut reader = next_header_source;
+        let mut buf = [0u8; 4096];
+        let mut left: usize = 256 * 1024;
+        while left > 0 {
+            match reader.read(&mut buf) {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+        drop(reader);
+        drop(source);
     }
 }
 
 impl Iterator for ClientConnection {
     type Item = Request;
-
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
-
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
             return None;
         }
 
-        loop {
-            let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
-                }
-
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
-                }
-
-                Err(ReadError::ReadIoError(_)) => return None,
-
-                Ok(rq) => rq,
-            };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
+        let rq = match self.read() {
+            Ok(rq) => rq,
+            Err(ReadError::Refused(status, message)) => {
+                self.refuse(status, message);
+                self.no_more_requests = true;
+                return None;
             }
+            Err(ReadError::Closed) => {
+                self.no_more_requests = true;
+                return None;
+            }
+        };
 
-            // updating the status of the connection
-            let connection_header = rq
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Connection"))
-                .map(|h| h.value.as_str());
+        // updating the status of the connection
+        let connection_header = rq
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Connection"))
+            .map(|h| h.value.as_str());
 
-            let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
+        let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
 
-            match lowercase {
-                Some(ref val) if val.contains("close") => self.no_more_requests = true,
-                Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val)
-                    if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-                {
-                    self.no_more_requests = true
-                }
-                None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
-                _ => (),
-            };
+        match lowercase {
+            Some(ref val) if val.contains("close") => self.no_more_requests = true,
+            Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
+            Some(ref val)
+                if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
+            {
+                self.no_more_requests = true
+            }
+            None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
+            _ => (),
+        };
 
-            // returning the request
-            return Some(rq);
-        }
+        // returning the request
+        Some(rq)
     }
 }
 
-/// Parses a "HTTP/1.1" string.
+// codex patch 5: any `HTTP/<digit>.<digit>` is a version; one this server
+// does not speak (HTTP/2.0, the HTTP/2 connection preface, HTTP/0.9,
+// HTTP/3.0) is answered 505 at once and the connection closed. Upstream
+// answered 505 after taking a writer for the request it then dropped, and
+// the two waited on each other for ever (a thread and the socket leaked per
+// request).
 fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
-    let (major, minor) = match version {
-        "HTTP/0.9" => (0, 9),
-        "HTTP/1.0" => (1, 0),
-        "HTTP/1.1" => (1, 1),
-        "HTTP/2.0" => (2, 0),
-        "HTTP/3.0" => (3, 0),
-        _ => return Err(ReadError::WrongRequestLine),
+    let bytes = version.as_bytes();
+    let (major, minor) = match bytes {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            (major - b'0', minor - b'0')
+        }
+        _ => return Err(ReadError::Refused(400, "the request line is malformed")),
     };
-
-    Ok(HTTPVersion(major, minor))
+    match (major, minor) {
+        (1, 0) | (1, 1) => Ok(HTTPVersion(major, minor)),
+        _ => Err(ReadError::Refused(
+            505,
+            "this server only supports HTTP versions 1.0 and 1.1",
+        )),
+    }
 }
 
-/// Parses the request line of the request.
-/// eg. GET / HTTP/1.1
 fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
+    // codex patch 5: exactly three parts separated by single spaces.
     let mut parts = line.split(' ');
-
-    let method = parts.next().and_then(|w| w.parse().ok());
-    let path = parts.next().map(ToOwned::to_owned);
-    let version = parts.next().and_then(|w| parse_http_version(w).ok());
-
-    method
-        .and_then(|method| Some((method, path?, version?)))
-        .ok_or(ReadError::WrongRequestLine)
+    let (Some(method), Some(path), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ReadError::Refused(400, "the request line is malformed"));
+    };
+    let version = parse_http_version(version)?;
+    let method = method
+        .parse()
+        .ok()
+        .filter(|_| !method.is_empty() && !path.is_empty())
+        .ok_or(ReadError::Refused(400, "the request line is malformed"))?;
+    Ok((method, path.to_owned(), version))
 }
 
 #[cfg(test)]

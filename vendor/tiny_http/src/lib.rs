@@ -90,24 +90,29 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
-
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
+// Upstream's style, kept as vendored: these lints fire on code Codex did not
+// write. Codex's patches (marked `codex patch N`) are clean of them.
+#![allow(
+    clippy::all,
+    elided_lifetimes_in_paths,
+    mismatched_lifetime_syntaxes,
+    unexpected_cfgs
+)]
 
 use std::error::Error;
 use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use client::ClientConnection;
 use connection::Connection;
+use std::io::{Read, Write};
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
@@ -121,7 +126,6 @@ mod common;
 mod connection;
 mod request;
 mod response;
-mod ssl;
 mod test;
 mod util;
 
@@ -140,6 +144,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // codex patch 3: connections open now
+    open: Arc<AtomicUsize>,
 }
 
 enum Message {
@@ -161,6 +168,7 @@ impl From<Request> for Message {
 
 // this trait is to make sure that Server implements Share and Send
 #[doc(hidden)]
+#[allow(dead_code)] // a compile-time check only
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
@@ -201,22 +209,6 @@ impl Server {
         })
     }
 
-    /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(
-        addr: A,
-        config: SslConfig,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
-        })
-    }
-
     #[cfg(unix)]
     #[inline]
     /// Shortcut for a UNIX socket server at a specific path
@@ -243,117 +235,58 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        if ssl_config.is_some() {
+            return Err("this build of tiny_http has no TLS support (see PATCHES.md)".into());
+        }
+        Self::from_listener_with_limits(listener, Limits::default())
+    }
+
+    // codex patch 1, 3: the accept loop. Each accepted connection gets a
+    // thread of its own, started at once, up to `limits.max_connections`
+    // (upstream queued new connections in a pool, behind keep-alive
+    // connections that might never close); beyond the bound a connection is
+    // refused with a 503. A failed `accept` (out of descriptors, most often)
+    // is logged and retried after a pause instead of ending the loop (upstream
+    // stopped accepting for good).
+    /// Like `from_listener`, with explicit bounds on what a client may cost.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
-        // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
+        let local_addr = listener.local_addr()?;
+        log::debug!("Server listening on {}", local_addr);
 
-        // building the TcpListener
-        let (server, local_addr) = {
-            let local_addr = listener.local_addr()?;
-            log::debug!("Server listening on {}", local_addr);
-            (listener, local_addr)
-        };
-
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => return Err(
-                    "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
-                        .into(),
-                ),
-                None => None,
-            }
-        };
-
-        // creating a task where server.accept() is continuously called
-        // and ClientConnection objects are pushed in the messages queue
         let messages = MessagesQueue::with_capacity(8);
+        let open = Arc::new(AtomicUsize::new(0));
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+        let inside_open = open.clone();
+        thread::Builder::new()
+            .name("tiny-http-accept".to_string())
+            .spawn(move || {
+                accept_loop(
+                    &listener,
+                    &limits,
+                    &inside_close_trigger,
+                    &inside_messages,
+                    &inside_open,
+                )
+            })?;
 
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
-                }
-            }
-            log::debug!("Terminating accept thread");
-        });
-
-        // result
         Ok(Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            open,
         })
+    }
+
+    /// The number of connections open now (codex patch 3).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Relaxed)
     }
 
     /// Returns an iterator for all the incoming requests.
@@ -409,19 +342,27 @@ impl Server {
     pub fn unblock(&self) {
         self.messages.unblock();
     }
-}
 
-impl Iterator for IncomingRequests<'_> {
-    type Item = Request;
-    fn next(&mut self) -> Option<Request> {
-        self.server.recv().ok()
+    // codex patch 10: a graceful stop. Upstream could only be dropped, and a
+    // request read meanwhile was answered with an empty 500.
+    /// Stops taking connections and requests: the listener is closed, and
+    /// every request read from now on is answered `503 Service Unavailable`
+    /// with `Retry-After` by its connection instead of being queued. Requests
+    /// queued before stay for `recv`.
+    pub fn shut_down(&self) {
+        self.messages.close();
+        if !self.close.swap(true, Relaxed) {
+            self.wake_accept();
+        }
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.close.store(true, Relaxed);
-        // Connect briefly to ourselves to unblock the accept thread
+    /// Requests read and waiting for `recv` (codex patch 10).
+    pub fn queued_requests(&self) -> usize {
+        self.messages.len()
+    }
+
+    // Connects briefly to ourselves to unblock the accept thread
+    fn wake_accept(&self) {
         let maybe_stream = match &self.listening_addr {
             ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
             #[cfg(unix)]
@@ -434,6 +375,186 @@ impl Drop for Server {
         if let Ok(stream) = maybe_stream {
             let _ = stream.shutdown(Shutdown::Both);
         }
+    }
+}
+
+/// What one client may cost (codex patch 3, 4, 5, 9). Every bound holds per
+/// connection, whatever the client sends.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a connection may wait for the first byte of a request.
+    pub idle_timeout: Duration,
+    /// How long a request line and headers may take once begun.
+    pub header_timeout: Duration,
+    /// How long a request body may take once the headers are read.
+    pub body_timeout: Duration,
+    /// How long writing a response may block.
+    pub write_timeout: Duration,
+    /// Largest request line plus headers, in bytes; more is answered 431.
+    pub max_head_bytes: usize,
+    /// Bodies up to this size are read by the connection before the request
+    /// is handed over; a larger one is left unread and the connection closed
+    /// after the answer.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            max_head_bytes: 16 * 1024,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Counts an open connection while alive (codex patch 3).
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+// codex patch 1, 3: see `Server::from_listener_with_limits`.
+fn accept_loop(
+    listener: &Listener,
+    limits: &Limits,
+    close: &AtomicBool,
+    messages: &Arc<MessagesQueue<Message>>,
+    open: &Arc<AtomicUsize>,
+) {
+    log::debug!("Running accept thread");
+    let mut pause = Duration::from_millis(10);
+    let mut last_warning: Option<Instant> = None;
+    while !close.load(Relaxed) {
+        let sock = match listener.accept() {
+            Ok((sock, _)) => {
+                pause = Duration::from_millis(10);
+                sock
+            }
+            Err(e) => {
+                if close.load(Relaxed) {
+                    break;
+                }
+                // Out of descriptors (EMFILE, ENFILE) or memory, or a
+                // connection reset while queued: the listener itself is fine.
+                // Pending connections stay queued in the kernel meanwhile.
+                if last_warning.map_or(true, |t| t.elapsed() >= Duration::from_secs(10)) {
+                    log::warn!("accepting a connection failed ({}); retrying", e);
+                    last_warning = Some(Instant::now());
+                }
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
+                continue;
+            }
+        };
+        if open.fetch_add(1, Relaxed) >= limits.max_connections {
+            open.fetch_sub(1, Relaxed);
+            refuse(&sock);
+            continue;
+        }
+        let guard = OpenConnection(open.clone());
+        let messages = messages.clone();
+        let client_limits = limits.clone();
+        let spawned = thread::Builder::new()
+            .name("tiny-http-conn".to_string())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let _guard = guard;
+                serve_connection(ClientConnection::new(sock, &client_limits), &messages);
+            });
+        if let Err(e) = spawned {
+            // The connection is closed with the closure that owned it.
+            log::warn!("cannot start a thread for a new connection: {}", e);
+        }
+    }
+    log::debug!("Terminating accept thread");
+}
+
+// codex patch 3: answers a connection beyond `max_connections` with a 503
+// and closes it, without blocking the accept loop.
+fn refuse(sock: &Connection) {
+    let _ = sock.set_nonblocking(true);
+    let mut writer = sock;
+    let _ = writer.write_all(
+        concat!(
+            "HTTP/1.1 503 Service Unavailable\r\n",
+            "Retry-After: 1\r\n",
+            "Connection: close\r\n",
+            "Content-Type: text/plain\r\n",
+            "Content-Length: 38\r\n\r\n",
+            "too many open connections; retry later",
+        )
+        .as_bytes(),
+    );
+    let _ = sock.shutdown(Shutdown::Write);
+    // Whatever the client already sent is read, so that closing does not
+    // reset the connection before the client reads the answer.
+    let mut reader = sock;
+    let mut buf = [0u8; 4096];
+    while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+// codex patch 3: serves one connection's requests one at a time: the next
+// request is read only once the previous one is answered. Upstream read ahead
+// and queued every pipelined request, each then holding a worker that waited
+// for the previous answer to be written: one client that pipelined and never
+// read stalled every worker.
+fn serve_connection(mut client: ClientConnection, messages: &MessagesQueue<Message>) {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    while let Some(rq) = client.next() {
+        // codex patch 10: once the server shuts down, a request is answered
+        // here rather than queued for workers that may be gone.
+        let keep_open =
+            match messages.push_unless_closed(rq.with_notify_sender(sender.clone()).into()) {
+                Ok(()) => rq_answered(&receiver),
+                Err(Message::NewRequest(mut rq)) => {
+                    rq.close_connection();
+                    let _ = rq.respond(
+                        Response::from_string("the server is shutting down; retry later")
+                            .with_status_code(503)
+                            .with_header(Header {
+                                field: "Retry-After".parse().expect("a valid field name"),
+                                value: ascii::AsciiString::from_ascii("5").expect("ASCII"),
+                            }),
+                    );
+                    false
+                }
+                Err(Message::Error(_)) => false,
+            };
+        if !keep_open {
+            break;
+        }
+    }
+    client.close();
+}
+
+// codex patch 3: waits for the answer; true if the connection stays open.
+fn rq_answered(receiver: &std::sync::mpsc::Receiver<bool>) -> bool {
+    match receiver.recv() {
+        Ok(keep_open) => keep_open,
+        Err(_) => false,
+    }
+}
+
+impl Iterator for IncomingRequests<'_> {
+    type Item = Request;
+    fn next(&mut self) -> Option<Request> {
+        self.server.recv().ok()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shut_down();
 
         #[cfg(unix)]
         if let ListenAddr::Unix(addr) = &self.listening_addr {

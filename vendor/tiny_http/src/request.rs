@@ -3,13 +3,12 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
+use std::time::Instant;
 
-use crate::util::{EqualReader, FusedReader};
+use crate::util::ChunkedReader;
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
-use chunked_transfer::Decoder;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -73,11 +72,19 @@ pub struct Request {
     must_send_continue: bool,
 
     // If Some, a message must be sent after responding
-    notify_when_responded: Option<Sender<()>>,
+    // codex patch 3: tells the connection that this request is answered, and
+    // whether it may read the next one (false: close the connection).
+    notify_when_responded: Option<Sender<bool>>,
+
+    // codex patch 8: the answer closes the connection (`Connection: close`).
+    close_connection: bool,
+
+    // codex patch 9: when the request (head and body) had been read.
+    received_at: Instant,
 }
 
 struct NotifyOnDrop<R> {
-    sender: Sender<()>,
+    sender: Sender<bool>,
     inner: R,
 }
 
@@ -96,18 +103,25 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        // codex patch 3: the connection is handed over; it reads no more
+        // requests. Its thread may be gone: not a reason to panic.
+        self.sender.send(false).ok();
     }
 }
 
 /// Error that can happen when building a `Request` object.
 #[derive(Debug)]
 pub enum RequestCreationError {
-    /// The client sent an `Expect` header that was not recognized by tiny-http.
+    /// The client expects something we don't understand.
     ExpectationFailed,
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    // codex patch 6: a request whose framing the server will not guess at
+    // (RFC 9112 section 6.3): answered with this status, connection closed.
+    /// The request cannot be framed: answer with this status and close.
+    Malformed(u16, &'static str),
 }
 
 impl From<IoError> for RequestCreationError {
@@ -116,15 +130,84 @@ impl From<IoError> for RequestCreationError {
     }
 }
 
+// codex patch 6: how the body is delimited.
+enum Framing {
+    Empty,
+    Length(usize),
+    Chunked,
+}
+
+// codex patch 6: strict framing. Upstream took the first Content-Length,
+// read a negative or overflowing one as "no body", and let
+// Transfer-Encoding silently win over Content-Length: each a way for a
+// request smuggled past a proxy that frames the message differently.
+fn framing(headers: &[Header]) -> Result<Framing, RequestCreationError> {
+    use RequestCreationError::Malformed;
+    let mut length: Option<usize> = None;
+    for header in headers.iter().filter(|h| h.field.equiv("Content-Length")) {
+        for value in header.value.as_str().split(',').map(str::trim) {
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Malformed(400, "Content-Length is not a number of bytes"));
+            }
+            let n = value
+                .parse::<usize>()
+                .map_err(|_| Malformed(400, "Content-Length is too large"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Malformed(400, "Content-Length headers disagree"));
+            }
+            length = Some(n);
+        }
+    }
+    let mut codings = Vec::new();
+    let mut transfer_encoding = false;
+    for header in headers
+        .iter()
+        .filter(|h| h.field.equiv("Transfer-Encoding"))
+    {
+        transfer_encoding = true;
+        codings.extend(
+            header
+                .value
+                .as_str()
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty()),
+        );
+    }
+    if !transfer_encoding {
+        return Ok(length.map_or(Framing::Empty, Framing::Length));
+    }
+    if length.is_some() {
+        return Err(Malformed(
+            400,
+            "both Content-Length and Transfer-Encoding are given",
+        ));
+    }
+    if codings != ["chunked"] {
+        return Err(Malformed(
+            501,
+            "only the chunked transfer coding is supported",
+        ));
+    }
+    Ok(Framing::Chunked)
+}
+
+// codex patch 9: the interim answer to `Expect: 100-continue`, sent by the
+// connection before it reads the body.
+fn send_continue<W: Write>(writer: &mut W, version: &HTTPVersion) -> io::Result<()> {
+    write!(
+        writer,
+        "HTTP/{}.{} 100 Continue\r\n\r\n",
+        version.0, version.1
+    )?;
+    writer.flush()
+}
+
 /// Builds a new request.
 ///
-/// After the request line and headers have been read from the socket, a new `Request` object
-/// is built.
-///
-/// You must pass a `Read` that will allow the `Request` object to read from the incoming data.
-/// It is the responsibility of the `Request` to read only the data of the request and not further.
-///
-/// The `Write` object will be used by the `Request` to write the response.
+/// After the request line and headers have been read from the socket, this
+/// reads the body (codex patch 9: up to `max_body_bytes`, see below) and
+/// returns the request.
 #[allow(clippy::too_many_arguments)]
 pub fn new_request<R, W>(
     secure: bool,
@@ -134,29 +217,14 @@ pub fn new_request<R, W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
-    writer: W,
+    mut writer: W,
+    max_body_bytes: usize,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
-    };
+    let framing = framing(&headers)?;
 
     // true if the client sent a `Expect: 100-continue` header
     let expects_continue = {
@@ -183,47 +251,57 @@ where
         }
     };
 
-    // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
-    // content-length headers
-    let reader = if connection_upgrade {
+    // codex patch 9: the body is read here, by the connection, before the
+    // request is handed to a worker (within the body deadline the connection
+    // set): a client that stalls its body holds its own connection, never a
+    // worker. Upstream buffered bodies up to 1 KiB this way and left larger
+    // ones to be read by the worker, then drained what the worker left by
+    // allocating a buffer of the whole unread size (a forged Content-Length
+    // aborted the process). A body larger than `max_body_bytes` is now left
+    // unread and the connection closed after the answer; a chunked one is
+    // handed over cut at `max_body_bytes + 1` bytes, so that the handler sees
+    // it is too large.
+    let mut close_connection = false;
+    let mut must_send_continue = false;
+    let body_length = match framing {
+        Framing::Length(n) => Some(n),
+        _ => None,
+    };
+    let reader: Box<dyn Read + Send + 'static> = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
-        if content_length == 0 {
-            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
-            }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
-        }
-    } else if transfer_encoding.is_some() {
-        // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        must_send_continue = expects_continue;
+        Box::new(source_data)
     } else {
-        // if we have neither a Content-Length nor a Transfer-Encoding,
-        // assuming that we have no data
-        // TODO: could also be multipart/byteranges
-        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
+        match framing {
+            Framing::Empty | Framing::Length(0) => Box::new(io::empty()),
+            Framing::Length(n) if n <= max_body_bytes => {
+                if expects_continue {
+                    send_continue(&mut writer, &version)?;
+                }
+                let mut body = Vec::with_capacity(n.min(64 * 1024));
+                (&mut source_data).take(n as u64).read_to_end(&mut body)?;
+                if body.len() < n {
+                    let info = "Connection has been closed before we received enough data";
+                    return Err(IoError::new(ErrorKind::ConnectionAborted, info).into());
+                }
+                Box::new(Cursor::new(body))
+            }
+            Framing::Length(_) => {
+                close_connection = true;
+                Box::new(io::empty())
+            }
+            Framing::Chunked => {
+                if expects_continue {
+                    send_continue(&mut writer, &version)?;
+                }
+                let mut body = Vec::new();
+                ChunkedReader::new(&mut source_data)
+                    .take(max_body_bytes as u64 + 1)
+                    .read_to_end(&mut body)?;
+                close_connection = body.len() > max_body_bytes;
+                Box::new(Cursor::new(body))
+            }
+        }
     };
 
     Ok(Request {
@@ -235,9 +313,11 @@ where
         path,
         http_version: version,
         headers,
-        body_length: content_length,
-        must_send_continue: expects_continue,
+        body_length,
+        must_send_continue,
         notify_when_responded: None,
+        close_connection,
+        received_at: Instant::now(),
     })
 }
 
@@ -288,6 +368,25 @@ impl Request {
     /// Note that this is gathered from the socket. If you receive the request from a proxy,
     /// this function will return the address of the proxy and not the address of the actual
     /// user.
+    /// When the request, its head and body, had been read (codex patch 9).
+    #[inline]
+    pub fn received_at(&self) -> Instant {
+        self.received_at
+    }
+
+    /// Asks for the connection to be closed after the answer: the response
+    /// gets `Connection: close` (codex patch 8).
+    #[inline]
+    pub fn close_connection(&mut self) {
+        self.close_connection = true;
+    }
+
+    /// Whether the connection closes after the answer (codex patch 8).
+    #[inline]
+    pub fn closes_connection(&self) -> bool {
+        self.close_connection
+    }
+
     #[inline]
     pub fn remote_addr(&self) -> Option<&SocketAddr> {
         self.remote_addr.as_ref()
@@ -435,28 +534,43 @@ impl Request {
     {
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+            // codex patch 3: the connection may read its next request.
+            sender.send(!self.close_connection).ok();
         }
         res
     }
 
-    fn respond_impl<R>(&mut self, response: Response<R>) -> Result<(), IoError>
+    fn respond_impl<R>(&mut self, mut response: Response<R>) -> Result<(), IoError>
     where
         R: Read,
     {
+        // codex patch 8: `Connection: close` when either side closes.
+        if self.close_connection {
+            response.add_header(Header {
+                field: "Connection".parse().expect("a valid field name"),
+                value: ascii::AsciiString::from_ascii("close").expect("ASCII"),
+            });
+        } else if response.closes_connection() {
+            self.close_connection = true;
+        }
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
 
-        Self::ignore_client_closing_errors(response.raw_print(
+        let result = Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),
             self.http_version.clone(),
             &self.headers,
             do_not_send_body,
             None,
-        ))?;
-
-        Self::ignore_client_closing_errors(writer.flush())
+        ))
+        .and_then(|()| Self::ignore_client_closing_errors(writer.flush()));
+        // codex patch 8: an answer not written whole leaves the connection
+        // out of step.
+        if result.is_err() {
+            self.close_connection = true;
+        }
+        result
     }
 
     fn ignore_client_closing_errors(result: io::Result<()>) -> io::Result<()> {
@@ -469,7 +583,7 @@ impl Request {
         })
     }
 
-    pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
+    pub(crate) fn with_notify_sender(mut self, sender: Sender<bool>) -> Self {
         self.notify_when_responded = Some(sender);
         self
     }
@@ -491,7 +605,8 @@ impl Drop for Request {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+                // codex patch 3
+                sender.send(!self.close_connection).ok();
             }
         }
     }

@@ -254,6 +254,15 @@ where
     {
         let header = header.into();
 
+        // codex patch 8: `Connection: close` is allowed (the connection is
+        // then closed after this response); other `Connection` values are not.
+        if header.field.equiv("Connection") && header.value.as_str().eq_ignore_ascii_case("close") {
+            if !self.closes_connection() {
+                self.headers.push(header);
+            }
+            return;
+        }
+
         // ignoring forbidden headers
         if header.field.equiv("Connection")
             || header.field.equiv("Trailer")
@@ -283,6 +292,13 @@ where
         }
 
         self.headers.push(header);
+    }
+
+    /// Whether this response carries `Connection: close` (codex patch 8).
+    pub fn closes_connection(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|h| h.field.equiv("Connection") && h.value.as_str().eq_ignore_ascii_case("close"))
     }
 
     /// Returns the same request, but with an additional header.

@@ -12,6 +12,8 @@ where
     T: Send,
 {
     queue: Mutex<VecDeque<Control<T>>>,
+    // codex patch 10: set by `close`; `push_unless_closed` refuses then.
+    closed: std::sync::atomic::AtomicBool,
     condvar: Condvar,
 }
 
@@ -22,18 +24,41 @@ where
     pub fn with_capacity(capacity: usize) -> Arc<MessagesQueue<T>> {
         Arc::new(MessagesQueue {
             queue: Mutex::new(VecDeque::with_capacity(capacity)),
+            closed: std::sync::atomic::AtomicBool::new(false),
             condvar: Condvar::new(),
         })
     }
 
     /// Pushes an element to the queue.
-    pub fn push(&self, value: T) {
+    /// Unblock one thread stuck in pop loop.
+    // codex patch 10: checked and pushed under the queue's lock, so that
+    // nothing is pushed once `close` has returned.
+    /// Pushes `value`, or gives it back if the queue is closed.
+    pub fn push_unless_closed(&self, value: T) -> Result<(), T> {
         let mut queue = self.queue.lock().unwrap();
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(value);
+        }
         queue.push_back(Control::Elem(value));
         self.condvar.notify_one();
+        Ok(())
     }
 
-    /// Unblock one thread stuck in pop loop.
+    /// Refuses further `push_unless_closed` (codex patch 10).
+    pub fn close(&self) {
+        let _queue = self.queue.lock().unwrap();
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Values waiting (codex patch 10).
+    pub fn len(&self) -> usize {
+        let queue = self.queue.lock().unwrap();
+        queue
+            .iter()
+            .filter(|c| matches!(c, Control::Elem(_)))
+            .count()
+    }
+
     pub fn unblock(&self) {
         let mut queue = self.queue.lock().unwrap();
         queue.push_back(Control::Unblock);

@@ -1,89 +1,41 @@
+// codex patch 2: the reading and the writing half of a connection share its
+// socket through an `Arc` instead of a `try_clone`d duplicate: one file
+// descriptor per connection instead of two, and no panic when the process is
+// out of descriptors (upstream unwrapped the clone here, which killed the
+// accept thread: "refined_tcp_stream.rs:18"). The TLS variants are gone with
+// the TLS features (see PATCHES.md).
+//
+// codex patch 4: the reading half reads against a deadline the connection
+// sets (the idle wait for a request, the request head, its body), so a client
+// trickling one byte at a time cannot hold a connection past the deadline.
+
 use std::io::Result as IoResult;
-use std::io::{Read, Write};
+use std::io::{Error, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use crate::ssl::SslStream;
 
-pub(crate) enum Stream {
-    Http(Connection),
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    Https(SslStream),
-}
+/// When the current read must be over; shared by a connection and the reading
+/// half of its socket. `None`: no deadline.
+#[derive(Clone, Default)]
+pub(crate) struct Deadline(Arc<Mutex<Option<Instant>>>);
 
-impl Clone for Stream {
-    fn clone(&self) -> Self {
-        match self {
-            Stream::Http(tcp_stream) => Stream::Http(tcp_stream.try_clone().unwrap()),
-            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-            Stream::Https(ssl_stream) => Stream::Https(ssl_stream.clone()),
-        }
-    }
-}
-
-impl From<Connection> for Stream {
-    fn from(tcp_stream: Connection) -> Self {
-        Stream::Http(tcp_stream)
-    }
-}
-
-impl Stream {
-    fn secure(&self) -> bool {
-        match self {
-            Stream::Http(_) => false,
-            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-            Stream::Https(_) => true,
-        }
+impl Deadline {
+    pub(crate) fn set(&self, within: Option<Duration>) {
+        let deadline = within.map(|d| Instant::now() + d);
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
     }
 
-    fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
-        match self {
-            Stream::Http(tcp_stream) => tcp_stream.peer_addr(),
-            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-            Stream::Https(ssl_stream) => ssl_stream.peer_addr(),
-        }
-    }
-
-    fn shutdown(&mut self, how: Shutdown) -> IoResult<()> {
-        match self {
-            Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
-            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-            Stream::Https(ssl_stream) => ssl_stream.shutdown(how),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        match self {
-            Stream::Http(tcp_stream) => tcp_stream.read(buf),
-            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-            Stream::Https(ssl_stream) => ssl_stream.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
-        match self {
-            Stream::Http(tcp_stream) => tcp_stream.write(buf),
-            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-            Stream::Https(ssl_stream) => ssl_stream.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> IoResult<()> {
-        match self {
-            Stream::Http(tcp_stream) => tcp_stream.flush(),
-            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-            Stream::Https(ssl_stream) => ssl_stream.flush(),
-        }
+    fn get(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 pub struct RefinedTcpStream {
-    stream: Stream,
+    stream: Arc<Connection>,
+    deadline: Deadline,
     close_read: bool,
     close_write: bool,
 }
@@ -91,20 +43,21 @@ pub struct RefinedTcpStream {
 impl RefinedTcpStream {
     pub(crate) fn new<S>(stream: S) -> (RefinedTcpStream, RefinedTcpStream)
     where
-        S: Into<Stream>,
+        S: Into<Connection>,
     {
-        let stream: Stream = stream.into();
-
-        let (read, write) = (stream.clone(), stream);
+        let stream = Arc::new(stream.into());
+        let deadline = Deadline::default();
 
         let read = RefinedTcpStream {
-            stream: read,
+            stream: stream.clone(),
+            deadline: deadline.clone(),
             close_read: true,
             close_write: false,
         };
 
         let write = RefinedTcpStream {
-            stream: write,
+            stream,
+            deadline,
             close_read: false,
             close_write: true,
         };
@@ -112,14 +65,21 @@ impl RefinedTcpStream {
         (read, write)
     }
 
-    /// Returns true if this struct wraps around a secure connection.
     #[inline]
     pub(crate) fn secure(&self) -> bool {
-        self.stream.secure()
+        false
     }
 
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
+    }
+
+    pub(crate) fn socket(&self) -> Arc<Connection> {
+        self.stream.clone()
+    }
+
+    pub(crate) fn deadline(&self) -> Deadline {
+        self.deadline.clone()
     }
 }
 
@@ -137,16 +97,33 @@ impl Drop for RefinedTcpStream {
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        self.stream.read(buf)
+        let timeout = match self.deadline.get() {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::new(ErrorKind::TimedOut, "read deadline passed"));
+                }
+                Some(left)
+            }
+            None => None,
+        };
+        self.stream.set_read_timeout(timeout)?;
+        match (&*self.stream).read(buf) {
+            // A socket read timeout is reported as WouldBlock on Unix.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Err(Error::new(ErrorKind::TimedOut, "read deadline passed"))
+            }
+            result => result,
+        }
     }
 }
 
 impl Write for RefinedTcpStream {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
-        self.stream.write(buf)
+        (&*self.stream).write(buf)
     }
 
     fn flush(&mut self) -> IoResult<()> {
-        self.stream.flush()
+        (&*self.stream).flush()
     }
 }
