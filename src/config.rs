@@ -719,7 +719,8 @@ impl Config {
             "header_timeout = {}\nbody_timeout = {}\nmax_connections = {}\nlog_level = {}\n\n",
             format_duration(s.header_timeout),
             format_duration(s.body_timeout),
-            s.max_connections.map_or_else(String::new, |n| n.to_string()),
+            s.max_connections
+                .map_or_else(String::new, |n| n.to_string()),
             s.log_level.as_str().to_ascii_lowercase()
         );
         out += &format!(

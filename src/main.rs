@@ -87,8 +87,7 @@ fn serve(args: &ConfigArg) -> Result<(), String> {
     let config = load(args)?;
     keep_freed_memory();
     let addr = config.server.bind;
-    let listener =
-        codex::http::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = codex::http::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let signals = signals()?;
     let database = config.database.url.masked();
     let webhooks = config.webhooks.enabled;
@@ -108,9 +107,7 @@ fn serve(args: &ConfigArg) -> Result<(), String> {
         }
     };
     match &fatal {
-        None => log::info!(
-            "shutting down: answering the requests already read, 503 to new ones"
-        ),
+        None => log::info!("shutting down: answering the requests already read, 503 to new ones"),
         Some(message) => log::error!("{message}; shutting down"),
     }
     service.shutdown()?;
@@ -158,7 +155,9 @@ fn reload(service: &mut codex::Service, args: &ConfigArg) {
                 log::info!("configuration reloaded: {change}");
             }
             for key in &plan.needs_restart {
-                log::warn!("configuration reloaded: {key} changed, but takes effect only after a restart");
+                log::warn!(
+                    "configuration reloaded: {key} changed, but takes effect only after a restart"
+                );
             }
         }
         Err(error) => log::error!("reload failed: {error}"),

@@ -53,9 +53,17 @@ pub fn plan(old: &Config, mut new: Config) -> Plan {
             .collect()
     };
     if secrets(old) != secrets(&new) {
-        changed.insert("[webhooks] secret".into(), "[webhooks] secret: changed".into());
+        changed.insert(
+            "[webhooks] secret".into(),
+            "[webhooks] secret: changed".into(),
+        );
     }
-    let api_key = |c: &Config| c.freshservice.api_key.as_ref().map(|k| k.expose().to_string());
+    let api_key = |c: &Config| {
+        c.freshservice
+            .api_key
+            .as_ref()
+            .map(|k| k.expose().to_string())
+    };
     if api_key(old) != api_key(&new) {
         changed.insert(
             "[freshservice] api_key".into(),
@@ -63,7 +71,9 @@ pub fn plan(old: &Config, mut new: Config) -> Plan {
         );
     }
     let polling_changed = changed.keys().any(|key| {
-        key.starts_with("[freshservice") || key.starts_with("[scheduler]") || key == "[webhooks] enabled"
+        key.starts_with("[freshservice")
+            || key.starts_with("[scheduler]")
+            || key == "[webhooks] enabled"
     });
     let (restart, applied): (Vec<_>, Vec<_>) = changed
         .into_iter()
@@ -128,8 +138,15 @@ mod tests {
             "{:?}",
             plan.applied
         );
-        assert!(plan.applied.iter().all(|l| !l.contains("a-new-secret-value")));
-        assert!(plan.applied.contains(&"[webhooks] secret: changed".to_string()));
+        assert!(
+            plan.applied
+                .iter()
+                .all(|l| !l.contains("a-new-secret-value"))
+        );
+        assert!(
+            plan.applied
+                .contains(&"[webhooks] secret: changed".to_string())
+        );
         assert_eq!(plan.needs_restart, ["[server] threads"]);
         assert_eq!(plan.config.server.threads, old.server.threads);
         assert!(!plan.polling_changed);
