@@ -120,10 +120,12 @@ pub fn handle(state: &AppState, mut request: Request) {
         .get()
         .is_some_and(|drain| request.received_at() >= *drain)
     {
+        // The connection stays open: a client that reconnected now could be
+        // caught in the listener's queue when it closes.
         let refusal = ApiError::new(503, "Codex is shutting down; retry later")
             .header("Retry-After", "5")
             .into_response();
-        if let Err(error) = send(request, refusal, true) {
+        if let Err(error) = send(request, refusal, false) {
             log::debug!("could not send the response: {error}");
         }
         return;
@@ -148,6 +150,7 @@ pub fn handle(state: &AppState, mut request: Request) {
     let client_ip = auth::client_ip(peer, &forwarded, &state.config.server.trusted_proxies);
     let url = request.url().to_string();
     let path = url.split(['?', '#']).next().unwrap_or_default();
+    log::debug!("{} {path} from {client_ip}", request.method());
 
     let result = match route(&state.config.server.base_path, path) {
         Err(error) => Err(error),

@@ -106,7 +106,8 @@ use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -147,6 +148,9 @@ pub struct Server {
 
     // codex patch 3: connections open now
     open: Arc<AtomicUsize>,
+
+    // codex patch 10: closed when the accept thread has closed the listener
+    accept_ended: Mutex<mpsc::Receiver<()>>,
 }
 
 enum Message {
@@ -264,11 +268,14 @@ impl Server {
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
         let inside_open = open.clone();
+        let (accepting, accept_ended) = mpsc::channel::<()>();
         thread::Builder::new()
             .name("tiny-http-accept".to_string())
             .spawn(move || {
+                // Dropped, closing the channel, once the listener is closed.
+                let _accepting = accepting;
                 accept_loop(
-                    &listener,
+                    listener,
                     &limits,
                     &inside_close_trigger,
                     &inside_messages,
@@ -281,6 +288,7 @@ impl Server {
             close: close_trigger,
             listening_addr: local_addr,
             open,
+            accept_ended: Mutex::new(accept_ended),
         })
     }
 
@@ -350,10 +358,16 @@ impl Server {
     /// with `Retry-After` by its connection instead of being queued. Requests
     /// queued before stay for `recv`.
     pub fn shut_down(&self) {
-        self.messages.close();
         if !self.close.swap(true, Relaxed) {
             self.wake_accept();
+            // The listener first, so that no client connects in the moment
+            // between the last request answered and the listener's close
+            // (the kernel would reset it, unanswered). Bounded: the wake-up
+            // connection may fail, out of descriptors.
+            let accept_ended = self.accept_ended.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = accept_ended.recv_timeout(Duration::from_secs(1));
         }
+        self.messages.close();
     }
 
     /// Requests read and waiting for `recv` (codex patch 10).
@@ -425,7 +439,7 @@ impl Drop for OpenConnection {
 
 // codex patch 1, 3: see `Server::from_listener_with_limits`.
 fn accept_loop(
-    listener: &Listener,
+    listener: Listener,
     limits: &Limits,
     close: &AtomicBool,
     messages: &Arc<MessagesQueue<Message>>,
@@ -476,6 +490,7 @@ fn accept_loop(
             log::warn!("cannot start a thread for a new connection: {}", e);
         }
     }
+    drop(listener);
     log::debug!("Terminating accept thread");
 }
 
