@@ -2,10 +2,11 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::{Shutdown, SocketAddr};
 use std::str::FromStr;
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,38 @@ pub struct ClientConnection {
     limits: Limits,
     socket: Arc<Connection>,
     deadline: Deadline,
+
+    // codex patch 11: answers written by workers, for this connection to send
+    replies: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+}
+
+// codex patch 11: a worker writes its answer here, in memory; the connection
+// sends it. Upstream's workers wrote to the socket themselves, and a client
+// that pipelined without reading held each worker answering it until the
+// write timed out (or for ever without a timeout). Codex's answers are small
+// JSON documents.
+struct ReplyWriter {
+    buffer: Vec<u8>,
+    to: Sender<Vec<u8>>,
+}
+
+impl Write for ReplyWriter {
+    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> IoResult<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ReplyWriter {
+    fn drop(&mut self) {
+        if !self.buffer.is_empty() {
+            self.to.send(std::mem::take(&mut self.buffer)).ok();
+        }
+    }
 }
 
 /// Why no request could be read.
@@ -97,7 +130,19 @@ impl ClientConnection {
             limits: limits.clone(),
             socket,
             deadline,
+            replies: channel(),
         }
+    }
+
+    // codex patch 11: sends the answers workers wrote, in order, within the
+    // write timeout.
+    pub(crate) fn write_replies(&mut self) -> IoResult<()> {
+        while let Ok(reply) = self.replies.1.try_recv() {
+            let mut writer = self.sink.next().unwrap();
+            writer.write_all(&reply)?;
+            writer.flush()?;
+        }
+        Ok(())
     }
 
     fn read_byte(&mut self) -> IoResult<u8> {
@@ -192,8 +237,13 @@ impl ClientConnection {
             });
         }
 
-        // building the writer for the request
-        let writer = self.sink.next().unwrap();
+        // codex patch 11: the answer is written in memory and sent by the
+        // connection; only `100 Continue` goes to the socket directly.
+        let writer = ReplyWriter {
+            buffer: Vec::new(),
+            to: self.replies.0.clone(),
+        };
+        let mut interim = self.sink.next().unwrap();
 
         // follow-up for next potential request
         let mut data_source = self.source.next().unwrap();
@@ -209,9 +259,11 @@ impl ClientConnection {
             headers,
             *self.remote_addr.as_ref().unwrap(),
             data_source,
+            &mut interim,
             writer,
             self.limits.max_body_bytes,
         );
+        drop(interim);
         self.deadline.set(None);
         request.map_err(|e| {
             use crate::request::RequestCreationError;
@@ -308,7 +360,6 @@ impl Iterator for ClientConnection {
 
         match lowercase {
             Some(ref val) if val.contains("close") => self.no_more_requests = true,
-            Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
             Some(ref val)
                 if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
             {

@@ -118,7 +118,7 @@ use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use request::{ReadWrite, Request};
+pub use request::Request;
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
 
@@ -526,30 +526,37 @@ fn refuse(sock: &Connection) {
 fn serve_connection(mut client: ClientConnection, messages: &MessagesQueue<Message>) {
     let (sender, receiver) = std::sync::mpsc::channel();
     while let Some(rq) = client.next() {
+        let rq = rq.with_notify_sender(sender.clone());
         // codex patch 10: once the server shuts down, a request is answered
         // here rather than queued for workers that may be gone.
-        let keep_open =
-            match messages.push_unless_closed(rq.with_notify_sender(sender.clone()).into()) {
-                Ok(()) => rq_answered(&receiver),
-                Err(Message::NewRequest(mut rq)) => {
-                    rq.close_connection();
-                    let _ = rq.respond(
-                        Response::from_string("the server is shutting down; retry later")
-                            .with_status_code(503)
-                            .with_header(Header {
-                                field: "Retry-After".parse().expect("a valid field name"),
-                                value: ascii::AsciiString::from_ascii("5").expect("ASCII"),
-                            }),
-                    );
-                    false
-                }
-                Err(Message::Error(_)) => false,
-            };
-        if !keep_open {
+        let keep_open = match messages.push_unless_closed(rq.into()) {
+            Ok(()) => rq_answered(&receiver),
+            Err(Message::NewRequest(rq)) => {
+                refuse_shutting_down(rq);
+                false
+            }
+            Err(Message::Error(_)) => false,
+        };
+        // codex patch 11: the answer the worker wrote goes out from here.
+        if client.write_replies().is_err() || !keep_open {
             break;
         }
     }
     client.close();
+}
+
+// codex patch 10: the answer to a request read while the server shuts down.
+fn refuse_shutting_down(mut rq: Request) {
+    rq.close_connection();
+    let retry_after = Header {
+        field: "Retry-After".parse().expect("a valid field name"),
+        value: ascii::AsciiString::from_ascii("5").expect("ASCII"),
+    };
+    let _ = rq.respond(
+        Response::from_string("the server is shutting down; retry later")
+            .with_status_code(503)
+            .with_header(retry_after),
+    );
 }
 
 // codex patch 3: waits for the answer; true if the connection stays open.

@@ -85,26 +85,23 @@ pub struct Request {
 
 struct NotifyOnDrop<R> {
     sender: Sender<bool>,
-    inner: R,
+    inner: Option<R>,
 }
 
-impl<R: Read> Read for NotifyOnDrop<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
-    }
-}
 impl<R: Write> Write for NotifyOnDrop<R> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+        self.inner.as_mut().expect("written before drop").write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.inner.as_mut().expect("flushed before drop").flush()
     }
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        // codex patch 3: the connection is handed over; it reads no more
-        // requests. Its thread may be gone: not a reason to panic.
+        // codex patch 11: what was written goes to the connection first.
+        drop(self.inner.take());
+        // codex patch 3: the connection reads no more requests (the answer
+        // was written raw). Its thread may be gone: not a reason to panic.
         self.sender.send(false).ok();
     }
 }
@@ -194,7 +191,7 @@ fn framing(headers: &[Header]) -> Result<Framing, RequestCreationError> {
 
 // codex patch 9: the interim answer to `Expect: 100-continue`, sent by the
 // connection before it reads the body.
-fn send_continue<W: Write>(writer: &mut W, version: &HTTPVersion) -> io::Result<()> {
+fn send_continue(writer: &mut dyn Write, version: &HTTPVersion) -> io::Result<()> {
     write!(
         writer,
         "HTTP/{}.{} 100 Continue\r\n\r\n",
@@ -217,7 +214,8 @@ pub fn new_request<R, W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
-    mut writer: W,
+    interim: &mut dyn Write,
+    writer: W,
     max_body_bytes: usize,
 ) -> Result<Request, RequestCreationError>
 where
@@ -239,18 +237,6 @@ where
         }
     };
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
-
     // codex patch 9: the body is read here, by the connection, before the
     // request is handed to a worker (within the body deadline the connection
     // set): a client that stalls its body holds its own connection, never a
@@ -262,21 +248,16 @@ where
     // handed over cut at `max_body_bytes + 1` bytes, so that the handler sees
     // it is too large.
     let mut close_connection = false;
-    let mut must_send_continue = false;
     let body_length = match framing {
         Framing::Length(n) => Some(n),
         _ => None,
     };
-    let reader: Box<dyn Read + Send + 'static> = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        must_send_continue = expects_continue;
-        Box::new(source_data)
-    } else {
+    let reader: Box<dyn Read + Send + 'static> = {
         match framing {
             Framing::Empty | Framing::Length(0) => Box::new(io::empty()),
             Framing::Length(n) if n <= max_body_bytes => {
                 if expects_continue {
-                    send_continue(&mut writer, &version)?;
+                    send_continue(interim, &version)?;
                 }
                 let mut body = Vec::with_capacity(n.min(64 * 1024));
                 (&mut source_data).take(n as u64).read_to_end(&mut body)?;
@@ -292,7 +273,7 @@ where
             }
             Framing::Chunked => {
                 if expects_continue {
-                    send_continue(&mut writer, &version)?;
+                    send_continue(interim, &version)?;
                 }
                 let mut body = Vec::new();
                 ChunkedReader::new(&mut source_data)
@@ -314,7 +295,7 @@ where
         http_version: version,
         headers,
         body_length,
-        must_send_continue,
+        must_send_continue: false,
         notify_when_responded: None,
         close_connection,
         received_at: Instant::now(),
@@ -392,45 +373,10 @@ impl Request {
         self.remote_addr.as_ref()
     }
 
-    /// Sends a response with a `Connection: upgrade` header, then turns the `Request` into a `Stream`.
-    ///
-    /// The main purpose of this function is to support websockets.
-    /// If you detect that the request wants to use some kind of protocol upgrade, you can
-    ///  call this function to obtain full control of the socket stream.
-    ///
-    /// If you call this on a non-websocket request, tiny-http will wait until this `Stream` object
-    ///  is destroyed before continuing to read or write on the socket. Therefore you should always
-    ///  destroy it as soon as possible.
-    pub fn upgrade<R: Read>(
-        mut self,
-        protocol: &str,
-        response: Response<R>,
-    ) -> Box<dyn ReadWrite + Send> {
-        use crate::util::CustomStream;
-
-        response
-            .raw_print(
-                self.response_writer.as_mut().unwrap().by_ref(),
-                self.http_version.clone(),
-                &self.headers,
-                false,
-                Some(protocol),
-            )
-            .ok(); // TODO: unused result
-
-        self.response_writer.as_mut().unwrap().flush().ok(); // TODO: unused result
-
-        let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
-        if let Some(sender) = self.notify_when_responded.take() {
-            let stream = NotifyOnDrop {
-                sender,
-                inner: stream,
-            };
-            Box::new(stream) as Box<dyn ReadWrite + Send>
-        } else {
-            Box::new(stream) as Box<dyn ReadWrite + Send>
-        }
-    }
+    // codex patch 12: `upgrade` is gone. The connection writes every answer
+    // itself (codex patch 11) and frames every body (codex patch 9): a
+    // protocol switch to a raw stream has no place there. A client's
+    // `Upgrade` request is ignored, as RFC 9110 section 7.8 allows.
 
     /// Allows to read the body of the request.
     ///
@@ -491,7 +437,7 @@ impl Request {
         if let Some(sender) = self.notify_when_responded.take() {
             let writer = NotifyOnDrop {
                 sender,
-                inner: writer,
+                inner: Some(writer),
             };
             Box::new(writer) as Box<dyn Write + Send + 'static>
         } else {
@@ -516,16 +462,6 @@ impl Request {
     /// Extract the body `Reader` object from the Request.
     ///
     /// This may only be called once on a single request.
-    fn extract_reader_impl(&mut self) -> Box<dyn Read + Send + 'static> {
-        use std::mem;
-
-        assert!(self.data_reader.is_some());
-
-        let mut reader = None;
-        mem::swap(&mut self.data_reader, &mut reader);
-        reader.unwrap()
-    }
-
     /// Sends a response to this request.
     #[inline]
     pub fn respond<R>(mut self, response: Response<R>) -> Result<(), IoError>
@@ -615,8 +551,6 @@ impl Drop for Request {
 /// Dummy trait that regroups the `Read` and `Write` traits.
 ///
 /// Automatically implemented on all types that implement both `Read` and `Write`.
-pub trait ReadWrite: Read + Write {}
-impl<T> ReadWrite for T where T: Read + Write {}
 
 #[cfg(test)]
 mod tests {

@@ -72,6 +72,7 @@ impl From<TestRequest> for Request {
             mock.headers,
             Some(mock.remote_addr),
             mock.body.as_bytes(),
+            &mut std::io::sink(),
             std::io::sink(),
             usize::MAX, // codex patch 9: a test body is read whole
         )

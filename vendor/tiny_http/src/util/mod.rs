@@ -1,5 +1,4 @@
 pub use self::chunked_reader::ChunkedReader;
-pub use self::custom_stream::CustomStream;
 pub use self::messages_queue::MessagesQueue;
 pub use self::refined_tcp_stream::RefinedTcpStream;
 pub use self::sequential::SequentialWriterBuilder;
@@ -8,7 +7,6 @@ pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 use std::str::FromStr;
 
 mod chunked_reader;
-mod custom_stream;
 mod messages_queue;
 pub(crate) mod refined_tcp_stream;
 mod sequential;
