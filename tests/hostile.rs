@@ -402,7 +402,7 @@ fn smuggling_framings_get_400_and_the_connection_closed() {
     // The same length twice is one length.
     let answer = exchange(
         codex.addr,
-        format!("GET /webhooks/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        b"GET /webhooks/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(status_of(&answer), 200, "{answer}");
     deliver_in_time(&codex);

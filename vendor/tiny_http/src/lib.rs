@@ -461,7 +461,7 @@ fn accept_loop(
                 // Out of descriptors (EMFILE, ENFILE) or memory, or a
                 // connection reset while queued: the listener itself is fine.
                 // Pending connections stay queued in the kernel meanwhile.
-                if last_warning.map_or(true, |t| t.elapsed() >= Duration::from_secs(10)) {
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                     log::warn!("accepting a connection failed ({}); retrying", e);
                     last_warning = Some(Instant::now());
                 }
@@ -561,10 +561,7 @@ fn refuse_shutting_down(mut rq: Request) {
 
 // codex patch 3: waits for the answer; true if the connection stays open.
 fn rq_answered(receiver: &std::sync::mpsc::Receiver<bool>) -> bool {
-    match receiver.recv() {
-        Ok(keep_open) => keep_open,
-        Err(_) => false,
-    }
+    receiver.recv().unwrap_or_default()
 }
 
 impl Iterator for IncomingRequests<'_> {

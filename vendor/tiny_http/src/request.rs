@@ -382,7 +382,8 @@ impl Request {
     ///
     /// # Example
     ///
-    /// ```no_run
+    /// ```ignore
+    /// # // (not compiled: rustc_serialize was a dev-dependency of upstream's tests)
     /// # extern crate rustc_serialize;
     /// # extern crate tiny_http;
     /// # use rustc_serialize::json::Json;
@@ -547,10 +548,6 @@ impl Drop for Request {
         }
     }
 }
-
-/// Dummy trait that regroups the `Read` and `Write` traits.
-///
-/// Automatically implemented on all types that implement both `Read` and `Write`.
 
 #[cfg(test)]
 mod tests {

@@ -152,7 +152,7 @@ mod tests {
         input.extend_from_slice(b"\r\n");
         let error = decode(&input).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::InvalidData);
-        assert!(error.to_string().contains("too long"), "{error}");
+        assert!(error.to_string().contains("too long"), "{}", error);
     }
 
     #[test]
@@ -165,7 +165,7 @@ mod tests {
             b"3\r\nhello\r\n0\r\n\r\n",
         ] {
             let error = decode(input).unwrap_err();
-            assert_eq!(error.kind(), ErrorKind::InvalidData, "{input:?}");
+            assert_eq!(error.kind(), ErrorKind::InvalidData, "{:?}", input);
         }
         assert_eq!(
             decode(b"5\r\nhel").unwrap_err().kind(),
