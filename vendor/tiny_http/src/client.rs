@@ -210,9 +210,19 @@ impl ClientConnection {
         // must then arrive within `header_timeout`, and the body within
         // `body_timeout`. Upstream had no deadline of its own.
         self.deadline.set(Some(self.limits.idle_timeout));
-        let first = self.read_byte().map_err(|e| ReadError::from_io(e, false))?;
+        let mut first = self.read_byte().map_err(|e| ReadError::from_io(e, false))?;
         self.deadline.set(Some(self.limits.header_timeout));
         let mut budget = self.limits.max_head_bytes;
+        // Empty lines before a request line are skipped (RFC 9112 section
+        // 2.2; some clients send a CRLF after a body), within the head's
+        // budget.
+        while first == b'\r' && budget >= 2 {
+            if self.read_byte().map_err(|e| ReadError::from_io(e, true))? != b'\n' {
+                return Err(ReadError::Refused(400, "the request line is malformed"));
+            }
+            budget -= 2;
+            first = self.read_byte().map_err(|e| ReadError::from_io(e, true))?;
+        }
 
         // reading the request line
         let line = self.read_next_line(vec![first], &mut budget)?;

@@ -287,6 +287,12 @@ fn patch6_ambiguous_framing_is_refused() {
         assert_eq!(status(&answer), expected, "{bytes:?}: {answer}");
         assert!(!answer.contains("/smuggled"), "{}", answer);
     }
+    // An empty line before a request line is skipped.
+    let answer = exchange(
+        addr,
+        b"POST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\nx\r\nGET /close HTTP/1.1\r\n\r\n",
+    );
+    assert!(answer.ends_with("/close 0"), "{}", answer);
     // Repeated equal lengths are one length.
     let answer = exchange(
         addr,
