@@ -136,12 +136,19 @@ fn patch1_the_accept_loop_survives_descriptor_exhaustion() {
 fn patch2_a_connection_costs_one_descriptor() {
     let _serial = one_at_a_time();
     let (addr, server) = serve();
-    let before = open_descriptors();
+    // What the previous test left closing is closed first.
+    let mut before = open_descriptors();
+    wait_until(Duration::from_secs(5), || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = open_descriptors();
+        std::mem::replace(&mut before, now) == now
+    });
     let clients: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
     assert!(wait_until(Duration::from_secs(5), || server
         .open_connections()
         == 20));
     // 20 for the clients here, 20 for the server's side.
+    assert!(wait_until(Duration::from_secs(5), || open_descriptors() == before + 40));
     assert_eq!(open_descriptors(), before + 40);
     drop(clients);
     assert!(wait_until(Duration::from_secs(5), || open_descriptors() == before));
