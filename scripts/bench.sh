@@ -12,6 +12,7 @@
 #
 #   scripts/bench.sh [sqlite|postgres|all]   (default: all)
 #   DURATION=20s COLD=10s CONNECTIONS="8 64" WRK_THREADS=2 THREADS=<[server] threads>
+#   CODEX_BIN=<another build's binary, to compare>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,7 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 
 cargo build --release --quiet
-BIN=target/release/codex
+BIN=${CODEX_BIN:-target/release/codex}
 WORK=$(mktemp -d /tmp/codex-bench.XXXXXX)
 CODEX_PID=""
 # shellcheck source=scripts/pg.sh
