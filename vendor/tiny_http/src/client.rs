@@ -49,13 +49,14 @@ pub struct ClientConnection {
     replies: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
 }
 
-// codex patch 11: a worker writes its answer here, in memory; the connection
-// sends it. Upstream's workers wrote to the socket themselves, and a client
-// that pipelined without reading held each worker answering it until the
-// write timed out (or for ever without a timeout). Codex's answers are small
-// JSON documents.
+// codex patch 11: a worker writes its answer here, in memory, and sends what
+// the socket takes at once; the connection sends the rest. Upstream's workers
+// wrote to the socket and waited on it, and a client that pipelined without
+// reading held each worker answering it until the write timed out (or for
+// ever without a timeout). Codex's answers are small JSON documents.
 struct ReplyWriter {
     buffer: Vec<u8>,
+    socket: Arc<Connection>,
     to: Sender<Vec<u8>>,
 }
 
@@ -70,9 +71,40 @@ impl Write for ReplyWriter {
     }
 }
 
+impl ReplyWriter {
+    /// Writes what the socket takes without waiting; returns how much. The
+    /// connection is not using its socket meanwhile: it waits for this
+    /// answer (codex patch 3).
+    fn write_now(&self) -> usize {
+        if self.buffer.is_empty() || self.socket.set_nonblocking(true).is_err() {
+            return 0;
+        }
+        let mut sent = 0;
+        let mut socket = &*self.socket;
+        while sent < self.buffer.len() {
+            match socket.write(&self.buffer[sent..]) {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if self.socket.set_nonblocking(false).is_err() {
+            // The connection could not wait on its socket any more.
+            self.socket.shutdown(Shutdown::Both).ok();
+        }
+        sent
+    }
+}
+
 impl Drop for ReplyWriter {
     fn drop(&mut self) {
-        if !self.buffer.is_empty() {
+        // Sent from here as far as the socket takes it at once (almost
+        // always all of it: no extra thread on a request's path), the rest
+        // by the connection.
+        let sent = self.write_now();
+        if sent < self.buffer.len() {
+            self.buffer.drain(..sent);
             self.to.send(std::mem::take(&mut self.buffer)).ok();
         }
     }
@@ -251,6 +283,7 @@ impl ClientConnection {
         // connection; only `100 Continue` goes to the socket directly.
         let writer = ReplyWriter {
             buffer: Vec::new(),
+            socket: self.socket.clone(),
             to: self.replies.0.clone(),
         };
         let mut interim = self.sink.next().unwrap();
