@@ -511,11 +511,16 @@ fn refuse(sock: &Connection) {
         .as_bytes(),
     );
     let _ = sock.shutdown(Shutdown::Write);
-    // Whatever the client already sent is read, so that closing does not
-    // reset the connection before the client reads the answer.
+    // What the client already sent (a little of it) is read, so that
+    // closing does not reset the connection before the client reads the
+    // answer.
     let mut reader = sock;
     let mut buf = [0u8; 4096];
-    while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+    for _ in 0..16 {
+        if !matches!(reader.read(&mut buf), Ok(n) if n > 0) {
+            break;
+        }
+    }
 }
 
 // codex patch 3: serves one connection's requests one at a time: the next
