@@ -106,7 +106,9 @@ CREATE INDEX IF NOT EXISTS webhook_events_received_at ON webhook_events (receive
 CREATE TABLE IF NOT EXISTS sync_runs (
     id @ID@,
     provider TEXT NOT NULL,
-    -- 'incremental' (listing, deleted and spam) or 'full' (also reconcile).
+    -- 'initial' (the timer's first listing, nothing else), 'incremental'
+    -- (the listing) or 'full' (also the deleted and spam listings and the
+    -- reconcile; every `codex sync --once`).
     kind TEXT NOT NULL,
     started_at TEXT NOT NULL,
     finished_at TEXT,

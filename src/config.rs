@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use crate::error::ConfigError;
 use crate::psa::freshservice::{
-    CodeTable, DEFAULT_DONE_STATUSES, default_priorities, default_statuses,
+    CodeTable, DEFAULT_DONE_STATUSES, WebhookFields, default_priorities, default_statuses,
 };
 
 /// Environment variable naming the configuration file.
@@ -90,6 +90,12 @@ pub struct FreshserviceConfig {
     pub reconcile_max_tickets: u32,
     /// How long one API request may take.
     pub request_timeout: Duration,
+    /// The account's zone: times without one, and abbreviations it uses.
+    pub timezone: jiff::tz::TimeZone,
+    /// The workspace listings ask for; `None` asks for all (`workspace_id=0`).
+    pub workspace_id: Option<u64>,
+    /// `[freshservice.webhook_fields]`: the admin's own body keys.
+    pub webhook_fields: WebhookFields,
 }
 
 #[derive(Debug, Clone)]
@@ -360,6 +366,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "reconcile_max_tickets",
             "request_timeout",
             "done_statuses",
+            "timezone",
+            "workspace_id",
         ],
     ),
     (
@@ -376,7 +384,11 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
 ];
 
 /// Sections whose keys are data (status and priority ids), not settings.
-const TABLE_SECTIONS: &[&str] = &["freshservice.statuses", "freshservice.priorities"];
+const TABLE_SECTIONS: &[&str] = &[
+    "freshservice.statuses",
+    "freshservice.priorities",
+    "freshservice.webhook_fields",
+];
 
 /// A loaded configuration and the warnings found while reading it.
 pub struct Loaded {
@@ -594,6 +606,13 @@ impl Config {
                 |v| parse_range(v, 0, 100_000).map(|n| n as u32),
             ),
             request_timeout: reader.parse("freshservice", "request_timeout", "30s", parse_duration),
+            timezone: reader.parse("freshservice", "timezone", "UTC", |v| {
+                crate::timestamp::zone(v.trim())
+            }),
+            workspace_id: reader.optional("freshservice", "workspace_id", |v| {
+                parse_range(v, 0, u64::MAX >> 1)
+            }),
+            webhook_fields: reader.webhook_fields("freshservice.webhook_fields"),
         };
 
         let scheduler = SchedulerConfig {
@@ -632,7 +651,7 @@ impl Config {
             reconcile_interval: reader.parse(
                 "scheduler",
                 "reconcile_interval",
-                "1h",
+                "24h",
                 parse_duration,
             ),
         };
@@ -741,7 +760,7 @@ impl Config {
             w.journal_retention_days
         );
         out += &format!(
-            "[freshservice]\ndomain = {}\napi_key = {}\napi_base = {}\nmax_requests_per_minute = {}\ninitial_sync_days = {}\nreconcile_max_tickets = {}\nrequest_timeout = {}\ndone_statuses = {}\n\n",
+            "[freshservice]\ndomain = {}\napi_key = {}\napi_base = {}\nmax_requests_per_minute = {}\ninitial_sync_days = {}\nreconcile_max_tickets = {}\nrequest_timeout = {}\ndone_statuses = {}\ntimezone = {}\nworkspace_id = {}\n\n",
             f.domain.as_deref().unwrap_or(""),
             masked(f.api_key.as_ref()),
             f.api_base.as_deref().unwrap_or(""),
@@ -749,8 +768,13 @@ impl Config {
             f.initial_sync_days,
             f.reconcile_max_tickets,
             format_duration(f.request_timeout),
-            f.done_statuses.join(", ")
+            f.done_statuses.join(", "),
+            f.timezone.iana_name().unwrap_or("UTC"),
+            f.workspace_id.map(|id| id.to_string()).unwrap_or_default()
         );
+        out += "[freshservice.webhook_fields]\n";
+        out += &f.webhook_fields.render();
+        out += "\n";
         out += "[freshservice.statuses]\n";
         out += &f.statuses.render();
         out += "\n[freshservice.priorities]\n";
@@ -857,6 +881,26 @@ impl Reader<'_> {
             }
             table.insert(id, name, display.filter(|d| !d.is_empty()));
         }
+    }
+
+    /// `[freshservice.webhook_fields]`: `<codex field> = <body key>[, <body key>…]`.
+    fn webhook_fields(&mut self, section: &str) -> WebhookFields {
+        let mut fields = WebhookFields::default();
+        let Some(entries) = self.map.get(section) else {
+            return fields;
+        };
+        let mut entries: Vec<_> = entries.iter().collect();
+        entries.sort();
+        for (field, keys) in entries {
+            let keys: Vec<String> = split_list(keys.as_deref().unwrap_or_default())
+                .map(str::to_string)
+                .collect();
+            if let Err(message) = fields.insert(field.trim(), keys) {
+                self.problems
+                    .push(format!("[{section}] {field}: {message}"));
+            }
+        }
+        fields
     }
 
     fn unknown_keys(&self, origin: &str) -> Vec<String> {
@@ -1061,6 +1105,36 @@ mod tests {
         let text = error.to_string();
         assert!(text.contains("[freshservice.statuses] x"), "{text}");
         assert!(text.contains("[freshservice.statuses] 12"), "{text}");
+    }
+
+    #[test]
+    fn freshservice_zone_workspace_and_webhook_fields() {
+        let loaded = load(
+            "[freshservice]\ntimezone = Asia/Kolkata\nworkspace_id = 3\n\
+             [freshservice.webhook_fields]\nticket_id = TicketNumber, Ref\n",
+        )
+        .unwrap();
+        let f = &loaded.config.freshservice;
+        assert_eq!(f.timezone.iana_name(), Some("Asia/Kolkata"));
+        assert_eq!(f.workspace_id, Some(3));
+        let rendered = loaded.config.render_masked();
+        assert!(
+            rendered.contains("ticket_id = TicketNumber, Ref"),
+            "{rendered}"
+        );
+        assert!(rendered.contains("timezone = Asia/Kolkata"), "{rendered}");
+        assert_eq!(Config::default().freshservice.workspace_id, None);
+        let error = load(
+            "[freshservice]\ntimezone = Mars/Olympus\n[freshservice.webhook_fields]\ncolour = c\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(error.contains("[freshservice] timezone"), "{error}");
+        assert!(
+            error.contains("[freshservice.webhook_fields] colour"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -222,7 +222,7 @@ fn sync_once(args: &ConfigArg) -> Result<(), String> {
         config.webhooks.journal_retention_days,
     )
     .map_err(|e| format!("cannot start the writer: {e}"))?;
-    let run = codex::sync::run_sync(&config, &writer.client, true, stop);
+    let run = codex::sync::run_sync(&config, &writer.client, codex::sync::RunKind::Full, stop);
     writer
         .join()
         .map_err(|_| "the writer panicked".to_string())?;

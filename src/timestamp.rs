@@ -1,12 +1,124 @@
 //! Timestamps as Codex stores them: UTC text `YYYY-MM-DDTHH:MM:SSZ`, which
-//! sorts in time order in both SQLite and PostgreSQL.
+//! sorts in time order in both SQLite and PostgreSQL; and reading the many
+//! forms PSAs send.
+//!
+//! Freshservice prints a timestamp placeholder without a `date:` filter in
+//! Ruby's formats (`2024-01-15 10:30:00 +0530`, `January 15 2024 at 10:30 AM
+//! IST`), and with one in whatever the admin chose (`15 Jan 2024`). Zone
+//! abbreviations are read through [`ABBREVIATIONS`]; a time without a zone,
+//! and an abbreviation the configured zone itself uses (`IST` with
+//! `Asia/Kolkata` or `Europe/Dublin`), are read in `[freshservice]
+//! timezone`.
 
 use jiff::Timestamp;
-use jiff::civil::DateTime;
+use jiff::civil::{Date, DateTime};
 use jiff::fmt::rfc2822::DateTimeParser;
-use jiff::tz::TimeZone;
+use jiff::tz::{Offset, TimeZone};
 
 static RFC2822: DateTimeParser = DateTimeParser::new();
+
+/// Zone abbreviations and the UTC offsets (hours, minutes) they stand for;
+/// where one stands for several, the first is read unless the configured
+/// zone uses the abbreviation itself. Documented in README.md.
+pub const ABBREVIATIONS: &[(&str, &[(&str, i32)])] = &[
+    ("UTC", &[("Coordinated Universal Time", 0)]),
+    ("UT", &[("Universal Time", 0)]),
+    ("GMT", &[("Greenwich Mean Time", 0)]),
+    ("Z", &[("Zulu (UTC)", 0)]),
+    ("WET", &[("Western European Time", 0)]),
+    ("WEST", &[("Western European Summer Time", 60)]),
+    (
+        "BST",
+        &[
+            ("British Summer Time", 60),
+            ("Bangladesh Standard Time", 360),
+        ],
+    ),
+    (
+        "IST",
+        &[
+            ("India Standard Time", 330),
+            ("Irish Standard Time", 60),
+            ("Israel Standard Time", 120),
+        ],
+    ),
+    ("CET", &[("Central European Time", 60)]),
+    ("CEST", &[("Central European Summer Time", 120)]),
+    ("EET", &[("Eastern European Time", 120)]),
+    ("EEST", &[("Eastern European Summer Time", 180)]),
+    ("MSK", &[("Moscow Time", 180)]),
+    ("SAST", &[("South Africa Standard Time", 120)]),
+    ("CAT", &[("Central Africa Time", 120)]),
+    ("EAT", &[("East Africa Time", 180)]),
+    ("WAT", &[("West Africa Time", 60)]),
+    ("GST", &[("Gulf Standard Time", 240)]),
+    ("PKT", &[("Pakistan Standard Time", 300)]),
+    ("NPT", &[("Nepal Time", 345)]),
+    ("ICT", &[("Indochina Time", 420)]),
+    ("WIB", &[("Western Indonesia Time", 420)]),
+    ("SGT", &[("Singapore Time", 480)]),
+    ("HKT", &[("Hong Kong Time", 480)]),
+    ("PHT", &[("Philippine Time", 480)]),
+    ("AWST", &[("Australian Western Standard Time", 480)]),
+    ("JST", &[("Japan Standard Time", 540)]),
+    ("KST", &[("Korea Standard Time", 540)]),
+    ("ACST", &[("Australian Central Standard Time", 570)]),
+    ("ACDT", &[("Australian Central Daylight Time", 630)]),
+    ("AEST", &[("Australian Eastern Standard Time", 600)]),
+    ("AEDT", &[("Australian Eastern Daylight Time", 660)]),
+    ("NZST", &[("New Zealand Standard Time", 720)]),
+    ("NZDT", &[("New Zealand Daylight Time", 780)]),
+    ("BRT", &[("Brasília Time", -180)]),
+    ("ART", &[("Argentina Time", -180)]),
+    ("NST", &[("Newfoundland Standard Time", -210)]),
+    ("NDT", &[("Newfoundland Daylight Time", -150)]),
+    (
+        "AST",
+        &[
+            ("Atlantic Standard Time", -240),
+            ("Arabia Standard Time", 180),
+        ],
+    ),
+    ("ADT", &[("Atlantic Daylight Time", -180)]),
+    ("EST", &[("Eastern Standard Time", -300)]),
+    ("EDT", &[("Eastern Daylight Time", -240)]),
+    (
+        "CST",
+        &[
+            ("Central Standard Time (North America)", -360),
+            ("China Standard Time", 480),
+        ],
+    ),
+    ("CDT", &[("Central Daylight Time", -300)]),
+    ("MST", &[("Mountain Standard Time", -420)]),
+    ("MDT", &[("Mountain Daylight Time", -360)]),
+    ("PST", &[("Pacific Standard Time", -480)]),
+    ("PDT", &[("Pacific Daylight Time", -420)]),
+    ("AKST", &[("Alaska Standard Time", -540)]),
+    ("AKDT", &[("Alaska Daylight Time", -480)]),
+    ("HST", &[("Hawaii Standard Time", -600)]),
+];
+
+/// The longest text read as a timestamp.
+const MAX_LEN: usize = 100;
+
+/// An instant read from text, with a note when reading it took a guess
+/// (an ambiguous zone abbreviation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub instant: Timestamp,
+    pub note: Option<String>,
+}
+
+/// The IANA zone `name`: from the system's time zone database, else from
+/// the copy built into Codex (a machine without `tzdata`, or one whose copy
+/// lacks the zone).
+pub fn zone(name: &str) -> Result<TimeZone, String> {
+    jiff::tz::db()
+        .get(name)
+        .or_else(|_| jiff::tz::TimeZoneDatabase::bundled().get(name))
+        .map_err(|_| format!("'{name}' is not an IANA time zone name such as Asia/Kolkata"))
+}
 
 /// The stored form of an instant.
 pub fn format(instant: Timestamp) -> String {
@@ -27,50 +139,360 @@ pub fn seconds_ago(seconds: u64) -> String {
     format(then)
 }
 
-/// Reads what PSAs send: RFC 3339 (`2024-01-15T10:30:00Z`,
-/// `2024-01-15T10:30:00.123+05:30`), RFC 2822 (`Mon, 15 Jan 2024 10:30:00
-/// +0000`) and `YYYY-MM-DD HH:MM:SS` with or without an offset (without one,
-/// UTC). Fractions of a second are dropped.
+/// Reads a timestamp, taking a time without a zone as UTC. See [`read`].
 pub fn parse(text: &str) -> Result<Timestamp, String> {
-    let text = text.trim();
-    if let Ok(instant) = text.parse::<Timestamp>() {
-        return Ok(truncate(instant));
-    }
-    if let Ok(instant) = RFC2822.parse_timestamp(text) {
-        return Ok(truncate(instant));
-    }
-    // "2024-01-15 10:30:00 +05:30" and "... UTC": offset separated by a space.
-    if let Some((datetime, zone)) = text.rsplit_once(' ') {
-        let zone = zone.trim();
-        if zone.eq_ignore_ascii_case("utc") || zone.eq_ignore_ascii_case("gmt") || zone == "Z" {
-            if let Ok(civil) = datetime.trim().parse::<DateTime>() {
-                return civil_utc(civil);
-            }
-        } else if zone.starts_with(['+', '-']) {
-            let joined = format!("{}{}", datetime.trim(), zone);
-            if let Ok(instant) = joined.parse::<Timestamp>() {
-                return Ok(truncate(instant));
-            }
-        }
-    }
-    if let Ok(civil) = text.parse::<DateTime>() {
-        return civil_utc(civil);
-    }
-    Err(format!(
-        "'{text}' is not a timestamp; send RFC 3339 (2024-01-15T10:30:00Z), RFC 2822 or YYYY-MM-DD HH:MM:SS"
-    ))
+    read(text, &TimeZone::UTC).map(|r| r.instant)
 }
 
-/// Parses and returns the stored form.
+/// Parses and returns the stored form (a time without a zone is UTC).
 pub fn normalize(text: &str) -> Result<String, String> {
     parse(text).map(format)
 }
 
-fn civil_utc(civil: DateTime) -> Result<Timestamp, String> {
-    TimeZone::UTC
-        .to_timestamp(civil)
-        .map(truncate)
-        .map_err(|error| error.to_string())
+/// Reads what PSAs send: RFC 3339 (`2024-01-15T10:30:00Z`), RFC 2822 (`Mon,
+/// 15 Jan 2024 10:30:00 +0000`), `YYYY-MM-DD HH:MM:SS` with or without an
+/// offset (`+0530`, `+05:30`, `Z`, `UTC`), Ruby's `Time#to_s`, strftime
+/// forms with month names (`January 15 2024 at 10:30 AM IST`, `15 Jan
+/// 2024`, `Jan 15, 2024 10:30 AM`), `YYYY/MM/DD`, and Unix seconds. A time
+/// without a zone, or a date alone (midnight), is read in `zone`.
+/// Fractions of a second are dropped.
+pub fn read(text: &str, zone: &TimeZone) -> Result<Reading, String> {
+    let text = text.trim();
+    // No timestamp is this long; the cap also bounds the word reader's
+    // recursion on hostile input.
+    if text.len() > MAX_LEN {
+        let start: String = text.chars().take(40).collect();
+        return Err(format!(
+            "'{start}…' ({} bytes) is too long to be a timestamp",
+            text.len()
+        ));
+    }
+    let plain = |instant: Timestamp| Reading {
+        instant: truncate(instant),
+        note: None,
+    };
+    if let Ok(instant) = text.parse::<Timestamp>() {
+        return Ok(plain(instant));
+    }
+    if let Ok(instant) = RFC2822.parse_timestamp(text) {
+        return Ok(plain(instant));
+    }
+    if let Some(instant) = unix_seconds(text) {
+        return Ok(plain(instant));
+    }
+    let fields = Fields::scan(text).ok_or_else(|| unreadable(text))?;
+    fields.resolve(zone).map_err(|why| match why {
+        Some(why) => format!("'{text}': {why}"),
+        None => unreadable(text),
+    })
+}
+
+fn unreadable(text: &str) -> String {
+    format!(
+        "'{text}' is not a timestamp Codex reads; send RFC 3339 (2024-01-15T10:30:00Z), \
+         YYYY-MM-DD HH:MM:SS with an offset, or a date with a month name"
+    )
+}
+
+/// `1705314600` (seconds) or `1705314600000` (milliseconds).
+fn unix_seconds(text: &str) -> Option<Timestamp> {
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: i64 = text.parse().ok()?;
+    match text.len() {
+        9 | 10 => Timestamp::from_second(n).ok(),
+        13 => Timestamp::from_millisecond(n).ok(),
+        _ => None,
+    }
+}
+
+/// The zone a text names, if any. IANA names are not read from requests:
+/// loading a zone parses its TZif data, which needs more stack than a
+/// request handler has in unoptimized builds, and no Freshservice format
+/// prints one.
+#[derive(Debug, Clone, PartialEq)]
+enum Zone {
+    Offset(i32),
+    Abbreviation(String),
+}
+
+/// The parts of a timestamp found in free text.
+#[derive(Debug, Default)]
+struct Fields {
+    year: Option<i16>,
+    month: Option<i8>,
+    day: Option<i8>,
+    time: Option<(i8, i8, i8)>,
+    /// `Some(true)` for PM.
+    pm: Option<bool>,
+    zone: Option<Zone>,
+}
+
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+const WEEKDAYS: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
+impl Fields {
+    /// Reads the words of `text`; `None` when one of them is not part of a
+    /// timestamp.
+    fn scan(text: &str) -> Option<Fields> {
+        let mut fields = Fields::default();
+        let cleaned = text.replace([',', '(', ')'], " ");
+        for word in cleaned.split_whitespace() {
+            fields.word(word)?;
+        }
+        Some(fields)
+    }
+
+    fn word(&mut self, word: &str) -> Option<()> {
+        let lower = word.to_ascii_lowercase();
+        if matches!(lower.as_str(), "at" | "on" | "the" | "of") {
+            return Some(());
+        }
+        if let Some(month) = month_number(&lower) {
+            return set(&mut self.month, month);
+        }
+        if WEEKDAYS
+            .iter()
+            .any(|d| lower.len() >= 3 && d.starts_with(lower.trim_end_matches('.')))
+        {
+            return Some(());
+        }
+        match lower.as_str() {
+            "am" | "a.m." => return set(&mut self.pm, false),
+            "pm" | "p.m." => return set(&mut self.pm, true),
+            _ => {}
+        }
+        // 2024-01-15, 2024/01/15, or 2024-01-15T10:30:00[zone].
+        if let Some((date, rest)) = iso_date(word) {
+            set(&mut self.year, date.year())?;
+            set(&mut self.month, date.month())?;
+            set(&mut self.day, date.day())?;
+            return match rest {
+                "" => Some(()),
+                rest => self.word(rest.strip_prefix(['T', 't'])?),
+            };
+        }
+        if word.starts_with(|c: char| c.is_ascii_digit()) && word.contains(':') {
+            return self.clock(word);
+        }
+        if word.starts_with(['+', '-']) {
+            return set(&mut self.zone, Zone::Offset(offset_minutes(word)?));
+        }
+        if word.bytes().all(|b| b.is_ascii_digit()) {
+            let n: i64 = word.parse().ok()?;
+            return match word.len() {
+                4 => set(&mut self.year, i16::try_from(n).ok()?),
+                1 | 2 if (1..=31).contains(&n) => set(&mut self.day, n as i8),
+                _ => None,
+            };
+        }
+        // 15th, 1st, 22nd, 3rd.
+        if let Some(day) = ["st", "nd", "rd", "th"]
+            .iter()
+            .find_map(|s| lower.strip_suffix(s))
+            .and_then(|d| d.parse::<i8>().ok())
+        {
+            if !(1..=31).contains(&day) {
+                return None;
+            }
+            return set(&mut self.day, day);
+        }
+        // UTC+05:30, GMT-8.
+        for prefix in ["utc", "gmt"] {
+            if let Some(rest) = lower.strip_prefix(prefix) {
+                if rest.starts_with(['+', '-']) {
+                    return set(&mut self.zone, Zone::Offset(offset_minutes(rest)?));
+                }
+            }
+        }
+        if (1..=5).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return set(
+                &mut self.zone,
+                Zone::Abbreviation(word.to_ascii_uppercase()),
+            );
+        }
+        None
+    }
+
+    /// `10:30`, `10:30:15`, `10:30:15.123`, with `AM`/`PM`, `Z` or an offset
+    /// attached (`10:30AM`, `10:30:00+05:30`).
+    fn clock(&mut self, word: &str) -> Option<()> {
+        let end = word
+            .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
+            .unwrap_or(word.len());
+        let (clock, rest) = word.split_at(end);
+        let mut parts = clock.split(':');
+        let hour: i8 = parts.next()?.parse().ok()?;
+        let minute: i8 = parts.next()?.parse().ok()?;
+        let second: i8 = match parts.next() {
+            Some(s) => s.split('.').next()?.parse().ok()?,
+            None => 0,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        set(&mut self.time, (hour, minute, second))?;
+        match rest {
+            "" => Some(()),
+            rest => self.word(rest),
+        }
+    }
+
+    /// The instant, or why not (`None`: not a timestamp at all).
+    fn resolve(self, configured: &TimeZone) -> Result<Reading, Option<String>> {
+        let (Some(year), Some(month), Some(day)) = (self.year, self.month, self.day) else {
+            return Err(None);
+        };
+        let (mut hour, minute, second) = self.time.unwrap_or((0, 0, 0));
+        match self.pm {
+            Some(_) if !(1..=12).contains(&hour) => {
+                return Err(Some(format!("hour {hour} cannot have AM/PM")));
+            }
+            Some(true) if hour < 12 => hour += 12,
+            Some(false) if hour == 12 => hour = 0,
+            _ => {}
+        }
+        let civil = DateTime::new(year, month, day, hour, minute, second, 0)
+            .map_err(|e| Some(format!("not a date and time: {e}")))?;
+        let in_zone = |zone: &TimeZone| {
+            zone.to_ambiguous_timestamp(civil)
+                .compatible()
+                .map_err(|e| Some(e.to_string()))
+        };
+        let fixed = |minutes: i32| {
+            Offset::from_seconds(minutes * 60)
+                .and_then(|offset| offset.to_timestamp(civil))
+                .map_err(|e| Some(e.to_string()))
+        };
+        let (instant, note) = match self.zone {
+            None => (in_zone(configured)?, None),
+            Some(Zone::Offset(minutes)) => (fixed(minutes)?, None),
+            Some(Zone::Abbreviation(abbreviation)) => {
+                // The configured zone's own abbreviation at that time wins:
+                // IST is Dublin's summer time to an Irish account.
+                let own = in_zone(configured).ok().filter(|instant| {
+                    configured
+                        .to_offset_info(*instant)
+                        .abbreviation()
+                        .eq_ignore_ascii_case(&abbreviation)
+                });
+                match own {
+                    Some(instant) => (instant, None),
+                    None => {
+                        let Some((_, meanings)) =
+                            ABBREVIATIONS.iter().find(|(a, _)| *a == abbreviation)
+                        else {
+                            return Err(Some(format!(
+                                "the zone '{abbreviation}' is not one Codex knows; \
+                                 set [freshservice] timezone to the account's zone"
+                            )));
+                        };
+                        let (name, minutes) = meanings[0];
+                        let note = (meanings.len() > 1).then(|| {
+                            format!(
+                                "the zone {abbreviation} is ambiguous; read as {name} (UTC{}). \
+                                 Set [freshservice] timezone to the account's zone to read it otherwise",
+                                format_offset(minutes)
+                            )
+                        });
+                        (fixed(minutes)?, note)
+                    }
+                }
+            }
+        };
+        Ok(Reading {
+            instant: truncate(instant),
+            note,
+        })
+    }
+}
+
+/// Sets a part once; a second, different value makes the text unreadable.
+fn set<T: PartialEq>(slot: &mut Option<T>, value: T) -> Option<()> {
+    match slot {
+        Some(existing) if *existing != value => None,
+        _ => {
+            *slot = Some(value);
+            Some(())
+        }
+    }
+}
+
+fn month_number(word: &str) -> Option<i8> {
+    let word = word.trim_end_matches('.');
+    if word.len() < 3 {
+        return None;
+    }
+    let word = if word == "sept" { "sep" } else { word };
+    MONTHS
+        .iter()
+        .position(|m| m.starts_with(word))
+        .map(|i| i as i8 + 1)
+}
+
+/// A leading `YYYY-MM-DD` or `YYYY/MM/DD`, and what follows it.
+fn iso_date(word: &str) -> Option<(Date, &str)> {
+    let head = word.get(..10)?;
+    let bytes = head.as_bytes();
+    let sep = bytes[4];
+    if !(sep == b'-' || sep == b'/') || bytes[7] != sep {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i16> {
+        let part = &head[range];
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let date = Date::new(number(0..4)?, number(5..7)? as i8, number(8..10)? as i8).ok()?;
+    Some((date, &word[10..]))
+}
+
+/// `+0530`, `+05:30`, `+05`, `-8` as minutes east of UTC.
+fn offset_minutes(text: &str) -> Option<i32> {
+    let sign = match text.chars().next()? {
+        '+' => 1,
+        '-' => -1,
+        _ => return None,
+    };
+    let digits: String = text[1..].chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (hours, minutes) = match digits.len() {
+        1 | 2 => (digits.parse::<i32>().ok()?, 0),
+        4 => (digits[..2].parse().ok()?, digits[2..].parse().ok()?),
+        _ => return None,
+    };
+    (hours <= 18 && minutes < 60).then_some(sign * (hours * 60 + minutes))
+}
+
+fn format_offset(minutes: i32) -> String {
+    let sign = if minutes < 0 { '-' } else { '+' };
+    let minutes = minutes.abs();
+    format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60)
 }
 
 fn truncate(instant: Timestamp) -> Timestamp {
@@ -80,6 +502,14 @@ fn truncate(instant: Timestamp) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn zone(name: &str) -> TimeZone {
+        TimeZone::get(name).unwrap()
+    }
+
+    fn read_in(text: &str, zone: &TimeZone) -> Result<(String, Option<String>), String> {
+        read(text, zone).map(|r| (format(r.instant), r.note))
+    }
 
     #[test]
     fn accepts_the_formats_psas_send() {
@@ -92,8 +522,23 @@ mod tests {
             ("2024-01-15 10:30:00", "2024-01-15T10:30:00Z"),
             ("2024-01-15T10:30:00", "2024-01-15T10:30:00Z"),
             ("2024-01-15 16:00:00 +05:30", "2024-01-15T10:30:00Z"),
+            ("2024-01-15 16:00:00 +0530", "2024-01-15T10:30:00Z"),
             ("2024-01-15 16:00:00+05:30", "2024-01-15T10:30:00Z"),
             ("2024-01-15 10:30:00 UTC", "2024-01-15T10:30:00Z"),
+            ("2024-01-15 10:30:00 Z", "2024-01-15T10:30:00Z"),
+            ("2024-01-15 10:30:00Z", "2024-01-15T10:30:00Z"),
+            ("2024/01/15 10:30:00", "2024-01-15T10:30:00Z"),
+            ("January 15 2024 at 04:00 PM IST", "2024-01-15T10:30:00Z"),
+            ("January 15, 2024 at 10:30 AM EST", "2024-01-15T15:30:00Z"),
+            ("Jan 15, 2024 10:30 AM", "2024-01-15T10:30:00Z"),
+            ("Jan 15, 2024 10:30AM", "2024-01-15T10:30:00Z"),
+            ("15 Jan 2024", "2024-01-15T00:00:00Z"),
+            ("15 January 2024 22:05", "2024-01-15T22:05:00Z"),
+            ("Monday, January 15th 2024 12:00 AM", "2024-01-15T00:00:00Z"),
+            ("Sept 3 2024 12:15 PM GMT", "2024-09-03T12:15:00Z"),
+            ("Jan  5 2024 at 09:00 AM PST", "2024-01-05T17:00:00Z"),
+            ("Jan 15 2024 10:30 UTC+05:30", "2024-01-15T05:00:00Z"),
+            ("1705314600", "2024-01-15T10:30:00Z"),
         ];
         for (input, expected) in cases {
             assert_eq!(normalize(input).as_deref(), Ok(expected), "{input}");
@@ -101,10 +546,76 @@ mod tests {
     }
 
     #[test]
+    fn a_time_without_zone_is_read_in_the_configured_zone() {
+        let kolkata = zone("Asia/Kolkata");
+        assert_eq!(
+            read_in("2024-01-15 16:00:00", &kolkata).unwrap().0,
+            "2024-01-15T10:30:00Z"
+        );
+        assert_eq!(
+            read_in("15 Jan 2024", &kolkata).unwrap().0,
+            "2024-01-14T18:30:00Z"
+        );
+        // An explicit offset still wins.
+        assert_eq!(
+            read_in("2024-01-15 10:30:00 +0000", &kolkata).unwrap().0,
+            "2024-01-15T10:30:00Z"
+        );
+    }
+
+    #[test]
+    fn ambiguous_abbreviations_follow_the_configured_zone() {
+        // Default UTC: IST is India's, with a note saying so.
+        let (at, note) = read_in("January 15 2024 at 10:30 AM IST", &TimeZone::UTC).unwrap();
+        assert_eq!(at, "2024-01-15T05:00:00Z");
+        assert!(note.unwrap().contains("ambiguous"));
+        // In Dublin, IST is Irish summer time (+01:00).
+        let (at, note) = read_in("July 15 2024 at 10:30 AM IST", &zone("Europe/Dublin")).unwrap();
+        assert_eq!(at, "2024-07-15T09:30:00Z");
+        assert_eq!(note, None);
+        // In Chicago, CST is the configured zone's.
+        let (at, note) = read_in("Jan 15 2024 10:30 AM CST", &zone("America/Chicago")).unwrap();
+        assert_eq!(at, "2024-01-15T16:30:00Z");
+        assert_eq!(note, None);
+        // In Shanghai, CST is China's.
+        let (at, _) = read_in("Jan 15 2024 10:30 AM CST", &zone("Asia/Shanghai")).unwrap();
+        assert_eq!(at, "2024-01-15T02:30:00Z");
+        // An unambiguous one needs no note.
+        assert_eq!(
+            read_in("Jan 15 2024 10:30 AM JST", &TimeZone::UTC)
+                .unwrap()
+                .1,
+            None
+        );
+    }
+
+    #[test]
     fn refuses_what_is_not_a_time() {
+        for text in [
+            "yesterday",
+            "2024-13-45 10:00:00",
+            "Jan 2024",
+            "February 30 2024",
+            "Jan 15 2024 13:00 PM",
+            "Jan 15 2024 10:30 XYZT",
+            "soon-ish",
+            "",
+        ] {
+            assert!(normalize(text).is_err(), "{text}");
+        }
         let error = normalize("yesterday").unwrap_err();
         assert!(error.contains("RFC 3339"), "{error}");
-        assert!(normalize("2024-13-45 10:00:00").is_err());
+        let error = normalize("Jan 15 2024 10:30 QQQ").unwrap_err();
+        assert!(error.contains("timezone"), "{error}");
+        let long = "2024-01-15T".repeat(100_000);
+        assert!(normalize(&long).unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn the_bundled_zone_database_is_there_without_the_system_one() {
+        let db = jiff::tz::TimeZoneDatabase::bundled();
+        assert!(db.get("Asia/Kolkata").is_ok());
+        assert!(db.get("Europe/Dublin").is_ok());
     }
 
     #[test]

@@ -20,6 +20,10 @@ for_each_backend!(
     slow_page_is_retried,
     adaptive_interval_follows_webhooks_and_coverage,
     a_quiet_account_costs_one_call_per_incremental_run,
+    coverage_comes_from_the_database_on_an_instance_that_does_not_poll,
+    listings_cover_every_workspace_and_fall_back_cleanly,
+    reconcile_looks_up_only_what_the_listings_cannot_settle,
+    each_kind_of_call_is_budgeted_from_its_own_headers,
 );
 
 /// Runs `codex sync --once` and returns (success, the printed run, stderr).
@@ -58,9 +62,24 @@ fn full_sync_of_1000_tickets_over_10_pages(backend: Backend) {
     assert!(
         listing[0].query.contains("per_page=100") && listing[0].query.contains("order_type=asc")
     );
-    // The first sync is the listing alone: it has just seen everything.
-    assert_eq!(fake.requests().len(), 10);
-    assert_eq!(run["api_calls"], 10);
+    // Every workspace is listed.
+    assert!(listing.iter().all(|r| r.query.contains("workspace_id=0")));
+    // `sync --once` is complete even the first time: the deleted and spam
+    // listings and the active filter too, whose 1,000 tickets are more than
+    // it lists, so nothing is looked up one by one.
+    let requests = fake.requests();
+    assert!(requests.iter().any(|r| r.query.contains("filter=deleted")));
+    assert!(requests.iter().any(|r| r.query.contains("filter=spam")));
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.path == "/api/v2/tickets/filter")
+            .count(),
+        1
+    );
+    assert!(err.contains("skipping reconcile"), "{err}");
+    assert_eq!(requests.len(), 13);
+    assert_eq!(run["api_calls"], 13);
     let ticket = db.ticket(1000).unwrap();
     assert_eq!(ticket["status"].as_deref(), Some("open"));
     assert_eq!(
@@ -72,25 +91,17 @@ fn full_sync_of_1000_tickets_over_10_pages(backend: Backend) {
     let cursor = db.value("SELECT cursor FROM sync_state WHERE provider = 'freshservice'");
     assert_eq!(cursor.as_deref(), Some("2024-03-01T16:40:00Z"));
     assert_eq!(
-        db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'"),
+        db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok' AND kind = 'full'"),
         1
     );
 
-    // The next full run asks the deleted and spam listings and the active
-    // filter, whose 1,000 tickets are more than it lists: no reconcile then.
+    // The next one is complete as well.
     let (ok, run, err) = sync_once(&db, &fake, "");
     assert!(ok, "{err}");
-    let requests: Vec<_> = fake.requests().into_iter().skip(10).collect();
+    assert_eq!(run["kind"], "full");
+    let requests: Vec<_> = fake.requests().into_iter().skip(13).collect();
     assert!(requests.iter().any(|r| r.query.contains("filter=deleted")));
     assert!(requests.iter().any(|r| r.query.contains("filter=spam")));
-    assert_eq!(
-        requests
-            .iter()
-            .filter(|r| r.path == "/api/v2/tickets/filter")
-            .count(),
-        1
-    );
-    assert!(err.contains("skipping reconcile"), "{err}");
     assert_eq!(run["api_calls"].as_u64().unwrap() as usize, requests.len());
 }
 
@@ -495,7 +506,8 @@ fn a_quiet_account_costs_one_call_per_incremental_run(backend: Backend) {
         db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok' AND kind = 'full'") >= 2
     }));
     let runs = db.rows("SELECT kind, api_calls FROM sync_runs WHERE outcome = 'ok' ORDER BY id");
-    // The first run lists everything once.
+    // The timer's first run lists everything once, and says it did only that.
+    assert_eq!(runs[0][0].as_deref(), Some("initial"), "{runs:?}");
     assert_eq!(runs[0][1].as_deref(), Some("1"), "{runs:?}");
     // Then an incremental run costs one call (the listing, empty)...
     let incremental: Vec<_> = runs[1..]
@@ -514,4 +526,233 @@ fn a_quiet_account_costs_one_call_per_incremental_run(backend: Backend) {
         .filter(|r| r[0].as_deref() == Some("full"))
         .collect();
     assert_eq!(full[0][1].as_deref(), Some("5"), "{runs:?}");
+}
+
+/// Two `codex sync --once` runs find changes no webhook delivered; an
+/// instance with `sync_tickets_enabled = false` reports the coverage they
+/// measured, and so does `codex status`.
+fn coverage_comes_from_the_database_on_an_instance_that_does_not_poll(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 3, 2);
+    let codex = Codex::start(&db, &fake.config());
+    let health = || codex.get("/webhooks/health").json();
+    assert_eq!(health()["polling"]["role"], "disabled");
+
+    assert!(sync_once(&db, &fake, "").0);
+    // A webhook delivers ticket 2's change; tickets 3 and 4 change unseen.
+    let mut body = seed_body("ticket.updated", 2, 3, "2024-07-01T00:00:00Z");
+    body["subject"] = json!("Ticket 2");
+    assert_eq!(codex.deliver_json(&body).status, 200);
+    fake.with(|s| {
+        s.tickets.insert(2, ticket(2, 3, "2024-07-01T00:00:00Z"));
+        s.tickets.insert(3, ticket(3, 3, "2024-07-01T00:00:00Z"));
+        s.tickets.insert(4, ticket(4, 2, "2024-07-01T00:00:00Z"));
+    });
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(ok, "{err}");
+    assert_eq!(run["missed_by_webhooks"], 2, "{run}");
+
+    let mut coverage = Value::Null;
+    assert!(wait_until(Duration::from_secs(5), || {
+        coverage = health()["webhook_coverage"]["freshservice"].clone();
+        coverage["changes_missed"] == 2
+    }));
+    assert_eq!(coverage["changes_by_webhook"], 1, "{coverage}");
+    assert!((coverage["coverage"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    assert_eq!(coverage["missed_ticket_ids_last_run"], json!([3, 4]));
+    assert_eq!(health()["last_sync_outcome"], "ok");
+
+    let (status, out, _) = run_codex(
+        &["status", "--config", codex.config_path.to_str().unwrap()],
+        &[],
+    );
+    assert!(status.success());
+    assert!(out.contains("webhook coverage: 33.3%"), "{out}");
+}
+
+fn listings_cover_every_workspace_and_fall_back_cleanly(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.with(|s| {
+        s.tickets.insert(1, ticket(1, 2, "2024-08-01T00:00:00Z"));
+        for (id, workspace) in [(2, 2), (3, 3)] {
+            let mut t = ticket(id, 2, "2024-08-01T00:00:00Z");
+            t["workspace_id"] = json!(workspace);
+            s.tickets.insert(id, t);
+        }
+    });
+    // Default: every workspace, in every listing.
+    let (ok, _, err) = sync_once(&db, &fake, "");
+    assert!(ok, "{err}");
+    for id in 1..=3 {
+        assert!(db.ticket(id).is_some(), "ticket {id}");
+    }
+    let listings: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v2/tickets" || r.path == "/api/v2/tickets/filter")
+        .collect();
+    assert_eq!(listings.len(), 4, "{listings:?}");
+    assert!(listings.iter().all(|r| r.query.contains("workspace_id=0")));
+
+    // One workspace when configured.
+    let other = TestDb::new(&backend);
+    let (ok, _, err) = sync_once(&other, &fake, "[freshservice]\nworkspace_id = 2\n");
+    assert!(ok, "{err}");
+    assert!(other.ticket(2).is_some());
+    assert!(other.ticket(1).is_none() && other.ticket(3).is_none());
+
+    // An account without workspaces refuses the parameter: the run goes on
+    // without it, and says so once.
+    fake.with(|s| {
+        s.no_workspaces = true;
+        s.tickets.insert(5, ticket(5, 2, "2024-08-02T00:00:00Z"));
+    });
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(ok, "{run} {err}");
+    assert!(db.ticket(5).is_some());
+    assert_eq!(err.matches("refuses workspace_id").count(), 1, "{err}");
+    let after: Vec<_> = fake.requests().into_iter().skip(4).collect();
+    let refused = after.iter().filter(|r| r.status == 400).count();
+    assert_eq!(refused, 1, "{after:?}");
+}
+
+/// The active-status listing settles every ticket it lists; the deleted and
+/// spam listings settle theirs; only a ticket none of them accounts for is
+/// looked up on its own.
+fn reconcile_looks_up_only_what_the_listings_cannot_settle(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 40, 2);
+    assert!(sync_once(&db, &fake, "").0);
+    let before = fake.requests().len();
+    // Deleting a ticket or marking it spam updates it, now.
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    fake.with(|s| {
+        // 5 was deleted (in the deleted listing), 6 marked spam, 7 deleted
+        // for good (gone everywhere), 8 closed (the incremental listing
+        // shows it), 9 changed while staying open.
+        s.tickets.remove(&5);
+        s.deleted.insert(5, ticket(5, 2, &now));
+        s.tickets.remove(&6);
+        s.spam.insert(6, ticket(6, 2, &now));
+        s.tickets.remove(&7);
+        s.tickets.insert(8, ticket(8, 5, "2024-09-01T00:00:00Z"));
+        s.tickets.insert(9, ticket(9, 3, "2024-09-01T00:00:00Z"));
+    });
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(ok, "{run} {err}");
+    let lookups: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .skip(before)
+        .filter(|r| r.path.starts_with("/api/v2/tickets/") && r.path != "/api/v2/tickets/filter")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(lookups, ["/api/v2/tickets/7"]);
+    let status = |id| db.ticket(id).unwrap()["status"].clone();
+    assert_eq!(status(5).as_deref(), Some("deleted"));
+    assert_eq!(status(6).as_deref(), Some("spam"));
+    assert_eq!(status(7).as_deref(), Some("deleted"));
+    assert_eq!(status(8).as_deref(), Some("closed"));
+    assert_eq!(status(9).as_deref(), Some("pending"));
+    assert_eq!(status(10).as_deref(), Some("open"));
+    // Listing, deleted, spam, two filter pages, one lookup.
+    assert_eq!(run["api_calls"], 6, "{run}");
+}
+
+/// A standby on PostgreSQL, which never polls, reports the coverage the
+/// leader's runs measured.
+#[test]
+fn a_standby_reports_webhook_coverage() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 3, 2);
+    let polling = format!(
+        "{}[scheduler]\nsync_tickets_enabled = true\nticket_sync_interval = 1s\nticket_sync_interval_with_webhooks = 1s\n",
+        fake.config()
+    );
+    let first = Codex::start(&db, &polling);
+    let role = |codex: &Codex| codex.get("/webhooks/health").json()["polling"]["role"].clone();
+    assert!(wait_until(Duration::from_secs(20), || role(&first) == "leader"));
+    let standby = Codex::start(&db, &polling);
+    assert!(wait_until(Duration::from_secs(20), || role(&standby) == "standby"));
+    assert!(wait_until(Duration::from_secs(20), || {
+        db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'") >= 1
+    }));
+
+    let mut body = seed_body("ticket.updated", 2, 3, "2024-07-01T00:00:00Z");
+    body["subject"] = json!("Ticket 2");
+    assert_eq!(standby.deliver_json(&body).status, 200);
+    fake.with(|s| {
+        s.tickets.insert(2, ticket(2, 3, "2024-07-01T00:00:00Z"));
+        s.tickets.insert(3, ticket(3, 3, "2024-07-01T00:00:00Z"));
+    });
+    let mut coverage = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            coverage =
+                standby.get("/webhooks/health").json()["webhook_coverage"]["freshservice"].clone();
+            coverage["changes_missed"] == 1
+        }),
+        "{coverage}"
+    );
+    assert_eq!(coverage["changes_by_webhook"], 1, "{coverage}");
+    assert_eq!(coverage["missed_ticket_ids_last_run"], json!([3]));
+    assert_eq!(role(&standby), "standby");
+    assert_eq!(
+        standby.get("/webhooks/health").json()["last_sync_outcome"],
+        "ok"
+    );
+}
+
+/// Listings report a nearly spent budget of their own (total 600 a minute,
+/// 1 left): listings are spaced out at that rate, while single-ticket
+/// lookups, whose own budget is ample, are not.
+fn each_kind_of_call_is_budgeted_from_its_own_headers(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 40, 2);
+    assert!(sync_once(&db, &fake, "").0);
+    let before = fake.requests().len();
+    fake.with(|s| {
+        for id in 1..=4 {
+            s.tickets.remove(&id);
+        }
+        s.totals = Some([600, 6000, 6000]);
+        s.listing_remaining = Some(1);
+    });
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(ok, "{run} {err}");
+    let requests: Vec<_> = fake.requests().into_iter().skip(before).collect();
+    let gaps = |listing: bool| -> Vec<Duration> {
+        let of_kind: Vec<_> = requests
+            .iter()
+            .filter(|r| {
+                let is_listing = r.path == "/api/v2/tickets" || r.path == "/api/v2/tickets/filter";
+                is_listing == listing
+            })
+            .collect();
+        of_kind.windows(2).map(|w| w[1].at - w[0].at).collect()
+    };
+    let listing = gaps(true);
+    assert_eq!(listing.len(), 4, "{requests:?}");
+    // 3 requests' worth of a 600-a-minute budget: 300 ms apart.
+    assert!(
+        listing.iter().all(|g| *g >= Duration::from_millis(290)),
+        "{listing:?}"
+    );
+    let lookups = gaps(false);
+    assert_eq!(lookups.len(), 3, "{requests:?}");
+    assert!(
+        lookups.iter().all(|g| *g < Duration::from_millis(250)),
+        "{lookups:?}"
+    );
+    assert_eq!(db.ticket(1).unwrap()["status"].as_deref(), Some("deleted"));
 }

@@ -522,7 +522,7 @@ fn lenient_freshservice_bodies_are_accepted(backend: Backend) {
 
     // An id missing from the status table is stored raw as unknown.
     let response = codex.deliver_json(
-        &json!({"ticket_id": 1234, "status_id": 99, "updated_at": "2024-01-16T00:00:00Z"}),
+        &json!({"event": "ticket.updated", "ticket_id": 1234, "status_id": 99, "updated_at": "2024-01-16T00:00:00Z"}),
     );
     assert_eq!(response.status, 200);
     assert!(
@@ -547,18 +547,20 @@ fn bad_requests_get_actionable_errors_and_are_journaled(backend: Backend) {
     let body = broken.json();
     assert!(body["error"].as_str().unwrap().contains("line 2"), "{body}");
     assert_eq!(body["line"], 2);
+    // Found by scanning, so the answer and the journal name the ticket.
+    assert_eq!(body["ticket_id"], 5);
 
     let no_id = codex.deliver(r#"{"event": "ticket.updated", "subject": "x"}"#);
     assert_eq!(no_id.status, 400);
     assert_eq!(no_id.json()["error"], "ticket_id is required");
 
-    let bad_time = codex.deliver(r#"{"ticket_id": 5, "updated_at": "yesterday"}"#);
-    assert_eq!(bad_time.status, 400);
+    let bad_id = codex.deliver(r#"{"event": "ticket.updated", "ticket_id": "abc"}"#);
+    assert_eq!(bad_id.status, 400);
     assert!(
-        bad_time.json()["error"]
+        bad_id.json()["error"]
             .as_str()
             .unwrap()
-            .starts_with("updated_at")
+            .starts_with("ticket_id")
     );
 
     let form = codex.request(
@@ -622,6 +624,11 @@ fn bad_requests_get_actionable_errors_and_are_journaled(backend: Backend) {
     assert_eq!(journal.len(), 4, "{journal:?}");
     assert_eq!(journal[0][0].as_deref(), Some("rejected"));
     assert!(journal[0][1].as_deref().unwrap().contains("line 2"));
+    assert_eq!(
+        db.value("SELECT CAST(ticket_id AS TEXT) FROM webhook_events ORDER BY id LIMIT 1")
+            .as_deref(),
+        Some("5")
+    );
     assert!(
         journal[0][2]
             .as_deref()

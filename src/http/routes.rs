@@ -14,7 +14,7 @@ use tiny_http::{Method, Request};
 use super::auth::{self, RateLimiter};
 use super::response::{ApiError, json_response, send};
 use crate::config::Config;
-use crate::psa::{Provider, freshservice, lenient_json};
+use crate::psa::{Provider, freshservice, lenient_json, webhook_body};
 use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
 use crate::sync::SyncStatus;
 use crate::timestamp;
@@ -281,7 +281,7 @@ fn health(state: &Scope) -> Value {
         "timestamp": timestamp::now(),
     });
     if let Some(map) = body.as_object_mut() {
-        map.extend(state.sync.health_fields());
+        map.extend(state.sync.health_fields(&state.store));
     }
     body
 }
@@ -435,23 +435,32 @@ fn deliver(
         .with("line", e.line)
         .with("column", e.column)
     });
+    // Ids a parsed body carries for something other than the ticket (a
+    // requester's), which the scan below must not take for the ticket's.
+    let mut foreign = Vec::new();
     let normalized = parsed.and_then(|value| match provider {
         Provider::Freshservice => {
             freshservice::normalize_webhook(&value, &state.config.freshservice, &received_at)
                 .map_err(|rejection| {
                     journal.event = rejection.event.clone();
-                    journal.ticket_id = rejection.ticket_id.map(|id| id.to_string());
-                    let mut error = ApiError::new(400, rejection.message.clone());
-                    if let Some(id) = rejection.ticket_id {
-                        error = error.with("ticket_id", id);
-                    }
-                    error
+                    foreign = webhook_body::foreign_ids(&value);
+                    ApiError::new(400, rejection.message)
                 })
         }
     });
     let normalized = match normalized {
         Ok(normalized) => normalized,
-        Err(error) => {
+        Err(mut error) => {
+            // A body beyond repair still names its ticket when an id can be
+            // found in it, in the journal row and in the answer.
+            if let Some(id) = webhook_body::scan_ticket_id(
+                &journal.body,
+                &state.config.freshservice.webhook_fields,
+                &foreign,
+            ) {
+                journal.ticket_id = Some(id.to_string());
+                error = error.with("ticket_id", id);
+            }
             // Kept even though it cannot be applied: nothing a PSA sent is lost.
             journal.error = Some(error.message().to_string());
             let item = WriteItem {
@@ -471,6 +480,11 @@ fn deliver(
     journal.ticket_id = Some(ticket_id.to_string());
     for warning in &normalized.warnings {
         log::warn!("{provider} ticket={ticket_id}: {warning}");
+    }
+    if !normalized.warnings.is_empty() {
+        // The journal row says what was odd (an unreadable updated_at, with
+        // its raw value) next to the raw body.
+        journal.error = Some(format!("warnings: {}", normalized.warnings.join("; ")));
     }
     let event_updated_at = event.updated_at.clone();
     let item = WriteItem {

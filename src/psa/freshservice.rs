@@ -3,8 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value as Json};
+use jiff::tz::TimeZone;
+use serde_json::Value as Json;
 
+pub use super::webhook_body::WebhookFields;
+use super::webhook_body::{Body, html_unescape};
 use super::{EventKind, Field, Provider, Source, TicketEvent, Value};
 use crate::config::FreshserviceConfig;
 use crate::timestamp;
@@ -129,12 +132,12 @@ pub fn default_priorities() -> CodeTable {
     table
 }
 
-/// Why a delivery cannot be applied; the message is sent back as the 400 body.
+/// Why a delivery cannot be applied: it has no readable ticket id (the
+/// caller may still find one by scanning the raw body). The message is sent
+/// back as the 400 body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub message: String,
-    /// The ticket id, when it could be read.
-    pub ticket_id: Option<i64>,
     pub event: Option<String>,
 }
 
@@ -145,98 +148,99 @@ pub struct Normalized {
     pub warnings: Vec<String>,
 }
 
-/// Webhook body keys and the fields they carry (first key present wins).
-const WEBHOOK_FIELDS: &[(&[&str], Field)] = &[
-    (&["subject"], Field::Subject),
-    (&["description_text", "description"], Field::Description),
-    (&["ticket_type", "type"], Field::TicketType),
-    (&["requester_email"], Field::RequesterEmail),
-    (&["requester_name"], Field::RequesterName),
-    (&["requester_id"], Field::RequesterId),
-    (&["responder_id", "agent_id"], Field::ResponderId),
-    (&["group_id"], Field::GroupId),
-    (&["department_id"], Field::DepartmentId),
-    (&["created_at"], Field::CreatedAt),
-    (&["due_by"], Field::DueBy),
-    (&["fr_due_by"], Field::FrDueBy),
-    (&["is_escalated"], Field::IsEscalated),
+/// Ticket fields a webhook body may carry, by their `FIELD_KEYS` names.
+const WEBHOOK_FIELDS: &[(&str, Field)] = &[
+    ("subject", Field::Subject),
+    ("description", Field::Description),
+    ("ticket_type", Field::TicketType),
+    ("requester_email", Field::RequesterEmail),
+    ("requester_name", Field::RequesterName),
+    ("requester_id", Field::RequesterId),
+    ("responder_id", Field::ResponderId),
+    ("group_id", Field::GroupId),
+    ("department_id", Field::DepartmentId),
+    ("created_at", Field::CreatedAt),
+    ("due_by", Field::DueBy),
+    ("fr_due_by", Field::FrDueBy),
+    ("is_escalated", Field::IsEscalated),
 ];
 
 /// API ticket keys (`GET /tickets`) and the fields they carry.
-const API_FIELDS: &[(&[&str], Field)] = &[
-    (&["subject"], Field::Subject),
-    (&["description_text"], Field::Description),
-    (&["type"], Field::TicketType),
-    (&["requester_id"], Field::RequesterId),
-    (&["responder_id"], Field::ResponderId),
-    (&["group_id"], Field::GroupId),
-    (&["department_id"], Field::DepartmentId),
-    (&["created_at"], Field::CreatedAt),
-    (&["due_by"], Field::DueBy),
-    (&["fr_due_by"], Field::FrDueBy),
-    (&["is_escalated"], Field::IsEscalated),
+const API_FIELDS: &[(&str, Field)] = &[
+    ("subject", Field::Subject),
+    ("description_text", Field::Description),
+    ("type", Field::TicketType),
+    ("requester_id", Field::RequesterId),
+    ("responder_id", Field::ResponderId),
+    ("group_id", Field::GroupId),
+    ("department_id", Field::DepartmentId),
+    ("created_at", Field::CreatedAt),
+    ("due_by", Field::DueBy),
+    ("fr_due_by", Field::FrDueBy),
+    ("is_escalated", Field::IsEscalated),
 ];
 
-/// Normalizes a webhook body (already parsed, leniently if need be).
+/// Normalizes a webhook body (already parsed, leniently if need be). Only a
+/// body without a readable ticket id is refused; everything else odd about
+/// it (an unknown event, an unreadable timestamp or field) is a warning.
 pub fn normalize_webhook(
     body: &Json,
     config: &FreshserviceConfig,
     received_at: &str,
 ) -> Result<Normalized, Rejection> {
-    let Some(object) = body.as_object() else {
+    let Some(top) = body.as_object() else {
         return Err(Rejection {
             message: "the body must be a JSON object such as {\"event\": \"ticket.updated\", \"ticket_id\": 123}"
                 .to_string(),
-            ticket_id: None,
             event: None,
         });
     };
-    let event_name = match object.get("event") {
-        None | Some(Json::Null) => None,
-        Some(Json::String(s)) if s.trim().is_empty() => None,
-        Some(Json::String(s)) => Some(s.trim().to_string()),
-        Some(other) => Some(other.to_string()),
-    };
-    let reject = |message: String, ticket_id: Option<i64>| Rejection {
+    let body = Body::webhook(top, &config.webhook_fields);
+    let mut warnings = Vec::new();
+    let (kind, event_name) = read_event(body.find("event"), &mut warnings);
+    let reject = |message: String| Rejection {
         message,
-        ticket_id,
         event: event_name.clone(),
     };
-    let kind = match event_name.as_deref() {
-        None => EventKind::Updated,
-        Some(name) => match name.to_ascii_lowercase().as_str() {
-            "ticket.created" | "created" => EventKind::Created,
-            "ticket.updated" | "updated" => EventKind::Updated,
-            "ticket.deleted" | "deleted" => EventKind::Deleted,
-            _ => {
-                return Err(reject(
-                    format!(
-                        "unknown event '{name}'; expected ticket.created, ticket.updated or ticket.deleted"
-                    ),
-                    None,
-                ));
-            }
+    let ticket_id = match body.find("ticket_id") {
+        None => return Err(reject("ticket_id is required".to_string())),
+        Some((key, value)) => match parse_id(value) {
+            Ok(Some(id)) => id,
+            Ok(None) => return Err(reject(format!("{key} is empty; ticket_id is required"))),
+            Err(message) => return Err(reject(format!("{key}: {message}"))),
         },
     };
-    let id_value = object.get("ticket_id").or_else(|| object.get("id"));
-    let ticket_id = match id_value.map(parse_id) {
-        None | Some(Ok(None)) => return Err(reject("ticket_id is required".to_string(), None)),
-        Some(Err(message)) => return Err(reject(format!("ticket_id: {message}"), None)),
-        Some(Ok(Some(id))) => id,
-    };
     let mut event = TicketEvent::new(Provider::Freshservice, ticket_id, kind, Source::Webhook);
-    let mut warnings = Vec::new();
-    match object.get("updated_at").map(timestamp_field) {
-        None | Some(Ok(None)) => {}
-        Some(Ok(Some(ts))) => event.updated_at = Some(ts),
-        Some(Err(message)) => {
-            return Err(reject(format!("updated_at: {message}"), Some(ticket_id)));
-        }
+    match body.find("updated_at") {
+        None => {}
+        Some((key, value)) => match timestamp_field(value, &config.timezone) {
+            Ok(None) => {}
+            Ok(Some((ts, note))) => {
+                event.updated_at = Some(ts);
+                warnings.extend(note.map(|n| format!("{key}: {n}")));
+            }
+            Err(message) => {
+                // Never a reason to lose the delivery: it is applied as of
+                // its arrival, and the journal keeps the raw body.
+                warnings.push(format!(
+                    "{key}: {message}; applied with the time Codex received it ({received_at}) as its version, \
+                     so it is ordered by arrival; set [freshservice] timezone or a date: filter in the template"
+                ));
+                event.updated_at = Some(received_at.to_string());
+            }
+        },
     }
-    apply_fields(object, WEBHOOK_FIELDS, &mut event, &mut warnings);
+    apply_fields(
+        &body,
+        WEBHOOK_FIELDS,
+        config,
+        true,
+        &mut event,
+        &mut warnings,
+    );
     apply_code(
-        object,
-        &["status_id", "status"],
+        &body,
+        "status",
         &config.statuses,
         (Field::Status, Field::StatusId),
         "[freshservice.statuses]",
@@ -244,8 +248,8 @@ pub fn normalize_webhook(
         &mut warnings,
     );
     apply_code(
-        object,
-        &["priority_id", "priority"],
+        &body,
+        "priority",
         &config.priorities,
         (Field::Priority, Field::PriorityId),
         "[freshservice.priorities]",
@@ -257,6 +261,48 @@ pub fn normalize_webhook(
     }
     finish(&mut event, config, received_at);
     Ok(Normalized { event, warnings })
+}
+
+/// The event a body names: `ticket.created`, `ticket.updated` or
+/// `ticket.deleted` (also `created`, `Ticket Created`, …). Anything else,
+/// an empty or a missing one, reads as an update, with a warning.
+fn read_event(
+    found: Option<(String, &Json)>,
+    warnings: &mut Vec<String>,
+) -> (EventKind, Option<String>) {
+    let Some((key, value)) = found else {
+        warnings.push("event is missing; read as ticket.updated".to_string());
+        return (EventKind::Updated, None);
+    };
+    let text = match value {
+        Json::String(s) => s.trim().to_string(),
+        Json::Null => String::new(),
+        other => other.to_string(),
+    };
+    let words = slug(&text);
+    let words = words
+        .strip_prefix("ticket_is_")
+        .or_else(|| words.strip_prefix("ticket_"))
+        .unwrap_or(&words);
+    let kind = match words {
+        "created" | "create" => Some(EventKind::Created),
+        "updated" | "update" => Some(EventKind::Updated),
+        "deleted" | "delete" => Some(EventKind::Deleted),
+        _ => None,
+    };
+    match kind {
+        Some(kind) => (kind, Some(text)),
+        None => {
+            warnings.push(if text.is_empty() {
+                format!("{key} is empty; read as ticket.updated")
+            } else {
+                format!(
+                    "{key} '{text}' is not ticket.created, ticket.updated or ticket.deleted; read as ticket.updated"
+                )
+            });
+            (EventKind::Updated, (!text.is_empty()).then_some(text))
+        }
+    }
 }
 
 /// Normalizes one ticket from the REST API (`GET /tickets`, `/tickets/{id}`).
@@ -278,18 +324,22 @@ pub fn normalize_api_ticket(
         Source::Poll,
     );
     let mut warnings = Vec::new();
-    match object.get("updated_at").map(timestamp_field) {
-        Some(Ok(Some(ts))) => event.updated_at = Some(ts),
+    match object
+        .get("updated_at")
+        .map(|v| timestamp_field(v, &TimeZone::UTC))
+    {
+        Some(Ok(Some((ts, _)))) => event.updated_at = Some(ts),
         _ => {
             return Err(format!(
                 "ticket {ticket_id} in the API answer has no usable updated_at"
             ));
         }
     }
-    apply_fields(object, API_FIELDS, &mut event, &mut warnings);
+    let body = Body::api(object);
+    apply_fields(&body, API_FIELDS, config, false, &mut event, &mut warnings);
     apply_code(
-        object,
-        &["status"],
+        &body,
+        "status",
         &config.statuses,
         (Field::Status, Field::StatusId),
         "[freshservice.statuses]",
@@ -297,8 +347,8 @@ pub fn normalize_api_ticket(
         &mut warnings,
     );
     apply_code(
-        object,
-        &["priority"],
+        &body,
+        "priority",
         &config.priorities,
         (Field::Priority, Field::PriorityId),
         "[freshservice.priorities]",
@@ -376,22 +426,24 @@ fn finish(event: &mut TicketEvent, config: &FreshserviceConfig, received_at: &st
 }
 
 fn apply_fields(
-    object: &Map<String, Json>,
-    mapping: &[(&[&str], Field)],
+    body: &Body<'_>,
+    mapping: &[(&str, Field)],
+    config: &FreshserviceConfig,
+    html: bool,
     event: &mut TicketEvent,
     warnings: &mut Vec<String>,
 ) {
-    for (keys, field) in mapping {
-        let Some((key, value)) = keys.iter().find_map(|k| object.get(*k).map(|v| (*k, v))) else {
+    for (name, field) in mapping {
+        let Some((key, value)) = body.find(name) else {
             continue;
         };
         let parsed = match field.kind() {
             super::Kind::Text
                 if matches!(field, Field::CreatedAt | Field::DueBy | Field::FrDueBy) =>
             {
-                timestamp_field(value).map(|v| v.map(Value::Text))
+                timestamp_field(value, &config.timezone).map(|v| v.map(|(ts, _)| Value::Text(ts)))
             }
-            super::Kind::Text => text_field(value).map(|v| v.map(Value::Text)),
+            super::Kind::Text => text_field(value, html).map(|v| v.map(Value::Text)),
             super::Kind::Int => parse_id(value).map(|v| v.map(Value::Int)),
             super::Kind::Bool => bool_field(value).map(|v| v.map(Value::Bool)),
         };
@@ -404,15 +456,15 @@ fn apply_fields(
 
 /// Reads a status or priority given as an id, a numeric string or a name.
 fn apply_code(
-    object: &Map<String, Json>,
-    keys: &[&str],
+    body: &Body<'_>,
+    name: &str,
     table: &CodeTable,
     (name_field, id_field): (Field, Field),
     section: &str,
     event: &mut TicketEvent,
     warnings: &mut Vec<String>,
 ) {
-    let Some((key, value)) = keys.iter().find_map(|k| object.get(*k).map(|v| (*k, v))) else {
+    let Some((key, value)) = body.find(name) else {
         return;
     };
     let clear = |event: &mut TicketEvent| {
@@ -423,7 +475,8 @@ fn apply_code(
         Json::Null => clear(event),
         Json::String(s) if s.trim().is_empty() => clear(event),
         Json::String(s) if s.trim().parse::<f64>().is_err() => {
-            let text = s.trim();
+            let text = html_unescape(s.trim());
+            let text = text.as_str();
             match table.lookup_name(text) {
                 Some(id) => {
                     event.set(id_field, Some(Value::Int(id)));
@@ -501,9 +554,10 @@ fn positive(id: i64, value: &Json) -> Result<Option<i64>, String> {
     }
 }
 
-fn text_field(value: &Json) -> Result<Option<String>, String> {
+fn text_field(value: &Json, html: bool) -> Result<Option<String>, String> {
     let text = match value {
         Json::Null => return Ok(None),
+        Json::String(s) if html => html_unescape(s),
         Json::String(s) => s.clone(),
         Json::Number(n) => n.to_string(),
         Json::Bool(b) => b.to_string(),
@@ -515,13 +569,21 @@ fn text_field(value: &Json) -> Result<Option<String>, String> {
     Ok((!trimmed.is_empty()).then(|| trimmed.to_string()))
 }
 
-fn timestamp_field(value: &Json) -> Result<Option<String>, String> {
-    match value {
-        Json::Null => Ok(None),
-        Json::String(s) if s.trim().is_empty() => Ok(None),
-        Json::String(s) => timestamp::normalize(s).map(Some),
-        other => Err(format!("{other} is not a timestamp")),
-    }
+/// A timestamp in stored form, with a note when its zone was a guess.
+fn timestamp_field(
+    value: &Json,
+    zone: &TimeZone,
+) -> Result<Option<(String, Option<String>)>, String> {
+    let text = match value {
+        Json::Null => return Ok(None),
+        Json::String(s) if s.trim().is_empty() => return Ok(None),
+        Json::String(s) => s.clone(),
+        // Unix seconds, unquoted.
+        Json::Number(n) => n.to_string(),
+        other => return Err(format!("{other} is not a timestamp")),
+    };
+    let reading = timestamp::read(&text, zone)?;
+    Ok(Some((timestamp::format(reading.instant), reading.note)))
 }
 
 fn bool_field(value: &Json) -> Result<Option<bool>, String> {
@@ -658,16 +720,10 @@ mod tests {
                 .contains("'abc' is not an id")
         );
         assert!(
-            normalize(json!({"event": "ticket.merged", "ticket_id": 1}))
+            normalize(json!({"ticket_id": ""}))
                 .unwrap_err()
                 .message
-                .contains("unknown event")
-        );
-        assert!(
-            normalize(json!({"ticket_id": 1, "updated_at": "soon"}))
-                .unwrap_err()
-                .message
-                .contains("updated_at")
+                .contains("ticket_id is required")
         );
         assert!(
             normalize(json!([1]))
@@ -678,8 +734,30 @@ mod tests {
     }
 
     #[test]
+    fn odd_events_and_timestamps_warn_instead_of_rejecting() {
+        let n = normalize(json!({"event": "ticket.merged", "ticket_id": 1})).unwrap();
+        assert_eq!(n.event.kind, EventKind::Updated);
+        assert!(
+            n.warnings[0].contains("'ticket.merged'"),
+            "{:?}",
+            n.warnings
+        );
+        let n = normalize(json!({"event": "Ticket Created", "ticket_id": 1})).unwrap();
+        assert_eq!(n.event.kind, EventKind::Created);
+        assert!(n.warnings.is_empty());
+        let n = normalize(json!({"event": "ticket.updated", "ticket_id": 1, "updated_at": "soon"}))
+            .unwrap();
+        assert_eq!(n.event.updated_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert!(n.warnings[0].contains("'soon'"), "{:?}", n.warnings);
+        assert!(n.warnings[0].contains("arrival"), "{:?}", n.warnings);
+    }
+
+    #[test]
     fn odd_fields_warn_and_stay_unchanged() {
-        let n = normalize(json!({"ticket_id": 1, "group_id": "Service Desk"})).unwrap();
+        let n = normalize(
+            json!({"event": "ticket.updated", "ticket_id": 1, "group_id": "Service Desk"}),
+        )
+        .unwrap();
         assert_eq!(n.event.get(Field::GroupId), &None);
         assert!(n.warnings[0].contains("group_id"), "{:?}", n.warnings);
     }

@@ -26,6 +26,49 @@ const REMAINING_LOW: u64 = 2;
 /// Largest API answer read (a page of 100 tickets with descriptions).
 const MAX_BODY: u64 = 32 * 1024 * 1024;
 
+/// Set once an account has refused `workspace_id` (one without
+/// workspaces): listings are then asked without it for the life of the
+/// process, and the fallback is logged once.
+static WORKSPACES_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Freshservice counts its rate limit per kind of call, each with its own
+/// `X-RateLimit-*` headers (a ticket listing showed a total of 140 while
+/// agents showed 500), so each kind is budgeted on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// `GET /tickets`, `GET /tickets/filter`.
+    ListTickets,
+    /// `GET /tickets/{id}`.
+    ViewTicket,
+    /// Anything else (`GET /agents/me`).
+    Other,
+}
+
+impl CallKind {
+    const ALL: [CallKind; 3] = [CallKind::ListTickets, CallKind::ViewTicket, CallKind::Other];
+
+    /// The kind of call a URL makes.
+    pub fn of(url: &str) -> CallKind {
+        let path = path_of(url);
+        let path = path.split('?').next().unwrap_or(path);
+        let path = path.trim_end_matches('/');
+        if path.ends_with("/tickets") || path.ends_with("/tickets/filter") {
+            CallKind::ListTickets
+        } else if path
+            .rsplit_once("/tickets/")
+            .is_some_and(|(_, id)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        {
+            CallKind::ViewTicket
+        } else {
+            CallKind::Other
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
@@ -41,7 +84,8 @@ pub struct FreshserviceClient {
     agent: ureq::Agent,
     base: String,
     authorization: String,
-    limiter: Limiter,
+    limiters: [Limiter; 3],
+    workspace_id: u64,
     stop: Arc<AtomicBool>,
     /// Requests sent, retries included.
     pub calls: u64,
@@ -71,7 +115,8 @@ impl FreshserviceClient {
             agent,
             base,
             authorization: format!("Basic {token}"),
-            limiter: Limiter::new(config.max_requests_per_minute),
+            limiters: CallKind::ALL.map(|_| Limiter::new(config.max_requests_per_minute)),
+            workspace_id: config.workspace_id.unwrap_or(0),
             stop,
             calls: 0,
         })
@@ -82,9 +127,48 @@ impl FreshserviceClient {
         format!("{}{path_and_query}", self.base)
     }
 
+    /// The URL of a ticket listing (`/tickets?…`, `/tickets/filter?…`) in
+    /// the configured workspace, or in all of them (`workspace_id=0`: without
+    /// it, an account with workspaces lists its primary workspace only).
+    pub fn listing_url(&self, path_and_query: &str) -> String {
+        if WORKSPACES_REFUSED.load(Ordering::Relaxed) {
+            return self.url(path_and_query);
+        }
+        let separator = if path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        self.url(&format!(
+            "{path_and_query}{separator}workspace_id={}",
+            self.workspace_id
+        ))
+    }
+
+    /// The budget of one kind of call as the account last reported it:
+    /// (`X-RateLimit-Total`, `X-RateLimit-Remaining`).
+    pub fn budget(&self, kind: CallKind) -> (Option<u64>, Option<u64>) {
+        let limiter = &self.limiters[kind.index()];
+        (limiter.total, limiter.remaining)
+    }
+
     /// Fetches one page of a ticket listing (`{"tickets": […]}`).
     pub fn page(&mut self, url: &str) -> Result<Page, SyncError> {
-        let answer = self.get(url)?;
+        let mut answer = self.get(url)?;
+        if answer.status == 400
+            && url.contains("workspace_id=")
+            && answer.body.contains("workspace_id")
+        {
+            // An account without workspaces refuses the parameter: ask
+            // without it, now and from now on.
+            if !WORKSPACES_REFUSED.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "freshservice: the account refuses workspace_id ({}); listing without it from now on",
+                    answer.body.chars().take(200).collect::<String>()
+                );
+            }
+            answer = self.get(&without_workspace(url))?;
+        }
         if answer.status != 200 {
             return Err(unexpected(url, &answer));
         }
@@ -136,15 +220,17 @@ impl FreshserviceClient {
         }
     }
 
-    /// GET with the rate limit, retries and the account's limit headers.
+    /// GET with the rate limit of its kind of call, retries and the
+    /// account's limit headers.
     fn get(&mut self, url: &str) -> Result<Answer, SyncError> {
+        let kind = CallKind::of(url);
         let mut failures = 0;
         let mut rate_limited = 0;
         loop {
-            let delay = self.limiter.delay();
+            let delay = self.limiters[kind.index()].delay();
             self.wait(delay)?;
             self.calls += 1;
-            self.limiter.sent();
+            self.limiters[kind.index()].sent();
             let result = self
                 .agent
                 .get(url)
@@ -161,11 +247,9 @@ impl FreshserviceClient {
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_string)
                     };
-                    if let Some(remaining) =
-                        header("X-RateLimit-Remaining").and_then(|v| v.trim().parse().ok())
-                    {
-                        self.limiter.remaining(remaining);
-                    }
+                    let number = |name: &str| header(name).and_then(|v| v.trim().parse().ok());
+                    self.limiters[kind.index()]
+                        .reported(number("X-RateLimit-Total"), number("X-RateLimit-Remaining"));
                     let retry_after =
                         header("Retry-After").and_then(|v| v.trim().parse::<u64>().ok());
                     let next = header("Link").as_deref().and_then(next_link);
@@ -282,12 +366,34 @@ pub fn next_link(header: &str) -> Option<String> {
     })
 }
 
-/// Keeps under `max` requests a minute, and spaces requests out when the
-/// account reports its budget nearly spent (other integrations share it).
+/// `url` without its `workspace_id` query parameter.
+fn without_workspace(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.starts_with("workspace_id="))
+        .collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
+/// The budget of one kind of call: under `max` requests a minute (and
+/// under the total the account reports for this kind), spaced out when the
+/// account reports this kind's budget nearly spent (other integrations
+/// share it).
 struct Limiter {
     max: usize,
     sent: VecDeque<Instant>,
     slow_until: Option<Instant>,
+    /// `X-RateLimit-Total` last reported for this kind.
+    total: Option<u64>,
+    /// `X-RateLimit-Remaining` last reported for this kind.
+    remaining: Option<u64>,
 }
 
 impl Limiter {
@@ -296,6 +402,17 @@ impl Limiter {
             max: max_per_minute.max(1) as usize,
             sent: VecDeque::new(),
             slow_until: None,
+            total: None,
+            remaining: None,
+        }
+    }
+
+    /// Requests a minute allowed: the configured maximum, or the account's
+    /// own total for this kind when that is lower.
+    fn per_minute(&self) -> usize {
+        match self.total {
+            Some(total) if total > 0 => self.max.min(total as usize),
+            _ => self.max,
         }
     }
 
@@ -310,7 +427,7 @@ impl Limiter {
             self.sent.pop_front();
         }
         let mut delay = Duration::ZERO;
-        if self.sent.len() >= self.max {
+        if self.sent.len() >= self.per_minute() {
             if let Some(oldest) = self.sent.front() {
                 delay = (*oldest + Duration::from_secs(60)).saturating_duration_since(now);
             }
@@ -325,11 +442,19 @@ impl Limiter {
         self.sent.push_back(Instant::now());
     }
 
-    /// Near the end of the account's budget, the next request waits long
-    /// enough for the budget to refill by a few requests.
-    fn remaining(&mut self, remaining: u64) {
+    /// Takes in this kind's headers. Near the end of its budget, the next
+    /// request of this kind waits long enough for the budget to refill by a
+    /// few requests, at the rate its own total refills.
+    fn reported(&mut self, total: Option<u64>, remaining: Option<u64>) {
+        if total.is_some() {
+            self.total = total;
+        }
+        let Some(remaining) = remaining else {
+            return;
+        };
+        self.remaining = Some(remaining);
         self.slow_until = (remaining <= REMAINING_LOW)
-            .then(|| Instant::now() + Duration::from_secs(60) * 3 / self.max as u32);
+            .then(|| Instant::now() + Duration::from_secs(60) * 3 / self.per_minute() as u32);
     }
 }
 
@@ -361,10 +486,71 @@ mod tests {
         limiter.sent();
         assert!(limiter.delay() > Duration::from_secs(59));
         let mut limiter = Limiter::new(60);
-        limiter.remaining(1);
+        limiter.reported(None, Some(1));
         assert!(limiter.delay() >= Duration::from_millis(2900));
-        limiter.remaining(30);
+        limiter.reported(None, Some(30));
         assert_eq!(limiter.delay(), Duration::ZERO);
+        // The account's own total for the kind caps it, and paces it.
+        let mut limiter = Limiter::new(600);
+        limiter.reported(Some(3), Some(50));
+        for _ in 0..3 {
+            limiter.sent();
+        }
+        assert!(limiter.delay() > Duration::from_secs(59));
+        let mut limiter = Limiter::new(600);
+        limiter.reported(Some(30), Some(1));
+        assert!(
+            limiter.delay() >= Duration::from_millis(5900),
+            "{:?}",
+            limiter.delay()
+        );
+    }
+
+    #[test]
+    fn each_kind_of_call_has_its_own_budget() {
+        assert_eq!(
+            CallKind::of("https://x/api/v2/tickets?page=2"),
+            CallKind::ListTickets
+        );
+        assert_eq!(
+            CallKind::of("https://x/api/v2/tickets/filter?query=%22a%22"),
+            CallKind::ListTickets
+        );
+        assert_eq!(
+            CallKind::of("https://x/api/v2/tickets/42"),
+            CallKind::ViewTicket
+        );
+        assert_eq!(CallKind::of("https://x/api/v2/agents/me"), CallKind::Other);
+        let config = crate::config::Config::from_ini(
+            "[freshservice]\napi_base = http://127.0.0.1:9/api/v2\napi_key = k\n",
+            None,
+            &|_| None,
+        )
+        .unwrap()
+        .config;
+        let mut client =
+            FreshserviceClient::new(&config.freshservice, Arc::new(AtomicBool::new(false)))
+                .unwrap();
+        client.limiters[CallKind::ListTickets.index()].reported(Some(140), Some(1));
+        client.limiters[CallKind::ViewTicket.index()].reported(Some(160), Some(150));
+        assert!(client.limiters[CallKind::ListTickets.index()].delay() > Duration::ZERO);
+        assert_eq!(
+            client.limiters[CallKind::ViewTicket.index()].delay(),
+            Duration::ZERO
+        );
+        assert_eq!(client.budget(CallKind::ListTickets), (Some(140), Some(1)));
+    }
+
+    #[test]
+    fn workspace_parameter_is_removed_cleanly() {
+        assert_eq!(
+            without_workspace("https://x/api/v2/tickets?a=1&workspace_id=0&page=2"),
+            "https://x/api/v2/tickets?a=1&page=2"
+        );
+        assert_eq!(
+            without_workspace("https://x/api/v2/tickets?workspace_id=0"),
+            "https://x/api/v2/tickets"
+        );
     }
 
     #[test]

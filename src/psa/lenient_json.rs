@@ -41,12 +41,13 @@ pub fn parse(body: &[u8]) -> Result<Value, JsonError> {
         text: &text,
         pos: 0,
         depth: 0,
+        string_budget: STRING_WORK_PER_BYTE * text.len() + 1024,
     };
     parser.skip_ws();
     if parser.at_end() {
         return Err(parser.error("the body is empty; send a JSON object"));
     }
-    let value = parser.value()?;
+    let value = parser.value(Context::ArrayItem)?;
     parser.skip_ws();
     if !parser.at_end() {
         return Err(parser.error("unexpected text after the end of the JSON value"));
@@ -54,10 +55,65 @@ pub fn parse(body: &[u8]) -> Result<Value, JsonError> {
     Ok(value)
 }
 
+/// Where a string stands, which decides what may follow its closing quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    Key,
+    ObjectValue,
+    ArrayItem,
+}
+
+/// Whether a `"` followed by `after` ends a string in `context`: a key's
+/// quote is followed by `:`; an object value's by `}`, by `,` and then the
+/// next key (`, "key":`) or the end of the object, or (a missing comma) by
+/// the next key itself; an array item's by `,` or `]`.
+fn closes(after: &str, context: Context) -> bool {
+    let after = after.trim_start();
+    match context {
+        Context::Key => after.starts_with(':'),
+        Context::ArrayItem => matches!(after.chars().next(), None | Some(',' | ']' | '}')),
+        Context::ObjectValue => match after.chars().next() {
+            None | Some('}') => true,
+            Some(',') => {
+                let next = after[1..].trim_start();
+                next.is_empty() || next.starts_with('}') || starts_with_key(next)
+            }
+            Some('"') => starts_with_key(after),
+            _ => false,
+        },
+    }
+}
+
+/// `"key":` or `key:` (a short run of key characters, then a colon).
+fn starts_with_key(text: &str) -> bool {
+    let (key, rest) = match text.strip_prefix('"') {
+        Some(quoted) => match quoted.find(['"', '\n']) {
+            Some(end) if quoted[end..].starts_with('"') => (&quoted[..end], &quoted[end + 1..]),
+            _ => return false,
+        },
+        None => {
+            let end = text
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+                .unwrap_or(text.len());
+            (&text[..end], &text[end..])
+        }
+    };
+    !key.is_empty() && key.len() <= 100 && rest.trim_start().starts_with(':')
+}
+
+/// Characters string reading may visit per byte of body. A string whose
+/// raw quotes never close it properly is read to the end and then cut back
+/// to its first plausible quote; many such strings would make reading
+/// quadratic, so the work is capped and a body past it is refused (its
+/// ticket id is still found by scanning).
+const STRING_WORK_PER_BYTE: usize = 8;
+
 struct Parser<'a> {
     text: &'a str,
     pos: usize,
     depth: usize,
+    /// What string reading may still visit (see `STRING_WORK_PER_BYTE`).
+    string_budget: usize,
 }
 
 impl Parser<'_> {
@@ -100,14 +156,14 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self) -> Result<Value, JsonError> {
+    fn value(&mut self, context: Context) -> Result<Value, JsonError> {
         self.skip_ws();
         match self.peek() {
             // An empty placeholder: `"group_id": ,` or `"group_id": }`.
             None | Some(',' | '}' | ']') => Ok(Value::Null),
             Some('{') => self.nested(Parser::object),
             Some('[') => self.nested(Parser::array),
-            Some('"') => self.string().map(Value::String),
+            Some('"') => self.string(context).map(Value::String),
             Some(_) => Ok(self.bare_word()),
         }
     }
@@ -144,7 +200,7 @@ impl Parser<'_> {
                 Some(_) => {}
             }
             let key = if self.peek() == Some('"') {
-                self.string()?
+                self.string(Context::Key)?
             } else {
                 self.bare_key()?
             };
@@ -153,7 +209,7 @@ impl Parser<'_> {
                 return Err(self.error(&format!("expected ':' after the key \"{key}\"")));
             }
             self.bump();
-            let value = self.value()?;
+            let value = self.value(Context::ObjectValue)?;
             map.insert(key, value);
             self.skip_ws();
             match self.peek() {
@@ -184,7 +240,7 @@ impl Parser<'_> {
                 None => return Err(self.error("the array is not closed: ']' is missing")),
                 _ => {}
             }
-            items.push(self.value()?);
+            items.push(self.value(Context::ArrayItem)?);
             self.skip_ws();
             match self.peek() {
                 Some(',') => {
@@ -199,19 +255,27 @@ impl Parser<'_> {
         }
     }
 
-    /// A quoted string. A `"` closes it only when what follows can follow a
-    /// string (`,` `}` `]` `:` or the end); otherwise it is part of the text,
-    /// as in a subject like `Printer "Bob" is down`; if no such quote comes,
-    /// the first one closes it after all. Raw control characters are kept;
-    /// an unknown escape keeps its backslash.
-    fn string(&mut self) -> Result<String, JsonError> {
+    /// A quoted string. A raw `"` inside one (a subject such as `Printer
+    /// "Bob" is down`, an HTML description's `<a href="…">`) is read as
+    /// text: a `"` closes the string only where what follows shows the
+    /// string is over (see `closes`). If no such quote comes, the first
+    /// one that could end a JSON string closes it after all, else the first. Raw control
+    /// characters are kept; an unknown escape keeps its backslash.
+    fn string(&mut self, context: Context) -> Result<String, JsonError> {
         let start = self.pos;
         self.bump(); // '"'
         let mut out = String::new();
-        let mut first_quote: Option<(usize, usize)> = None;
+        let mut fallback: Option<(usize, usize)> = None;
+        let mut first: Option<(usize, usize)> = None;
         loop {
+            if self.string_budget == 0 {
+                return Err(
+                    self.error("the body is too damaged to read (too many unclosed strings)")
+                );
+            }
+            self.string_budget -= 1;
             let Some(c) = self.bump() else {
-                if let Some((pos, len)) = first_quote {
+                if let Some((pos, len)) = fallback.or(first) {
                     self.pos = pos;
                     out.truncate(len);
                     return Ok(out);
@@ -221,14 +285,18 @@ impl Parser<'_> {
             };
             match c {
                 '"' => {
-                    let after = self.rest().trim_start_matches([' ', '\t', '\r', '\n']);
-                    match after.chars().next() {
-                        None | Some(',' | '}' | ']' | ':') => return Ok(out),
-                        Some(_) => {
-                            first_quote.get_or_insert((self.pos, out.len()));
-                            out.push('"');
-                        }
+                    let after = self.rest();
+                    if closes(after, context) {
+                        return Ok(out);
                     }
+                    let loose = after.trim_start_matches([' ', '\t', '\r', '\n']);
+                    if fallback.is_none()
+                        && matches!(loose.chars().next(), None | Some(',' | '}' | ']' | ':'))
+                    {
+                        fallback = Some((self.pos, out.len()));
+                    }
+                    first.get_or_insert((self.pos, out.len()));
+                    out.push('"');
                 }
                 '\\' => self.escape(&mut out),
                 c => out.push(c),
@@ -358,6 +426,24 @@ mod tests {
     }
 
     #[test]
+    fn html_with_raw_quotes_is_read_up_to_the_next_key() {
+        let body = r#"{"ticket_id": 7, "description": "<p class="note">Hi "Bob", see <a href="https://x/y">this</a></p>", "status_id": 2}"#;
+        let value = lenient(body);
+        assert_eq!(
+            value["description"],
+            r#"<p class="note">Hi "Bob", see <a href="https://x/y">this</a></p>"#
+        );
+        assert_eq!(value["status_id"], 2);
+        // Last in the object, and with a missing comma after it.
+        let value = lenient("{\"d\": \"<b style=\"x\">a</b>\"}");
+        assert_eq!(value["d"], "<b style=\"x\">a</b>");
+        let value = lenient("{\"d\": \"say \"hi\", ok\"\n\"n\": 1}");
+        assert_eq!(value, json!({"d": "say \"hi\", ok", "n": 1}));
+        // Arrays keep the plain rule.
+        assert_eq!(lenient(r#"{"a": ["x", "y"],}"#), json!({"a": ["x", "y"]}));
+    }
+
+    #[test]
     fn raw_newlines_and_bad_escapes_are_kept() {
         let value = lenient("{\"subject\": \"line one\nline two C:\\Users\", \"x\": \"\\u00e9\"}");
         assert_eq!(value["subject"], "line one\nline two C:\\Users");
@@ -381,6 +467,20 @@ mod tests {
         assert!(error.message.contains("empty"), "{error}");
         let error = parse(b"{\"a\": 1} trailing").unwrap_err();
         assert!(error.message.contains("after the end"), "{error}");
+    }
+
+    #[test]
+    fn unclosable_strings_cost_linear_time() {
+        // No value's quote is followed by a key (`a b:` is not one) nor by
+        // the end of the object, so each string is read to the end of the
+        // body and cut back to its first plausible quote: quadratic work,
+        // which the budget refuses.
+        let body = |n: usize| format!("{{\"k\": \"v\"{} x}}", ", a b: \"v\"".repeat(n));
+        let error = parse(body(2_000).as_bytes()).unwrap_err();
+        assert!(error.message.contains("too damaged"), "{error}");
+        // A few such strings are read as usual, up to the stray word.
+        let error = parse(body(3).as_bytes()).unwrap_err();
+        assert!(error.message.contains("found 'x'"), "{error}");
     }
 
     #[test]

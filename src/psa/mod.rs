@@ -4,6 +4,7 @@
 pub mod freshservice;
 pub mod freshservice_api;
 pub mod lenient_json;
+pub mod webhook_body;
 
 use std::fmt;
 

@@ -9,7 +9,7 @@ mod report;
 mod run;
 
 pub use report::status_report;
-pub use run::run_sync;
+pub use run::{RunKind, run_sync};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::psa::Provider;
-use crate::store::{Leadership, StoreClient, SyncRun, postgres::poller_lock};
+use crate::store::{Backend, Leadership, StoreClient, SyncRun, postgres::poller_lock};
 use crate::timestamp;
 
 /// Coverage is measured over this window.
@@ -30,11 +30,20 @@ pub(crate) const COVERAGE_WINDOW_SECS: u64 = 24 * 3600;
 /// How long a write or bookkeeping call to the writer may take.
 pub(crate) const STORE_WAIT: Duration = Duration::from_secs(60);
 
+/// How long health answers reuse the coverage last read from the database
+/// (by a health answer or the poller's schedule check), so that a flood of
+/// unauthenticated health checks costs the writer one query a second.
+const COVERAGE_CACHE: Duration = Duration::from_secs(1);
+/// How long a health answer waits for the coverage query.
+const COVERAGE_WAIT: Duration = Duration::from_secs(2);
+
 /// What `/webhooks/health` and `codex status` report about polling.
 pub struct SyncStatus {
     configured: bool,
     webhooks_enabled: bool,
     inner: Mutex<StatusInner>,
+    /// Coverage and the last run as read from the database, and when.
+    from_db: Mutex<Option<(Instant, Coverage, Option<SyncRun>)>>,
 }
 
 #[derive(Default)]
@@ -44,7 +53,6 @@ struct StatusInner {
     interval_reason: String,
     next_sync_at: Option<String>,
     last_run: Option<SyncRun>,
-    coverage: Option<Coverage>,
 }
 
 /// Webhook coverage of one provider over the last 24 hours.
@@ -72,6 +80,43 @@ impl SyncStatus {
                 role: if configured { "starting" } else { "disabled" },
                 ..StatusInner::default()
             }),
+            from_db: Mutex::new(None),
+        }
+    }
+
+    fn remember(&self, coverage: &Coverage, run: Option<&SyncRun>) {
+        *self.from_db.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), coverage.clone(), run.cloned()));
+    }
+
+    /// Coverage and the newest run, from the database: what the journal and
+    /// `sync_runs` hold, whoever wrote them (this instance's poller, another
+    /// instance's, `codex sync --once`). Read at most once a second;
+    /// `None` while the database cannot answer.
+    fn coverage(&self, store: &StoreClient) -> Option<(Coverage, Option<SyncRun>)> {
+        let cached = self.from_db.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, coverage, run)) = cached.as_ref() {
+            if at.elapsed() < COVERAGE_CACHE {
+                return Some((coverage.clone(), run.clone()));
+            }
+        }
+        if !store.health().is_available() {
+            return None;
+        }
+        let provider = Provider::Freshservice;
+        let read = store.call(COVERAGE_WAIT, move |backend| {
+            read_coverage(backend, provider)
+        });
+        match read {
+            Ok((coverage, run)) => {
+                drop(cached);
+                self.remember(&coverage, run.as_ref());
+                Some((coverage, run))
+            }
+            Err(error) => {
+                log::debug!("health: cannot read webhook coverage: {error}");
+                None
+            }
         }
     }
 
@@ -80,10 +125,20 @@ impl SyncStatus {
     }
 
     /// The fields `/webhooks/health` adds about polling and coverage.
-    pub fn health_fields(&self) -> Map<String, Value> {
+    pub fn health_fields(&self, store: &StoreClient) -> Map<String, Value> {
+        let from_db = self.coverage(store);
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut map = Map::new();
-        let last = inner.last_run.as_ref();
+        // The newest run: this instance's own, else whatever the database
+        // holds (another instance's, or `codex sync --once`).
+        let last = match (
+            &inner.last_run,
+            from_db.as_ref().and_then(|(_, r)| r.as_ref()),
+        ) {
+            (Some(own), Some(stored)) if stored.id > own.id => Some(stored),
+            (Some(own), _) => Some(own),
+            (None, stored) => stored,
+        };
         map.insert(
             "polling".into(),
             json!({
@@ -107,10 +162,9 @@ impl SyncStatus {
             "last_sync_outcome".into(),
             json!(last.map(|r| r.outcome.clone())),
         );
-        let coverage = inner
-            .coverage
+        let coverage = from_db
             .as_ref()
-            .map(|c| coverage_json(c, self.webhooks_enabled));
+            .map(|(c, _)| coverage_json(c, self.webhooks_enabled));
         map.insert(
             "webhook_coverage".into(),
             json!({ Provider::Freshservice.as_str(): coverage }),
@@ -188,6 +242,8 @@ struct Assessment {
     last_started_at: Option<Timestamp>,
     last_run: Option<SyncRun>,
     reconcile_due: bool,
+    /// No sync has completed yet (no cursor).
+    first: bool,
 }
 
 fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Arc<AtomicBool>) {
@@ -234,12 +290,12 @@ fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Ar
                             .ok()
                     })
                     .unwrap_or_else(Timestamp::now);
+                status.remember(&assessment.coverage, assessment.last_run.as_ref());
                 status.update(|s| {
                     s.role = if leader { "leader" } else { "standby" };
                     s.interval = Some(assessment.interval);
                     s.interval_reason = assessment.reason.clone();
                     s.next_sync_at = leader.then(|| timestamp::format(due));
-                    s.coverage = Some(assessment.coverage.clone());
                     if s.last_run.is_none() {
                         s.last_run = assessment.last_run.clone();
                     }
@@ -248,9 +304,18 @@ fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Ar
                     own_last_run = Some((Timestamp::now(), Instant::now()));
                     // A bug in one run must not end polling: it is logged and
                     // the next tick tries again.
-                    let full = assessment.reconcile_due;
+                    // The first run lists everything and stops there (and
+                    // says so in its kind); later ones add the deleted and
+                    // spam listings and the reconcile every reconcile_interval.
+                    let kind = if assessment.first {
+                        RunKind::Initial
+                    } else if assessment.reconcile_due {
+                        RunKind::Full
+                    } else {
+                        RunKind::Incremental
+                    };
                     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_sync(config, store, full, stop.clone())
+                        run_sync(config, store, kind, stop.clone())
                     }));
                     match attempt {
                         Ok(run) => {
@@ -311,28 +376,13 @@ fn assess(
 ) -> Result<Assessment, StoreError> {
     let scheduler = config.scheduler.clone();
     let window_start = timestamp::seconds_ago(scheduler.webhook_healthy_window.as_secs());
-    let day_start = timestamp::seconds_ago(COVERAGE_WINDOW_SECS);
-    let (day, recent, missed, runs, state) = store.call(STORE_WAIT, move |backend| {
+    let ((coverage, last_run), recent, state) = store.call(STORE_WAIT, move |backend| {
         Ok((
-            backend.webhook_counts(provider, &day_start)?,
+            read_coverage(backend, provider)?,
             backend.webhook_counts(provider, &window_start)?,
-            backend.missed_since(provider, &day_start)?,
-            backend.recent_runs(Some(provider), 1)?,
             backend.sync_state(provider)?,
         ))
     })?;
-    let last_run = runs.into_iter().next();
-    let total = day.applied + missed;
-    let coverage = Coverage {
-        by_webhook: day.applied,
-        missed,
-        ratio: (total > 0).then(|| day.applied as f64 / total as f64),
-        missed_last_run: last_run
-            .as_ref()
-            .map(|r| r.missed_ticket_ids.clone())
-            .unwrap_or_default(),
-        last_webhook_at: day.last_processed_at.clone(),
-    };
     let webhooks_recent = recent.last_processed_at.is_some();
     let coverage_ok = coverage
         .ratio
@@ -382,5 +432,30 @@ fn assess(
             .and_then(|r| timestamp::parse(&r.started_at).ok()),
         last_run,
         reconcile_due,
+        first: state.cursor.is_none(),
     })
+}
+
+/// Webhook coverage over the last 24 hours, from what the journal and
+/// `sync_runs` hold, and the newest run.
+pub(crate) fn read_coverage(
+    backend: &mut dyn Backend,
+    provider: Provider,
+) -> Result<(Coverage, Option<SyncRun>), StoreError> {
+    let day_start = timestamp::seconds_ago(COVERAGE_WINDOW_SECS);
+    let day = backend.webhook_counts(provider, &day_start)?;
+    let missed = backend.missed_since(provider, &day_start)?;
+    let last_run = backend.recent_runs(Some(provider), 1)?.into_iter().next();
+    let total = day.applied + missed;
+    let coverage = Coverage {
+        by_webhook: day.applied,
+        missed,
+        ratio: (total > 0).then(|| day.applied as f64 / total as f64),
+        missed_last_run: last_run
+            .as_ref()
+            .map(|r| r.missed_ticket_ids.clone())
+            .unwrap_or_default(),
+        last_webhook_at: day.last_processed_at.clone(),
+    };
+    Ok((coverage, last_run))
 }

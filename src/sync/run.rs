@@ -35,19 +35,42 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-/// Runs one sync and records it in `sync_runs`: the incremental listing,
-/// and with `full` also the deleted and spam listings and the reconcile of
-/// locally active tickets. `stop` interrupts it between requests.
+/// What a run does; recorded in `sync_runs.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// The timer's first run: the listing of everything since
+    /// `initial_sync_days`, nothing else (it has just seen every ticket).
+    Initial,
+    /// The listing of what changed since the cursor.
+    Incremental,
+    /// The listing, the deleted and spam listings, and the reconcile of
+    /// locally active tickets against the active-status listing. `codex
+    /// sync --once` always runs this.
+    Full,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Initial => "initial",
+            RunKind::Incremental => "incremental",
+            RunKind::Full => "full",
+        }
+    }
+}
+
+/// Runs one sync of `kind` and records it in `sync_runs`. `stop`
+/// interrupts it between requests.
 pub fn run_sync(
     config: &Config,
     store: &StoreClient,
-    full: bool,
+    kind: RunKind,
     stop: Arc<AtomicBool>,
 ) -> SyncRun {
     let provider = Provider::Freshservice;
     let mut run = SyncRun {
         provider: provider.as_str().to_string(),
-        kind: if full { "full" } else { "incremental" }.to_string(),
+        kind: kind.as_str().to_string(),
         started_at: timestamp::now(),
         outcome: "running".to_string(),
         ..SyncRun::default()
@@ -70,7 +93,7 @@ pub fn run_sync(
             run: &mut run,
             stop,
         };
-        let result = sync.steps(full);
+        let result = sync.steps(kind);
         sync.run.api_calls = sync.client.calls as i64;
         result
     });
@@ -106,7 +129,7 @@ struct MissedRule {
 }
 
 impl Sync<'_> {
-    fn steps(&mut self, full: bool) -> Result<(), SyncError> {
+    fn steps(&mut self, kind: RunKind) -> Result<(), SyncError> {
         let provider = Provider::Freshservice;
         let state = self
             .store
@@ -127,7 +150,7 @@ impl Sync<'_> {
 
         // 1. Everything updated since the cursor, oldest first.
         let config = self.config;
-        let url = self.client.url(&format!(
+        let url = self.client.listing_url(&format!(
             "/tickets?updated_since={}&order_by=updated_at&order_type=asc&per_page=100",
             utf8_percent_encode(&since, QUERY_VALUE)
         ));
@@ -150,11 +173,11 @@ impl Sync<'_> {
             cursor,
             last_reconcile_at: state.last_reconcile_at.clone(),
         };
-        if state.cursor.is_none() {
+        if kind == RunKind::Initial {
             // The first sync has just listed everything there is: nothing is
             // known locally that it could have missed.
             new_state.last_reconcile_at = Some(timestamp::now());
-        } else if full {
+        } else if kind == RunKind::Full {
             // 2. Tickets deleted or marked spam since the last full run: a
             // full run happens every reconcile_interval, which keeps a quiet
             // account at one API call per incremental run.
@@ -163,7 +186,7 @@ impl Sync<'_> {
                 _ => since.clone(),
             };
             for (filter, spam) in [("deleted", false), ("spam", true)] {
-                let url = self.client.url(&format!(
+                let url = self.client.listing_url(&format!(
                     "/tickets?filter={filter}&updated_since={}&per_page=100",
                     utf8_percent_encode(&since, QUERY_VALUE)
                 ));
@@ -275,7 +298,7 @@ impl Sync<'_> {
             .filter(|(_, name)| !fs.done_statuses.iter().any(|d| d == name))
             .map(|(id, _)| id)
             .collect();
-        let Some(remote) = self.remote_active(&active_ids)? else {
+        let Some(remote) = self.remote_active(&active_ids, rule)? else {
             return Ok(());
         };
         let done = fs.done_statuses.clone();
@@ -314,15 +337,22 @@ impl Sync<'_> {
     }
 
     /// Ids the active-status filter returns, or `None` when the listing is
-    /// incomplete (then nothing is concluded from it).
-    fn remote_active(&mut self, status_ids: &[i64]) -> Result<Option<HashSet<i64>>, SyncError> {
+    /// incomplete (then nothing is concluded from it). The tickets it lists
+    /// are applied as they come: the listing settles them, and only the
+    /// locally active tickets it leaves out need looking up.
+    fn remote_active(
+        &mut self,
+        status_ids: &[i64],
+        rule: &MissedRule,
+    ) -> Result<Option<HashSet<i64>>, SyncError> {
+        let config = self.config;
         let mut remote = HashSet::new();
         for query in filter_queries(status_ids) {
             let mut seen = 0u64;
             let mut page_number = 1;
             loop {
                 self.check_stop()?;
-                let url = self.client.url(&format!(
+                let url = self.client.listing_url(&format!(
                     "/tickets/filter?query={}&page={page_number}",
                     utf8_percent_encode(&format!("\"{query}\""), QUERY_VALUE)
                 ));
@@ -344,6 +374,16 @@ impl Sync<'_> {
                         .iter()
                         .filter_map(|t| freshservice::parse_id(t.get("id")?).ok().flatten()),
                 );
+                let events = page
+                    .tickets
+                    .iter()
+                    .filter_map(|t| {
+                        freshservice::normalize_api_ticket(t, &config.freshservice)
+                            .ok()
+                            .map(|n| n.event)
+                    })
+                    .collect();
+                self.apply(events, rule, None)?;
                 let more = match page.total {
                     Some(total) => seen < total && !page.tickets.is_empty(),
                     None => page.next.is_some(),

@@ -2,7 +2,11 @@
 //! `updated_since` and `Link` pagination, the deleted and spam filters, the
 //! filter query, single tickets, `/agents/me`; with faults to inject (5xx,
 //! 429 with Retry-After, slow answers, 401, a low rate-limit budget, a
-//! truncated filter listing). It records every request it answers.
+//! truncated filter listing, an account without workspaces). Listings
+//! follow workspaces as Freshservice does: without `workspace_id` only the
+//! primary workspace's tickets (a ticket's `workspace_id`, 1 when absent),
+//! with `workspace_id=0` all of them. Rate-limit headers are per kind of
+//! call. It records every request it answers.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -48,6 +52,13 @@ pub struct FakeState {
     pub unauthorized: bool,
     /// Added to the filter's `total`, making the listing look truncated.
     pub filter_total_extra: u64,
+    /// The account has no workspaces: `workspace_id` is refused with 400.
+    pub no_workspaces: bool,
+    /// `X-RateLimit-Total` per kind of call (listing, view, other); 6000
+    /// each unless set.
+    pub totals: Option<[u64; 3]>,
+    /// `X-RateLimit-Remaining` for listings only, overriding `remaining`.
+    pub listing_remaining: Option<u64>,
 }
 
 pub struct FakeFreshservice {
@@ -218,10 +229,22 @@ fn answer(state: &Mutex<FakeState>, addr: SocketAddr, request: tiny_http::Reques
             query: query.clone(),
             status: result.0,
         });
-        let remaining = s.remaining.unwrap_or(100);
+        let kind = if path == "/api/v2/tickets" || path == "/api/v2/tickets/filter" {
+            0
+        } else if path.starts_with("/api/v2/tickets/") {
+            1
+        } else {
+            2
+        };
+        let remaining = match kind {
+            0 => s.listing_remaining.or(s.remaining),
+            _ => s.remaining,
+        }
+        .unwrap_or(100);
+        let total = s.totals.map_or(6000, |totals| totals[kind]);
         let mut headers = result.2;
         headers.push(("X-RateLimit-Remaining", remaining.to_string()));
-        headers.push(("X-RateLimit-Total", "6000".to_string()));
+        headers.push(("X-RateLimit-Total", total.to_string()));
         (result.0, result.1, headers)
     };
     if let Some(delay) = delay {
@@ -258,6 +281,20 @@ fn route(
     if path == "/api/v2/agents/me" {
         return (200, json!({"agent": {"id": 1}}), vec![]);
     }
+    let workspace = query_param(query, "workspace_id");
+    if workspace.is_some() && s.no_workspaces {
+        return (
+            400,
+            json!({"description": "Validation failed", "errors": [{"field": "workspace_id",
+                   "message": "Unexpected/invalid field in request", "code": "invalid_field"}]}),
+            vec![],
+        );
+    }
+    // Without workspace_id, the primary workspace (1) only; 0 is all.
+    let wanted_workspace: u64 = workspace.and_then(|w| w.parse().ok()).unwrap_or(1);
+    let in_workspace = |t: &Value| {
+        wanted_workspace == 0 || t["workspace_id"].as_u64().unwrap_or(1) == wanted_workspace
+    };
     if path == "/api/v2/tickets/filter" {
         let expression = decode(query_param(query, "query").unwrap_or_default());
         let wanted: HashSet<i64> = expression
@@ -275,6 +312,7 @@ fn route(
             .tickets
             .values()
             .filter(|t| wanted.contains(&t["status"].as_i64().unwrap_or_default()))
+            .filter(|t| in_workspace(t))
             .collect();
         let per_page = 30;
         let slice = page_of(&matching, page, per_page);
@@ -314,6 +352,7 @@ fn route(
         };
         let mut matching: Vec<&Value> = source
             .values()
+            .filter(|t| in_workspace(t))
             .filter(|t| {
                 since
                     .as_deref()
