@@ -281,7 +281,7 @@ fn health(state: &Scope) -> Value {
         "timestamp": timestamp::now(),
     });
     if let Some(map) = body.as_object_mut() {
-        map.extend(state.sync.health_fields(&state.store));
+        map.extend(state.sync.health_fields(state.store));
     }
     body
 }
