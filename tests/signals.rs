@@ -310,3 +310,50 @@ fn sighup_with_an_invalid_file_keeps_the_configuration_in_force() {
         .logs()
         .contains("rate_limit_per_minute: 100000 -> 3")));
 }
+
+#[test]
+fn sighup_turns_polling_on_with_the_new_settings() {
+    let db = TestDb::new(&Backend::Sqlite);
+    let fake = common::fake_freshservice::FakeFreshservice::start();
+    fake.add_tickets(1, 3, 2);
+    let codex = Codex::start(&db, "");
+    assert_eq!(
+        codex.get("/webhooks/health").json()["polling"]["role"],
+        "disabled"
+    );
+    assert!(fake.requests().is_empty());
+    std::fs::write(
+        &codex.config_path,
+        base_config(
+            &db,
+            &format!(
+                "{}[scheduler]\nsync_tickets_enabled = true\n",
+                fake.config()
+            ),
+        ),
+    )
+    .unwrap();
+    let mut client = Client::connect(codex.addr).unwrap();
+    assert_eq!(client.deliver(100, SECRET).unwrap().status, 201);
+    signal(&codex, "HUP");
+    assert!(
+        wait_until(Duration::from_secs(30), || db.count(
+            "SELECT COUNT(*) FROM ticket_details WHERE external_id IN ('1', '2', '3')"
+        ) == 3),
+        "{}",
+        codex.logs()
+    );
+    assert!(
+        codex
+            .logs()
+            .contains("configuration reloaded: [scheduler] sync_tickets_enabled: false -> true"),
+        "{}",
+        codex.logs()
+    );
+    assert_ne!(
+        codex.get("/webhooks/health").json()["polling"]["role"],
+        "disabled"
+    );
+    // The connection opened before the reload still serves.
+    assert_eq!(client.deliver(101, SECRET).unwrap().status, 201);
+}
