@@ -51,10 +51,22 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// What one client may cost, from `[server]`.
 pub fn limits(server: &ServerConfig) -> Limits {
+    let room = descriptor_room();
+    if let (Some(configured), Some(room)) = (server.max_connections, room) {
+        if configured > room {
+            log::warn!(
+                "[server] max_connections = {configured}, but the descriptor limit leaves room for \
+                 about {room}: past that, connections wait until descriptors free up (raise `ulimit -n`)"
+            );
+        }
+    }
+    // By default as many connections as the descriptor limit leaves room
+    // for (one descriptor each), within bounds.
+    let default = room.map_or(DEFAULT_MAX_CONNECTIONS, |room| {
+        room.clamp(16, DEFAULT_MAX_CONNECTIONS)
+    });
     Limits {
-        max_connections: server
-            .max_connections
-            .unwrap_or_else(default_max_connections),
+        max_connections: server.max_connections.unwrap_or(default),
         idle_timeout: server.read_timeout,
         header_timeout: server.header_timeout,
         body_timeout: server.body_timeout,
@@ -64,24 +76,18 @@ pub fn limits(server: &ServerConfig) -> Limits {
     }
 }
 
-/// As many connections as the process's descriptor limit leaves room for
-/// (one descriptor each), at most `DEFAULT_MAX_CONNECTIONS`.
-fn default_max_connections() -> usize {
-    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+/// Descriptors left for connections under the process's soft limit; `None`
+/// when it is unlimited or unknown.
+fn descriptor_room() -> Option<usize> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse::<usize>()
         .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("Max open files"))
-                .and_then(|line| line.split_whitespace().nth(3))
-                .and_then(|soft| soft.parse::<usize>().ok())
-        });
-    match soft_limit {
-        Some(limit) => limit
-            .saturating_sub(RESERVED_DESCRIPTORS)
-            .clamp(16, DEFAULT_MAX_CONNECTIONS),
-        // "unlimited", or no /proc: the default bound.
-        None => DEFAULT_MAX_CONNECTIONS,
-    }
+        .map(|limit| limit.saturating_sub(RESERVED_DESCRIPTORS))
 }
 
 /// The running server: its workers and the flag that stops them.
