@@ -127,7 +127,7 @@ impl Service {
         Ok(plan)
     }
 
-    /// Receives a message when the service cannot go on (the listener died).
+    /// Receives a message when the service cannot go on (an HTTP worker found the server gone).
     pub fn fatal(&self) -> &Receiver<String> {
         &self.fatal
     }
