@@ -458,9 +458,20 @@ fn accept_loop(
                 if close.load(Relaxed) {
                     break;
                 }
-                // Out of descriptors (EMFILE, ENFILE) or memory, or a
-                // connection reset while queued: the listener itself is fine.
-                // Pending connections stay queued in the kernel meanwhile.
+                // A connection reset while queued, or a signal: nothing to
+                // wait for (a client resetting at will must not slow the
+                // accepting down).
+                if matches!(
+                    e.kind(),
+                    IoErrorKind::ConnectionAborted
+                        | IoErrorKind::ConnectionReset
+                        | IoErrorKind::Interrupted
+                ) {
+                    continue;
+                }
+                // Out of descriptors (EMFILE, ENFILE) or memory: the listener
+                // itself is fine, and pending connections stay queued in the
+                // kernel meanwhile.
                 if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                     log::warn!("accepting a connection failed ({}); retrying", e);
                     last_warning = Some(Instant::now());
