@@ -212,7 +212,7 @@ impl FromStr for DatabaseUrl {
         }
         let url = format!("postgresql://{rest}");
         let masked = mask_url_password(&url);
-        if let Err(error) = postgres::Config::from_str(&url) {
+        if let Err(error) = tokio_postgres::Config::from_str(&url) {
             return Err(format!(
                 "'{masked}' is not a valid PostgreSQL connection string: {error}"
             ));

@@ -57,6 +57,12 @@ pub enum StoreError {
     Statement(String),
     /// The database was migrated by a newer Codex than this one.
     SchemaTooNew { found: i64, supported: i64 },
+    /// The SQLite file is not the database Codex was using: deleted,
+    /// replaced, or missing where Codex created one. Writes are refused
+    /// until an operator restores it or says to start fresh.
+    WrongDatabase(String),
+    /// The event could not be stored and not even journaled.
+    NotJournaled(String),
     /// The writer's queue is full: the database is not keeping up.
     Overloaded,
     /// The writer did not answer in time.
@@ -74,6 +80,11 @@ impl fmt::Display for StoreError {
                 f,
                 "the database schema is version {found}, newer than this Codex supports ({supported}); upgrade Codex"
             ),
+            StoreError::WrongDatabase(message) => f.write_str(message),
+            StoreError::NotJournaled(message) => write!(
+                f,
+                "database statement failed and the delivery could not be journaled: {message}"
+            ),
             StoreError::Overloaded => f.write_str("the database writer queue is full"),
             StoreError::Timeout => f.write_str("the database writer did not answer in time"),
             StoreError::Stopped => f.write_str("the database writer has stopped"),
@@ -82,6 +93,28 @@ impl fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// True for failures that leave the connection in doubt: it is
+    /// dropped and a new one opened.
+    pub fn drops_connection(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_)
+                | StoreError::WrongDatabase(_)
+                | StoreError::SchemaTooNew { .. }
+        )
+    }
+
+    /// True for failures at start-up that waiting will not fix: Codex
+    /// refuses to start rather than answer 503 for good.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StoreError::WrongDatabase(_) | StoreError::SchemaTooNew { .. }
+        )
+    }
+}
 
 /// Calling a PSA's REST API during a sync.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -57,10 +57,13 @@ impl std::error::Error for StartError {}
 
 /// Starts the service on `listener` (bound by the caller, so tests can use
 /// port 0): opens and migrates the database, starts the writer, the HTTP
-/// workers and, when configured, the poller.
+/// workers and, when configured, the poller. A database that cannot be
+/// reached does not stop the start: Codex answers 503 meanwhile and the
+/// writer connects when it can. One that waiting will not fix (a newer
+/// schema, a SQLite file that is not the one Codex created) does.
 pub fn run(config: Config, listener: TcpListener) -> Result<Service, StartError> {
     let config = Arc::new(config);
-    let backend = store::connect(&config.database.url).map_err(StartError::Store)?;
+    let backend = store::connect_at_start(&config.database.url).map_err(StartError::Store)?;
     let writer = store::spawn_writer(
         backend,
         config.database.url.clone(),
@@ -136,6 +139,7 @@ impl Service {
     /// stop the poller, then let the writer commit what is queued and stop.
     pub fn shutdown(self) -> Result<(), String> {
         let mut problems = Vec::new();
+        self.writer.client.health().close();
         if self.http.stop().is_err() {
             problems.push("an HTTP worker panicked".to_string());
         }

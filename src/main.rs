@@ -24,7 +24,7 @@ enum Command {
     /// Run the service.
     Serve(ConfigArg),
     /// Create or upgrade the database schema (serve also does this at start).
-    Migrate(ConfigArg),
+    Migrate(MigrateArgs),
     /// Print a new random webhook secret.
     GenSecret,
     /// Validate the configuration and print it with secrets masked.
@@ -40,6 +40,17 @@ struct SyncArgs {
     /// Run one complete sync (listing, deleted and spam, reconcile) and exit.
     #[arg(long, required = true)]
     once: bool,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// SQLite: take the file now at the database path as Codex's database,
+    /// or create an empty one if there is none, even though Codex recorded
+    /// a different database there (see README, "When the database fails").
+    #[arg(long)]
+    adopt: bool,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -164,9 +175,9 @@ fn reload(service: &mut codex::Service, args: &ConfigArg) {
     }
 }
 
-fn migrate(args: &ConfigArg) -> Result<(), String> {
-    let config = load(args)?;
-    let version = codex::store::migrate(&config).map_err(|e| e.to_string())?;
+fn migrate(args: &MigrateArgs) -> Result<(), String> {
+    let config = load(&args.config)?;
+    let version = codex::store::migrate(&config, args.adopt).map_err(|e| e.to_string())?;
     println!(
         "schema version {version} is in place on {}",
         config.database.url.masked()
@@ -215,7 +226,10 @@ fn sync_once(args: &ConfigArg) -> Result<(), String> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
-    let backend = codex::store::connect(&config.database.url).map_err(|e| e.to_string())?;
+    // A database that is down is waited for (up to the sync's store
+    // timeout), as the service would.
+    let backend =
+        codex::store::connect_at_start(&config.database.url).map_err(|e| e.to_string())?;
     let writer = codex::store::spawn_writer(
         backend,
         config.database.url.clone(),

@@ -243,7 +243,38 @@ fn bad_credentials_and_hosts_are_named_without_the_password() {
     for (url, expected) in cases {
         let conf = dir.path().join("codex.conf");
         std::fs::write(&conf, format!("[database]\nconnection_string = {url}\n")).unwrap();
-        for command in ["check-config", "serve", "migrate"] {
+        // serve starts anyway (the database may come later), answers 503,
+        // and names the problem in health and the log, password masked.
+        let serve_conf = dir.path().join("serve.conf");
+        std::fs::write(
+            &serve_conf,
+            format!(
+                "[server]\nbind = 127.0.0.1:0\n[database]\nconnection_string = {url}\n\
+                 [webhooks]\nenabled = true\nsecret = {}\n",
+                common::SECRET
+            ),
+        )
+        .unwrap();
+        let codex = Codex::start_config(&serve_conf, &[]);
+        let health = codex.get("/webhooks/health").json();
+        assert_eq!(health["database"], "unavailable", "{health}");
+        let error = health["database_error"].as_str().unwrap_or_default();
+        assert!(error.contains(expected), "{health}");
+        assert!(
+            !health.to_string().contains(wrong),
+            "health printed the password"
+        );
+        let refused = codex.deliver_json(&common::seed_body(
+            "ticket.created",
+            1,
+            2,
+            "2024-08-01T00:00:00Z",
+        ));
+        assert_eq!(refused.status, 503);
+        assert!(codex.logs().contains(expected), "{}", codex.logs());
+        assert!(!codex.logs().contains(wrong), "serve logged the password");
+        drop(codex);
+        for command in ["check-config", "migrate"] {
             let (status, out, err) = run_codex(&[command, "--config", conf.to_str().unwrap()], &[]);
             assert!(!status.success(), "{command} succeeded with {url}");
             assert!(err.contains(expected), "{command}: {err}");

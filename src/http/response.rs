@@ -60,10 +60,16 @@ impl ApiError {
                 500,
                 "the event could not be stored; it was kept in the journal for an administrator to look at",
             ),
+            StoreError::NotJournaled(_) => ApiError::new(
+                500,
+                "the event could not be stored, nor kept in the journal; see the Codex log",
+            ),
             StoreError::Overloaded | StoreError::Timeout => {
                 ApiError::new(503, "Codex is busy; retry later").header("Retry-After", "5")
             }
-            StoreError::Unavailable(_) | StoreError::SchemaTooNew { .. } => {
+            StoreError::Unavailable(_)
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::WrongDatabase(_) => {
                 ApiError::new(503, "the database is unavailable; retry later")
                     .header("Retry-After", "10")
             }

@@ -14,7 +14,9 @@ use tiny_http::{Method, Request};
 use super::auth::{self, RateLimiter};
 use super::response::{ApiError, json_response, send};
 use crate::config::Config;
-use crate::psa::{Provider, freshservice, lenient_json, webhook_body};
+use crate::psa::{
+    Field, Provider, TicketEvent, Value as PsaValue, freshservice, lenient_json, webhook_body,
+};
 use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
 use crate::sync::SyncStatus;
 use crate::timestamp;
@@ -269,7 +271,10 @@ fn endpoints(base_path: &str) -> Value {
 
 fn health(state: &Scope) -> Value {
     let config = state.config;
-    let database = state.store.health().is_available();
+    // Published by the writer, never asked of it: a writer stuck on a
+    // frozen database cannot delay this answer.
+    let problem = state.store.health().problem();
+    let database = problem.is_none();
     let mut body = json!({
         "status": if database { "ok" } else { "degraded" },
         "webhooks_enabled": config.webhooks.enabled,
@@ -281,6 +286,9 @@ fn health(state: &Scope) -> Value {
         "timestamp": timestamp::now(),
     });
     if let Some(map) = body.as_object_mut() {
+        if let Some(problem) = problem {
+            map.insert("database_error".into(), problem.into());
+        }
         map.extend(state.sync.health_fields(state.store));
     }
     body
@@ -448,6 +456,24 @@ fn deliver(
                 })
         }
     });
+    // U+0000 (a JSON `\u0000`) cannot be stored in a PostgreSQL text
+    // column; it is refused on every backend alike, and the delivery kept.
+    let normalized = normalized.and_then(|normalized| match nul_field(&normalized.event) {
+        None => Ok(normalized),
+        Some(field) => {
+            let event = &normalized.event;
+            journal.event = Some(event.kind.as_str().to_string());
+            journal.ticket_id = Some(event.ticket_id.to_string());
+            Err(ApiError::new(
+                400,
+                format!(
+                    "{field} contains a NUL character (\\u0000), which cannot be stored in a ticket"
+                ),
+            )
+            .with("ticket_id", event.ticket_id)
+            .with("field", field))
+        }
+    });
     let normalized = match normalized {
         Ok(normalized) => normalized,
         Err(mut error) => {
@@ -532,4 +558,19 @@ fn deliver(
         body,
         event: event_name,
     })
+}
+
+/// The first text value of `event` holding U+0000, by its field name.
+fn nul_field(event: &TicketEvent) -> Option<&'static str> {
+    let has_nul = |text: &Option<String>| text.as_deref().is_some_and(|t| t.contains('\0'));
+    if has_nul(&event.updated_at) {
+        return Some("updated_at");
+    }
+    if has_nul(&event.closed_at) {
+        return Some("closed_at");
+    }
+    Field::ALL.into_iter().find(|field| {
+        matches!(event.get(*field), Some(Some(PsaValue::Text(text))) if text.contains('\0'))
+    })
+    .map(Field::column)
 }

@@ -3,16 +3,18 @@
 //! whatever is waiting in one transaction (group commit) and only then
 //! answers, so an answer means the change is durable.
 
+mod pg_client;
 pub mod postgres;
 pub mod schema;
 pub mod sql;
 pub mod sqlite;
+mod sqlite_file;
 mod writer;
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -97,6 +99,26 @@ pub struct JournalEntry {
     pub body: Vec<u8>,
 }
 
+impl JournalEntry {
+    /// Makes the text columns storable anywhere: PostgreSQL's TEXT cannot
+    /// hold U+0000, which a body's JSON escapes can put in an event name
+    /// or an error quoting it. The body itself is kept byte for byte.
+    pub fn sanitize(&mut self) {
+        for text in [&mut self.client_ip, &mut self.received_at]
+            .into_iter()
+            .chain(
+                [&mut self.event, &mut self.ticket_id, &mut self.error]
+                    .into_iter()
+                    .flatten(),
+            )
+        {
+            if text.contains('\0') {
+                *text = text.replace('\0', "\\u0000");
+            }
+        }
+    }
+}
+
 /// One unit of work for the writer: an event to apply, a journal entry to
 /// keep, or both (a webhook delivery that parsed).
 #[derive(Debug, Clone)]
@@ -122,7 +144,10 @@ impl Snapshot {
 /// A job the writer runs with its backend, for everything but event writes
 /// (sync bookkeeping, status queries, pruning). It receives the error
 /// instead when the database is unavailable.
-pub type Job = Box<dyn FnOnce(Result<&mut dyn Backend, StoreError>) + Send>;
+/// A job on the writer's connection. It replies to its sender itself and
+/// returns its error, so the writer can drop a connection the job found
+/// broken.
+pub type Job = Box<dyn FnOnce(Result<&mut dyn Backend, StoreError>) -> Option<StoreError> + Send>;
 
 /// What the HTTP handlers and the poller send the writer.
 pub enum Command {
@@ -243,24 +268,107 @@ pub fn connect(url: &DatabaseUrl) -> Result<Box<dyn Backend>, StoreError> {
     }
 }
 
-/// Whether the database answered the last time the writer asked.
-#[derive(Debug, Default)]
+/// The first connection of a service or command: an open backend, or why
+/// there is none yet (the writer keeps trying).
+pub type FirstConnection = Result<Box<dyn Backend>, StoreError>;
+
+/// Connects at start-up. A database that cannot be reached yet is not an
+/// error here (Codex starts and connects when it can); one that waiting
+/// will not fix is.
+pub fn connect_at_start(url: &DatabaseUrl) -> Result<FirstConnection, StoreError> {
+    match connect(url) {
+        Ok(backend) => Ok(Ok(backend)),
+        Err(error) if error.is_permanent() => Err(error),
+        Err(error) => {
+            log::error!("{error}; starting anyway, writes are refused until it answers");
+            Ok(Err(error))
+        }
+    }
+}
+
+/// How long the writer may wait on the database for one call before
+/// health reports it unavailable and handlers stop waiting for it.
+const STALL_AFTER: Duration = Duration::from_millis(500);
+
+/// The database's state as the writer publishes it: read by health and by
+/// handlers without a round trip through the writer's queue, so a writer
+/// stuck on a frozen database is seen within a second.
+#[derive(Debug)]
 pub struct DbHealth {
     unavailable: AtomicBool,
+    /// When the writer's current database call began, in milliseconds
+    /// since `epoch` plus one; 0 while it is not in a call.
+    call_started: AtomicU64,
+    epoch: Instant,
+    /// Set at shutdown: callers stop retrying.
+    closing: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
 impl DbHealth {
+    fn new(first_error: Option<&StoreError>) -> DbHealth {
+        DbHealth {
+            unavailable: AtomicBool::new(first_error.is_some()),
+            call_started: AtomicU64::new(0),
+            epoch: Instant::now(),
+            closing: AtomicBool::new(false),
+            last_error: Mutex::new(first_error.map(ToString::to_string)),
+        }
+    }
+
+    /// True when the writer is connected and not stuck in a call.
     pub fn is_available(&self) -> bool {
-        !self.unavailable.load(Ordering::Relaxed)
+        self.problem().is_none()
+    }
+
+    /// Why the database cannot take writes now, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        if self.unavailable.load(Ordering::Relaxed) {
+            return Some(
+                self.last_error()
+                    .unwrap_or_else(|| "reconnecting".to_string()),
+            );
+        }
+        self.stalled().map(|waited| {
+            format!(
+                "the database has not answered for {:.1} s",
+                waited.as_secs_f64()
+            )
+        })
+    }
+
+    /// How long the writer has been waiting on the database, once that is
+    /// longer than `STALL_AFTER`.
+    pub fn stalled(&self) -> Option<Duration> {
+        let started = self.call_started.load(Ordering::Relaxed);
+        if started == 0 {
+            return None;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let waited = Duration::from_millis(now.saturating_sub(started));
+        (waited > STALL_AFTER).then_some(waited)
     }
 
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
     }
 
+    /// Tells callers waiting for the database to stop retrying.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    fn begin_call(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.call_started.store(now, Ordering::Relaxed);
+    }
+
+    fn end_call(&self) {
+        self.call_started.store(0, Ordering::Relaxed);
+    }
+
     fn set(&self, result: Result<(), &StoreError>) {
-        let was_available = self.is_available();
+        let was_available = !self.unavailable.load(Ordering::Relaxed);
         match result {
             Ok(()) => {
                 self.unavailable.store(false, Ordering::Relaxed);
@@ -270,12 +378,13 @@ impl DbHealth {
             }
             Err(error) => {
                 self.unavailable.store(true, Ordering::Relaxed);
-                if was_available {
-                    log::error!("{error}");
+                let message = error.to_string();
+                let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+                // Each new reason is logged once, not each retry.
+                if was_available || last.as_deref() != Some(message.as_str()) {
+                    log::error!("{message}");
                 }
-                if let Ok(mut last) = self.last_error.lock() {
-                    *last = Some(error.to_string());
-                }
+                *last = Some(message);
             }
         }
     }
@@ -290,34 +399,63 @@ pub struct StoreClient {
 
 /// How long a sender waits for room in a full queue before answering 503.
 const QUEUE_WAIT: Duration = Duration::from_millis(200);
+/// How often a waiting handler checks that the writer is not stuck.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+/// The pause between attempts of a caller that waits out an outage.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 impl StoreClient {
     pub fn health(&self) -> &DbHealth {
         &self.health
     }
 
-    /// Writes one item and waits for its commit, at most `timeout`.
+    /// Writes one item and waits for its commit, at most `timeout`. Fails
+    /// fast while the database is unavailable, and stops waiting once the
+    /// writer has been stuck on the database for `STALL_AFTER`: the
+    /// sender gets a prompt 503 and retries, where waiting could outlast
+    /// its own timeout.
     pub fn write(&self, item: WriteItem, timeout: Duration) -> Result<Outcome, StoreError> {
-        if !self.health.is_available() && item.event.is_some() {
-            // Fail fast while the writer is reconnecting rather than queueing
-            // work that will only time out.
-            return Err(StoreError::Unavailable(
-                self.health
-                    .last_error()
-                    .unwrap_or_else(|| "reconnecting".to_string()),
-            ));
+        if item.event.is_some() {
+            if let Some(problem) = self.health.problem() {
+                return Err(StoreError::Unavailable(problem));
+            }
         }
         let (reply, answer) = oneshot::channel();
         self.send(Command::Write {
             item: Box::new(item),
             reply,
         })?;
-        answer
-            .recv_timeout(timeout)
-            .map_err(|_| StoreError::Timeout)?
+        self.wait(&answer, timeout)
     }
 
-    /// Writes several items in one group commit and waits for it.
+    /// Waits for a reply, at most `timeout`, and no longer than the writer
+    /// has been stuck on the database for `STALL_AFTER`.
+    fn wait<T>(
+        &self,
+        answer: &oneshot::Receiver<Result<T, StoreError>>,
+        timeout: Duration,
+    ) -> Result<T, StoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match answer.recv_timeout(WAIT_SLICE) {
+                Ok(result) => return result,
+                Err(oneshot::RecvTimeoutError::Disconnected) => return Err(StoreError::Stopped),
+                Err(oneshot::RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout);
+            }
+            if let Some(waited) = self.health.stalled() {
+                return Err(StoreError::Unavailable(format!(
+                    "the database has not answered for {:.1} s",
+                    waited.as_secs_f64()
+                )));
+            }
+        }
+    }
+
+    /// Writes several items in one group commit and waits for it; while
+    /// the database is unavailable, retries until `timeout` has passed.
     pub fn write_many(
         &self,
         items: Vec<WriteItem>,
@@ -326,26 +464,79 @@ impl StoreClient {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::WriteMany { items, reply })?;
-        answer
-            .recv_timeout(timeout)
-            .map_err(|_| StoreError::Timeout)?
+        self.retrying(timeout, |left| {
+            let (reply, answer) = oneshot::channel();
+            self.send(Command::WriteMany {
+                items: items.clone(),
+                reply,
+            })?;
+            answer.recv_timeout(left).map_err(|_| StoreError::Timeout)?
+        })
     }
 
-    /// Runs `job` on the writer thread and waits for its result.
+    /// Runs `job` on the writer thread and waits for its result; while
+    /// the database is unavailable, retries until `timeout` has passed.
     pub fn call<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        job: impl Fn(&mut dyn Backend) -> Result<T, StoreError> + Send + Sync + 'static,
+    ) -> Result<T, StoreError> {
+        let job = Arc::new(job);
+        self.retrying(timeout, |left| {
+            let (reply, answer) = oneshot::channel();
+            let job = job.clone();
+            self.send(Command::Job(Box::new(move |backend| {
+                let result = backend.and_then(|backend| job(backend));
+                let error = result.as_ref().err().cloned();
+                let _ = reply.send(result);
+                error
+            })))?;
+            answer.recv_timeout(left).map_err(|_| StoreError::Timeout)?
+        })
+    }
+
+    /// Runs `job` on the writer thread once, for a caller that must answer
+    /// promptly (health): no retry, and no waiting on a stuck writer.
+    pub fn call_once<T: Send + 'static>(
         &self,
         timeout: Duration,
         job: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        if let Some(problem) = self.health.problem() {
+            return Err(StoreError::Unavailable(problem));
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Command::Job(Box::new(move |backend| {
-            let _ = reply.send(backend.and_then(job));
+            let result = backend.and_then(job);
+            let error = result.as_ref().err().cloned();
+            let _ = reply.send(result);
+            error
         })))?;
-        answer
-            .recv_timeout(timeout)
-            .map_err(|_| StoreError::Timeout)?
+        self.wait(&answer, timeout)
+    }
+
+    /// Runs `attempt` (given the time left) until it succeeds, fails for a
+    /// reason other than the database being unavailable, or `timeout`
+    /// passes.
+    fn retrying<T>(
+        &self,
+        timeout: Duration,
+        mut attempt: impl FnMut(Duration) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match attempt(left) {
+                Err(StoreError::Unavailable(message))
+                    if !self.health.closing.load(Ordering::Relaxed)
+                        && Instant::now() + RETRY_PAUSE < deadline =>
+                {
+                    log::debug!("waiting for the database: {message}");
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                other => return other,
+            }
+        }
     }
 
     fn send(&self, command: Command) -> Result<(), StoreError> {
@@ -475,8 +666,14 @@ pub fn check(url: &DatabaseUrl) -> Result<String, StoreError> {
     }
 }
 
-/// Runs `codex migrate`: creates or upgrades the schema and reports the version.
-pub fn migrate(config: &Config) -> Result<i64, StoreError> {
+/// Runs `codex migrate`: creates or upgrades the schema and reports the
+/// version. With `adopt`, a SQLite file that is missing or not the one
+/// Codex created is accepted as Codex's database (an empty one is created
+/// if none is there).
+pub fn migrate(config: &Config, adopt: bool) -> Result<i64, StoreError> {
+    if let (true, DatabaseUrl::Sqlite(path)) = (adopt, &config.database.url) {
+        sqlite_file::forget_id(path)?;
+    }
     connect(&config.database.url)?;
     Ok(schema::VERSION)
 }
@@ -489,7 +686,7 @@ pub fn migrate(config: &Config) -> Result<i64, StoreError> {
 pub struct Leadership {
     url: DatabaseUrl,
     key: i64,
-    client: Option<::postgres::Client>,
+    client: Option<pg_client::Client>,
     held: bool,
 }
 

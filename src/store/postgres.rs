@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use postgres::error::SqlState;
-use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement, Transaction};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 
+use super::pg_client::{self, Client, Transaction};
 use super::schema::{self, Dialect};
 use super::sql::{self, Param};
 use super::{Backend, Outcome, Snapshot, SyncRun, SyncState, WebhookCounts, WriteItem, classify};
@@ -32,6 +33,15 @@ pub fn poller_lock(provider: Provider) -> i64 {
 /// transaction, which is simply run again.
 const CONFLICT_ATTEMPTS: usize = 5;
 
+/// Deadlines on the client side, which hold when the server cannot
+/// enforce its own (frozen, or unreachable behind a path that still ACKs):
+/// connecting, one statement or round trip, a liveness check, and a
+/// migration step (an index build on a large table takes a while).
+const CONNECT_LIMIT: Duration = Duration::from_secs(3);
+const CALL_LIMIT: Duration = Duration::from_secs(6);
+const PING_LIMIT: Duration = Duration::from_secs(2);
+const MIGRATE_LIMIT: Duration = Duration::from_secs(60);
+
 pub struct PostgresBackend {
     client: Client,
     upsert: Statement,
@@ -42,33 +52,40 @@ pub struct PostgresBackend {
 /// Opens a connection with timeouts that keep a dead server from hanging
 /// the writer.
 pub fn open_client(url: &PostgresUrl) -> Result<Client, StoreError> {
-    let mut config = postgres::Config::from_str(url.expose())
+    let mut config = tokio_postgres::Config::from_str(url.expose())
         .map_err(|e| StoreError::Unavailable(format!("{}: {e}", url.masked())))?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
+    let connect_limit = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(CONNECT_LIMIT);
+    config.connect_timeout(connect_limit);
+    // A dropped path (no ACKs) is noticed by the kernel within seconds.
     config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(30));
-    config.tcp_user_timeout(Duration::from_secs(15));
+    config.keepalives_idle(Duration::from_secs(5));
+    config.keepalives_interval(Duration::from_secs(1));
+    config.keepalives_retries(3);
+    config.tcp_user_timeout(Duration::from_secs(5));
     if config.get_application_name().is_none() {
         config.application_name("codex");
     }
-    let mut client = config.connect(NoTls).map_err(|e| {
+    let client = Client::connect(&config, connect_limit, CALL_LIMIT).map_err(|e| {
         StoreError::Unavailable(format!(
             "cannot connect to {}: {}",
             url.masked(),
             describe(&e)
         ))
     })?;
+    // The server gives up a little before the client does, so a slow
+    // statement normally ends with the server's own error.
     client
-        .batch_execute("SET statement_timeout = '15s'; SET lock_timeout = '10s'")
+        .batch_execute("SET statement_timeout = '5s'; SET lock_timeout = '4s'")
         .map_err(map_error)?;
     Ok(client)
 }
 
 /// See `store::check`.
 pub fn check(url: &PostgresUrl) -> Result<String, StoreError> {
-    let mut client = open_client(url)?;
+    let client = open_client(url)?;
     let has_meta: bool = client
         .query_one("SELECT to_regclass('codex_meta') IS NOT NULL", &[])
         .map_err(map_error)?
@@ -88,7 +105,10 @@ pub fn check(url: &PostgresUrl) -> Result<String, StoreError> {
 }
 
 /// The server's message for a database error, else the driver's.
-fn describe(error: &postgres::Error) -> String {
+fn describe(error: &pg_client::Error) -> String {
+    let Some(error) = error.as_db() else {
+        return error.to_string();
+    };
     match error.as_db_error() {
         Some(db) => db.message().to_string(),
         None => {
@@ -105,8 +125,11 @@ fn describe(error: &postgres::Error) -> String {
 
 /// Lost connections and server-side shutdowns make the database
 /// unavailable; anything else is the statement's own problem.
-fn map_error(error: postgres::Error) -> StoreError {
-    let unavailable = match error.code() {
+fn map_error(error: pg_client::Error) -> StoreError {
+    let Some(db) = error.as_db() else {
+        return StoreError::Unavailable(describe(&error));
+    };
+    let unavailable = match db.code() {
         None => true,
         Some(code) => {
             let code = code.code();
@@ -116,16 +139,16 @@ fn map_error(error: postgres::Error) -> StoreError {
                 || code == "58030"
         }
     };
-    if unavailable || error.is_closed() {
+    if unavailable || db.is_closed() {
         StoreError::Unavailable(describe(&error))
     } else {
         StoreError::Statement(describe(&error))
     }
 }
 
-fn is_conflict(error: &postgres::Error) -> bool {
+fn is_conflict(error: &pg_client::Error) -> bool {
     matches!(
-        error.code(),
+        error.as_db().and_then(tokio_postgres::Error::code),
         Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
     )
 }
@@ -133,7 +156,9 @@ fn is_conflict(error: &postgres::Error) -> bool {
 impl PostgresBackend {
     pub fn connect(url: &PostgresUrl) -> Result<PostgresBackend, StoreError> {
         let mut client = open_client(url)?;
+        client.set_timeout(MIGRATE_LIMIT);
         migrate(&mut client)?;
+        client.set_timeout(CALL_LIMIT);
         let upsert = client.prepare(&sql::postgres_upsert()).map_err(map_error)?;
         let journal = client
             .prepare(&format!(
@@ -156,7 +181,7 @@ impl PostgresBackend {
         })
     }
 
-    fn apply_once(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, postgres::Error> {
+    fn apply_once(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, pg_client::Error> {
         let now = timestamp::now();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
         // Round r holds the r-th event of each ticket, so no statement
@@ -197,7 +222,7 @@ impl PostgresBackend {
     fn with_xact_lock<T>(
         &mut self,
         key: i64,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, pg_client::Error>,
     ) -> Result<Option<T>, StoreError> {
         let mut tx = self.client.transaction().map_err(map_error)?;
         let locked: bool = tx
@@ -216,6 +241,11 @@ impl PostgresBackend {
 /// Creates or upgrades the schema, one instance at a time.
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let mut tx = client.transaction().map_err(map_error)?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = '{}s'",
+        MIGRATE_LIMIT.as_secs() - 5
+    ))
+    .map_err(map_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_MIGRATE])
         .map_err(map_error)?;
     let has_meta: bool = tx
@@ -283,7 +313,7 @@ fn upsert_round(
     items: &[WriteItem],
     round: &[usize],
     now: &str,
-) -> Result<Vec<Outcome>, postgres::Error> {
+) -> Result<Vec<Outcome>, pg_client::Error> {
     let events: Vec<_> = round
         .iter()
         .filter_map(|&i| items[i].event.as_ref())
@@ -340,7 +370,7 @@ fn upsert_round(
 }
 
 /// Reads `snapshot_columns()` starting at column `at`.
-fn read_snapshot(row: &Row, at: usize) -> Result<Snapshot, postgres::Error> {
+fn read_snapshot(row: &Row, at: usize) -> Result<Snapshot, pg_client::Error> {
     let mut values: [Option<Value>; Field::COUNT] = Default::default();
     for (i, field) in Field::ALL.iter().enumerate() {
         let column = at + 1 + i;
@@ -362,7 +392,7 @@ fn insert_journal(
     statement: &Statement,
     items: &[WriteItem],
     outcomes: &[Outcome],
-) -> Result<(), postgres::Error> {
+) -> Result<(), pg_client::Error> {
     let entries: Vec<_> = items
         .iter()
         .zip(outcomes)
@@ -416,9 +446,7 @@ impl Backend for PostgresBackend {
     }
 
     fn ping(&mut self) -> Result<(), StoreError> {
-        self.client
-            .is_valid(Duration::from_secs(2))
-            .map_err(map_error)
+        self.client.is_valid(PING_LIMIT).map_err(map_error)
     }
 
     fn prune_journal(&mut self, cutoff: &str, limit: i64) -> Result<u64, StoreError> {

@@ -9,6 +9,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 
 use super::schema::{self, Dialect};
 use super::sql::{self, Param};
+use super::sqlite_file::{self, OpenFile};
 use super::{
     Backend, JournalEntry, Outcome, Snapshot, SyncRun, SyncState, WebhookCounts, WriteItem,
     classify,
@@ -19,6 +20,8 @@ use crate::timestamp;
 
 pub struct SqliteBackend {
     conn: Connection,
+    /// The database file as opened: checked at each commit.
+    file: OpenFile,
     /// Copies committed WAL frames into the database file off the writer's
     /// path; stops when the backend is dropped.
     _checkpointer: Checkpointer,
@@ -45,9 +48,17 @@ impl SqliteBackend {
                 ))
             })?;
         }
+        let recorded = sqlite_file::recorded_id(path)?;
+        sqlite_file::check_exists(path, recorded.as_deref())?;
         let conn = Connection::open(path).map_err(unavailable)?;
+        let file = OpenFile::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(unavailable)?;
+        // Before anything writes to it: is this Codex's database?
+        let found = database_id(&conn)?;
+        if let Some(recorded) = &recorded {
+            sqlite_file::check_id(path, recorded, found.as_deref())?;
+        }
         // WAL lets readers (dashboards) read while Codex writes; FULL syncs
         // the WAL on every commit, which is what makes a 2xx durable.
         let mode: String = conn
@@ -59,10 +70,13 @@ impl SqliteBackend {
                 path.display()
             )));
         }
-        conn.execute_batch("PRAGMA synchronous = FULL")
+        // After a checkpoint the WAL shrinks back to this size, so space
+        // freed after a disk-full stays free.
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 16777216")
             .map_err(unavailable)?;
         let mut backend = SqliteBackend {
             conn,
+            file,
             _checkpointer: Checkpointer::start(path)?,
             upsert_sql: sql::sqlite_upsert(),
             select_sql: format!(
@@ -75,6 +89,30 @@ impl SqliteBackend {
             ),
         };
         backend.migrate()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let id = sqlite_file::new_id()?;
+                backend
+                    .conn
+                    .execute(
+                        "INSERT INTO codex_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                        params![DATABASE_ID_KEY, id],
+                    )
+                    .map_err(map_error)?;
+                id
+            }
+        };
+        if recorded.is_none() {
+            sqlite_file::record_id(path, &id)?;
+        }
+        // Whatever the WAL holds goes into the database file before any
+        // write is accepted: after a disk-full, service resumes only once
+        // there is room for it, rather than for a moment.
+        backend
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(map_error)?;
         Ok(backend)
     }
 
@@ -173,6 +211,30 @@ impl SqliteBackend {
     }
 }
 
+/// The `codex_meta` key of the id Codex gives a database it creates.
+const DATABASE_ID_KEY: &str = "database_id";
+
+/// The database's id, if it has one (none in a new or foreign file).
+fn database_id(conn: &Connection) -> Result<Option<String>, StoreError> {
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'codex_meta'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(map_error)?;
+    if !has_meta {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT value FROM codex_meta WHERE key = ?1",
+        [DATABASE_ID_KEY],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(map_error)
+}
+
 /// A thread with a connection of its own that checkpoints the WAL: copies
 /// committed frames into the database file (and syncs it), so the WAL
 /// stays short without the writer ever pausing to do it.
@@ -218,6 +280,8 @@ impl Checkpointer {
 
 /// See `store::check`.
 pub fn check(path: &Path) -> Result<String, StoreError> {
+    let recorded = sqlite_file::recorded_id(path)?;
+    sqlite_file::check_exists(path, recorded.as_deref())?;
     if !path.exists() {
         let parent = path
             .parent()
@@ -245,6 +309,9 @@ pub fn check(path: &Path) -> Result<String, StoreError> {
     }
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    if let Some(recorded) = &recorded {
+        sqlite_file::check_id(path, recorded, database_id(&conn)?.as_deref())?;
+    }
     let version: Option<i64> = conn
         .query_row(
             "SELECT CAST(value AS INTEGER) FROM codex_meta WHERE key = ?1",
@@ -386,10 +453,14 @@ impl Backend for SqliteBackend {
             }
         }
         tx.commit().map_err(map_error)?;
+        // Committed into the file the path still names, or not
+        // acknowledged at all.
+        self.file.check()?;
         Ok(outcomes)
     }
 
     fn ping(&mut self) -> Result<(), StoreError> {
+        self.file.check()?;
         self.conn
             .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
             .map(|_| ())

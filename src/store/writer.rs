@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 
-use super::{Backend, Command, DbHealth, Outcome, StoreClient, WriteItem};
+use super::{
+    Backend, Command, DbHealth, FirstConnection, JournalEntry, Outcome, StoreClient, WriteItem,
+};
 use crate::config::DatabaseUrl;
 use crate::error::StoreError;
 use crate::timestamp;
@@ -41,18 +43,20 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer thread on an open backend. `url` is used to reconnect
-/// after the connection is lost.
+/// Starts the writer thread. `first` is an open connection if the
+/// caller has one; without it (the database was down at start-up) the
+/// writer connects, creating or upgrading the schema, as soon as it can.
+/// `url` is used to reconnect whenever the connection is lost.
 pub fn spawn_writer(
-    backend: Box<dyn Backend>,
+    first: FirstConnection,
     url: DatabaseUrl,
     journal_retention_days: u32,
 ) -> std::io::Result<WriterHandle> {
     let (tx, rx) = bounded(QUEUE_CAPACITY);
-    let health = Arc::new(DbHealth::default());
+    let health = Arc::new(DbHealth::new(first.as_ref().err()));
     let writer = Writer {
         rx,
-        backend: Some(backend),
+        backend: first.ok(),
         url,
         health: health.clone(),
         backoff: BACKOFF_MIN,
@@ -73,10 +77,13 @@ pub fn spawn_writer(
 
 struct Writer {
     rx: Receiver<Command>,
+    /// The connection; `None` while the database is unreachable.
     backend: Option<Box<dyn Backend>>,
     url: DatabaseUrl,
     health: Arc<DbHealth>,
+    /// The wait after the next failed connection attempt.
     backoff: Duration,
+    /// When the next connection attempt is due (while `backend` is `None`).
     next_connect: Instant,
     retention_days: u32,
     next_prune: Instant,
@@ -93,10 +100,25 @@ enum Reply {
 impl Writer {
     fn run(mut self) {
         loop {
-            let first = match self.rx.recv_timeout(TICK) {
+            // Reconnecting follows the backoff schedule, whether or not
+            // work arrives: handlers fail fast while the database is
+            // unavailable, so nothing else would try.
+            if self.backend.is_none() && Instant::now() >= self.next_connect {
+                self.busy(Self::connect);
+            }
+            let wait = match self.backend {
+                Some(_) => TICK,
+                None => self
+                    .next_connect
+                    .saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(1), TICK),
+            };
+            let first = match self.rx.recv_timeout(wait) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.idle();
+                    if self.backend.is_some() {
+                        self.busy(Self::idle);
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -105,18 +127,30 @@ impl Writer {
             // A bug in a backend must not end the writer: the batch's
             // senders see their reply channel closed (503), the connection
             // (whose transaction rolled back on unwinding) is reopened.
-            let processed =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(commands)));
+            let processed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.busy(|writer| writer.process(commands))
+            }));
             if processed.is_err() {
+                self.health.end_call();
                 log::error!("the writer panicked on a batch; its senders were told to retry");
                 self.backend = None;
                 self.next_connect = Instant::now();
             }
-            if self.pruning {
-                self.prune_step();
+            if self.pruning && self.backend.is_some() {
+                self.busy(Self::prune_step);
             }
         }
         log::debug!("writer stopped: every sender is gone and the queue is drained");
+    }
+
+    /// Runs `f`, publishing that the writer is waiting on the database
+    /// meanwhile, so health and handlers see a database that stopped
+    /// answering without asking the writer.
+    fn busy<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.health.begin_call();
+        let result = f(self);
+        self.health.end_call();
+        result
     }
 
     /// Collects a batch: the first command and everything queued behind
@@ -151,6 +185,11 @@ impl Writer {
             }
         }
         if !items.is_empty() {
+            for item in &mut items {
+                if let Some(journal) = item.journal.as_mut() {
+                    journal.sanitize();
+                }
+            }
             let results = self.apply(&items);
             let mut results = results.into_iter();
             for reply in replies {
@@ -168,9 +207,12 @@ impl Writer {
             }
         }
         for job in jobs {
-            match self.backend() {
+            let result = match self.backend() {
                 Ok(backend) => job(Ok(backend.as_mut())),
                 Err(error) => job(Err(error)),
+            };
+            if let Some(error) = result {
+                self.lost(&error);
             }
         }
     }
@@ -216,62 +258,86 @@ impl Writer {
     }
 
     /// Keeps the delivery of an event that cannot be stored, so that it is
-    /// not lost, and reports the failure to its sender.
+    /// not lost, and reports the failure to its sender. If even the entry
+    /// is refused, the body is kept with nothing else that could be at
+    /// fault. The sender learns whether the journal has it.
     fn journal_failure(
         &mut self,
         item: &WriteItem,
         message: String,
     ) -> Result<Outcome, StoreError> {
         log::error!("cannot store event: {message}");
-        if let (Some(journal), Ok(backend)) = (&item.journal, self.backend()) {
-            let mut entry = journal.clone();
-            entry.error = Some(format!("not applied: {message}"));
-            entry.outcome = Some("failed");
+        let Some(journal) = &item.journal else {
+            return Err(StoreError::Statement(message));
+        };
+        let mut entry = journal.clone();
+        entry.error = Some(format!("not applied: {message}"));
+        entry.outcome = Some("failed");
+        entry.sanitize();
+        let minimal = JournalEntry {
+            event: None,
+            ticket_id: None,
+            error: Some("not applied: the database refused the event".to_string()),
+            ..entry.clone()
+        };
+        for entry in [entry, minimal] {
             let only_journal = WriteItem {
                 event: None,
                 journal: Some(entry),
             };
-            if let Err(error) = backend.apply(std::slice::from_ref(&only_journal)) {
-                log::error!("cannot journal the failed delivery either: {error}");
-            }
-        }
-        Err(StoreError::Statement(message))
-    }
-
-    /// The backend, reconnecting if the connection was lost and the backoff
-    /// has passed.
-    fn backend(&mut self) -> Result<&mut Box<dyn Backend>, StoreError> {
-        if self.backend.is_none() {
-            if Instant::now() < self.next_connect {
-                return Err(StoreError::Unavailable(
-                    self.health
-                        .last_error()
-                        .unwrap_or_else(|| "reconnecting".to_string()),
-                ));
-            }
-            match super::connect(&self.url) {
-                Ok(backend) => {
-                    self.backend = Some(backend);
-                    self.backoff = BACKOFF_MIN;
-                    self.health.set(Ok(()));
+            let backend = self.backend()?;
+            match backend.apply(std::slice::from_ref(&only_journal)) {
+                Ok(_) => return Err(StoreError::Statement(message)),
+                Err(StoreError::Statement(error)) => {
+                    log::error!("cannot journal the failed delivery: {error}");
                 }
                 Err(error) => {
-                    self.next_connect = Instant::now() + self.backoff;
-                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                    self.health.set(Err(&error));
+                    self.lost(&error);
                     return Err(error);
                 }
             }
         }
-        self.backend.as_mut().ok_or(StoreError::Stopped)
+        Err(StoreError::NotJournaled(message))
     }
 
-    /// Drops a connection that failed; the next use reconnects.
+    /// The backend, or why there is none.
+    fn backend(&mut self) -> Result<&mut Box<dyn Backend>, StoreError> {
+        match self.backend.as_mut() {
+            Some(backend) => Ok(backend),
+            None => Err(StoreError::Unavailable(
+                self.health
+                    .last_error()
+                    .unwrap_or_else(|| "reconnecting".to_string()),
+            )),
+        }
+    }
+
+    /// One connection attempt; a failure schedules the next.
+    fn connect(&mut self) {
+        match super::connect(&self.url) {
+            Ok(backend) => {
+                self.backend = Some(backend);
+                self.backoff = BACKOFF_MIN;
+                self.health.set(Ok(()));
+            }
+            Err(error) => {
+                self.next_connect = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                self.health.set(Err(&error));
+            }
+        }
+    }
+
+    /// Records a failure; one that leaves the connection in doubt drops
+    /// it, and the first reconnect comes quickly.
     fn lost(&mut self, error: &StoreError) {
+        if matches!(error, StoreError::Statement(_)) {
+            return;
+        }
         self.health.set(Err(error));
-        if matches!(error, StoreError::Unavailable(_)) {
-            self.backend = None;
-            self.next_connect = Instant::now() + self.backoff;
+        if error.drops_connection() && self.backend.take().is_some() {
+            self.backoff = BACKOFF_MIN;
+            self.next_connect = Instant::now() + BACKOFF_MIN;
         }
     }
 
@@ -285,7 +351,7 @@ impl Writer {
             self.next_prune = Instant::now() + PRUNE_EVERY;
             self.pruning = true;
         }
-        if self.pruning {
+        if self.pruning && self.backend.is_some() {
             self.prune_step();
         }
     }
@@ -307,6 +373,7 @@ impl Writer {
             Err(error) => {
                 log::warn!("journal pruning failed: {error}");
                 self.pruning = false;
+                self.lost(&error);
             }
         }
     }

@@ -34,8 +34,10 @@ pub(crate) const STORE_WAIT: Duration = Duration::from_secs(60);
 /// (by a health answer or the poller's schedule check), so that a flood of
 /// unauthenticated health checks costs the writer one query a second.
 const COVERAGE_CACHE: Duration = Duration::from_secs(1);
-/// How long a health answer waits for the coverage query.
-const COVERAGE_WAIT: Duration = Duration::from_secs(2);
+/// How long a health answer waits for the coverage query: health answers
+/// within a second even while the writer is busy, and without coverage
+/// when it cannot get it in time.
+const COVERAGE_WAIT: Duration = Duration::from_millis(300);
 
 /// What `/webhooks/health` and `codex status` report about polling.
 pub struct SyncStatus {
@@ -104,7 +106,7 @@ impl SyncStatus {
             return None;
         }
         let provider = Provider::Freshservice;
-        let read = store.call(COVERAGE_WAIT, move |backend| {
+        let read = store.call_once(COVERAGE_WAIT, move |backend| {
             read_coverage(backend, provider)
         });
         match read {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_freshservice;
+pub mod fault_proxy;
 pub mod pg_cluster;
 
 use std::collections::HashMap;

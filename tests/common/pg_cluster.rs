@@ -12,6 +12,17 @@ pub struct PgCluster {
     as_postgres: bool,
 }
 
+impl PgCluster {
+    /// True when the pid file names a live postmaster.
+    fn server_pids_quiet(&self, pidfile: &str) -> bool {
+        pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+}
+
 /// The password of the `postgres` role (connections over TCP use it).
 pub const PASSWORD: &str = "cluster-pw-31337";
 
@@ -169,16 +180,67 @@ impl PgCluster {
 
     /// Stops the server (fast: connections are cut, as in an outage).
     pub fn stop_server(&self) {
+        self.stop_server_mode("fast");
+    }
+
+    /// `pg_ctl stop -m <mode>` (smart, fast or immediate).
+    pub fn stop_server_mode(&self, mode: &str) {
         let data = self.dir.join("data");
         self.run(
             "pg_ctl",
-            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+            &["-D", data.to_str().unwrap(), "-m", mode, "-w", "stop"],
         );
+    }
+
+    /// The postmaster and every process it started.
+    pub fn server_pids(&self) -> Vec<u32> {
+        let pidfile =
+            std::fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("postmaster.pid");
+        let postmaster: u32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Sends `signal` (KILL, STOP, CONT) to every server process.
+    pub fn signal_all(&self, signal: &str) {
+        let pids: Vec<String> = self.server_pids().iter().map(u32::to_string).collect();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pids:?}");
     }
 }
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
+        // A test that failed while the server was frozen leaves it stopped.
+        if let Ok(text) = std::fs::read_to_string(self.dir.join("data/postmaster.pid")) {
+            if self.server_pids_quiet(&text) {
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .args(self.server_pids().iter().map(u32::to_string))
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
         let data = self.dir.join("data");
         let _ = self
             .tool("pg_ctl")
