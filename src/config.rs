@@ -50,6 +50,14 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// A connection that sends nothing for this long is closed.
     pub read_timeout: Duration,
+    /// How long a request line and headers may take once begun.
+    pub header_timeout: Duration,
+    /// How long a request body may take once the headers are in.
+    pub body_timeout: Duration,
+    /// Connections served at once; `None`: derived from the descriptor limit.
+    pub max_connections: Option<usize>,
+    /// The most detailed log messages written (`RUST_LOG` can only narrow it).
+    pub log_level: log::LevelFilter,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +304,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// `parse_duration`, within `min..=max`.
+fn parse_duration_within(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if (min..=max).contains(&duration) {
+        Ok(duration)
+    } else {
+        Err(format!(
+            "'{}' must be between {} and {}",
+            text.trim(),
+            format_duration(min),
+            format_duration(max)
+        ))
+    }
+}
+
 /// Formats a duration the way `parse_duration` reads it back.
 pub fn format_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
@@ -348,6 +371,10 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_body_bytes",
             "trusted_proxies",
             "read_timeout",
+            "header_timeout",
+            "body_timeout",
+            "max_connections",
+            "log_level",
         ],
     ),
     ("database", &["connection_string"]),
@@ -504,6 +531,27 @@ impl Config {
                 } else {
                     Err(format!("'{}' must be between 1s and 1h", v.trim()))
                 }
+            }),
+            header_timeout: reader.parse("server", "header_timeout", "10s", |v| {
+                parse_duration_within(v, Duration::from_secs(1), Duration::from_secs(300))
+            }),
+            body_timeout: reader.parse("server", "body_timeout", "30s", |v| {
+                parse_duration_within(v, Duration::from_secs(1), Duration::from_secs(3600))
+            }),
+            max_connections: reader.parse("server", "max_connections", "", |v| {
+                if v.trim().is_empty() {
+                    Ok(None)
+                } else {
+                    parse_range(v, 16, 1_000_000).map(|n| Some(n as usize))
+                }
+            }),
+            log_level: reader.parse("server", "log_level", "info", |v| {
+                v.trim().parse().map_err(|_| {
+                    format!(
+                        "'{}' is not a log level; use error, warn, info, debug, trace or off",
+                        v.trim()
+                    )
+                })
             }),
         };
 
@@ -731,13 +779,21 @@ impl Config {
             )
         );
         out += &format!(
-            "[server]\nbind = {}\nthreads = {}\nbase_path = {}\nmax_body_bytes = {}\ntrusted_proxies = {}\nread_timeout = {}\n\n",
+            "[server]\nbind = {}\nthreads = {}\nbase_path = {}\nmax_body_bytes = {}\ntrusted_proxies = {}\nread_timeout = {}\n",
             s.bind,
             s.threads,
             s.base_path,
             s.max_body_bytes,
             nets(&s.trusted_proxies),
             format_duration(s.read_timeout)
+        );
+        out += &format!(
+            "header_timeout = {}\nbody_timeout = {}\nmax_connections = {}\nlog_level = {}\n\n",
+            format_duration(s.header_timeout),
+            format_duration(s.body_timeout),
+            s.max_connections
+                .map_or_else(String::new, |n| n.to_string()),
+            s.log_level.as_str().to_ascii_lowercase()
         );
         out += &format!(
             "[database]\nconnection_string = {}\n\n",

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use codex::config::Config;
 use codex::psa::Provider;
@@ -66,7 +68,10 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Everything passes the filter unless RUST_LOG narrows it; `[server]
+    // log_level` sets the level in force (and a reload changes it).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("trace")).init();
+    log::set_max_level(log::LevelFilter::Info);
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Migrate(args) => migrate(&args),
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
 
 fn load(args: &ConfigArg) -> Result<Config, String> {
     let loaded = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    log::set_max_level(loaded.config.server.log_level);
     for warning in &loaded.warnings {
         log::warn!("{warning}");
     }
@@ -96,32 +102,81 @@ fn serve(args: &ConfigArg) -> Result<(), String> {
     let config = load(args)?;
     keep_freed_memory();
     let addr = config.server.bind;
-    let listener = codex::http::bind(addr, config.server.read_timeout)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let (signal_tx, signal_rx) = crossbeam_channel::bounded(1);
-    ctrlc::set_handler(move || {
-        let _ = signal_tx.try_send(());
-    })
-    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    let listener = codex::http::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let signals = signals()?;
     let database = config.database.url.masked();
     let webhooks = config.webhooks.enabled;
-    let service = codex::run(config, listener).map_err(|e| e.to_string())?;
+    let mut service = codex::run(config, listener).map_err(|e| e.to_string())?;
     log::info!(
         "listening on http://{} (database {database}, webhooks {})",
         service.local_addr(),
         if webhooks { "enabled" } else { "disabled" }
     );
-    let fatal = crossbeam_channel::select! {
-        recv(signal_rx) -> _ => None,
-        recv(service.fatal()) -> message => message.ok(),
+    let fatal = loop {
+        crossbeam_channel::select! {
+            recv(signals) -> signal => match signal {
+                Ok(SIGHUP) => reload(&mut service, args),
+                _ => break None,
+            },
+            recv(service.fatal()) -> message => break message.ok(),
+        }
     };
     match &fatal {
-        None => log::info!("shutting down: finishing requests in flight"),
+        None => log::info!("shutting down: answering the requests already read, 503 to new ones"),
         Some(message) => log::error!("{message}; shutting down"),
     }
     service.shutdown()?;
     log::info!("stopped");
     fatal.map_or(Ok(()), Err)
+}
+
+/// SIGTERM, SIGINT and SIGHUP, delivered on a channel.
+fn signals() -> Result<crossbeam_channel::Receiver<i32>, String> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| format!("cannot install the signal handlers: {e}"))?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("codex-signals".to_string())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if tx.send(signal).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(rx)
+}
+
+/// Reads the configuration again (SIGHUP) and puts it in force; an invalid
+/// file changes nothing.
+fn reload(service: &mut codex::Service, args: &ConfigArg) {
+    let loaded = match Config::load(args.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            log::error!("reload refused, the configuration in force is kept: {error}");
+            return;
+        }
+    };
+    for warning in &loaded.warnings {
+        log::warn!("{warning}");
+    }
+    match service.reload(loaded.config) {
+        Ok(plan) => {
+            if plan.applied.is_empty() && plan.needs_restart.is_empty() {
+                log::info!("configuration reloaded: nothing changed");
+            }
+            for change in &plan.applied {
+                log::info!("configuration reloaded: {change}");
+            }
+            for key in &plan.needs_restart {
+                log::warn!(
+                    "configuration reloaded: {key} changed, but takes effect only after a restart"
+                );
+            }
+        }
+        Err(error) => log::error!("reload failed: {error}"),
+    }
 }
 
 fn migrate(args: &MigrateArgs) -> Result<(), String> {
@@ -210,9 +265,10 @@ fn sync_once(args: &SyncArgs) -> Result<(), String> {
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let on_signal = stop.clone();
-    ctrlc::set_handler(move || on_signal.store(true, Ordering::SeqCst))
-        .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
     // A database that is down is waited for (up to the sync's store
     // timeout), as the service would.
     let backend =
