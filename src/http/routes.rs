@@ -446,7 +446,7 @@ fn deliver(
     let mut foreign = Vec::new();
     let normalized = parsed.and_then(|value| {
         provider
-            .normalize_webhook(&value, &state.config, &received_at)
+            .normalize_webhook(&value, state.config, &received_at)
             .map_err(|rejection| {
                 journal.event = rejection.event.clone();
                 foreign = webhook_body::foreign_ids(&value);
@@ -476,7 +476,7 @@ fn deliver(
         Err(mut error) => {
             // A body beyond repair still names its ticket when an id can be
             // found in it, in the journal row and in the answer.
-            if let Some(id) = provider.scan_ticket_id(&journal.body, &state.config, &foreign) {
+            if let Some(id) = provider.scan_ticket_id(&journal.body, state.config, &foreign) {
                 journal.ticket_id = Some(id.to_string());
                 error = error.with("ticket_id", id);
             }
