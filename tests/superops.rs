@@ -520,6 +520,18 @@ fn both_providers_poll_into_one_database(backend: Backend) {
         "{out}"
     );
 
+    // `codex check-config` checks both accounts, the token masked.
+    let (status, out, err) = run_codex(&["check-config", "--config", conf.to_str().unwrap()], &[]);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("superops: credentials accepted"), "{err}");
+    assert!(err.contains("freshservice: credentials accepted"), "{err}");
+    assert!(out.contains("[superops]") && !out.contains(TOKEN), "{out}");
+    superops.with(|s| s.unauthorized = true);
+    let (status, _, err) = run_codex(&["check-config", "--config", conf.to_str().unwrap()], &[]);
+    assert!(!status.success());
+    assert!(err.contains("superops: bad credentials"), "{err}");
+    superops.with(|s| s.unauthorized = false);
+
     // `codex sync --once --provider superops` touches SuperOps only.
     let fs_before = freshservice.requests().len();
     let so_before = superops.requests().len();
