@@ -200,15 +200,12 @@ impl SuperopsClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    let text = match status {
-                        200 | 429 => response
-                            .body_mut()
-                            .with_config()
-                            .limit(MAX_BODY)
-                            .read_to_string()
-                            .map_err(|e| format!("{operation}: reading the answer: {e}")),
-                        _ => Ok(String::new()),
-                    };
+                    let text = response
+                        .body_mut()
+                        .with_config()
+                        .limit(MAX_BODY)
+                        .read_to_string()
+                        .map_err(|e| format!("{operation}: reading the answer: {e}"));
                     match (status, text) {
                         (401 | 403, _) => {
                             return Err(SyncError::BadCredentials(format!(
@@ -254,9 +251,13 @@ impl SuperopsClient {
                         }
                         (200, Err(message)) => message,
                         (500..=599, _) => format!("{operation} answered {status}"),
-                        (_, _) => {
+                        (_, text) => {
+                            // A GraphQL validation error may come as a 400
+                            // with the reason in its body.
+                            let snippet: String =
+                                text.unwrap_or_default().chars().take(200).collect();
                             return Err(SyncError::Protocol(format!(
-                                "{operation} answered {status}"
+                                "{operation} answered {status}: {snippet}"
                             )));
                         }
                     }
