@@ -5,14 +5,20 @@
 # for each run. Every check is on: secret, IP allowlist, rate limit (set
 # high enough not to refuse), journal.
 #
+# Each run starts a fresh process and measures twice on new connections:
+# cold, the first COLD (10 s) after start (which also creates the 20,000
+# tickets), then warm, DURATION right after; it prints both p99 and their
+# ratio.
+#
 #   scripts/bench.sh [sqlite|postgres|all]   (default: all)
-#   DURATION=20s WARMUP=5s CONNECTIONS="8 64" WRK_THREADS=2 THREADS=<[server] threads>
+#   DURATION=20s COLD=10s CONNECTIONS="8 64" WRK_THREADS=2 THREADS=<[server] threads>
+#   CODEX_BIN=<another build's binary, to compare>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WHICH=${1:-all}
 DURATION=${DURATION:-20s}
-WARMUP=${WARMUP:-5s}
+COLD=${COLD:-10s}
 CONNECTIONS=${CONNECTIONS:-"8 64"}
 WRK_THREADS=${WRK_THREADS:-2}
 SECRET=bench-secret-0123456789abcdef
@@ -24,7 +30,7 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 
 cargo build --release --quiet
-BIN=target/release/codex
+BIN=${CODEX_BIN:-target/release/codex}
 WORK=$(mktemp -d /tmp/codex-bench.XXXXXX)
 CODEX_PID=""
 # shellcheck source=scripts/pg.sh
@@ -62,20 +68,21 @@ CONF
     curl -sf "http://127.0.0.1:$port/webhooks/health" >/dev/null && break
     sleep 0.1
   done
-  # Warm-up, not measured: creates the 20,000 tickets (the measured run
-  # updates existing ones) and lets the connection pool grow; the measured
-  # run starts right after, on new connections.
-  CODEX_BENCH_SECRET=$SECRET wrk -t"$WRK_THREADS" -c"$conns" -d"$WARMUP" \
-    -s scripts/bench/deliveries.lua "http://127.0.0.1:$port" >/dev/null
+  # Cold: the first seconds of a fresh process, on new connections; it
+  # creates the 20,000 tickets (the warm run updates existing ones). The
+  # warm run starts right after, on new connections again.
+  CODEX_BENCH_SECRET=$SECRET wrk -t"$WRK_THREADS" -c"$conns" -d"$COLD" --latency \
+    -s scripts/bench/deliveries.lua "http://127.0.0.1:$port" >"$WORK/cold.txt"
   CODEX_BENCH_SECRET=$SECRET wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --latency \
     -s scripts/bench/deliveries.lua "http://127.0.0.1:$port" >"$WORK/wrk.txt"
   local rss
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$CODEX_PID/status")
   kill "$CODEX_PID"; wait "$CODEX_PID" || true
   CODEX_PID=""
-  python3 - "$WORK/wrk.txt" "$backend" "$conns" "$rss" <<'PY'
+  python3 - "$WORK/wrk.txt" "$backend" "$conns" "$rss" "$WORK/cold.txt" "$COLD" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
+cold = open(sys.argv[5]).read()
 backend, conns, rss_kb = sys.argv[2], sys.argv[3], int(sys.argv[4])
 def unit(value):
     n, u = re.match(r"([\d.]+)(\w+)", value).groups()
@@ -90,6 +97,12 @@ acked = (requests - non2xx) / secs
 print(f"{backend:9} {conns:>4} conns: {acked:9.0f} acknowledged/s  non-2xx {non2xx}  "
       f"p50 {p50:.2f} ms  p99 {p99:.2f} ms  peak RSS {rss_kb / 1024:.1f} MB"
       + (f"  socket errors: {errors.group(1)}" if errors else ""))
+cold_p50 = unit(re.search(r"\s50%\s+([\d.]+\w+)", cold).group(1))
+cold_p99 = unit(re.search(r"\s99%\s+([\d.]+\w+)", cold).group(1))
+cold_errors = re.search(r"Socket errors: (.*)", cold)
+print(f"{backend:9} {conns:>4} conns: cold (first {sys.argv[6]} of a fresh process): p50 {cold_p50:.2f} ms  "
+      f"p99 {cold_p99:.2f} ms = {cold_p99 / p99:.1f} x warm p99"
+      + (f"  socket errors: {cold_errors.group(1)}" if cold_errors else ""))
 PY
 }
 

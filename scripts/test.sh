@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 if [ -z "${CODEX_TEST_DATABASE_URL:-}" ]; then
   # shellcheck source=scripts/pg.sh
@@ -22,4 +22,4 @@ if [ -z "${CODEX_TEST_DATABASE_URL:-}" ]; then
 fi
 
 echo "== cargo test (SQLite and PostgreSQL at ${CODEX_TEST_DATABASE_URL})"
-cargo test --quiet "$@"
+cargo test --workspace --quiet "$@"

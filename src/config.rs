@@ -14,6 +14,7 @@ use crate::error::ConfigError;
 use crate::psa::freshservice::{
     CodeTable, DEFAULT_DONE_STATUSES, WebhookFields, default_priorities, default_statuses,
 };
+use crate::psa::superops::{self, NameMap};
 
 /// Environment variable naming the configuration file.
 pub const ENV_CONFIG: &str = "CODEX_CONFIG";
@@ -23,6 +24,8 @@ pub const ENV_WEBHOOK_SECRET: &str = "CODEX_WEBHOOK_SECRET";
 pub const ENV_DATABASE_URL: &str = "CODEX_DATABASE_URL";
 /// Environment variable overriding `[freshservice] api_key`.
 pub const ENV_FRESHSERVICE_API_KEY: &str = "CODEX_FRESHSERVICE_API_KEY";
+/// Environment variable overriding `[superops] api_token`.
+pub const ENV_SUPEROPS_API_TOKEN: &str = "CODEX_SUPEROPS_API_TOKEN";
 
 /// Where Codex looks for its configuration without `--config` or
 /// `$CODEX_CONFIG`, in order: its own file, the Python predecessor's
@@ -38,6 +41,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub webhooks: WebhookConfig,
     pub freshservice: FreshserviceConfig,
+    pub superops: SuperopsConfig,
     pub scheduler: SchedulerConfig,
 }
 
@@ -51,6 +55,14 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// A connection that sends nothing for this long is closed.
     pub read_timeout: Duration,
+    /// How long a request line and headers may take once begun.
+    pub header_timeout: Duration,
+    /// How long a request body may take once the headers are in.
+    pub body_timeout: Duration,
+    /// Connections served at once; `None`: derived from the descriptor limit.
+    pub max_connections: Option<usize>,
+    /// The most detailed log messages written (`RUST_LOG` can only narrow it).
+    pub log_level: log::LevelFilter,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +105,36 @@ pub struct FreshserviceConfig {
     pub workspace_id: Option<u64>,
     /// `[freshservice.webhook_fields]`: the admin's own body keys.
     pub webhook_fields: WebhookFields,
+}
+
+/// `[superops]`: a SuperOps account polled over its GraphQL API.
+#[derive(Debug, Clone)]
+pub struct SuperopsConfig {
+    /// The GraphQL endpoint (US by default; EU `https://euapi.superops.ai/msp`).
+    pub api_url: String,
+    /// The account's subdomain, sent as `CustomerSubDomain`.
+    pub subdomain: Option<String>,
+    pub api_token: Option<Secret>,
+    pub max_requests_per_minute: u32,
+    /// The zone of SuperOps' offset-less times.
+    pub timezone: jiff::tz::TimeZone,
+    pub initial_sync_days: u32,
+    /// Tickets looked up one by one per reconcile run, at most.
+    pub reconcile_max_tickets: u32,
+    pub request_timeout: Duration,
+    /// Normalized status names after which a ticket is finished.
+    pub done_statuses: Vec<String>,
+    /// `[superops.statuses]`: the account's status names to Codex's.
+    pub statuses: NameMap,
+    /// `[superops.priorities]`: the account's priority names to Codex's.
+    pub priorities: NameMap,
+}
+
+impl SuperopsConfig {
+    /// True when an account (subdomain and token) is configured.
+    pub fn configured(&self) -> bool {
+        self.subdomain.is_some() && self.api_token.is_some()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +309,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// `parse_duration`, within `min..=max`.
+fn parse_duration_within(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if (min..=max).contains(&duration) {
+        Ok(duration)
+    } else {
+        Err(format!(
+            "'{}' must be between {} and {}",
+            text.trim(),
+            format_duration(min),
+            format_duration(max)
+        ))
+    }
+}
+
 /// Formats a duration the way `parse_duration` reads it back.
 pub fn format_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
@@ -319,6 +376,10 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_body_bytes",
             "trusted_proxies",
             "read_timeout",
+            "header_timeout",
+            "body_timeout",
+            "max_connections",
+            "log_level",
         ],
     ),
     ("database", &["connection_string"]),
@@ -349,6 +410,20 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "superops",
+        &[
+            "api_url",
+            "subdomain",
+            "api_token",
+            "max_requests_per_minute",
+            "timezone",
+            "initial_sync_days",
+            "reconcile_max_tickets",
+            "request_timeout",
+            "done_statuses",
+        ],
+    ),
+    (
         "scheduler",
         &[
             "sync_tickets_enabled",
@@ -366,6 +441,8 @@ const TABLE_SECTIONS: &[&str] = &[
     "freshservice.statuses",
     "freshservice.priorities",
     "freshservice.webhook_fields",
+    "superops.statuses",
+    "superops.priorities",
 ];
 
 /// A loaded configuration and the warnings found while reading it.
@@ -459,6 +536,27 @@ impl Config {
                 } else {
                     Err(format!("'{}' must be between 1s and 1h", v.trim()))
                 }
+            }),
+            header_timeout: reader.parse("server", "header_timeout", "10s", |v| {
+                parse_duration_within(v, Duration::from_secs(1), Duration::from_secs(300))
+            }),
+            body_timeout: reader.parse("server", "body_timeout", "30s", |v| {
+                parse_duration_within(v, Duration::from_secs(1), Duration::from_secs(3600))
+            }),
+            max_connections: reader.parse("server", "max_connections", "", |v| {
+                if v.trim().is_empty() {
+                    Ok(None)
+                } else {
+                    parse_range(v, 16, 1_000_000).map(|n| Some(n as usize))
+                }
+            }),
+            log_level: reader.parse("server", "log_level", "info", |v| {
+                v.trim().parse().map_err(|_| {
+                    format!(
+                        "'{}' is not a log level; use error, warn, info, debug, trace or off",
+                        v.trim()
+                    )
+                })
             }),
         };
 
@@ -572,6 +670,8 @@ impl Config {
             webhook_fields: reader.webhook_fields("freshservice.webhook_fields"),
         };
 
+        let superops = reader.superops(env);
+
         let scheduler = SchedulerConfig {
             sync_tickets_enabled: reader.parse(
                 "scheduler",
@@ -642,6 +742,7 @@ impl Config {
                 database,
                 webhooks,
                 freshservice,
+                superops,
                 scheduler,
             },
             warnings,
@@ -683,13 +784,21 @@ impl Config {
             )
         );
         out += &format!(
-            "[server]\nbind = {}\nthreads = {}\nbase_path = {}\nmax_body_bytes = {}\ntrusted_proxies = {}\nread_timeout = {}\n\n",
+            "[server]\nbind = {}\nthreads = {}\nbase_path = {}\nmax_body_bytes = {}\ntrusted_proxies = {}\nread_timeout = {}\n",
             s.bind,
             s.threads,
             s.base_path,
             s.max_body_bytes,
             nets(&s.trusted_proxies),
             format_duration(s.read_timeout)
+        );
+        out += &format!(
+            "header_timeout = {}\nbody_timeout = {}\nmax_connections = {}\nlog_level = {}\n\n",
+            format_duration(s.header_timeout),
+            format_duration(s.body_timeout),
+            s.max_connections
+                .map_or_else(String::new, |n| n.to_string()),
+            s.log_level.as_str().to_ascii_lowercase()
         );
         out += &format!(
             "[database]\nconnection_string = {}\n\n",
@@ -728,6 +837,7 @@ impl Config {
         out += &f.statuses.render();
         out += "\n[freshservice.priorities]\n";
         out += &f.priorities.render();
+        out += &self.superops.render();
         out += &format!(
             "\n[scheduler]\nsync_tickets_enabled = {}\nticket_sync_interval = {}\nticket_sync_interval_with_webhooks = {}\nwebhook_healthy_window = {}\nmin_webhook_coverage = {}\nreconcile_interval = {}\n",
             sch.sync_tickets_enabled,
@@ -852,6 +962,99 @@ impl Reader<'_> {
         fields
     }
 
+    /// `[superops]`, `[superops.statuses]` and `[superops.priorities]`.
+    fn superops(&mut self, env: &dyn Fn(&str) -> Option<String>) -> SuperopsConfig {
+        let section = "superops";
+        let api_token = env(ENV_SUPEROPS_API_TOKEN)
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| self.raw(section, "api_token"))
+            .map(|v| Secret::new(v.trim()))
+            .filter(|s| !s.expose().is_empty());
+        let mut statuses = NameMap::from_pairs(&superops::DEFAULT_STATUSES);
+        let mut priorities = NameMap::from_pairs(&superops::DEFAULT_PRIORITIES);
+        self.name_map("superops.statuses", &mut statuses);
+        self.name_map("superops.priorities", &mut priorities);
+        let config = SuperopsConfig {
+            api_url: self.parse(section, "api_url", "https://api.superops.ai/msp", |v| {
+                let v = v.trim().trim_end_matches('/');
+                if v.starts_with("http://") || v.starts_with("https://") {
+                    Ok(v.to_string())
+                } else {
+                    Err(format!(
+                        "'{v}' must be an http:// or https:// URL, such as https://euapi.superops.ai/msp"
+                    ))
+                }
+            }),
+            subdomain: self.optional(section, "subdomain", |v| {
+                let v = v.trim();
+                if v.contains(['/', ' ', '?', ':']) {
+                    Err(format!(
+                        "'{v}' is not a subdomain; write the part before .superops.ai, such as yourcompany"
+                    ))
+                } else {
+                    Ok(v.to_string())
+                }
+            }),
+            api_token,
+            max_requests_per_minute: self.parse(section, "max_requests_per_minute", "400", |v| {
+                parse_range(v, 1, 800).map(|n| n as u32)
+            }),
+            timezone: self.parse(section, "timezone", "UTC", |v| {
+                crate::timestamp::zone(v.trim())
+            }),
+            initial_sync_days: self.parse(section, "initial_sync_days", "30", |v| {
+                parse_range(v, 1, 36_500).map(|n| n as u32)
+            }),
+            reconcile_max_tickets: self.parse(section, "reconcile_max_tickets", "500", |v| {
+                parse_range(v, 0, 100_000).map(|n| n as u32)
+            }),
+            request_timeout: self.parse(section, "request_timeout", "30s", parse_duration),
+            done_statuses: self.parse(
+                section,
+                "done_statuses",
+                &superops::DEFAULT_DONE_STATUSES.join(", "),
+                |v| Ok(split_list(v).map(str::to_ascii_lowercase).collect()),
+            ),
+            statuses,
+            priorities,
+        };
+        match (config.subdomain.is_some(), config.api_token.is_some()) {
+            (true, false) => self.problems.push(format!(
+                "[superops] subdomain is set but api_token is not: set [superops] api_token or {ENV_SUPEROPS_API_TOKEN}"
+            )),
+            (false, true) => self.problems.push(
+                "[superops] api_token is set but subdomain is not: set [superops] subdomain, such as yourcompany"
+                    .to_string(),
+            ),
+            _ => {}
+        }
+        config
+    }
+
+    /// `[superops.statuses]`: `<SuperOps name> = <codex_name>`.
+    fn name_map(&mut self, section: &str, map: &mut NameMap) {
+        let Some(entries) = self.map.get(section) else {
+            return;
+        };
+        let mut entries: Vec<_> = entries.iter().collect();
+        entries.sort();
+        for (name, value) in entries {
+            let value = value.clone().unwrap_or_default();
+            let value = value.trim();
+            let valid = !value.is_empty()
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if valid {
+                map.insert(name, value);
+            } else {
+                self.problems.push(format!(
+                    "[{section}] {name}: '{value}' must be a lower-case name of letters, digits and '_', such as awaiting_parts"
+                ));
+            }
+        }
+    }
+
     fn unknown_keys(&self, origin: &str) -> Vec<String> {
         let mut warnings = Vec::new();
         let mut sections: Vec<_> = self.map.iter().collect();
@@ -875,6 +1078,30 @@ impl Reader<'_> {
             }
         }
         warnings
+    }
+}
+
+impl SuperopsConfig {
+    /// The `[superops]` sections as INI text, the token masked.
+    fn render(&self) -> String {
+        format!(
+            "\n[superops]\napi_url = {}\nsubdomain = {}\napi_token = {}\nmax_requests_per_minute = {}\ntimezone = {}\ninitial_sync_days = {}\nreconcile_max_tickets = {}\nrequest_timeout = {}\ndone_statuses = {}\n\n[superops.statuses]\n{}\n[superops.priorities]\n{}",
+            self.api_url,
+            self.subdomain.as_deref().unwrap_or(""),
+            if self.api_token.is_some() {
+                "*** (set)"
+            } else {
+                ""
+            },
+            self.max_requests_per_minute,
+            self.timezone.iana_name().unwrap_or("UTC"),
+            self.initial_sync_days,
+            self.reconcile_max_tickets,
+            format_duration(self.request_timeout),
+            self.done_statuses.join(", "),
+            self.statuses.render(),
+            self.priorities.render(),
+        )
     }
 }
 
@@ -1084,6 +1311,52 @@ mod tests {
             error.contains("[freshservice.webhook_fields] colour"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn superops_section() {
+        let defaults = Config::default().superops;
+        assert_eq!(defaults.api_url, "https://api.superops.ai/msp");
+        assert_eq!(defaults.max_requests_per_minute, 400);
+        assert!(!defaults.configured());
+        assert_eq!(
+            defaults.statuses.get("WAITING ON  customer"),
+            Some("waiting_customer")
+        );
+        let env = |name: &str| (name == ENV_SUPEROPS_API_TOKEN).then(|| "tok-from-env".to_string());
+        let loaded = Config::from_ini(
+            "[superops]\nsubdomain = acme\napi_url = https://euapi.superops.ai/msp/\ntimezone = Europe/Berlin\n\
+             [superops.statuses]\nAwaiting Parts = awaiting_parts\nOpen = new\n",
+            None,
+            &env,
+        )
+        .unwrap();
+        let so = &loaded.config.superops;
+        assert!(so.configured());
+        assert_eq!(so.api_token.as_ref().unwrap().expose(), "tok-from-env");
+        assert_eq!(so.api_url, "https://euapi.superops.ai/msp");
+        assert_eq!(so.statuses.get("awaiting parts"), Some("awaiting_parts"));
+        assert_eq!(so.statuses.get("Open"), Some("new"));
+        assert_eq!(so.statuses.get("Closed"), Some("closed"));
+        let rendered = loaded.config.render_masked();
+        assert!(
+            !rendered.contains("tok-from-env")
+                && !format!("{:?}", loaded.config).contains("tok-from-env")
+        );
+        assert!(
+            rendered.contains("awaiting parts = awaiting_parts"),
+            "{rendered}"
+        );
+        let error = load("[superops]\nsubdomain = acme\nmax_requests_per_minute = 900\n[superops.priorities]\nP1 = Top Priority\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("api_token is not"), "{error}");
+        assert!(
+            error.contains("[superops] max_requests_per_minute"),
+            "{error}"
+        );
+        assert!(error.contains("[superops.priorities] p1"), "{error}");
     }
 
     #[test]

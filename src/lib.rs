@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod psa;
+pub mod reload;
 pub mod store;
 pub mod sync;
 pub mod timestamp;
@@ -71,7 +72,7 @@ pub fn run(config: Config, listener: TcpListener) -> Result<Service, StartError>
     .map_err(StartError::Io)?;
     let sync_status = Arc::new(SyncStatus::new(&config));
     let (fatal_tx, fatal) = unbounded();
-    let poller = if config.freshservice_polling() {
+    let poller = if !psa::Provider::polled(&config).is_empty() {
         Some(
             sync::spawn_poller(config.clone(), writer.client.clone(), sync_status.clone())
                 .map_err(StartError::Io)?,
@@ -99,7 +100,37 @@ impl Service {
         self.http.local_addr()
     }
 
-    /// Receives a message when the service cannot go on (the listener died).
+    /// Puts a reloaded configuration in force without dropping a
+    /// connection: requests read from now on use it; the poller restarts
+    /// when polling settings changed. Returns what changed.
+    pub fn reload(&mut self, config: Config) -> Result<reload::Plan, StartError> {
+        let state = self.http.state();
+        let current = state.current();
+        let mut plan = reload::plan(&current.config, config);
+        let config = Arc::new(std::mem::take(&mut plan.config));
+        let sync = if plan.polling_changed {
+            if let Some(poller) = self.poller.take() {
+                if poller.stop().is_err() {
+                    log::error!("the poller panicked");
+                }
+            }
+            let sync = Arc::new(SyncStatus::new(&config));
+            if !psa::Provider::polled(&config).is_empty() {
+                self.poller = Some(
+                    sync::spawn_poller(config.clone(), self.writer.client.clone(), sync.clone())
+                        .map_err(StartError::Io)?,
+                );
+            }
+            sync
+        } else {
+            current.sync.clone()
+        };
+        log::set_max_level(config.server.log_level);
+        state.replace(config, sync);
+        Ok(plan)
+    }
+
+    /// Receives a message when the service cannot go on (an HTTP worker found the server gone).
     pub fn fatal(&self) -> &Receiver<String> {
         &self.fatal
     }

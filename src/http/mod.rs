@@ -1,8 +1,13 @@
-//! The HTTP side: a tiny_http server and a pool of worker threads that
-//! verify and normalize deliveries and hand them to the writer.
+//! The HTTP side: a tiny_http server (vendored and patched, see
+//! `vendor/tiny_http/PATCHES.md`) and a pool of worker threads that verify
+//! and normalize deliveries and hand them to the writer.
+//!
+//! tiny_http serves each connection on a thread of its own, bounded in
+//! number, and reads a request whole (head and body, each within its
+//! deadline) before a worker sees it: a slow or hostile client holds its own
+//! connection, never a worker.
 
 pub mod auth;
-mod keep_alive;
 pub mod response;
 mod routes;
 
@@ -11,56 +16,105 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use socket2::{Domain, Socket, Type};
-use tiny_http::Server;
+use tiny_http::{Limits, Server};
 
-pub use routes::AppState;
+use crate::config::ServerConfig;
+pub use routes::{AppState, Current};
 
 /// How often an idle worker checks whether the server is stopping.
 const POLL: Duration = Duration::from_millis(200);
+/// How long writing one response may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request line plus headers.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Descriptors kept for everything but connections (database, log, files).
+const RESERVED_DESCRIPTORS: usize = 64;
+/// The most connections served at once unless `[server] max_connections`
+/// says otherwise (each costs a descriptor and a thread).
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// How long a stop waits for the requests read before it to be answered.
+const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 
-/// Binds the listening socket with read and write timeouts.
-///
-/// tiny_http has no timeouts of its own, and accepts the connections
-/// itself; sockets accepted from this one inherit its timeouts, so a
-/// connection that sends nothing for `timeout` is closed. The read timeout
-/// applies to accept() as well, though: the keep-alive monitor connects
-/// regularly (see `keep_alive`) so that accept() never waits that long.
-pub fn bind(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpListener> {
+/// Binds the listening socket.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    socket.set_read_timeout(Some(timeout))?;
-    socket.set_write_timeout(Some(timeout))?;
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
 }
 
+/// What one client may cost, from `[server]`.
+pub fn limits(server: &ServerConfig) -> Limits {
+    let room = descriptor_room();
+    if let (Some(configured), Some(room)) = (server.max_connections, room) {
+        if configured > room {
+            log::warn!(
+                "[server] max_connections = {configured}, but the descriptor limit leaves room for \
+                 about {room}: past that, connections wait until descriptors free up (raise `ulimit -n`)"
+            );
+        }
+    }
+    // By default as many connections as the descriptor limit leaves room
+    // for (one descriptor each), within bounds.
+    let default = room.map_or(DEFAULT_MAX_CONNECTIONS, |room| {
+        room.clamp(16, DEFAULT_MAX_CONNECTIONS)
+    });
+    Limits {
+        max_connections: server.max_connections.unwrap_or(default),
+        idle_timeout: server.read_timeout,
+        header_timeout: server.header_timeout,
+        body_timeout: server.body_timeout,
+        write_timeout: WRITE_TIMEOUT,
+        max_head_bytes: MAX_HEAD_BYTES,
+        max_body_bytes: server.max_body_bytes,
+    }
+}
+
+/// Descriptors left for connections under the process's soft limit; `None`
+/// when it is unlimited or unknown.
+fn descriptor_room() -> Option<usize> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse::<usize>()
+        .ok()
+        .map(|limit| limit.saturating_sub(RESERVED_DESCRIPTORS))
+}
+
 /// The running server: its workers and the flag that stops them.
 pub struct HttpServer {
     server: Arc<Server>,
+    state: Arc<AppState>,
     workers: Vec<JoinHandle<()>>,
-    monitor: JoinHandle<()>,
     stopping: Arc<AtomicBool>,
     addr: SocketAddr,
 }
 
 impl HttpServer {
     /// Starts `threads` workers answering requests on `listener`. A fatal
-    /// server error (the listener failing) is sent on `fatal`.
+    /// server error is sent on `fatal`.
     pub fn start(
         listener: TcpListener,
         state: Arc<AppState>,
         threads: usize,
         fatal: Sender<String>,
     ) -> std::io::Result<HttpServer> {
-        let heartbeat = state.config.server.read_timeout / 3;
         let addr = listener.local_addr()?;
-        let server = Server::from_listener(listener, None)
+        let limits = limits(&state.current().config.server);
+        log::debug!(
+            "serving at most {} connections at once",
+            limits.max_connections
+        );
+        let server = Server::from_listener_with_limits(listener, limits)
             .map(Arc::new)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let stopping = Arc::new(AtomicBool::new(false));
@@ -76,16 +130,10 @@ impl HttpServer {
                 .spawn(move || work(&server, &state, &stopping, &fatal))?;
             workers.push(worker);
         }
-        let monitor = {
-            let (state, stopping) = (state.clone(), stopping.clone());
-            std::thread::Builder::new()
-                .name("codex-keepalive".to_string())
-                .spawn(move || state.keep_alive.monitor(addr, heartbeat, &stopping))?
-        };
         Ok(HttpServer {
             server,
+            state,
             workers,
-            monitor,
             stopping,
             addr,
         })
@@ -95,12 +143,29 @@ impl HttpServer {
         self.addr
     }
 
-    /// Stops taking requests, lets every worker finish the one it is
-    /// handling (its event committed or refused), then closes the listener.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Drains, then stops: a request read before the drain began is
+    /// answered as usual, one read after it gets a 503 with Retry-After;
+    /// once the earlier ones are answered (or after `DRAIN_LIMIT`), the
+    /// listener closes, connections answer 503 themselves, and the workers
+    /// stop when nothing is queued.
     pub fn stop(self) -> std::thread::Result<()> {
+        let started = self.state.begin_drain();
+        let deadline = started + DRAIN_LIMIT;
+        let idle = || self.state.in_flight() == 0 && self.server.queued_requests() == 0;
+        while Instant::now() < deadline && !(idle() && settled(&idle)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.server.shut_down();
+        while Instant::now() < deadline && self.server.queued_requests() > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.stopping.store(true, Ordering::SeqCst);
         let mut result = Ok(());
-        for worker in self.workers.into_iter().chain([self.monitor]) {
+        for worker in self.workers {
             if let Err(panic) = worker.join() {
                 result = Err(panic);
             }
@@ -110,15 +175,21 @@ impl HttpServer {
     }
 }
 
+/// True if `idle` still holds a moment later (a worker may be between
+/// taking a request and counting it).
+fn settled(idle: &dyn Fn() -> bool) -> bool {
+    std::thread::sleep(Duration::from_millis(50));
+    idle()
+}
+
 fn work(server: &Server, state: &AppState, stopping: &AtomicBool, fatal: &Sender<String>) {
-    while !stopping.load(Ordering::SeqCst) {
+    // Also after `stopping`: what is still queued gets its answer.
+    while !stopping.load(Ordering::SeqCst) || server.queued_requests() > 0 {
         let request = match server.recv_timeout(POLL) {
             Ok(Some(request)) => request,
             Ok(None) => continue,
             Err(error) => {
-                // tiny_http reports a failed accept() this way, and its accept
-                // loop has ended: no new connection will arrive.
-                let _ = fatal.send(format!("the HTTP listener failed: {error}"));
+                let _ = fatal.send(format!("the HTTP server failed: {error}"));
                 return;
             }
         };

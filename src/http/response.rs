@@ -1,9 +1,9 @@
 //! JSON responses, and the one place where errors become HTTP statuses.
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 
 use serde_json::{Value, json};
-use tiny_http::{Header, Method, Request, Response, StatusCode};
+use tiny_http::{Header, Request, Response, StatusCode};
 
 use crate::error::StoreError;
 
@@ -91,36 +91,15 @@ pub fn json_response(status: u16, body: &Value) -> Response<Cursor<Vec<u8>>> {
     response
 }
 
-/// Sends `response`; with `close`, asks the client to close the connection
-/// afterwards. tiny_http refuses a `Connection` header on its responses, so
-/// such a response is written out here instead.
+/// Sends `response`; with `close`, with `Connection: close`, and the
+/// connection is closed after it.
 pub fn send(
-    request: Request,
+    mut request: Request,
     response: Response<Cursor<Vec<u8>>>,
     close: bool,
 ) -> std::io::Result<()> {
-    if !close {
-        return request.respond(response);
+    if close {
+        request.close_connection();
     }
-    let status = response.status_code();
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\n",
-        status.0,
-        status.default_reason_phrase()
-    );
-    for header in response.headers() {
-        head.push_str(&format!("{}: {}\r\n", header.field, header.value));
-    }
-    let send_body = request.method() != &Method::Head;
-    let body = response.into_reader().into_inner();
-    head.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    ));
-    let mut writer = request.into_writer();
-    writer.write_all(head.as_bytes())?;
-    if send_body {
-        writer.write_all(&body)?;
-    }
-    writer.flush()
+    request.respond(response)
 }

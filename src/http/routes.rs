@@ -2,49 +2,109 @@
 //! each answered with and without `[server] base_path`.
 
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
+
+use std::io::Read;
 
 use serde_json::{Value, json};
 use tiny_http::{Method, Request};
 
 use super::auth::{self, RateLimiter};
-use super::keep_alive::KeepAlive;
 use super::response::{ApiError, json_response, send};
 use crate::config::Config;
-use crate::psa::{
-    Field, Provider, TicketEvent, Value as PsaValue, freshservice, lenient_json, webhook_body,
-};
+use crate::psa::{Field, Provider, TicketEvent, Value as PsaValue, lenient_json, webhook_body};
 use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
 use crate::sync::SyncStatus;
 use crate::timestamp;
 
+/// The configuration in force and what is built from it; replaced whole
+/// when `codex.conf` is reloaded, so a request sees one version throughout.
+pub struct Current {
+    pub config: Arc<Config>,
+    pub limiter: Arc<RateLimiter>,
+    pub sync: Arc<SyncStatus>,
+}
+
 /// What every worker shares.
 pub struct AppState {
-    pub config: Arc<Config>,
+    current: RwLock<Arc<Current>>,
     pub store: StoreClient,
-    pub limiter: RateLimiter,
-    pub sync: Arc<SyncStatus>,
-    pub(super) keep_alive: KeepAlive,
+    /// When a stop began: requests read from then on are refused.
+    drain_started: OnceLock<Instant>,
+    /// Requests being handled, not counting those refused while draining.
+    in_flight: AtomicUsize,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, store: StoreClient, sync: Arc<SyncStatus>) -> AppState {
         AppState {
-            limiter: RateLimiter::new(config.webhooks.rate_limit_per_minute),
-            config,
+            current: RwLock::new(Arc::new(Current {
+                limiter: Arc::new(RateLimiter::new(config.webhooks.rate_limit_per_minute)),
+                config,
+                sync,
+            })),
             store,
-            sync,
-            keep_alive: KeepAlive::default(),
+            drain_started: OnceLock::new(),
+            in_flight: AtomicUsize::new(0),
         }
+    }
+
+    pub fn current(&self) -> Arc<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a reloaded configuration in force for the next request; the
+    /// rate limiter's buckets are kept unless the limit changed.
+    pub fn replace(&self, config: Arc<Config>, sync: Arc<SyncStatus>) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let limiter = if current.config.webhooks.rate_limit_per_minute
+            == config.webhooks.rate_limit_per_minute
+        {
+            current.limiter.clone()
+        } else {
+            Arc::new(RateLimiter::new(config.webhooks.rate_limit_per_minute))
+        };
+        *current = Arc::new(Current {
+            config,
+            limiter,
+            sync,
+        });
+    }
+
+    /// Starts refusing requests read from now on; returns when that began.
+    pub(super) fn begin_drain(&self) -> Instant {
+        *self.drain_started.get_or_init(Instant::now)
+    }
+
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a request as in flight while alive.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(counter: &'a AtomicUsize) -> InFlight<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// A handler waits this long for its commit. Freshservice gives up after
 /// about 15 s; answering 503 before that lets it retry cleanly.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
-/// A body must arrive within this time.
-const BODY_DEADLINE: Duration = Duration::from_secs(30);
 
 enum Route {
     Health,
@@ -55,6 +115,29 @@ enum Route {
 /// Answers one request.
 pub fn handle(state: &AppState, mut request: Request) {
     let started = Instant::now();
+    if state
+        .drain_started
+        .get()
+        .is_some_and(|drain| request.received_at() >= *drain)
+    {
+        // The connection stays open: a client that reconnected now could be
+        // caught in the listener's queue when it closes.
+        let refusal = ApiError::new(503, "Codex is shutting down; retry later")
+            .header("Retry-After", "5")
+            .into_response();
+        if let Err(error) = send(request, refusal, false) {
+            log::debug!("could not send the response: {error}");
+        }
+        return;
+    }
+    let _in_flight = InFlight::new(&state.in_flight);
+    let current = state.current();
+    let state = &Scope {
+        store: &state.store,
+        config: &current.config,
+        limiter: &current.limiter,
+        sync: &current.sync,
+    };
     let peer = request
         .remote_addr()
         .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
@@ -67,6 +150,7 @@ pub fn handle(state: &AppState, mut request: Request) {
     let client_ip = auth::client_ip(peer, &forwarded, &state.config.server.trusted_proxies);
     let url = request.url().to_string();
     let path = url.split(['?', '#']).next().unwrap_or_default();
+    log::debug!("{} {path} from {client_ip}", request.method());
 
     let result = match route(&state.config.server.base_path, path) {
         Err(error) => Err(error),
@@ -115,17 +199,18 @@ pub fn handle(state: &AppState, mut request: Request) {
         },
     };
     let response = result.unwrap_or_else(ApiError::into_response);
-    if request.body_length().is_some_and(|n| n > drain_limit()) {
-        if let Some(peer) = request.remote_addr() {
-            state.keep_alive.abandoned(*peer);
-        }
-        abandon(request, response, client_ip);
-        return;
-    }
-    let close = state.keep_alive.should_close();
-    if let Err(error) = send(request, response, close) {
+    if let Err(error) = send(request, response, false) {
         log::debug!("could not send the response to {client_ip}: {error}");
     }
+}
+
+/// What one request is handled with: the configuration in force when it
+/// began, whatever a reload does meanwhile.
+struct Scope<'a> {
+    store: &'a StoreClient,
+    config: &'a Config,
+    limiter: &'a RateLimiter,
+    sync: &'a SyncStatus,
 }
 
 fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
@@ -182,8 +267,8 @@ fn endpoints(base_path: &str) -> Value {
     Value::Object(endpoints)
 }
 
-fn health(state: &AppState) -> Value {
-    let config = &state.config;
+fn health(state: &Scope) -> Value {
+    let config = state.config;
     // Published by the writer, never asked of it: a writer stuck on a
     // frozen database cannot delay this answer.
     let problem = state.store.health().problem();
@@ -202,7 +287,7 @@ fn health(state: &AppState) -> Value {
         if let Some(problem) = problem {
             map.insert("database_error".into(), problem.into());
         }
-        map.extend(state.sync.health_fields(&state.store));
+        map.extend(state.sync.health_fields(state.store));
     }
     body
 }
@@ -210,7 +295,7 @@ fn health(state: &AppState) -> Value {
 /// The checks every webhook request passes, in this order: enabled, rate
 /// limit (counting every request, so guessing secrets is throttled too),
 /// secret, allowlist.
-fn authorize(state: &AppState, request: &Request, client_ip: IpAddr) -> Result<(), ApiError> {
+fn authorize(state: &Scope, request: &Request, client_ip: IpAddr) -> Result<(), ApiError> {
     let webhooks = &state.config.webhooks;
     if !webhooks.enabled {
         return Err(ApiError::new(503, "Webhooks are disabled").with(
@@ -291,6 +376,9 @@ fn check_content_type(request: &Request) -> Result<(), ApiError> {
     }
 }
 
+/// The body, which tiny_http has read already (within `[server]
+/// body_timeout`); one over `max` was left unread or cut short, and its
+/// connection is closed after the answer.
 fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -302,46 +390,16 @@ fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
     if request.body_length().is_some_and(|n| n > max) {
         return Err(too_large());
     }
-    let deadline = Instant::now() + BODY_DEADLINE;
-    let declared = request.body_length();
-    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(max));
-    let mut chunk = [0u8; 16 * 1024];
-    let reader = request.as_reader();
-    loop {
-        if Instant::now() > deadline {
-            return Err(ApiError::new(408, "the body did not arrive in time"));
-        }
-        match reader.read(&mut chunk) {
-            Ok(0) if declared.is_some_and(|n| body.len() < n) => {
-                return Err(ApiError::new(
-                    400,
-                    format!(
-                        "the body ended after {} of {} bytes",
-                        body.len(),
-                        declared.unwrap_or_default()
-                    ),
-                ));
-            }
-            Ok(0) => return Ok(body),
-            Ok(n) if body.len() + n > max => return Err(too_large()),
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(ApiError::new(408, "the body did not arrive in time"));
-            }
-            Err(error) => {
-                return Err(ApiError::new(
-                    400,
-                    format!("could not read the body: {error}"),
-                ));
-            }
-        }
+    let mut body = Vec::with_capacity(request.body_length().unwrap_or(1024).min(max));
+    request
+        .as_reader()
+        .take(max as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|error| ApiError::new(400, format!("could not read the body: {error}")))?;
+    if body.len() > max {
+        return Err(too_large());
     }
+    Ok(body)
 }
 
 /// What a delivery came to: the answer, and the event for the log line.
@@ -353,7 +411,7 @@ struct Delivered {
 
 /// Parses, normalizes, journals and applies one delivery.
 fn deliver(
-    state: &AppState,
+    state: &Scope,
     provider: Provider,
     client_ip: IpAddr,
     body: Vec<u8>,
@@ -386,15 +444,14 @@ fn deliver(
     // Ids a parsed body carries for something other than the ticket (a
     // requester's), which the scan below must not take for the ticket's.
     let mut foreign = Vec::new();
-    let normalized = parsed.and_then(|value| match provider {
-        Provider::Freshservice => {
-            freshservice::normalize_webhook(&value, &state.config.freshservice, &received_at)
-                .map_err(|rejection| {
-                    journal.event = rejection.event.clone();
-                    foreign = webhook_body::foreign_ids(&value);
-                    ApiError::new(400, rejection.message)
-                })
-        }
+    let normalized = parsed.and_then(|value| {
+        provider
+            .normalize_webhook(&value, state.config, &received_at)
+            .map_err(|rejection| {
+                journal.event = rejection.event.clone();
+                foreign = webhook_body::foreign_ids(&value);
+                ApiError::new(400, rejection.message)
+            })
     });
     // U+0000 (a JSON `\u0000`) cannot be stored in a PostgreSQL text
     // column; it is refused on every backend alike, and the delivery kept.
@@ -419,11 +476,7 @@ fn deliver(
         Err(mut error) => {
             // A body beyond repair still names its ticket when an id can be
             // found in it, in the journal row and in the answer.
-            if let Some(id) = webhook_body::scan_ticket_id(
-                &journal.body,
-                &state.config.freshservice.webhook_fields,
-                &foreign,
-            ) {
+            if let Some(id) = provider.scan_ticket_id(&journal.body, state.config, &foreign) {
                 journal.ticket_id = Some(id);
                 error = error.with("ticket_id", id);
             }
@@ -513,52 +566,4 @@ fn nul_field(event: &TicketEvent) -> Option<&'static str> {
         matches!(event.get(*field), Some(Some(PsaValue::Text(text))) if text.contains('\0'))
     })
     .map(Field::column)
-}
-
-/// The largest declared body tiny_http may be left to drain. Its drain
-/// first allocates a buffer of the whole unread size; that allocation is
-/// only virtual memory, but one the kernel refuses (a forged
-/// `Content-Length` of a terabyte) aborts the process. The limit follows
-/// the kernel's overcommit policy.
-fn drain_limit() -> usize {
-    static LIMIT: OnceLock<usize> = OnceLock::new();
-    *LIMIT.get_or_init(|| {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        let mem_total = read("/proc/meminfo")
-            .lines()
-            .find_map(|line| line.strip_prefix("MemTotal:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<usize>()
-                    .ok()
-            })
-            .map(|kib| kib.saturating_mul(1024));
-        match (read("/proc/sys/vm/overcommit_memory").trim(), mem_total) {
-            // Heuristic overcommit grants anything below physical memory.
-            ("0", Some(total)) => total / 2,
-            ("1", _) => 1 << 44,
-            _ => 64 << 20,
-        }
-    })
-}
-
-/// Answers a request that declared a body too large to drain safely, then
-/// abandons its connection instead of letting tiny_http drain it (see
-/// `drain_limit`). The connection's socket and reader thread stay open
-/// until the process exits: a bounded cost per such request, where the
-/// drain would be a crash. A proxy that limits body sizes keeps these
-/// requests away entirely.
-fn abandon(
-    request: Request,
-    response: tiny_http::Response<std::io::Cursor<Vec<u8>>>,
-    client_ip: IpAddr,
-) {
-    log::warn!(
-        "request from {client_ip} declared a {} byte body; answered without draining, connection abandoned",
-        request.body_length().unwrap_or_default()
-    );
-    let stream = request.upgrade("close", response);
-    std::mem::forget(stream);
 }

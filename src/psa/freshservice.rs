@@ -266,7 +266,7 @@ pub fn normalize_webhook(
 /// The event a body names: `ticket.created`, `ticket.updated` or
 /// `ticket.deleted` (also `created`, `Ticket Created`, …). Anything else,
 /// an empty or a missing one, reads as an update, with a warning.
-fn read_event(
+pub(crate) fn read_event(
     found: Option<(String, &Json)>,
     warnings: &mut Vec<String>,
 ) -> (EventKind, Option<String>) {
@@ -554,7 +554,7 @@ fn positive(id: i64, value: &Json) -> Result<Option<i64>, String> {
     }
 }
 
-fn text_field(value: &Json, html: bool) -> Result<Option<String>, String> {
+pub(crate) fn text_field(value: &Json, html: bool) -> Result<Option<String>, String> {
     let text = match value {
         Json::Null => return Ok(None),
         Json::String(s) if html => html_unescape(s),
@@ -570,7 +570,7 @@ fn text_field(value: &Json, html: bool) -> Result<Option<String>, String> {
 }
 
 /// A timestamp in stored form, with a note when its zone was a guess.
-fn timestamp_field(
+pub(crate) fn timestamp_field(
     value: &Json,
     zone: &TimeZone,
 ) -> Result<Option<(String, Option<String>)>, String> {

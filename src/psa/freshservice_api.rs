@@ -10,8 +10,13 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::Value as Json;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::freshservice::{self, Normalized};
+use super::{PollSource, TicketEvent};
 use crate::config::FreshserviceConfig;
 use crate::error::SyncError;
+use crate::timestamp;
 
 /// Attempts for a request that meets a network error or a 5xx.
 const ATTEMPTS: u32 = 4;
@@ -324,6 +329,117 @@ impl FreshserviceClient {
             }
             std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
         }
+    }
+}
+
+/// Characters escaped in query-string values.
+pub(crate) const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A Freshservice account as a poll source: the `updated_since` listing
+/// oldest first, the deleted and spam listings, `GET /tickets/{id}`.
+pub struct FreshservicePoll<'a> {
+    pub client: FreshserviceClient,
+    pub config: &'a FreshserviceConfig,
+}
+
+impl FreshservicePoll<'_> {
+    /// Reads a listing page by page (following `Link: rel="next"`), handing
+    /// `page` the events `to_event` makes of each page's tickets.
+    fn listing(
+        &mut self,
+        mut url: String,
+        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
+        to_event: impl Fn(&Json) -> Option<TicketEvent>,
+    ) -> Result<(), SyncError> {
+        loop {
+            let listed = self.client.page(&url)?;
+            page(listed.tickets.iter().filter_map(&to_event).collect())?;
+            match listed.next {
+                Some(next) => url = next,
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+impl PollSource for FreshservicePoll<'_> {
+    fn changes(
+        &mut self,
+        since: &str,
+        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
+    ) -> Result<(), SyncError> {
+        let url = self.client.listing_url(&format!(
+            "/tickets?updated_since={}&order_by=updated_at&order_type=asc&per_page=100",
+            utf8_percent_encode(since, QUERY_VALUE)
+        ));
+        let config = self.config;
+        self.listing(
+            url,
+            page,
+            |ticket| match freshservice::normalize_api_ticket(ticket, config) {
+                Ok(Normalized { event, warnings }) => {
+                    for warning in warnings {
+                        log::warn!("sync: ticket {}: {warning}", event.ticket_id);
+                    }
+                    Some(event)
+                }
+                Err(message) => {
+                    log::warn!("sync: skipped a ticket: {message}");
+                    None
+                }
+            },
+        )
+    }
+
+    fn deletions(
+        &mut self,
+        since: &str,
+        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
+    ) -> Result<(), SyncError> {
+        let config = self.config;
+        for (filter, spam) in [("deleted", false), ("spam", true)] {
+            let url = self.client.listing_url(&format!(
+                "/tickets?filter={filter}&updated_since={}&per_page=100",
+                utf8_percent_encode(since, QUERY_VALUE)
+            ));
+            self.listing(url, page, |ticket| {
+                let id = freshservice::parse_id(ticket.get("id")?).ok().flatten()?;
+                let updated_at = ticket
+                    .get("updated_at")
+                    .and_then(Json::as_str)
+                    .and_then(|s| timestamp::normalize(s).ok());
+                Some(freshservice::deleted_event(id, updated_at, spam, config))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn lookup(&mut self, ticket_id: i64) -> Result<Option<TicketEvent>, SyncError> {
+        match self.client.ticket(ticket_id)? {
+            Some(ticket) => match freshservice::normalize_api_ticket(&ticket, self.config) {
+                Ok(normalized) => Ok(Some(normalized.event)),
+                Err(message) => {
+                    log::warn!("reconcile: ticket {ticket_id}: {message}");
+                    Ok(None)
+                }
+            },
+            // Freshservice says it no longer exists: stamped now, so no
+            // older event can bring it back.
+            None => Ok(Some(freshservice::deleted_event(
+                ticket_id,
+                Some(timestamp::now()),
+                false,
+                self.config,
+            ))),
+        }
+    }
+
+    fn calls(&self) -> u64 {
+        self.client.calls
     }
 }
 

@@ -4,23 +4,78 @@
 pub mod freshservice;
 pub mod freshservice_api;
 pub mod lenient_json;
+pub mod superops;
+pub mod superops_api;
 pub mod webhook_body;
 
 use std::fmt;
+
+pub use freshservice::{Normalized, Rejection};
+
+use crate::config::Config;
 
 /// A PSA Codex receives tickets from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Provider {
     Freshservice,
+    SuperOps,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 1] = [Provider::Freshservice];
+    /// Every PSA Codex knows: one line per provider module.
+    pub const ALL: [Provider; 2] = [Provider::Freshservice, Provider::SuperOps];
 
     /// The name used in URLs, in `external_source` and in the journal.
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Freshservice => "freshservice",
+            Provider::SuperOps => "superops",
+        }
+    }
+
+    /// True when an account is configured for polling and syncing is on.
+    pub fn polling(self, config: &Config) -> bool {
+        config.scheduler.sync_tickets_enabled && self.configured(config)
+    }
+
+    /// True when the provider's API account (endpoint and credentials) is set.
+    pub fn configured(self, config: &Config) -> bool {
+        match self {
+            Provider::Freshservice => config.freshservice_configured(),
+            Provider::SuperOps => config.superops.configured(),
+        }
+    }
+
+    /// The providers whose accounts are polled.
+    pub fn polled(config: &Config) -> Vec<Provider> {
+        Provider::ALL
+            .into_iter()
+            .filter(|p| p.polling(config))
+            .collect()
+    }
+
+    /// Normalizes a webhook body (already parsed, leniently if need be).
+    pub fn normalize_webhook(
+        self,
+        body: &serde_json::Value,
+        config: &Config,
+        received_at: &str,
+    ) -> Result<Normalized, Rejection> {
+        match self {
+            Provider::Freshservice => {
+                freshservice::normalize_webhook(body, &config.freshservice, received_at)
+            }
+            Provider::SuperOps => superops::normalize_webhook(body, &config.superops, received_at),
+        }
+    }
+
+    /// Finds the ticket id in a body beyond repair, for the journal.
+    pub fn scan_ticket_id(self, body: &[u8], config: &Config, foreign: &[i64]) -> Option<i64> {
+        match self {
+            Provider::Freshservice => {
+                webhook_body::scan_ticket_id(body, &config.freshservice.webhook_fields, foreign)
+            }
+            Provider::SuperOps => superops::scan_ticket_id(body, foreign),
         }
     }
 
@@ -33,6 +88,39 @@ impl fmt::Display for Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The polling half of a provider: what a sync run asks of a PSA's API.
+/// A run lists changes since its cursor, applies them, and (in a full run)
+/// looks up the locally active tickets the listing did not settle.
+pub trait PollSource {
+    /// Lists the tickets changed at or after `since` (stored form), handing
+    /// each page's events to `page` as it arrives. Tickets the API returns
+    /// that cannot be read are skipped with a warning.
+    fn changes(
+        &mut self,
+        since: &str,
+        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), crate::error::SyncError>,
+    ) -> Result<(), crate::error::SyncError>;
+
+    /// Lists the tickets deleted (or marked spam) at or after `since`,
+    /// where the API can list them, as delete events handed to `page`.
+    /// APIs that cannot (SuperOps) leave deletions to `lookup`.
+    fn deletions(
+        &mut self,
+        since: &str,
+        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), crate::error::SyncError>,
+    ) -> Result<(), crate::error::SyncError> {
+        let _ = (since, page);
+        Ok(())
+    }
+
+    /// Looks one ticket up: its current state, or a delete event when the
+    /// API says it does not exist. `None` when its answer cannot be read.
+    fn lookup(&mut self, ticket_id: i64) -> Result<Option<TicketEvent>, crate::error::SyncError>;
+
+    /// Requests sent so far, retries included.
+    fn calls(&self) -> u64;
 }
 
 /// What the PSA says happened to the ticket.

@@ -39,8 +39,14 @@ const COVERAGE_CACHE: Duration = Duration::from_secs(1);
 /// when it cannot get it in time.
 const COVERAGE_WAIT: Duration = Duration::from_millis(300);
 
-/// What `/webhooks/health` and `codex status` report about polling.
+/// What `/webhooks/health` reports about polling: one entry per provider.
 pub struct SyncStatus {
+    providers: Vec<ProviderStatus>,
+}
+
+/// What `/webhooks/health` reports about one provider's polling.
+pub struct ProviderStatus {
+    provider: Provider,
     configured: bool,
     webhooks_enabled: bool,
     inner: Mutex<StatusInner>,
@@ -74,8 +80,59 @@ pub struct Coverage {
 
 impl SyncStatus {
     pub fn new(config: &Config) -> SyncStatus {
-        let configured = config.freshservice_polling();
         SyncStatus {
+            providers: Provider::ALL
+                .into_iter()
+                .map(|provider| ProviderStatus::new(config, provider))
+                .collect(),
+        }
+    }
+
+    /// The status of one provider.
+    pub fn provider(&self, provider: Provider) -> &ProviderStatus {
+        self.providers
+            .iter()
+            .find(|p| p.provider == provider)
+            .expect("SyncStatus::new makes an entry for every provider")
+    }
+
+    /// The fields `/webhooks/health` adds about polling and coverage: every
+    /// provider's under `providers` and `webhook_coverage`, and at the top
+    /// (as the predecessor's readers expect) those of the first provider
+    /// that polls, else Freshservice's.
+    pub fn health_fields(&self, store: &StoreClient) -> Map<String, Value> {
+        let mut map = Map::new();
+        let mut providers = Map::new();
+        let mut coverage = Map::new();
+        let main = self
+            .providers
+            .iter()
+            .find(|p| p.configured)
+            .unwrap_or(&self.providers[0])
+            .provider;
+        let mut ask = true;
+        for status in &self.providers {
+            let mut fields = status.health_fields(store, &mut ask);
+            if status.provider == main {
+                map.extend(fields.clone());
+            }
+            if let Some(value) = fields.remove("webhook_coverage") {
+                coverage.insert(status.provider.as_str().into(), value);
+            }
+            fields.remove("polling_interval_seconds");
+            providers.insert(status.provider.as_str().into(), Value::Object(fields));
+        }
+        map.insert("webhook_coverage".into(), Value::Object(coverage));
+        map.insert("providers".into(), Value::Object(providers));
+        map
+    }
+}
+
+impl ProviderStatus {
+    fn new(config: &Config, provider: Provider) -> ProviderStatus {
+        let configured = provider.polling(config);
+        ProviderStatus {
+            provider,
             configured,
             webhooks_enabled: config.webhooks.enabled,
             inner: Mutex::new(StatusInner {
@@ -95,17 +152,20 @@ impl SyncStatus {
     /// `sync_runs` hold, whoever wrote them (this instance's poller, another
     /// instance's, `codex sync --once`). Read at most once a second;
     /// `None` while the database cannot answer.
-    fn coverage(&self, store: &StoreClient) -> Option<(Coverage, Option<SyncRun>)> {
+    /// `ask` is cleared when the database did not answer in time, so that
+    /// one health answer waits for it at most once, whatever the number of
+    /// providers.
+    fn coverage(&self, store: &StoreClient, ask: &mut bool) -> Option<(Coverage, Option<SyncRun>)> {
         let cached = self.from_db.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, coverage, run)) = cached.as_ref() {
             if at.elapsed() < COVERAGE_CACHE {
                 return Some((coverage.clone(), run.clone()));
             }
         }
-        if !store.health().is_available() {
+        if !*ask || !store.health().is_available() {
             return None;
         }
-        let provider = Provider::Freshservice;
+        let provider = self.provider;
         let read = store.call_once(COVERAGE_WAIT, move |backend| {
             read_coverage(backend, provider)
         });
@@ -117,6 +177,7 @@ impl SyncStatus {
             }
             Err(error) => {
                 log::debug!("health: cannot read webhook coverage: {error}");
+                *ask = false;
                 None
             }
         }
@@ -126,9 +187,9 @@ impl SyncStatus {
         change(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// The fields `/webhooks/health` adds about polling and coverage.
-    pub fn health_fields(&self, store: &StoreClient) -> Map<String, Value> {
-        let from_db = self.coverage(store);
+    /// This provider's polling, last run and coverage.
+    fn health_fields(&self, store: &StoreClient, ask: &mut bool) -> Map<String, Value> {
+        let from_db = self.coverage(store, ask);
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut map = Map::new();
         // The newest run: this instance's own, else whatever the database
@@ -167,10 +228,7 @@ impl SyncStatus {
         let coverage = from_db
             .as_ref()
             .map(|(c, _)| coverage_json(c, self.webhooks_enabled));
-        map.insert(
-            "webhook_coverage".into(),
-            json!({ Provider::Freshservice.as_str(): coverage }),
-        );
+        map.insert("webhook_coverage".into(), json!(coverage));
         map
     }
 }
@@ -205,33 +263,52 @@ fn coverage_json(coverage: &Coverage, webhooks_enabled: bool) -> Value {
     })
 }
 
-/// The running poller thread.
+/// The running poller threads, one per polled provider.
 pub struct Poller {
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Poller {
-    /// Stops the poller (interrupting a run between requests) and waits.
+    /// Stops the pollers (interrupting runs between requests) and waits.
     pub fn stop(self) -> std::thread::Result<()> {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread.join()
+        let mut result = Ok(());
+        for thread in self.threads {
+            if let Err(panic) = thread.join() {
+                result = Err(panic);
+            }
+        }
+        result
     }
 }
 
+/// Starts a poller thread for every provider whose account is configured.
 pub fn spawn_poller(
     config: Arc<Config>,
     store: StoreClient,
     status: Arc<SyncStatus>,
 ) -> std::io::Result<Poller> {
     let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("codex-poller".to_string())
-            .spawn(move || poll_loop(&config, &store, &status, stop))?
+    let mut poller = Poller {
+        threads: Vec::new(),
+        stop: stop.clone(),
     };
-    Ok(Poller { thread, stop })
+    for provider in Provider::polled(&config) {
+        let (config, store, status, stop) =
+            (config.clone(), store.clone(), status.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("codex-poller-{provider}"))
+            .spawn(move || poll_loop(&config, &store, status.provider(provider), provider, stop));
+        match spawned {
+            Ok(thread) => poller.threads.push(thread),
+            Err(error) => {
+                let _ = poller.stop();
+                return Err(error);
+            }
+        }
+    }
+    Ok(poller)
 }
 
 /// The schedule as assessed from the database: what interval applies now
@@ -248,8 +325,13 @@ struct Assessment {
     first: bool,
 }
 
-fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Arc<AtomicBool>) {
-    let provider = Provider::Freshservice;
+fn poll_loop(
+    config: &Config,
+    store: &StoreClient,
+    status: &ProviderStatus,
+    provider: Provider,
+    stop: Arc<AtomicBool>,
+) {
     let mut leadership = Leadership::new(&config.database.url, poller_lock(provider));
     let scheduler = &config.scheduler;
     // Checks often enough to follow the short interval closely and to take
@@ -269,9 +351,9 @@ fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Ar
                     .is_some_and(|r| r < scheduler.min_webhook_coverage);
                 if low && !below_coverage {
                     log::warn!(
-                        "webhook coverage is {:.0}% over the last 24 h (minimum {:.0}%): {} changes reached Codex only by polling \
-                         (last run: tickets {:?}). Check that the Freshservice workflows are active, that their X-Webhook-Secret \
-                         matches [webhooks] secret, and that [webhooks] allowed_ips admits Freshservice; polling every {} meanwhile",
+                        "{provider}: webhook coverage is {:.0}% over the last 24 h (minimum {:.0}%): {} changes reached Codex only by polling \
+                         (last run: tickets {:?}). Check that the {provider} workflows are active, that their X-Webhook-Secret \
+                         matches [webhooks] secret, and that [webhooks] allowed_ips admits {provider}; polling every {} meanwhile",
                         assessment.coverage.ratio.unwrap_or(0.0) * 100.0,
                         scheduler.min_webhook_coverage * 100.0,
                         assessment.coverage.missed,
@@ -317,7 +399,7 @@ fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Ar
                         RunKind::Incremental
                     };
                     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_sync(config, store, kind, stop.clone())
+                        run_sync(config, store, provider, kind, stop.clone())
                     }));
                     match attempt {
                         Ok(run) => {
@@ -351,7 +433,8 @@ fn poll_loop(config: &Config, store: &StoreClient, status: &SyncStatus, stop: Ar
 fn log_run(run: &SyncRun) {
     match run.outcome.as_str() {
         "ok" => log::info!(
-            "sync {} run {}: {} tickets seen, {} changed, {} missed by webhooks, {} API calls",
+            "sync {} {} run {}: {} tickets seen, {} changed, {} missed by webhooks, {} API calls",
+            run.provider,
             run.kind,
             run.id,
             run.tickets_seen,
@@ -360,7 +443,8 @@ fn log_run(run: &SyncRun) {
             run.api_calls
         ),
         _ => log::error!(
-            "sync {} run {} failed after {} API calls: {}",
+            "sync {} {} run {} failed after {} API calls: {}",
+            run.provider,
             run.kind,
             run.id,
             run.api_calls,

@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::{SignedDuration, Timestamp};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::Value;
+use percent_encoding::utf8_percent_encode;
 
 use super::STORE_WAIT;
 use crate::config::Config;
 use crate::error::SyncError;
-use crate::psa::freshservice::{self, Normalized};
-use crate::psa::freshservice_api::FreshserviceClient;
-use crate::psa::{Provider, TicketEvent};
+use crate::psa::freshservice;
+use crate::psa::freshservice_api::{FreshserviceClient, FreshservicePoll, QUERY_VALUE};
+use crate::psa::superops_api::{SuperopsClient, SuperopsPoll};
+use crate::psa::{PollSource, Provider, TicketEvent};
 use crate::store::{StoreClient, SyncRun, SyncState, WriteItem};
 use crate::timestamp;
 
@@ -28,12 +28,6 @@ const OVERLAP: SignedDuration = SignedDuration::from_secs(300);
 const MAX_FILTER_PAGES: u64 = 10;
 /// Freshservice's filter query is at most this long.
 const MAX_QUERY: usize = 512;
-/// Characters escaped in query-string values.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// What a run does; recorded in `sync_runs.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +58,10 @@ impl RunKind {
 pub fn run_sync(
     config: &Config,
     store: &StoreClient,
+    provider: Provider,
     kind: RunKind,
     stop: Arc<AtomicBool>,
 ) -> SyncRun {
-    let provider = Provider::Freshservice;
     let mut run = SyncRun {
         provider: provider.as_str().to_string(),
         kind: kind.as_str().to_string(),
@@ -85,18 +79,49 @@ pub fn run_sync(
             return run;
         }
     }
-    let result = FreshserviceClient::new(&config.freshservice, stop.clone()).and_then(|client| {
-        let mut sync = Sync {
-            config,
-            store,
-            client,
-            run: &mut run,
-            stop,
-        };
-        let result = sync.steps(kind);
-        sync.run.api_calls = sync.client.calls as i64;
-        result
-    });
+    let result = match provider {
+        Provider::Freshservice => FreshserviceClient::new(&config.freshservice, stop.clone())
+            .and_then(|client| {
+                let mut sync = Sync {
+                    config,
+                    store,
+                    source: FreshservicePoll {
+                        client,
+                        config: &config.freshservice,
+                    },
+                    run: &mut run,
+                    stop,
+                };
+                let result = sync.steps(kind);
+                sync.run.api_calls = sync.source.calls() as i64;
+                result
+            }),
+        Provider::SuperOps => {
+            SuperopsClient::new(&config.superops, stop.clone()).and_then(|client| {
+                let mut source = SuperopsPoll {
+                    client,
+                    config: &config.superops,
+                };
+                let settings = PollSettings {
+                    initial_sync_days: config.superops.initial_sync_days,
+                    reconcile_max_tickets: config.superops.reconcile_max_tickets,
+                    done_statuses: config.superops.done_statuses.clone(),
+                };
+                let result = poll_steps(
+                    config,
+                    store,
+                    provider,
+                    &settings,
+                    &mut source,
+                    &mut run,
+                    kind,
+                    &stop,
+                );
+                run.api_calls = source.calls() as i64;
+                result
+            })
+        }
+    };
     run.finished_at = Some(timestamp::now());
     match result {
         Ok(()) => run.outcome = "ok".to_string(),
@@ -112,11 +137,12 @@ pub fn run_sync(
     run
 }
 
-/// One run in progress.
+/// One Freshservice run in progress: the `PollSource` steps, and a
+/// reconcile narrowed by the active-status filter, which Freshservice has.
 struct Sync<'a> {
     config: &'a Config,
     store: &'a StoreClient,
-    client: FreshserviceClient,
+    source: FreshservicePoll<'a>,
     run: &'a mut SyncRun,
     stop: Arc<AtomicBool>,
 }
@@ -149,24 +175,10 @@ impl Sync<'_> {
         let mut cursor = state.cursor.clone();
 
         // 1. Everything updated since the cursor, oldest first.
-        let config = self.config;
-        let url = self.client.listing_url(&format!(
-            "/tickets?updated_since={}&order_by=updated_at&order_type=asc&per_page=100",
-            utf8_percent_encode(&since, QUERY_VALUE)
-        ));
-        self.listing(url, &rule, Some(&mut cursor), |ticket| {
-            match freshservice::normalize_api_ticket(ticket, &config.freshservice) {
-                Ok(Normalized { event, warnings }) => {
-                    for warning in warnings {
-                        log::warn!("sync: ticket {}: {warning}", event.ticket_id);
-                    }
-                    Some(event)
-                }
-                Err(message) => {
-                    log::warn!("sync: skipped a ticket: {message}");
-                    None
-                }
-            }
+        let (store, run, stop) = (self.store, &mut *self.run, &self.stop);
+        self.source.changes(&since, &mut |events| {
+            interrupted(stop)?;
+            apply_events(store, run, events, &rule, Some(&mut cursor))
         })?;
 
         let mut new_state = SyncState {
@@ -185,25 +197,11 @@ impl Sync<'_> {
                 Some(Ok(last)) => timestamp::format(last.checked_sub(OVERLAP).unwrap_or(last)),
                 _ => since.clone(),
             };
-            for (filter, spam) in [("deleted", false), ("spam", true)] {
-                let url = self.client.listing_url(&format!(
-                    "/tickets?filter={filter}&updated_since={}&per_page=100",
-                    utf8_percent_encode(&since, QUERY_VALUE)
-                ));
-                self.listing(url, &rule, None, |ticket| {
-                    let id = freshservice::parse_id(ticket.get("id")?).ok().flatten()?;
-                    let updated_at = ticket
-                        .get("updated_at")
-                        .and_then(Value::as_str)
-                        .and_then(|s| timestamp::normalize(s).ok());
-                    Some(freshservice::deleted_event(
-                        id,
-                        updated_at,
-                        spam,
-                        &config.freshservice,
-                    ))
-                })?;
-            }
+            let (store, run, stop) = (self.store, &mut *self.run, &self.stop);
+            self.source.deletions(&since, &mut |events| {
+                interrupted(stop)?;
+                apply_events(store, run, events, &rule, None)
+            })?;
             // 3. Locally active tickets the PSA no longer lists as active.
             self.reconcile(&rule)?;
             new_state.last_reconcile_at = Some(timestamp::now());
@@ -215,32 +213,8 @@ impl Sync<'_> {
         Ok(())
     }
 
-    /// Reads a listing page by page (following `Link: rel="next"`) and
-    /// applies the events `to_event` makes of its tickets.
-    fn listing(
-        &mut self,
-        mut url: String,
-        rule: &MissedRule,
-        mut cursor: Option<&mut Option<String>>,
-        to_event: impl Fn(&Value) -> Option<TicketEvent>,
-    ) -> Result<(), SyncError> {
-        loop {
-            self.check_stop()?;
-            let page = self.client.page(&url)?;
-            let events = page.tickets.iter().filter_map(&to_event).collect();
-            self.apply(events, rule, cursor.as_deref_mut())?;
-            match page.next {
-                Some(next) => url = next,
-                None => return Ok(()),
-            }
-        }
-    }
-
     fn check_stop(&self) -> Result<(), SyncError> {
-        if self.stop.load(Ordering::SeqCst) {
-            return Err(SyncError::Interrupted);
-        }
-        Ok(())
+        interrupted(&self.stop)
     }
 
     /// Writes events through the writer and counts what they changed.
@@ -250,36 +224,7 @@ impl Sync<'_> {
         rule: &MissedRule,
         cursor: Option<&mut Option<String>>,
     ) -> Result<(), SyncError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let newest = events.iter().filter_map(|e| e.updated_at.clone()).max();
-        let items: Vec<WriteItem> = events
-            .iter()
-            .map(|event| WriteItem {
-                event: Some(event.clone()),
-                journal: None,
-            })
-            .collect();
-        let outcomes = self.store.write_many(items, STORE_WAIT)?;
-        for (event, outcome) in events.iter().zip(&outcomes) {
-            self.run.tickets_seen += 1;
-            if outcome.is_change() {
-                self.run.tickets_changed += 1;
-            }
-            if rule.counts && outcome.is_new_version() {
-                self.run.missed_by_webhooks += 1;
-                if !self.run.missed_ticket_ids.contains(&event.ticket_id) {
-                    self.run.missed_ticket_ids.push(event.ticket_id);
-                }
-            }
-        }
-        if let Some(cursor) = cursor {
-            if newest.as_ref() > cursor.as_ref() {
-                *cursor = newest;
-            }
-        }
-        Ok(())
+        apply_events(self.store, self.run, events, rule, cursor)
     }
 
     /// Looks up, one by one (at most `reconcile_max_tickets`), the tickets
@@ -319,19 +264,9 @@ impl Sync<'_> {
         }
         for id in candidates {
             self.check_stop()?;
-            let event = match self.client.ticket(id)? {
-                Some(ticket) => match freshservice::normalize_api_ticket(&ticket, fs) {
-                    Ok(normalized) => normalized.event,
-                    Err(message) => {
-                        log::warn!("reconcile: ticket {id}: {message}");
-                        continue;
-                    }
-                },
-                // Freshservice says it no longer exists: stamped now, so no
-                // older event can bring it back.
-                None => freshservice::deleted_event(id, Some(timestamp::now()), false, fs),
-            };
-            self.apply(vec![event], rule, None)?;
+            if let Some(event) = self.source.lookup(id)? {
+                self.apply(vec![event], rule, None)?;
+            }
         }
         Ok(())
     }
@@ -352,11 +287,11 @@ impl Sync<'_> {
             let mut page_number = 1;
             loop {
                 self.check_stop()?;
-                let url = self.client.listing_url(&format!(
+                let url = self.source.client.listing_url(&format!(
                     "/tickets/filter?query={}&page={page_number}",
                     utf8_percent_encode(&format!("\"{query}\""), QUERY_VALUE)
                 ));
-                let page = self.client.page(&url)?;
+                let page = self.source.client.page(&url)?;
                 seen += page.tickets.len() as u64;
                 if page
                     .total
@@ -403,6 +338,155 @@ impl Sync<'_> {
         }
         Ok(Some(remote))
     }
+}
+
+/// `Err(Interrupted)` once shutdown is requested.
+fn interrupted(stop: &AtomicBool) -> Result<(), SyncError> {
+    if stop.load(Ordering::SeqCst) {
+        Err(SyncError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes events through the writer, counts what they changed in `run`,
+/// and moves `cursor` (the run's, saved only when it completes) to the
+/// newest version seen.
+fn apply_events(
+    store: &StoreClient,
+    run: &mut SyncRun,
+    events: Vec<TicketEvent>,
+    rule: &MissedRule,
+    cursor: Option<&mut Option<String>>,
+) -> Result<(), SyncError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let newest = events.iter().filter_map(|e| e.updated_at.clone()).max();
+    let items: Vec<WriteItem> = events
+        .iter()
+        .map(|event| WriteItem {
+            event: Some(event.clone()),
+            journal: None,
+        })
+        .collect();
+    let outcomes = store.write_many(items, STORE_WAIT)?;
+    for (event, outcome) in events.iter().zip(&outcomes) {
+        run.tickets_seen += 1;
+        if outcome.is_change() {
+            run.tickets_changed += 1;
+        }
+        if rule.counts && outcome.is_new_version() {
+            run.missed_by_webhooks += 1;
+            if !run.missed_ticket_ids.contains(&event.ticket_id) {
+                run.missed_ticket_ids.push(event.ticket_id);
+            }
+        }
+    }
+    if let Some(cursor) = cursor {
+        if newest.as_ref() > cursor.as_ref() {
+            *cursor = newest;
+        }
+    }
+    Ok(())
+}
+
+/// A provider's polling settings, as a generic run needs them.
+struct PollSettings {
+    initial_sync_days: u32,
+    reconcile_max_tickets: u32,
+    done_statuses: Vec<String>,
+}
+
+/// A run against any `PollSource`: the changes since the cursor (minus
+/// the overlap). A full run (unless `reconcile_max_tickets` is 0) lists
+/// every ticket instead, then looks up each locally active ticket that
+/// complete listing did not return, and marks it deleted only on the API's
+/// word that it does not exist. The cursor moves only when every step
+/// succeeded.
+#[allow(clippy::too_many_arguments)]
+fn poll_steps(
+    config: &Config,
+    store: &StoreClient,
+    provider: Provider,
+    settings: &PollSettings,
+    source: &mut dyn PollSource,
+    run: &mut SyncRun,
+    kind: RunKind,
+    stop: &AtomicBool,
+) -> Result<(), SyncError> {
+    let check_stop = || interrupted(stop);
+    let state = store.call(STORE_WAIT, move |b| b.sync_state(provider))?;
+    let rule = MissedRule {
+        counts: config.webhooks.enabled && state.cursor.is_some(),
+    };
+    let since = match state.cursor.as_deref().map(timestamp::parse) {
+        Some(Ok(cursor)) => cursor.checked_sub(OVERLAP).unwrap_or(cursor),
+        _ => Timestamp::now()
+            .checked_sub(SignedDuration::from_hours(
+                24 * i64::from(settings.initial_sync_days),
+            ))
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    };
+    let since = timestamp::format(since);
+    let mut cursor = state.cursor.clone();
+    let reconcile = kind == RunKind::Full && settings.reconcile_max_tickets > 0;
+    // Every timestamp sorts after the empty string: the whole listing.
+    let list_since = if reconcile { "" } else { since.as_str() };
+    let mut listed = HashSet::new();
+    source.changes(list_since, &mut |events| {
+        check_stop()?;
+        listed.extend(events.iter().map(|e| e.ticket_id));
+        apply_events(store, run, events, &rule, Some(&mut cursor))
+    })?;
+
+    let mut new_state = SyncState {
+        cursor,
+        last_reconcile_at: state.last_reconcile_at.clone(),
+    };
+    if kind == RunKind::Initial {
+        new_state.last_reconcile_at = Some(timestamp::now());
+    } else if reconcile {
+        // Deletions the API can list, since the last full run.
+        let deleted_since = match state.last_reconcile_at.as_deref().map(timestamp::parse) {
+            Some(Ok(last)) => timestamp::format(last.checked_sub(OVERLAP).unwrap_or(last)),
+            _ => since.clone(),
+        };
+        source.deletions(&deleted_since, &mut |events| {
+            check_stop()?;
+            listed.extend(events.iter().map(|e| e.ticket_id));
+            apply_events(store, run, events, &rule, None)
+        })?;
+        let done = settings.done_statuses.clone();
+        let local = store.call(STORE_WAIT, move |b| {
+            b.active_tickets(provider, &done, 1_000_000)
+        })?;
+        let candidates: Vec<i64> = local
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !listed.contains(id))
+            .collect();
+        if candidates.len() > settings.reconcile_max_tickets as usize {
+            log::warn!(
+                "reconcile: {provider}: {} locally active tickets to look up; checking {} this run (reconcile_max_tickets)",
+                candidates.len(),
+                settings.reconcile_max_tickets
+            );
+        }
+        for id in candidates
+            .into_iter()
+            .take(settings.reconcile_max_tickets as usize)
+        {
+            check_stop()?;
+            if let Some(event) = source.lookup(id)? {
+                apply_events(store, run, vec![event], &rule, None)?;
+            }
+        }
+        new_state.last_reconcile_at = Some(timestamp::now());
+    }
+    // The run is complete: only now does the cursor move.
+    store.call(STORE_WAIT, move |b| b.save_sync_state(provider, &new_state))?;
+    Ok(())
 }
 
 /// `(status:2 OR status:3 …)` queries, each within Freshservice's limit.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_freshservice;
+pub mod fake_superops;
 pub mod fault_proxy;
 pub mod pg_cluster;
 
@@ -206,6 +207,11 @@ impl TestDb {
 
     /// The stored ticket as column -> text.
     pub fn ticket(&self, id: i64) -> Option<HashMap<String, Option<String>>> {
+        self.ticket_of("freshservice", id)
+    }
+
+    /// The stored ticket of `provider` as column -> text.
+    pub fn ticket_of(&self, provider: &str, id: i64) -> Option<HashMap<String, Option<String>>> {
         let columns = [
             "subject",
             "status",
@@ -233,7 +239,7 @@ impl TestDb {
             .map(|c| format!("CAST({c} AS TEXT)"))
             .collect();
         let rows = self.rows(&format!(
-            "SELECT {} FROM ticket_details WHERE external_id = {id} AND external_source = 'freshservice'",
+            "SELECT {} FROM ticket_details WHERE external_id = {id} AND external_source = '{provider}'",
             select.join(", ")
         ));
         rows.into_iter()
@@ -630,7 +636,8 @@ pub fn run_codex_in(
         .env_remove("CODEX_CONFIG")
         .env_remove("CODEX_WEBHOOK_SECRET")
         .env_remove("CODEX_DATABASE_URL")
-        .env_remove("CODEX_FRESHSERVICE_API_KEY");
+        .env_remove("CODEX_FRESHSERVICE_API_KEY")
+        .env_remove("CODEX_SUPEROPS_API_TOKEN");
     for (key, value) in env {
         command.env(key, value);
     }

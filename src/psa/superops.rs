@@ -1,0 +1,535 @@
+//! SuperOps: its status and priority names, and turning a ticket from its
+//! GraphQL API (`getTicketList`, `getTicket`) or a webhook body into a
+//! `TicketEvent`.
+//!
+//! SuperOps tickets carry `ticketId`, `status` and `priority` as names the
+//! account chooses, `updatedTime` without a zone offset, and `requester`,
+//! `technician`, `techGroup` and `client` as JSON scalars holding ids and
+//! names. A webhook body (SuperOps has no documented outgoing webhook; MSPs
+//! push from a workflow or an automation tool) may use those names or the
+//! guide's (`ticket_id`, `status_id`, `updated_at`, ...).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value as Json};
+
+use super::freshservice::{
+    Normalized, Rejection, parse_id, read_event, text_field, timestamp_field,
+};
+use super::webhook_body::{Body, WebhookFields, scan_ticket_id as scan_body};
+use super::{EventKind, Field, Provider, Source, TicketEvent, Value};
+use crate::config::SuperopsConfig;
+
+/// SuperOps' out-of-the-box status names and what Codex stores for them.
+pub const DEFAULT_STATUSES: [(&str, &str); 8] = [
+    ("Open", "open"),
+    ("In Progress", "in_progress"),
+    ("On Hold", "on_hold"),
+    ("Waiting on Customer", "waiting_customer"),
+    ("Waiting on Third Party", "waiting_third_party"),
+    ("Customer Replied", "customer_replied"),
+    ("Resolved", "resolved"),
+    ("Closed", "closed"),
+];
+
+/// SuperOps' out-of-the-box priority names and what Codex stores for them.
+pub const DEFAULT_PRIORITIES: [(&str, &str); 5] = [
+    ("Low", "low"),
+    ("Medium", "medium"),
+    ("High", "high"),
+    ("Urgent", "urgent"),
+    ("Critical", "urgent"),
+];
+
+/// Statuses after which a SuperOps ticket is finished (`closed_at` is set).
+pub const DEFAULT_DONE_STATUSES: [&str; 3] = ["resolved", "closed", "deleted"];
+
+/// The status stored for a ticket SuperOps says no longer exists. Its
+/// `status_id` is Freshservice's deleted id, which readers already treat
+/// as gone.
+pub const DELETED_STATUS: &str = "deleted";
+const DELETED_STATUS_ID: i64 = super::freshservice::STATUS_DELETED;
+
+/// The ticket fields `getTicketList` and `getTicket` select. The JSON
+/// scalars are selected bare: a sub-selection is a query error.
+pub const TICKET_FIELDS: &str = "ticketId displayId subject status priority requester technician techGroup client site createdTime updatedTime";
+
+/// An account's names (as SuperOps shows them) to Codex's normalized names.
+/// Names are matched in any case and spacing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameMap {
+    entries: BTreeMap<String, String>,
+}
+
+impl NameMap {
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> NameMap {
+        let mut map = NameMap::default();
+        for (name, normalized) in pairs {
+            map.insert(name, normalized);
+        }
+        map
+    }
+
+    pub fn insert(&mut self, name: &str, normalized: &str) {
+        self.entries.insert(slug(name), normalized.to_string());
+    }
+
+    /// The normalized name for an account's name, if it is mapped.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries.get(&slug(name)).map(String::as_str)
+    }
+
+    /// The normalized names the map produces.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.entries.values().map(String::as_str)
+    }
+
+    /// INI lines `name = normalized`, as `codex check-config` prints them
+    /// (names in the lower-case, space-separated form they are matched in).
+    pub fn render(&self) -> String {
+        self.entries
+            .iter()
+            .map(|(name, normalized)| format!("{} = {normalized}\n", name.replace('_', " ")))
+            .collect()
+    }
+}
+
+fn slug(text: &str) -> String {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// The priority id stored next to a normalized priority name, so that
+/// readers ordering by `priority_id` see SuperOps tickets in the same order
+/// as Freshservice's (1 low .. 4 urgent).
+fn priority_id(normalized: &str) -> Option<i64> {
+    match normalized {
+        "low" => Some(1),
+        "medium" => Some(2),
+        "high" => Some(3),
+        "urgent" => Some(4),
+        _ => None,
+    }
+}
+
+/// Where SuperOps' own keys carry Codex's fields; Codex's names (the
+/// guide's) are read after these.
+fn superops_keys() -> &'static WebhookFields {
+    static KEYS: std::sync::OnceLock<WebhookFields> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut fields = WebhookFields::default();
+        for (field, keys) in [
+            ("ticket_id", &["ticketId", "ticket.ticketId"][..]),
+            ("event", &["eventType", "event_name"][..]),
+            ("updated_at", &["updatedTime"][..]),
+            ("created_at", &["createdTime"][..]),
+            ("status", &["status"][..]),
+            ("priority", &["priority"][..]),
+            ("ticket_type", &["ticketType", "requestType"][..]),
+            ("requester_id", &["requester.userId", "requesterId"][..]),
+            ("requester_name", &["requester.name", "requesterName"][..]),
+            (
+                "requester_email",
+                &["requester.email", "requesterEmail"][..],
+            ),
+            (
+                "responder_id",
+                &["technician.userId", "technicianId", "technician.id"][..],
+            ),
+            (
+                "group_id",
+                &["techGroup.groupId", "techGroupId", "techGroup.id"][..],
+            ),
+            (
+                "department_id",
+                &["client.accountId", "clientId", "accountId", "client.id"][..],
+            ),
+        ] {
+            let keys = keys.iter().map(|k| k.to_string()).collect();
+            // The field names above are Codex's own: insert cannot refuse them.
+            let _ = fields.insert(field, keys);
+        }
+        fields
+    })
+}
+
+/// Ticket fields read from a body or an API ticket, by Codex name.
+const FIELDS: &[(&str, Field)] = &[
+    ("subject", Field::Subject),
+    ("description", Field::Description),
+    ("ticket_type", Field::TicketType),
+    ("requester_email", Field::RequesterEmail),
+    ("requester_name", Field::RequesterName),
+    ("requester_id", Field::RequesterId),
+    ("responder_id", Field::ResponderId),
+    ("group_id", Field::GroupId),
+    ("department_id", Field::DepartmentId),
+    ("created_at", Field::CreatedAt),
+];
+
+/// Normalizes a webhook body. Only a body without a readable ticket id is
+/// refused; anything else odd is a warning.
+pub fn normalize_webhook(
+    body: &Json,
+    config: &SuperopsConfig,
+    received_at: &str,
+) -> Result<Normalized, Rejection> {
+    let Some(top) = body.as_object() else {
+        return Err(Rejection {
+            message: "the body must be a JSON object such as {\"ticketId\": \"123\", \"status\": \"Open\", \"updatedTime\": \"2024-01-15T10:30:00\"}"
+                .to_string(),
+            event: None,
+        });
+    };
+    let top = with_scalars_parsed(top);
+    let body = Body::webhook(&top, superops_keys());
+    let mut warnings = Vec::new();
+    // A SuperOps workflow body often names no event: it is an update.
+    let (kind, event_name) = match body.find("event") {
+        None => (EventKind::Updated, None),
+        found => read_event(found, &mut warnings),
+    };
+    let reject = |message: String| Rejection {
+        message,
+        event: event_name.clone(),
+    };
+    let ticket_id = match body.find("ticket_id") {
+        None => return Err(reject("ticketId (or ticket_id) is required".to_string())),
+        Some((key, value)) => match parse_id(value) {
+            Ok(Some(id)) => id,
+            Ok(None) => return Err(reject(format!("{key} is empty; ticketId is required"))),
+            Err(message) => return Err(reject(format!("{key}: {message}"))),
+        },
+    };
+    let mut event = TicketEvent::new(Provider::SuperOps, ticket_id, kind, Source::Webhook);
+    if let Some((key, value)) = body.find("updated_at") {
+        match timestamp_field(value, &config.timezone) {
+            Ok(None) => {}
+            Ok(Some((ts, note))) => {
+                event.updated_at = Some(ts);
+                warnings.extend(note.map(|n| format!("{key}: {n}")));
+            }
+            Err(message) => {
+                warnings.push(format!(
+                    "{key}: {message}; applied with the time Codex received it ({received_at}) as its version"
+                ));
+                event.updated_at = Some(received_at.to_string());
+            }
+        }
+    }
+    apply(&body, config, &mut event, &mut warnings);
+    if kind == EventKind::Deleted {
+        mark_deleted(&mut event);
+    }
+    finish(&mut event, config, received_at);
+    Ok(Normalized { event, warnings })
+}
+
+/// Normalizes one ticket from `getTicketList` or `getTicket`.
+pub fn normalize_api_ticket(ticket: &Json, config: &SuperopsConfig) -> Result<Normalized, String> {
+    let object = ticket
+        .as_object()
+        .ok_or_else(|| "a ticket in the API answer is not a JSON object".to_string())?;
+    let object = with_scalars_parsed(object);
+    let ticket_id = match object.get("ticketId").map(parse_id) {
+        Some(Ok(Some(id))) => id,
+        _ => return Err("a ticket in the API answer has no usable ticketId".to_string()),
+    };
+    let mut event = TicketEvent::new(
+        Provider::SuperOps,
+        ticket_id,
+        EventKind::Updated,
+        Source::Poll,
+    );
+    event.updated_at = match object
+        .get("updatedTime")
+        .map(|v| timestamp_field(v, &config.timezone))
+    {
+        Some(Ok(Some((ts, _)))) => Some(ts),
+        _ => {
+            return Err(format!(
+                "ticket {ticket_id} in the API answer has no usable updatedTime"
+            ));
+        }
+    };
+    let mut warnings = Vec::new();
+    let body = Body::webhook(&object, superops_keys());
+    apply(&body, config, &mut event, &mut warnings);
+    let received_at = event.updated_at.clone().unwrap_or_default();
+    finish(&mut event, config, &received_at);
+    Ok(Normalized { event, warnings })
+}
+
+/// The event for a ticket SuperOps says does not exist (any more): stamped
+/// `updated_at`, so that no older event brings it back.
+pub fn deleted_event(ticket_id: i64, updated_at: String, config: &SuperopsConfig) -> TicketEvent {
+    let mut event = TicketEvent::new(
+        Provider::SuperOps,
+        ticket_id,
+        EventKind::Deleted,
+        Source::Poll,
+    );
+    event.updated_at = Some(updated_at.clone());
+    mark_deleted(&mut event);
+    finish(&mut event, config, &updated_at);
+    event
+}
+
+/// The ticket id in a body beyond repair (for the journal and the answer).
+pub fn scan_ticket_id(body: &[u8], foreign: &[i64]) -> Option<i64> {
+    scan_body(body, superops_keys(), foreign)
+}
+
+/// SuperOps' JSON scalars (`requester`, `technician`, ...) may reach a
+/// webhook as text holding JSON; read them as the objects they are.
+fn with_scalars_parsed(object: &Map<String, Json>) -> Map<String, Json> {
+    let mut object = object.clone();
+    for key in ["requester", "technician", "techGroup", "client", "site"] {
+        if let Some(Json::String(text)) = object.get(key) {
+            if text.trim_start().starts_with('{') {
+                if let Ok(parsed @ Json::Object(_)) = serde_json::from_str::<Json>(text) {
+                    object.insert(key.to_string(), parsed);
+                }
+            }
+        }
+    }
+    object
+}
+
+fn apply(
+    body: &Body<'_>,
+    config: &SuperopsConfig,
+    event: &mut TicketEvent,
+    warnings: &mut Vec<String>,
+) {
+    // An unassigned technician or group comes as a null scalar: it clears
+    // the ids it would carry.
+    for (scalar, fields) in [
+        ("technician", &[Field::ResponderId][..]),
+        ("techGroup", &[Field::GroupId][..]),
+        ("client", &[Field::DepartmentId][..]),
+        ("requester", &[Field::RequesterId, Field::RequesterName][..]),
+    ] {
+        if let Some((_, Json::Null)) = body.find(scalar) {
+            for field in fields {
+                event.set(*field, None);
+            }
+        }
+    }
+    for (name, field) in FIELDS {
+        let Some((key, value)) = body.find(name) else {
+            continue;
+        };
+        let parsed = match field.kind() {
+            super::Kind::Text if *field == Field::CreatedAt => {
+                timestamp_field(value, &config.timezone).map(|v| v.map(|(ts, _)| Value::Text(ts)))
+            }
+            super::Kind::Text => text_field(value, true).map(|v| v.map(Value::Text)),
+            super::Kind::Int => parse_id(value).map(|v| v.map(Value::Int)),
+            super::Kind::Bool => continue,
+        };
+        match parsed {
+            Ok(value) => event.set(*field, value),
+            Err(message) => warnings.push(format!("{key}: {message}; left unchanged")),
+        }
+    }
+    if let Some((key, value)) = body.find("status") {
+        match name_of(
+            key,
+            value,
+            &config.statuses,
+            "[superops.statuses]",
+            warnings,
+        ) {
+            Ok(status) => {
+                event.set(Field::Status, status.map(Value::Text));
+                // SuperOps statuses have no numeric id; clearing it also
+                // undoes a deleted mark when a ticket is restored.
+                event.set(Field::StatusId, None);
+            }
+            Err(message) => warnings.push(message),
+        }
+    }
+    if let Some((key, value)) = body.find("priority") {
+        match name_of(
+            key,
+            value,
+            &config.priorities,
+            "[superops.priorities]",
+            warnings,
+        ) {
+            Ok(priority) => {
+                let id = priority.as_deref().and_then(priority_id);
+                event.set(Field::Priority, priority.map(Value::Text));
+                event.set(Field::PriorityId, id.map(Value::Int));
+            }
+            Err(message) => warnings.push(message),
+        }
+    }
+}
+
+/// The normalized name for a status or priority as SuperOps names it; an
+/// unknown name is kept as it is, with a warning.
+fn name_of(
+    key: String,
+    value: &Json,
+    map: &NameMap,
+    section: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, String> {
+    let text = match value {
+        Json::Null => return Ok(None),
+        Json::String(s) => super::webhook_body::html_unescape(s.trim()),
+        Json::Number(n) => n.to_string(),
+        // `{"name": "Open"}` where a tool sends the whole object.
+        Json::Object(o) => match o.get("name").and_then(Json::as_str) {
+            Some(name) => name.trim().to_string(),
+            None => return Err(format!("{key}: {value} has no name; left unchanged")),
+        },
+        other => return Err(format!("{key}: {other} is not a name; left unchanged")),
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Some(normalized) = map.get(&text) {
+        return Ok(Some(normalized.to_string()));
+    }
+    // Codex's own normalized names are accepted as they are.
+    if map.values().any(|v| v == text) {
+        return Ok(Some(text));
+    }
+    warnings.push(format!(
+        "{key}: '{text}' is not a known name; stored as it is (map it in {section})"
+    ));
+    Ok(Some(text))
+}
+
+fn mark_deleted(event: &mut TicketEvent) {
+    event.set(Field::Status, Some(Value::Text(DELETED_STATUS.to_string())));
+    event.set(Field::StatusId, Some(Value::Int(DELETED_STATUS_ID)));
+}
+
+/// Sets `closed_at` when the event moves the ticket to a done status.
+fn finish(event: &mut TicketEvent, config: &SuperopsConfig, received_at: &str) {
+    let done = event
+        .status()
+        .is_some_and(|status| config.done_statuses.iter().any(|d| d == status));
+    event.closed_at = done.then(|| {
+        event
+            .updated_at
+            .clone()
+            .unwrap_or_else(|| received_at.to_string())
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> SuperopsConfig {
+        crate::config::Config::default().superops
+    }
+
+    #[test]
+    fn an_api_ticket_with_superops_names() {
+        let ticket = json!({
+            "ticketId": "6913470261064048640",
+            "displayId": "T-12",
+            "subject": "Printer &amp; scanner",
+            "status": "In Progress",
+            "priority": "High",
+            "requester": {"userId": "501", "name": "Ann"},
+            "technician": {"userId": "77", "name": "Tom"},
+            "techGroup": "{\"groupId\": \"9\", \"name\": \"L1\"}",
+            "client": {"accountId": "4001", "name": "Acme"},
+            "createdTime": "2024-01-15T09:00:00",
+            "updatedTime": "2024-01-15T10:30:00.123"
+        });
+        let normalized = normalize_api_ticket(&ticket, &config()).unwrap();
+        assert!(normalized.warnings.is_empty(), "{:?}", normalized.warnings);
+        let event = normalized.event;
+        assert_eq!(event.ticket_id, 6913470261064048640);
+        assert_eq!(event.updated_at.as_deref(), Some("2024-01-15T10:30:00Z"));
+        let get = |f| event.insert_value(f).cloned();
+        assert_eq!(
+            get(Field::Subject),
+            Some(Value::Text("Printer & scanner".into()))
+        );
+        assert_eq!(get(Field::Status), Some(Value::Text("in_progress".into())));
+        assert_eq!(get(Field::StatusId), None);
+        assert_eq!(get(Field::Priority), Some(Value::Text("high".into())));
+        assert_eq!(get(Field::PriorityId), Some(Value::Int(3)));
+        assert_eq!(get(Field::RequesterId), Some(Value::Int(501)));
+        assert_eq!(get(Field::RequesterName), Some(Value::Text("Ann".into())));
+        assert_eq!(get(Field::ResponderId), Some(Value::Int(77)));
+        assert_eq!(get(Field::GroupId), Some(Value::Int(9)));
+        assert_eq!(get(Field::DepartmentId), Some(Value::Int(4001)));
+        assert_eq!(
+            get(Field::CreatedAt),
+            Some(Value::Text("2024-01-15T09:00:00Z".into()))
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_kept_with_a_warning() {
+        let ticket = json!({"ticketId": 5, "status": "Awaiting Parts", "priority": "P1",
+                            "updatedTime": "2024-01-15T10:30:00"});
+        let normalized = normalize_api_ticket(&ticket, &config()).unwrap();
+        assert_eq!(
+            normalized.event.status(),
+            Some("Awaiting Parts"),
+            "stored as it is"
+        );
+        assert_eq!(normalized.warnings.len(), 2, "{:?}", normalized.warnings);
+        assert!(normalized.warnings[0].contains("[superops.statuses]"));
+    }
+
+    #[test]
+    fn the_configured_zone_reads_offsetless_times() {
+        let mut config = config();
+        config.timezone = crate::timestamp::zone("Asia/Kolkata").unwrap();
+        let ticket = json!({"ticketId": 5, "updatedTime": "2024-01-15T10:30:00"});
+        let event = normalize_api_ticket(&ticket, &config).unwrap().event;
+        assert_eq!(event.updated_at.as_deref(), Some("2024-01-15T05:00:00Z"));
+    }
+
+    #[test]
+    fn webhook_bodies_in_either_naming() {
+        let own = json!({"ticketId": "42", "status": "Closed", "technician": null,
+                         "updatedTime": "2024-01-15T10:30:00"});
+        let event = normalize_webhook(&own, &config(), "2024-01-16T00:00:00Z")
+            .unwrap()
+            .event;
+        assert_eq!(event.ticket_id, 42);
+        assert_eq!(event.kind, EventKind::Updated);
+        assert_eq!(event.status(), Some("closed"));
+        assert_eq!(event.closed_at.as_deref(), Some("2024-01-15T10:30:00Z"));
+        assert_eq!(event.get(Field::ResponderId), &Some(None), "cleared");
+        let guide = json!({"event": "ticket.deleted", "ticket_id": 43,
+                           "updated_at": "2024-01-15T10:30:00Z"});
+        let event = normalize_webhook(&guide, &config(), "2024-01-16T00:00:00Z")
+            .unwrap()
+            .event;
+        assert_eq!(event.kind, EventKind::Deleted);
+        assert_eq!(event.status(), Some("deleted"));
+        let nested = json!({"ticket": {"ticketId": "44", "status": "Open"}});
+        let event = normalize_webhook(&nested, &config(), "2024-01-16T00:00:00Z")
+            .unwrap()
+            .event;
+        assert_eq!(event.ticket_id, 44);
+        let missing = normalize_webhook(&json!({"status": "Open"}), &config(), "x").unwrap_err();
+        assert!(missing.message.contains("ticketId"), "{}", missing.message);
+    }
+
+    #[test]
+    fn a_broken_body_still_names_its_ticket() {
+        assert_eq!(
+            scan_ticket_id(br#"{"ticketId": "77", "status": Open,}"#, &[]),
+            Some(77)
+        );
+    }
+}

@@ -1,0 +1,476 @@
+//! The SuperOps GraphQL API, as the poller uses it: `getTicketList` pages
+//! sorted by `updatedTime`, `getTicket`, within the configured rate limit.
+//!
+//! SuperOps answers errors as HTTP 200 with `errors[].extensions.clientError`
+//! (a list of `{code, param}`); a bad token is a 401.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+
+use super::superops::{self, TICKET_FIELDS};
+use super::{PollSource, TicketEvent};
+use crate::config::SuperopsConfig;
+use crate::error::SyncError;
+
+/// Largest page `getTicketList` serves.
+pub const PAGE_SIZE: u64 = 100;
+/// Attempts for a request that meets a network error or a 5xx.
+const ATTEMPTS: u32 = 4;
+/// First retry delay; doubled on each further retry.
+const BACKOFF: Duration = Duration::from_millis(500);
+/// `rate_limit_exceeded` answers tolerated for one request before the run
+/// gives up (the next run starts over from the unchanged cursor).
+const MAX_RATE_LIMITED: u32 = 5;
+/// Wait after `rate_limit_exceeded` when no `Retry-After` says otherwise;
+/// SuperOps counts its limit per minute.
+const RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+/// A `Retry-After` is honoured up to this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// Largest API answer read (a page of 100 tickets).
+const MAX_BODY: u64 = 32 * 1024 * 1024;
+
+/// One page of `getTicketList`.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub tickets: Vec<Json>,
+    pub has_more: bool,
+    /// `listInfo.totalCount`, which SuperOps may send as a string.
+    pub total: Option<u64>,
+}
+
+/// What `getTicket` says about one ticket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Found(Json),
+    /// `entity_does_not_exist`: the ticket is gone (purged).
+    Gone,
+}
+
+/// A client for one account. Not `Debug`: it holds the API token.
+pub struct SuperopsClient {
+    agent: ureq::Agent,
+    url: String,
+    authorization: String,
+    subdomain: String,
+    max_per_minute: usize,
+    sent: VecDeque<Instant>,
+    stop: Arc<AtomicBool>,
+    /// Requests sent, retries included.
+    pub calls: u64,
+}
+
+impl SuperopsClient {
+    pub fn new(
+        config: &SuperopsConfig,
+        stop: Arc<AtomicBool>,
+    ) -> Result<SuperopsClient, SyncError> {
+        let token = config.api_token.as_ref().ok_or_else(|| {
+            SyncError::BadCredentials("[superops] api_token is not set".to_string())
+        })?;
+        let subdomain = config
+            .subdomain
+            .clone()
+            .ok_or_else(|| SyncError::Protocol("[superops] subdomain is not set".to_string()))?;
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(config.request_timeout))
+            .user_agent(concat!("codex/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Ok(SuperopsClient {
+            agent,
+            url: config.api_url.clone(),
+            authorization: format!("Bearer {}", token.expose()),
+            subdomain,
+            max_per_minute: config.max_requests_per_minute.max(1) as usize,
+            sent: VecDeque::new(),
+            stop,
+            calls: 0,
+        })
+    }
+
+    /// One page (from 1) of all tickets, most recently updated first.
+    pub fn ticket_page(&mut self, page: u64) -> Result<Page, SyncError> {
+        let query = format!(
+            "query getTicketList($input: ListInfoInput!) {{ getTicketList(input: $input) {{ tickets {{ {TICKET_FIELDS} }} listInfo {{ page pageSize hasMore totalCount }} }} }}"
+        );
+        let variables = json!({"input": {
+            "page": page,
+            "pageSize": PAGE_SIZE,
+            "sort": [{"attribute": "updatedTime", "order": "DESC"}],
+        }});
+        let data = match self.request("getTicketList", &query, variables)? {
+            Ok(data) => data,
+            Err(errors) => return Err(client_errors("getTicketList", &errors)),
+        };
+        let list = data.get("getTicketList").ok_or_else(|| {
+            SyncError::Protocol("getTicketList: the answer has no getTicketList".to_string())
+        })?;
+        let tickets = match list.get("tickets") {
+            Some(Json::Array(tickets)) => tickets.clone(),
+            Some(Json::Null) | None => Vec::new(),
+            Some(_) => {
+                return Err(SyncError::Protocol(
+                    "getTicketList: tickets is not a list".to_string(),
+                ));
+            }
+        };
+        let info = list.get("listInfo");
+        let has_more = match info.and_then(|i| i.get("hasMore")) {
+            Some(Json::Bool(more)) => *more,
+            Some(Json::String(more)) => more.trim().eq_ignore_ascii_case("true"),
+            // Without listInfo a full page may have a successor.
+            _ => tickets.len() as u64 >= PAGE_SIZE,
+        };
+        let total = info
+            .and_then(|i| i.get("totalCount"))
+            .and_then(|t| match t {
+                Json::Number(n) => n.as_u64(),
+                Json::String(s) => s.trim().parse().ok(),
+                _ => None,
+            });
+        Ok(Page {
+            tickets,
+            has_more,
+            total,
+        })
+    }
+
+    /// Looks one ticket up; `Gone` only when SuperOps says it does not exist.
+    pub fn ticket(&mut self, id: i64) -> Result<Lookup, SyncError> {
+        let query = format!(
+            "query getTicket($input: TicketIdentifierInput!) {{ getTicket(input: $input) {{ {TICKET_FIELDS} }} }}"
+        );
+        let variables = json!({"input": {"ticketId": id.to_string()}});
+        match self.request("getTicket", &query, variables)? {
+            Ok(data) => match data.get("getTicket") {
+                Some(ticket @ Json::Object(_)) => Ok(Lookup::Found(ticket.clone())),
+                // A null ticket without an error proves nothing.
+                _ => Err(SyncError::Protocol(format!(
+                    "getTicket {id}: the answer has no ticket and no error"
+                ))),
+            },
+            Err(errors) if codes(&errors).iter().any(|c| c == "entity_does_not_exist") => {
+                Ok(Lookup::Gone)
+            }
+            Err(errors) => Err(client_errors(&format!("getTicket {id}"), &errors)),
+        }
+    }
+
+    /// Checks the token and subdomain with the smallest listing.
+    pub fn check_credentials(&mut self) -> Result<(), SyncError> {
+        self.ticket_page(1).map(|_| ())
+    }
+
+    /// Sends one operation; `Ok(Err(errors))` is a GraphQL error answer
+    /// other than a rate limit (which is waited out and retried here).
+    fn request(
+        &mut self,
+        operation: &str,
+        query: &str,
+        variables: Json,
+    ) -> Result<Result<Json, Vec<Json>>, SyncError> {
+        let body =
+            json!({"operationName": operation, "query": query, "variables": variables}).to_string();
+        let mut failures = 0;
+        let mut rate_limited = 0;
+        loop {
+            let delay = self.delay();
+            self.wait(delay)?;
+            self.calls += 1;
+            self.sent.push_back(Instant::now());
+            let result = self
+                .agent
+                .post(&self.url)
+                .header("Authorization", &self.authorization)
+                .header("CustomerSubDomain", &self.subdomain)
+                .header("Content-Type", "application/json")
+                .header("Accept", "application/json")
+                .send(body.as_bytes());
+            let error = match result {
+                Ok(mut response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get("Retry-After")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let text = response
+                        .body_mut()
+                        .with_config()
+                        .limit(MAX_BODY)
+                        .read_to_string()
+                        .map_err(|e| format!("{operation}: reading the answer: {e}"));
+                    match (status, text) {
+                        (401 | 403, _) => {
+                            return Err(SyncError::BadCredentials(format!(
+                                "{operation} answered {status}: check [superops] api_token and subdomain"
+                            )));
+                        }
+                        (429, _) => {
+                            rate_limited += 1;
+                            self.rate_limited(operation, rate_limited, retry_after)?;
+                            continue;
+                        }
+                        (200, Ok(text)) => {
+                            let answer: Json = serde_json::from_str(&text).map_err(|e| {
+                                SyncError::Protocol(format!(
+                                    "{operation}: the answer is not JSON: {e}"
+                                ))
+                            })?;
+                            let errors = match answer.get("errors") {
+                                Some(Json::Array(errors)) if !errors.is_empty() => errors.clone(),
+                                _ => {
+                                    return Ok(Ok(answer
+                                        .get("data")
+                                        .cloned()
+                                        .unwrap_or(Json::Null)));
+                                }
+                            };
+                            let found = codes(&errors);
+                            if found.iter().any(|c| c == "rate_limit_exceeded") {
+                                rate_limited += 1;
+                                self.rate_limited(operation, rate_limited, retry_after)?;
+                                continue;
+                            }
+                            if found
+                                .iter()
+                                .any(|c| c == "forbidden" || c == "unauthorized")
+                            {
+                                return Err(SyncError::BadCredentials(format!(
+                                    "{operation}: SuperOps refused the request ({}): check [superops] api_token and subdomain",
+                                    found.join(", ")
+                                )));
+                            }
+                            return Ok(Err(errors));
+                        }
+                        (200, Err(message)) => message,
+                        (500..=599, _) => format!("{operation} answered {status}"),
+                        (_, text) => {
+                            // A GraphQL validation error may come as a 400
+                            // with the reason in its body.
+                            let snippet: String =
+                                text.unwrap_or_default().chars().take(200).collect();
+                            return Err(SyncError::Protocol(format!(
+                                "{operation} answered {status}: {snippet}"
+                            )));
+                        }
+                    }
+                }
+                Err(error) => format!("{operation}: {error}"),
+            };
+            failures += 1;
+            if failures >= ATTEMPTS {
+                return Err(SyncError::Api(format!(
+                    "{error} (gave up after {ATTEMPTS} attempts)"
+                )));
+            }
+            let delay = BACKOFF * 2u32.pow(failures - 1);
+            log::warn!("superops: {error}; retrying in {} ms", delay.as_millis());
+            self.wait(delay)?;
+        }
+    }
+
+    /// Waits out a rate limit, or gives up after too many.
+    fn rate_limited(
+        &mut self,
+        operation: &str,
+        count: u32,
+        retry_after: Option<Duration>,
+    ) -> Result<(), SyncError> {
+        if count > MAX_RATE_LIMITED {
+            return Err(SyncError::Api(format!(
+                "{operation} is still rate limited after {MAX_RATE_LIMITED} waits"
+            )));
+        }
+        let wait = retry_after.unwrap_or(RATE_LIMIT_WAIT).min(MAX_RETRY_AFTER);
+        log::warn!(
+            "superops: rate_limit_exceeded; waiting {}s before retrying {operation}",
+            wait.as_secs()
+        );
+        self.wait(wait)
+    }
+
+    /// How long to wait to stay under `max_requests_per_minute`.
+    fn delay(&mut self) -> Duration {
+        let now = Instant::now();
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.sent.pop_front();
+        }
+        match self.sent.front() {
+            Some(oldest) if self.sent.len() >= self.max_per_minute => {
+                (*oldest + Duration::from_secs(60)).saturating_duration_since(now)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Sleeps, waking early (with an error) when shutdown is requested.
+    fn wait(&self, duration: Duration) -> Result<(), SyncError> {
+        let deadline = Instant::now() + duration;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(SyncError::Interrupted);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// A SuperOps account as a poll source: `getTicketList` read newest first
+/// down to the watermark, `getTicket` for lookups.
+pub struct SuperopsPoll<'a> {
+    pub client: SuperopsClient,
+    pub config: &'a SuperopsConfig,
+}
+
+impl PollSource for SuperopsPoll<'_> {
+    fn changes(
+        &mut self,
+        since: &str,
+        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
+    ) -> Result<(), SyncError> {
+        let mut number = 1;
+        loop {
+            let listed = self.client.ticket_page(number)?;
+            let mut events = Vec::new();
+            let mut reached = false;
+            for ticket in &listed.tickets {
+                match superops::normalize_api_ticket(ticket, self.config) {
+                    Ok(normalized) => {
+                        let event = normalized.event;
+                        for warning in normalized.warnings {
+                            log::warn!("sync: superops ticket {}: {warning}", event.ticket_id);
+                        }
+                        if event.updated_at.as_deref().is_some_and(|u| u < since) {
+                            // Sorted newest first: everything after this is
+                            // older than the watermark too.
+                            reached = true;
+                            continue;
+                        }
+                        events.push(event);
+                    }
+                    Err(message) => log::warn!("sync: superops: skipped a ticket: {message}"),
+                }
+            }
+            page(events)?;
+            if reached || !listed.has_more || listed.tickets.is_empty() {
+                return Ok(());
+            }
+            // hasMore that never ends (a server fault) must not loop forever:
+            // past the pages totalCount allows, the listing is broken.
+            if let Some(total) = listed.total {
+                if number > total / PAGE_SIZE + 2 {
+                    return Err(SyncError::Protocol(format!(
+                        "getTicketList still has more after page {number} of {total} tickets"
+                    )));
+                }
+            }
+            number += 1;
+        }
+    }
+
+    fn lookup(&mut self, ticket_id: i64) -> Result<Option<TicketEvent>, SyncError> {
+        match self.client.ticket(ticket_id)? {
+            Lookup::Found(ticket) => match superops::normalize_api_ticket(&ticket, self.config) {
+                Ok(normalized) => Ok(Some(normalized.event)),
+                Err(message) => {
+                    log::warn!("reconcile: superops ticket {ticket_id}: {message}");
+                    Ok(None)
+                }
+            },
+            Lookup::Gone => Ok(Some(superops::deleted_event(
+                ticket_id,
+                crate::timestamp::now(),
+                self.config,
+            ))),
+        }
+    }
+
+    fn calls(&self) -> u64 {
+        self.client.calls
+    }
+}
+
+/// The `clientError` codes of a GraphQL error list.
+fn codes(errors: &[Json]) -> Vec<String> {
+    let mut out = Vec::new();
+    for error in errors {
+        let Some(extensions) = error.get("extensions") else {
+            continue;
+        };
+        match extensions.get("clientError") {
+            Some(Json::Array(list)) => out.extend(
+                list.iter()
+                    .filter_map(|e| e.get("code").and_then(Json::as_str))
+                    .map(str::to_string),
+            ),
+            Some(Json::Object(one)) => {
+                out.extend(one.get("code").and_then(Json::as_str).map(str::to_string));
+            }
+            _ => {}
+        }
+        out.extend(
+            extensions
+                .get("code")
+                .and_then(Json::as_str)
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+/// An error answer as a sync error, with its codes and first message.
+fn client_errors(operation: &str, errors: &[Json]) -> SyncError {
+    let message: String = errors
+        .iter()
+        .find_map(|e| e.get("message").and_then(Json::as_str))
+        .unwrap_or("no message")
+        .chars()
+        .take(200)
+        .collect();
+    let codes = codes(errors);
+    SyncError::Api(format!(
+        "{operation}: SuperOps answered an error{}: {message}",
+        if codes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", codes.join(", "))
+        }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_error_codes_are_read_in_either_shape() {
+        let errors = vec![
+            json!({"message": "x", "extensions": {"clientError": [{"code": "rate_limit_exceeded", "param": {}}]}}),
+            json!({"message": "y", "extensions": {"clientError": {"code": "entity_does_not_exist"}}}),
+        ];
+        assert_eq!(
+            codes(&errors),
+            ["rate_limit_exceeded", "entity_does_not_exist"]
+        );
+        let error = client_errors("getTicket 5", &errors[1..]).to_string();
+        assert!(
+            error.contains("entity_does_not_exist") && error.contains(": y"),
+            "{error}"
+        );
+    }
+}
