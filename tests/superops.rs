@@ -21,6 +21,7 @@ for_each_backend!(
     newest_version_wins_between_webhook_and_poll,
     webhook_endpoint_takes_superops_and_guide_names,
     both_providers_poll_into_one_database,
+    client_account_id_finds_the_predecessors_company,
 );
 
 /// Runs `codex sync --once` with `args` and returns (success, the printed
@@ -552,4 +553,195 @@ fn both_providers_poll_into_one_database(backend: Backend) {
     let (ok, _, err) = sync_once(&db, &config, &["--provider", "autotask"]);
     assert!(!ok);
     assert!(err.contains("unknown provider 'autotask'"), "{err}");
+}
+
+/// The predecessor's `companies` table, by its exact DDL from the fixture.
+fn create_predecessor_companies(db: &TestDb) {
+    let name = if db.is_postgres() {
+        "ddl-postgresql.sql"
+    } else {
+        "ddl-sqlite.sql"
+    };
+    let path = format!(
+        "{}/tests/fixtures/predecessor/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let ddl = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let start = ddl.find("CREATE TABLE companies").expect("companies DDL");
+    let end = start + ddl[start..].find(");").expect("end of companies DDL") + 2;
+    db.execute(&ddl[start..end]);
+}
+
+/// A SuperOps ticket whose `client` scalar carries `account_id`.
+fn client_ticket(id: i64, account_id: Value, updated: &str) -> Value {
+    let mut t = ticket(id, "Open", updated);
+    t["client"] = json!({"accountId": account_id, "name": format!("Client of {id}")});
+    t
+}
+
+fn client_account_id_finds_the_predecessors_company(backend: Backend) {
+    let db = TestDb::new(&backend);
+    create_predecessor_companies(&db);
+    // SuperOps clients, and a Freshservice company. The predecessor's
+    // `UNIQUE (external_id)` allows one row per id across providers, so the
+    // Freshservice company has an id a SuperOps client also carries.
+    db.execute(
+        "INSERT INTO companies (account_number, psa_provider, external_id, external_source, name) VALUES \
+         ('SO-ACME', 'superops', 4001, 'superops', 'Acme'), \
+         ('SO-BIG', 'superops', 6028538986627784704, 'superops', 'Big Client'), \
+         ('FS-7', 'freshservice', 7001, 'freshservice', 'A Freshservice company')",
+    );
+    let conf = db.dir.path().join("migrate.conf");
+    std::fs::write(&conf, base_config(&db, "")).unwrap();
+    let (status, _, err) = run_codex(&["migrate", "--config", conf.to_str().unwrap()], &[]);
+    assert!(status.success(), "{err}");
+
+    let fake = FakeSuperops::start();
+    fake.with(|s| {
+        // The fake's default client is 4001.
+        s.tickets
+            .insert(1, ticket(1, "Open", "2024-05-01T00:00:00"));
+        s.tickets.insert(
+            2,
+            client_ticket(2, json!("6028538986627784704"), "2024-05-01T00:01:00"),
+        );
+        // The client scalar rendered as text holding JSON.
+        let mut as_text = ticket(3, "Open", "2024-05-01T00:02:00");
+        as_text["client"] = json!(r#"{"accountId": "6028538986627784704", "name": "Big Client"}"#);
+        s.tickets.insert(3, as_text);
+        // A Freshservice company's id is not a SuperOps client's.
+        s.tickets
+            .insert(4, client_ticket(4, json!("7001"), "2024-05-01T00:03:00"));
+        // A client no company row maps to.
+        s.tickets
+            .insert(5, client_ticket(5, json!("5555"), "2024-05-01T00:04:00"));
+        // Account ids Codex cannot store as a department id.
+        s.tickets.insert(
+            6,
+            client_ticket(6, json!("98765432109876543210"), "2024-05-01T00:05:00"),
+        );
+        s.tickets
+            .insert(7, client_ticket(7, json!("C-4001"), "2024-05-01T00:06:00"));
+        // No client at all.
+        let mut none = ticket(8, "Open", "2024-05-01T00:07:00");
+        none["client"] = Value::Null;
+        s.tickets.insert(8, none);
+    });
+    let (ok, run, err) = superops_once(&db, &fake, "");
+    assert!(ok, "{run}\n{err}");
+    assert_eq!(run["tickets_seen"], 8, "{run}");
+    let company = |id: i64| {
+        db.value(&format!(
+            "SELECT company_account_number FROM ticket_details \
+             WHERE external_source = 'superops' AND external_id = {id}"
+        ))
+    };
+    let department = |id: i64| db.ticket_of("superops", id).unwrap()["department_id"].clone();
+    assert_eq!(company(1).as_deref(), Some("SO-ACME"));
+    assert_eq!(company(2).as_deref(), Some("SO-BIG"));
+    assert_eq!(department(2).as_deref(), Some("6028538986627784704"));
+    assert_eq!(company(3).as_deref(), Some("SO-BIG"));
+    assert_eq!(department(4).as_deref(), Some("7001"));
+    assert_eq!(company(4), None);
+    assert_eq!(department(5).as_deref(), Some("5555"));
+    assert_eq!(company(5), None);
+    // Unusable ids: the ticket is stored, without a client, with a warning
+    // naming the id.
+    for (id, account) in [(6, "98765432109876543210"), (7, "C-4001")] {
+        let stored = db.ticket_of("superops", id).expect("ticket stored");
+        assert_eq!(
+            stored["subject"].as_deref(),
+            Some(format!("SuperOps ticket {id}").as_str())
+        );
+        assert_eq!(stored["department_id"], None, "ticket {id}");
+        assert_eq!(company(id), None, "ticket {id}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("superops ticket {id}")) && l.contains(account)),
+            "ticket {id}: {err}"
+        );
+    }
+    assert_eq!(department(8), None);
+    assert_eq!(company(8), None);
+
+    // Webhooks, with SuperOps' own field names.
+    let codex = Codex::start(&db, "");
+    // A new ticket of a mapped client, of a client only a Freshservice
+    // company has the id of, and of an id Codex cannot store.
+    for (id, account, expected) in [
+        (20, "6028538986627784704", Some("SO-BIG")),
+        (21, "7001", None),
+        (22, "acct-zz", None),
+    ] {
+        let answer = deliver_superops(
+            &codex,
+            &json!({
+                "ticketId": id.to_string(), "status": "Open", "updatedTime": "2024-05-02T00:00:00",
+                "client": {"accountId": account, "name": "Client"}
+            })
+            .to_string(),
+        );
+        assert_eq!(answer.status, 201, "{:?}", answer.json());
+        assert_eq!(company(id).as_deref(), expected, "ticket {id}");
+    }
+    assert_eq!(department(21).as_deref(), Some("7001"));
+    let warned = deliver_superops(
+        &codex,
+        r#"{"ticketId": "22", "updatedTime": "2024-05-02T00:30:00", "client": {"accountId": "acct-zz"}}"#,
+    );
+    assert_eq!(warned.status, 200, "{:?}", warned.json());
+    assert!(
+        warned
+            .json()
+            .to_string()
+            .contains("'acct-zz' is not an account id"),
+        "{:?}",
+        warned.json()
+    );
+    assert_eq!(department(22), None);
+
+    // A change of client moves the ticket to the other company, by webhook
+    assert_eq!(
+        deliver_superops(
+            &codex,
+            r#"{"ticketId": "20", "updatedTime": "2024-05-02T01:00:00", "client": {"accountId": "4001"}}"#,
+        )
+        .status,
+        200
+    );
+    assert_eq!(company(20).as_deref(), Some("SO-ACME"));
+    // ... to one with an unusable id: the old company no longer holds.
+    deliver_superops(
+        &codex,
+        r#"{"ticketId": "20", "updatedTime": "2024-05-02T02:00:00", "client": {"accountId": "acct-zz"}}"#,
+    );
+    assert_eq!(department(20), None);
+    assert_eq!(company(20), None);
+    drop(codex);
+    // ... and by poll; a client removed clears it.
+    fake.with(|s| {
+        s.tickets.insert(
+            1,
+            client_ticket(1, json!("6028538986627784704"), "2024-05-03T00:00:00"),
+        );
+        s.tickets
+            .insert(2, client_ticket(2, json!("4001"), "2024-05-03T00:00:00"));
+        s.tickets
+            .insert(5, client_ticket(5, json!("5555"), "2024-05-03T00:00:00"));
+        let mut none = ticket(3, "Open", "2024-05-03T00:00:00");
+        none["client"] = Value::Null;
+        s.tickets.insert(3, none);
+    });
+    // A company row added later maps the ticket at its next update.
+    db.execute(
+        "INSERT INTO companies (account_number, psa_provider, external_id, external_source, name) \
+         VALUES ('SO-LATE', 'superops', 5555, 'superops', 'Late')",
+    );
+    let (ok, run, err) = superops_once(&db, &fake, "");
+    assert!(ok, "{run}\n{err}");
+    assert_eq!(company(1).as_deref(), Some("SO-BIG"));
+    assert_eq!(company(2).as_deref(), Some("SO-ACME"));
+    assert_eq!(company(5).as_deref(), Some("SO-LATE"));
+    assert_eq!(department(3), None);
+    assert_eq!(company(3), None);
 }

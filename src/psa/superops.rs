@@ -263,6 +263,37 @@ pub fn normalize_api_ticket(ticket: &Json, config: &SuperopsConfig) -> Result<No
     Ok(Normalized { event, warnings })
 }
 
+/// A SuperOps client's `accountId` (a numeric string, often 19 digits) as
+/// the department id the predecessor's `companies.external_id` matches.
+/// Strict, unlike ticket ids: a prefix or a fraction is not read past, so
+/// an id that only looks like another client's never finds that company.
+fn client_account_id(value: &Json) -> Result<Option<i64>, String> {
+    let unusable = |shown: String| {
+        Err(format!(
+            "{shown} is not an account id Codex can store (a whole number from 1 to {})",
+            i64::MAX
+        ))
+    };
+    match value {
+        Json::Null => Ok(None),
+        Json::Number(n) => match n.as_i64() {
+            Some(id) if id > 0 => Ok(Some(id)),
+            _ => unusable(n.to_string()),
+        },
+        Json::String(text) => {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            match text.parse::<i64>() {
+                Ok(id) if id > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(id)),
+                _ => unusable(format!("'{text}'")),
+            }
+        }
+        other => unusable(other.to_string()),
+    }
+}
+
 /// The event for a ticket SuperOps says does not exist (any more): stamped
 /// `updated_at`, so that no older event brings it back.
 pub fn deleted_event(ticket_id: i64, updated_at: String, config: &SuperopsConfig) -> TicketEvent {
@@ -328,11 +359,22 @@ fn apply(
                 timestamp_field(value, &config.timezone).map(|v| v.map(|(ts, _)| Value::Text(ts)))
             }
             super::Kind::Text => text_field(value, true).map(|v| v.map(Value::Text)),
+            super::Kind::Int if *field == Field::DepartmentId => {
+                client_account_id(value).map(|v| v.map(Value::Int))
+            }
             super::Kind::Int => parse_id(value).map(|v| v.map(Value::Int)),
             super::Kind::Bool => continue,
         };
         match parsed {
             Ok(value) => event.set(*field, value),
+            // The ticket's client is one Codex cannot name: keeping the
+            // old department would file it under the old company.
+            Err(message) if *field == Field::DepartmentId => {
+                event.set(*field, None);
+                warnings.push(format!(
+                    "{key}: {message}; stored without a client (department_id and company_account_number empty)"
+                ));
+            }
             Err(message) => warnings.push(format!("{key}: {message}; left unchanged")),
         }
     }
@@ -523,6 +565,44 @@ mod tests {
         assert_eq!(event.ticket_id, 44);
         let missing = normalize_webhook(&json!({"status": "Open"}), &config(), "x").unwrap_err();
         assert!(missing.message.contains("ticketId"), "{}", missing.message);
+    }
+
+    #[test]
+    fn client_account_ids_are_read_strictly() {
+        let cases = [
+            (json!("6028538986627784704"), Ok(Some(6028538986627784704))),
+            (json!(4001), Ok(Some(4001))),
+            (json!(" 4001 "), Ok(Some(4001))),
+            (json!(""), Ok(None)),
+            (json!(null), Ok(None)),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(client_account_id(&value), expected, "{value}");
+        }
+        for value in [
+            json!("98765432109876543210"),
+            json!("C-4001"),
+            json!("acct-zz"),
+            json!("+4001"),
+            json!(4001.5),
+            json!(0),
+            json!(-3),
+            json!(98765432109876543210_u128 as f64),
+            json!(true),
+        ] {
+            let message = client_account_id(&value).unwrap_err();
+            assert!(message.contains("account id"), "{value}: {message}");
+        }
+        // An unusable id clears the client: the old company no longer holds.
+        let ticket = json!({"ticketId": 5, "updatedTime": "2024-01-15T10:30:00",
+                            "client": {"accountId": "C-4001", "name": "Acme"}});
+        let normalized = normalize_api_ticket(&ticket, &config()).unwrap();
+        assert_eq!(normalized.event.get(Field::DepartmentId), &Some(None));
+        assert!(
+            normalized.warnings[0].contains("'C-4001'"),
+            "{:?}",
+            normalized.warnings
+        );
     }
 
     #[test]
