@@ -443,7 +443,23 @@ impl Codex {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        request(self.addr, method, path, headers, body)
+        try_request(self.addr, method, path, headers, body).unwrap_or_else(|e| {
+            // A failure here is rare and timing-dependent: say whether the
+            // process was still there and what it logged, so it can be told apart.
+            let state = self
+                .child
+                .as_ref()
+                .and_then(|child| {
+                    std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()
+                })
+                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim().to_string()))
+                .and_then(|rest| rest.split_whitespace().next().map(str::to_string))
+                .unwrap_or_else(|| "gone".to_string());
+            panic!(
+                "{method} {path}: {e} (codex process state: {state}); its log:\n{}",
+                self.logs()
+            )
+        })
     }
 
     /// SIGKILL: no chance to clean up.
