@@ -318,17 +318,7 @@ impl FreshserviceClient {
 
     /// Sleeps, waking early (with an error) when shutdown is requested.
     fn wait(&self, duration: Duration) -> Result<(), SyncError> {
-        let deadline = Instant::now() + duration;
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Err(SyncError::Interrupted);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(());
-            }
-            std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
-        }
+        super::wait_unless_stopped(&self.stop, duration)
     }
 }
 

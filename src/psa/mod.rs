@@ -90,6 +90,25 @@ impl fmt::Display for Provider {
     }
 }
 
+/// Sleeps `duration` between API calls (a backoff, a rate-limit wait),
+/// waking early with `Interrupted` when shutdown is requested through `stop`.
+pub(crate) fn wait_unless_stopped(
+    stop: &std::sync::atomic::AtomicBool,
+    duration: std::time::Duration,
+) -> Result<(), crate::error::SyncError> {
+    let deadline = std::time::Instant::now() + duration;
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(crate::error::SyncError::Interrupted);
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(100)));
+    }
+}
+
 /// The polling half of a provider: what a sync run asks of a PSA's API.
 /// A run lists changes since its cursor, applies them, and (in a full run)
 /// looks up the locally active tickets the listing did not settle.

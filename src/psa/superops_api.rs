@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
@@ -316,17 +316,7 @@ impl SuperopsClient {
 
     /// Sleeps, waking early (with an error) when shutdown is requested.
     fn wait(&self, duration: Duration) -> Result<(), SyncError> {
-        let deadline = Instant::now() + duration;
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Err(SyncError::Interrupted);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(());
-            }
-            std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
-        }
+        super::wait_unless_stopped(&self.stop, duration)
     }
 }
 
