@@ -1,10 +1,18 @@
-//! Brings a database to `schema.sql`, whatever it holds: nothing (a fresh
-//! database), the predecessor's tables (a takeover), or an older Codex
-//! schema. Both backends run the same plan through a `Catalog`, inside one
-//! transaction their caller commits only after it has also prepared every
-//! statement `serve` will run: a migration is all or nothing.
+//! Brings a database to the schema steps in `migrations/`, whatever it
+//! holds: nothing (a fresh database), the predecessor's tables (a takeover),
+//! or an older Codex schema. Both backends run the same plan through a
+//! `Catalog`, inside one transaction their caller commits only after it has
+//! also prepared every statement `serve` will run: a migration is all or
+//! nothing.
+//!
+//! What the tables must look like is not parsed from the steps' text: the
+//! steps are run in a scratch place and the database's own catalog is read
+//! back (`Catalog::expected`).
 
-use super::schema::{self, ColumnDef, Dialect};
+use super::dialect::Dialect;
+use super::queries::{self, Connection};
+use super::schema::{self, STEPS, Step};
+use super::sql::Param;
 use crate::error::StoreError;
 
 /// The type family of a column: what matters to the statements Codex runs.
@@ -19,11 +27,6 @@ pub enum Family {
 }
 
 impl Family {
-    /// The family of a column definition in `schema.sql`.
-    pub fn of_definition(definition: &str) -> Family {
-        Family::of_sqlite_type(definition.split_whitespace().next().unwrap_or(""))
-    }
-
     /// SQLite's affinity rules (section 3.1 of its datatype page), with
     /// BOOLEAN and BLOB told apart.
     pub fn of_sqlite_type(declared: &str) -> Family {
@@ -41,7 +44,7 @@ impl Family {
         }
     }
 
-    /// The family of a PostgreSQL `information_schema.columns.data_type`.
+    /// The family of a PostgreSQL type as `format_type(oid, NULL)` names it.
     pub fn of_postgres_type(data_type: &str) -> Family {
         match data_type {
             "smallint" | "integer" | "bigint" => Family::Int,
@@ -53,37 +56,83 @@ impl Family {
     }
 }
 
-/// A column as the database has it.
-#[derive(Debug, Clone)]
-pub struct Existing {
+/// A column as a database's catalog describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
     pub name: String,
-    /// The type as the database names it, for messages.
+    /// The type as the database names it (`BIGINT`, `character varying(150)`).
     pub declared: String,
     pub family: Family,
     /// The length limit of a `VARCHAR(n)` (PostgreSQL enforces it).
     pub max_length: Option<i64>,
+    pub not_null: bool,
+    /// The default, as the SQL expression the catalog holds.
+    pub default: Option<String>,
+    pub primary_key: bool,
 }
 
-/// What a backend offers the plan. Every call runs inside the migration's
-/// transaction.
+impl Column {
+    /// The column's definition after its name, as `ALTER TABLE … ADD
+    /// COLUMN` takes it.
+    pub fn definition(&self) -> String {
+        let mut definition = self.declared.clone();
+        if self.not_null {
+            definition.push_str(" NOT NULL");
+        }
+        if let Some(default) = &self.default {
+            definition.push_str(" DEFAULT ");
+            definition.push_str(default);
+        }
+        definition
+    }
+}
+
+/// A plain index (on columns, not expressions, and not partial).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Index {
+    pub name: String,
+    /// Its columns, in key order.
+    pub columns: Vec<String>,
+    pub unique: bool,
+    /// Made by `CREATE INDEX` rather than for a constraint (which owns it).
+    pub created: bool,
+}
+
+/// A table as the schema steps make it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub name: String,
+    pub columns: Vec<Column>,
+    pub indexes: Vec<Index>,
+}
+
+/// What a backend offers the plan: its connection (for statements in
+/// SQLite's spelling), and its catalog. Every call runs inside the
+/// migration's transaction.
 pub trait Catalog {
-    fn dialect(&self) -> Dialect;
-    fn execute(&mut self, sql: &str) -> Result<(), StoreError>;
-    /// Runs a statement and returns how many rows it changed.
-    fn update(&mut self, sql: &str) -> Result<u64, StoreError>;
-    /// The first column of the first row of `sql`, as text.
-    fn text(&mut self, sql: &str) -> Result<Option<String>, StoreError>;
+    fn connection(&self) -> &dyn Connection;
+    fn dialect(&self) -> Dialect {
+        self.connection().dialect()
+    }
+    /// Runs a whole script; the database splits it into statements.
+    fn run_script(&mut self, sql: &str) -> Result<(), StoreError>;
     fn table_exists(&mut self, table: &str) -> Result<bool, StoreError>;
-    fn columns(&mut self, table: &str) -> Result<Vec<Existing>, StoreError>;
-    /// Whether some unique index covers exactly `columns`.
-    fn has_unique_index(&mut self, table: &str, columns: &[&str]) -> Result<bool, StoreError>;
-    /// Changes the type of `columns` of `table` to their definitions in
-    /// `schema.sql` (text holding integers to an integer type).
+    /// The tables of the schema the connection works in, oldest first.
+    fn tables(&mut self) -> Result<Vec<String>, StoreError>;
+    fn columns(&mut self, table: &str) -> Result<Vec<Column>, StoreError>;
+    fn indexes(&mut self, table: &str) -> Result<Vec<Index>, StoreError>;
+    /// The tables `steps` make in an empty database: run in a scratch place
+    /// that is gone afterwards, and read back with `read_tables`.
+    fn expected(&mut self, steps: &[Step]) -> Result<Vec<Table>, StoreError>;
+    /// One value of `table.column` that is not an integer, as text.
+    fn non_integer(&mut self, table: &str, column: &str) -> Result<Option<String>, StoreError>;
+    /// Changes the type of `columns` of `table` to theirs in `expected`
+    /// (text holding integers to an integer type).
     fn convert(
         &mut self,
-        table: &str,
-        columns: &[&ColumnDef],
-        existing: &[Existing],
+        expected: &Table,
+        columns: &[&Column],
+        existing: &[Column],
     ) -> Result<(), StoreError>;
     /// Lifts the length limit of `columns` (`VARCHAR(n)` to TEXT). Returns
     /// the columns whose limit stays, with why: something the database
@@ -92,8 +141,63 @@ pub trait Catalog {
     fn widen(
         &mut self,
         table: &str,
-        columns: &[&ColumnDef],
+        columns: &[&Column],
     ) -> Result<Vec<(String, String)>, StoreError>;
+}
+
+/// Every table of the catalog's schema, with its columns and indexes.
+pub fn read_tables(catalog: &mut dyn Catalog) -> Result<Vec<Table>, StoreError> {
+    let mut tables = Vec::new();
+    for name in catalog.tables()? {
+        tables.push(Table {
+            columns: catalog.columns(&name)?,
+            indexes: catalog.indexes(&name)?,
+            name,
+        });
+    }
+    Ok(tables)
+}
+
+/// Groups `(index, column)` rows, in key order, into indexes; an index
+/// with a column that is an expression (`None`) is left out.
+pub fn group_index_columns(rows: Vec<(Index, Option<String>)>) -> Vec<Index> {
+    let mut indexes: Vec<Index> = Vec::new();
+    let mut expressions: Vec<String> = Vec::new();
+    for (index, column) in rows {
+        let Some(column) = column else {
+            expressions.push(index.name);
+            continue;
+        };
+        match indexes.last_mut() {
+            Some(last) if last.name == index.name => last.columns.push(column),
+            _ => indexes.push(Index {
+                columns: vec![column],
+                ..index
+            }),
+        }
+    }
+    indexes.retain(|index| !expressions.contains(&index.name));
+    indexes
+}
+
+/// The error of a step that does not run on an empty database: a
+/// mistake in `migrations/`, which no operator can fix.
+pub fn broken_step(step: &Step, error: &StoreError) -> StoreError {
+    StoreError::Migration(format!(
+        "schema step {} does not run on an empty database ({error}); this is a defect of this Codex build",
+        step.file
+    ))
+}
+
+/// A statement `serve` runs that does not prepare on the migrated schema
+/// fails the migration, before it commits.
+pub fn unpreparable(error: StoreError) -> StoreError {
+    match error {
+        StoreError::Statement(message) => StoreError::Migration(format!(
+            "a statement Codex runs does not prepare: {message}"
+        )),
+        other => other,
+    }
 }
 
 /// Columns of `ticket_details` Codex writes text into, whose inherited
@@ -118,12 +222,13 @@ pub fn recorded_version(catalog: &mut dyn Catalog) -> Result<Option<i64>, StoreE
     if !catalog.table_exists("codex_meta")? {
         return Ok(None);
     }
-    Ok(catalog
-        .text(&format!(
-            "SELECT value FROM codex_meta WHERE key = '{}'",
-            schema::VERSION_KEY
-        ))?
-        .and_then(|v| v.trim().parse().ok()))
+    let rows = catalog
+        .connection()
+        .query(queries::META_GET, &[Param::Text(Some(schema::VERSION_KEY))])?;
+    Ok(match rows.first() {
+        Some(row) => row.text(0)?.and_then(|v| v.trim().parse().ok()),
+        None => None,
+    })
 }
 
 /// Runs the plan; returns what it did, one line per change (empty when the
@@ -139,7 +244,6 @@ pub fn run(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
 }
 
 fn plan(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
-    let dialect = catalog.dialect();
     let found = match recorded_version(catalog)? {
         Some(version) if version > schema::VERSION => {
             return Err(StoreError::SchemaTooNew {
@@ -164,164 +268,240 @@ fn plan(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
         )),
         Found::Codex(_) => {}
     }
-    let statements = schema::statements(dialect);
-    let is_index = |s: &str| s.starts_with("CREATE INDEX") || s.starts_with("CREATE UNIQUE INDEX");
-    for statement in statements.iter().filter(|s| !is_index(s)) {
-        let table = table_of(statement);
-        if table.is_some_and(|t| !catalog.table_exists(t).unwrap_or(true)) {
-            done.push(format!("creating table {}", table.unwrap_or_default()));
+    let expected = catalog.expected(&STEPS)?;
+    drop_other_indexes(catalog, &expected, &mut done)?;
+    // A table is settled once it exists after a step: made by it, or
+    // brought to what the steps expect right after it (before a later step
+    // indexes a column it lacked).
+    let mut settled: Vec<&str> = Vec::new();
+    for step in &STEPS {
+        let mut missing = Vec::new();
+        for table in &expected {
+            if !catalog.table_exists(&table.name)? {
+                missing.push(table.name.as_str());
+            }
         }
-        catalog.execute(statement)?;
-    }
-
-    let targets = schema::columns(dialect);
-    let mut tables: Vec<&str> = targets.iter().map(|c| c.table.as_str()).collect();
-    tables.dedup();
-    for table in tables {
-        let existing = catalog.columns(table)?;
-        let mut convert = Vec::new();
-        let mut widen: Vec<(&ColumnDef, String)> = Vec::new();
-        for target in targets.iter().filter(|c| c.table == table) {
-            let wanted = Family::of_definition(&target.definition);
-            let Some(have) = existing.iter().find(|e| e.name == target.name) else {
-                catalog.execute(&format!(
-                    "ALTER TABLE {table} ADD COLUMN {} {}",
-                    target.name, target.definition
-                ))?;
-                done.push(format!("adding column {table}.{}", target.name));
+        catalog.run_script(&step.sql(catalog.dialect()))?;
+        for table in &expected {
+            let name = table.name.as_str();
+            if settled.contains(&name) || !catalog.table_exists(name)? {
                 continue;
-            };
-            match (have.family, wanted) {
-                (a, b) if a == b => {
-                    if have.max_length.is_some()
-                        && wanted == Family::Text
-                        && writes_text(&target.name)
-                    {
-                        widen.push((target, have.declared.clone()));
-                    }
-                }
-                (Family::Text, Family::Int) => {
-                    if let Some(bad) = catalog.text(&non_integer(dialect, table, &target.name))? {
-                        return Err(StoreError::Migration(format!(
-                            "{table}.{} is {} and holds '{bad}', which is not an integer, where Codex \
-                             needs {}; correct or clear such values, then run codex migrate again",
-                            target.name, have.declared, target.definition
-                        )));
-                    }
-                    convert.push(target);
-                    done.push(format!(
-                        "converting {table}.{} from {} to {}",
-                        target.name, have.declared, target.definition
-                    ));
-                }
-                _ => {
-                    return Err(StoreError::Migration(format!(
-                        "column {table}.{} is {} where Codex needs {}; it was made by neither Codex \
-                         nor the predecessor: rename or drop it, then run codex migrate again",
-                        target.name, have.declared, target.definition
-                    )));
-                }
             }
-        }
-        if !convert.is_empty() {
-            catalog.convert(table, &convert, &existing)?;
-        }
-        if !widen.is_empty() {
-            let columns: Vec<&ColumnDef> = widen.iter().map(|(c, _)| *c).collect();
-            let kept = catalog.widen(table, &columns)?;
-            for (column, declared) in &widen {
-                match kept.iter().find(|(name, _)| *name == column.name) {
-                    Some((_, why)) => done.push(format!(
-                        "keeping {table}.{} {declared} ({why}): longer values will be stored cut to fit, with a warning",
-                        column.name
-                    )),
-                    None => done.push(format!(
-                        "widening {table}.{} from {declared} to TEXT",
-                        column.name
-                    )),
-                }
+            if missing.contains(&name) {
+                done.push(format!("creating table {name}"));
+            } else {
+                reconcile(catalog, table, &mut done)?;
             }
+            settled.push(name);
         }
     }
 
     let key = ["external_id", "external_source"];
-    if !catalog.has_unique_index("ticket_details", &key)? {
-        catalog.execute(
+    let unique = catalog.indexes("ticket_details")?.into_iter().any(|index| {
+        let mut columns = index.columns.clone();
+        columns.sort_unstable();
+        index.unique && columns == key
+    });
+    if !unique {
+        catalog.run_script(
             "CREATE UNIQUE INDEX unique_ticket_external ON ticket_details (external_id, external_source)",
         )?;
         done.push("adding the unique key of ticket_details (external_id, external_source)".into());
     }
-    for statement in statements.iter().filter(|s| is_index(s)) {
-        if let Some(name) = single_column_index(catalog, statement)? {
-            catalog.execute(&format!("DROP INDEX {name}"))?;
-            done.push(format!(
-                "rebuilding index {name} with external_id (an index whose one key holds every row slows every write)"
-            ));
-        }
-        catalog.execute(statement)?;
-    }
 
     if found != Found::Codex(schema::VERSION) {
-        backfill(catalog, &mut done)?;
+        let ticket_details = expected
+            .iter()
+            .find(|t| t.name == "ticket_details")
+            .ok_or_else(|| {
+                StoreError::Migration("the schema steps make no ticket_details".into())
+            })?;
+        backfill(catalog, ticket_details, &mut done)?;
     }
 
-    catalog.execute(&format!(
-        "INSERT INTO codex_meta (key, value) VALUES ('{key}', '{version}') \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        key = schema::VERSION_KEY,
-        version = schema::VERSION
-    ))?;
+    let version = schema::VERSION.to_string();
+    catalog.connection().execute(
+        queries::META_SET,
+        &[
+            Param::Text(Some(schema::VERSION_KEY)),
+            Param::Text(Some(&version)),
+        ],
+    )?;
     Ok(done)
+}
+
+/// Brings an existing table to `expected`: adds the columns it lacks,
+/// converts columns of an older type, and lifts length limits.
+fn reconcile(
+    catalog: &mut dyn Catalog,
+    expected: &Table,
+    done: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let table = expected.name.as_str();
+    let existing = catalog.columns(table)?;
+    let mut convert = Vec::new();
+    let mut widen: Vec<(&Column, String)> = Vec::new();
+    // The primary key is left alone: a table always has one already, and
+    // ALTER TABLE cannot add one.
+    for target in expected.columns.iter().filter(|c| !c.primary_key) {
+        let Some(have) = existing.iter().find(|e| e.name == target.name) else {
+            catalog.run_script(&format!(
+                "ALTER TABLE {table} ADD COLUMN {} {}",
+                target.name,
+                target.definition()
+            ))?;
+            done.push(format!("adding column {table}.{}", target.name));
+            continue;
+        };
+        match (have.family, target.family) {
+            (a, b) if a == b => {
+                if have.max_length.is_some() && b == Family::Text && writes_text(&target.name) {
+                    widen.push((target, have.declared.clone()));
+                }
+            }
+            (Family::Text, Family::Int) => {
+                if let Some(bad) = catalog.non_integer(table, &target.name)? {
+                    return Err(StoreError::Migration(format!(
+                        "{table}.{} is {} and holds '{bad}', which is not an integer, where Codex \
+                         needs {}; correct or clear such values, then run codex migrate again",
+                        target.name,
+                        have.declared,
+                        target.definition()
+                    )));
+                }
+                convert.push(target);
+                done.push(format!(
+                    "converting {table}.{} from {} to {}",
+                    target.name,
+                    have.declared,
+                    target.definition()
+                ));
+            }
+            _ => {
+                return Err(StoreError::Migration(format!(
+                    "column {table}.{} is {} where Codex needs {}; it was made by neither Codex \
+                     nor the predecessor: rename or drop it, then run codex migrate again",
+                    target.name,
+                    have.declared,
+                    target.definition()
+                )));
+            }
+        }
+    }
+    if !convert.is_empty() {
+        catalog.convert(expected, &convert, &existing)?;
+    }
+    if !widen.is_empty() {
+        let columns: Vec<&Column> = widen.iter().map(|(c, _)| *c).collect();
+        let kept = catalog.widen(table, &columns)?;
+        for (column, declared) in &widen {
+            match kept.iter().find(|(name, _)| *name == column.name) {
+                Some((_, why)) => done.push(format!(
+                    "keeping {table}.{} {declared} ({why}): longer values will be stored cut to fit, with a warning",
+                    column.name
+                )),
+                None => done.push(format!(
+                    "widening {table}.{} from {declared} to TEXT",
+                    column.name
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops indexes that carry the name of one the steps create but are on
+/// other columns (the predecessor's single-column `idx_ticket_source` and
+/// the like), so that the steps make them again as Codex needs them.
+fn drop_other_indexes(
+    catalog: &mut dyn Catalog,
+    expected: &[Table],
+    done: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    for table in expected {
+        if !catalog.table_exists(&table.name)? {
+            continue;
+        }
+        let existing = catalog.indexes(&table.name)?;
+        for wanted in table.indexes.iter().filter(|i| i.created) {
+            let Some(have) = existing.iter().find(|i| i.name == wanted.name) else {
+                continue;
+            };
+            if have.created && have.columns != wanted.columns {
+                catalog.run_script(&format!("DROP INDEX {}", have.name))?;
+                done.push(format!(
+                    "rebuilding index {} with {} (an index whose one key holds every row slows every write)",
+                    have.name,
+                    wanted.columns[have.columns.len().min(wanted.columns.len())..].join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fills in what rows written before this schema lack (once: each scans
 /// the table).
-fn backfill(catalog: &mut dyn Catalog, done: &mut Vec<String>) -> Result<(), StoreError> {
+fn backfill(
+    catalog: &mut dyn Catalog,
+    ticket_details: &Table,
+    done: &mut Vec<String>,
+) -> Result<(), StoreError> {
     // Rows Codex did not write are as of their last_updated_at: a delivery
     // older than that must not overwrite them (the upsert also treats a
     // NULL version of such a row so, for rows the predecessor writes later).
-    let versions: Vec<String> = schema::columns(catalog.dialect())
-        .into_iter()
-        .filter(|c| c.table == "ticket_details" && c.name.ends_with("_as_of"))
-        .map(|c| c.name)
+    let versions: Vec<&str> = ticket_details
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|name| name.ends_with("_as_of"))
         .collect();
     let set: Vec<String> = versions
         .iter()
         .map(|v| format!("{v} = COALESCE({v}, last_updated_at)"))
         .collect();
     let unversioned: Vec<String> = versions.iter().map(|v| format!("{v} IS NULL")).collect();
-    let inherited = catalog.update(&format!(
-        "UPDATE ticket_details SET {} WHERE last_source IS NULL AND last_updated_at IS NOT NULL \
-         AND ({})",
-        set.join(", "),
-        unversioned.join(" OR ")
-    ))?;
+    let inherited = catalog.connection().execute(
+        &format!(
+            "UPDATE ticket_details SET {} WHERE last_source IS NULL AND last_updated_at IS NOT NULL \
+             AND ({})",
+            set.join(", "),
+            unversioned.join(" OR ")
+        ),
+        &[],
+    )?;
     if inherited > 0 {
         done.push(format!(
             "versioning {inherited} inherited tickets by their last_updated_at"
         ));
     }
     // Rows an older Codex wrote get what the predecessor's rows have.
-    let numbered = catalog.update(
+    let numbered = catalog.connection().execute(
         "UPDATE ticket_details SET ticket_number = CAST(external_id AS TEXT) \
          WHERE ticket_number IS NULL AND last_source IS NOT NULL",
+        &[],
     )?;
     if numbered > 0 {
         done.push(format!("numbering {numbered} tickets Codex stored"));
     }
     if companies_usable(catalog)? {
-        let filled = catalog.update(&format!(
-            "UPDATE ticket_details SET company_account_number = {} \
-             WHERE company_account_number IS NULL AND last_source IS NOT NULL AND department_id IS NOT NULL",
-            super::sql::company_lookup("ticket_details.department_id", "ticket_details.external_source")
-        ))?;
+        let filled = catalog.connection().execute(
+            &format!(
+                "UPDATE ticket_details SET company_account_number = {} \
+                 WHERE company_account_number IS NULL AND last_source IS NOT NULL AND department_id IS NOT NULL",
+                super::sql::company_lookup(
+                    "ticket_details.department_id",
+                    "ticket_details.external_source"
+                )
+            ),
+            &[],
+        )?;
         if filled > 0 {
             done.push(format!(
                 "filling company_account_number of {filled} tickets from companies"
             ));
         }
     }
-
     Ok(())
 }
 
@@ -343,54 +523,65 @@ pub fn companies_usable(catalog: &mut dyn Catalog) -> Result<bool, StoreError> {
     Ok(usable)
 }
 
-/// The name of the index `statement` creates when the database has an
-/// index of that name on one column only where `schema.sql` adds
-/// `external_id` (the predecessor's `idx_ticket_source` and the like).
-fn single_column_index(
-    catalog: &mut dyn Catalog,
-    statement: &str,
-) -> Result<Option<String>, StoreError> {
-    let Some(rest) = statement.strip_prefix("CREATE INDEX IF NOT EXISTS ") else {
-        return Ok(None);
+/// What `Catalog::expected` reads in a dialect's scratch place: checked
+/// here against what the steps say, for both backends' tests.
+#[cfg(test)]
+pub(crate) fn check_expected(tables: &[Table], dialect: Dialect) {
+    let table = |name: &str| {
+        tables
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("{name} in {tables:?}"))
     };
-    let name = rest.split_whitespace().next().unwrap_or_default();
-    if !statement.contains(", external_id)") {
-        return Ok(None);
-    }
-    let query = match catalog.dialect() {
-        Dialect::Sqlite => {
-            format!("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = '{name}'")
-        }
-        Dialect::Postgres => format!(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = '{name}'"
-        ),
-    };
-    Ok(catalog
-        .text(&query)?
-        .filter(|definition| !definition.contains("external_id"))
-        .map(|_| name.to_string()))
-}
-
-/// The table a `CREATE TABLE IF NOT EXISTS` statement creates.
-fn table_of(statement: &str) -> Option<&str> {
-    statement
-        .strip_prefix("CREATE TABLE IF NOT EXISTS ")?
-        .split_whitespace()
-        .next()
-}
-
-/// A query for one value of `table.column` that is not an integer.
-fn non_integer(dialect: Dialect, table: &str, column: &str) -> String {
-    match dialect {
-        Dialect::Sqlite => format!(
-            "SELECT CAST({column} AS TEXT) FROM {table} WHERE {column} IS NOT NULL \
-             AND CAST(CAST({column} AS INTEGER) AS TEXT) <> CAST({column} AS TEXT) LIMIT 1"
-        ),
-        Dialect::Postgres => format!(
-            "SELECT {column}::text FROM {table} WHERE {column} IS NOT NULL \
-             AND {column}::text !~ '^\\s*[-+]?[0-9]{{1,18}}\\s*$' LIMIT 1"
-        ),
-    }
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "codex_meta",
+            "ticket_details",
+            "ticket_tombstones",
+            "webhook_events",
+            "sync_runs",
+            "sync_state"
+        ],
+        "in the order step 1 makes them"
+    );
+    let tickets = table("ticket_details");
+    let column = |name: &str| tickets.columns.iter().find(|c| c.name == name).unwrap();
+    assert!(column("id").primary_key);
+    assert!(!column("external_id").primary_key);
+    let revision = column("revision");
+    assert_eq!(revision.family, Family::Int);
+    assert!(revision.not_null);
+    assert_eq!(revision.default.as_deref(), Some("1"));
+    assert_eq!(column("subject").family, Family::Text);
+    assert_eq!(column("is_escalated").family, Family::Bool);
+    assert_eq!(column("total_hours_spent").family, Family::Float);
+    assert_eq!(
+        table("webhook_events")
+            .columns
+            .iter()
+            .find(|c| c.name == "body")
+            .unwrap()
+            .family,
+        Family::Blob
+    );
+    let source = tickets
+        .indexes
+        .iter()
+        .find(|i| i.name == "idx_ticket_source")
+        .unwrap();
+    assert_eq!(source.columns, ["external_source", "external_id"]);
+    assert!(source.created && !source.unique);
+    // The table's unique constraint is an index the constraint owns.
+    assert!(
+        tickets
+            .indexes
+            .iter()
+            .any(|i| i.unique && !i.created && i.columns == ["external_id", "external_source"]),
+        "{dialect:?}: {:?}",
+        tickets.indexes
+    );
 }
 
 #[cfg(test)]
@@ -403,11 +594,27 @@ mod tests {
         assert_eq!(Family::of_sqlite_type("BIGINT"), Family::Int);
         assert_eq!(Family::of_sqlite_type("FLOAT"), Family::Float);
         assert_eq!(Family::of_sqlite_type("BOOLEAN"), Family::Bool);
-        assert_eq!(
-            Family::of_definition("BIGINT NOT NULL DEFAULT 1"),
-            Family::Int
-        );
         assert_eq!(Family::of_postgres_type("character varying"), Family::Text);
         assert_eq!(Family::of_postgres_type("double precision"), Family::Float);
+    }
+
+    #[test]
+    fn a_definition_says_type_null_and_default() {
+        let column = Column {
+            name: "revision".into(),
+            declared: "BIGINT".into(),
+            family: Family::Int,
+            max_length: None,
+            not_null: true,
+            default: Some("1".into()),
+            primary_key: false,
+        };
+        assert_eq!(column.definition(), "BIGINT NOT NULL DEFAULT 1");
+        let plain = Column {
+            not_null: false,
+            default: None,
+            ..column
+        };
+        assert_eq!(plain.definition(), "BIGINT");
     }
 }

@@ -3,12 +3,15 @@
 //! whatever is waiting in one transaction (group commit) and only then
 //! answers, so an answer means the change is durable.
 
-pub mod migrate;
+mod dialect;
+mod journal;
+mod migrate;
 mod pg_client;
-pub mod postgres;
-pub mod schema;
-pub mod sql;
-pub mod sqlite;
+mod postgres;
+mod queries;
+mod schema;
+mod sql;
+mod sqlite;
 mod sqlite_file;
 mod writer;
 
@@ -23,6 +26,7 @@ use crate::config::{Config, DatabaseUrl};
 use crate::error::StoreError;
 use crate::psa::{Field, Provider, TicketEvent, Value};
 
+pub use journal::JournalOutcome;
 pub use writer::{WriterHandle, spawn_writer};
 
 /// What became of one event.
@@ -94,9 +98,9 @@ pub struct JournalEntry {
     pub ticket_id: Option<i64>,
     /// Why the delivery was rejected or not applied, for one that was.
     pub error: Option<String>,
-    /// The outcome to record instead of the apply's (`failed` for an event
+    /// The outcome to record instead of the apply's (`Failed` for an event
     /// the database refused).
-    pub outcome: Option<&'static str>,
+    pub outcome: Option<JournalOutcome>,
     pub body: Vec<u8>,
 }
 
@@ -646,10 +650,11 @@ pub fn classify(
     inserted: bool,
 ) -> Outcome {
     use crate::psa::EventKind;
+    use crate::psa::freshservice::{STATUS_DELETED, STATUS_SPAM};
     let is_gone = |s: Option<&Snapshot>| {
         matches!(
             s.and_then(|s| s.get(Field::StatusId)),
-            Some(Value::Int(6 | 7))
+            Some(Value::Int(STATUS_SPAM | STATUS_DELETED))
         )
     };
     match new {
@@ -748,61 +753,19 @@ pub fn migrate(config: &Config, adopt: bool) -> Result<i64, StoreError> {
     Ok(schema::VERSION)
 }
 
-/// Leadership for work that must run on one instance only (the poller):
-/// a PostgreSQL session advisory lock on a connection of its own, so N
-/// instances on one database do it once and another takes over within a
-/// check when the holder goes away. On SQLite there is one instance, which
-/// always leads.
-pub struct Leadership {
-    url: DatabaseUrl,
-    key: i64,
-    client: Option<pg_client::Client>,
-    held: bool,
+/// Leadership for work that must run on one instance only (the poller).
+pub trait Leadership: Send {
+    /// True while this instance leads for `provider`; takes the lead when
+    /// it is free.
+    fn lead(&mut self, provider: Provider) -> bool;
 }
 
-impl Leadership {
-    pub fn new(url: &DatabaseUrl, key: i64) -> Leadership {
-        Leadership {
-            url: url.clone(),
-            key,
-            client: None,
-            held: false,
-        }
-    }
-
-    /// True while this instance holds the lock; takes it when free.
-    pub fn check(&mut self) -> bool {
-        let DatabaseUrl::Postgres(url) = &self.url else {
-            return true;
-        };
-        if let Some(client) = self.client.as_mut() {
-            if client.is_valid(Duration::from_secs(2)).is_err() {
-                if self.held {
-                    log::warn!(
-                        "lost the connection holding the poller lock; another instance may take over"
-                    );
-                }
-                self.client = None;
-                self.held = false;
-            }
-        }
-        if self.client.is_none() {
-            match postgres::open_client(url) {
-                Ok(client) => self.client = Some(client),
-                Err(error) => {
-                    log::debug!("cannot connect for the poller lock: {error}");
-                    return false;
-                }
-            }
-        }
-        if !self.held {
-            if let Some(client) = self.client.as_mut() {
-                self.held = client
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&self.key])
-                    .map(|row| row.get::<_, bool>(0))
-                    .unwrap_or(false);
-            }
-        }
-        self.held
+/// Leadership on the database at `url`: on SQLite there is one instance,
+/// which always leads; on PostgreSQL an advisory lock per provider (see
+/// `postgres::AdvisoryLeadership`).
+pub fn leadership(url: &DatabaseUrl) -> Box<dyn Leadership> {
+    match url {
+        DatabaseUrl::Sqlite(_) => Box::new(sqlite::AlwaysLeads),
+        DatabaseUrl::Postgres(url) => Box::new(postgres::AdvisoryLeadership::new(url)),
     }
 }

@@ -7,8 +7,8 @@
 //! `tokio_postgres` future driven on a current-thread runtime the client
 //! owns, under `tokio::time::timeout`. A call that times out breaks the
 //! client: later calls fail at once, and dropping it drops the runtime and
-//! with it the socket. The methods mirror the `postgres` crate's, so the
-//! backend's call sites read the same.
+//! with it the socket. A client and a transaction offer the same calls
+//! (`Session`), named as the `postgres` crate's.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement, ToStatement};
+use tokio_postgres::{GenericClient, NoTls, Row, Statement, ToStatement};
 
 /// What a call can fail with: the server's or driver's error, or no
 /// answer within the deadline.
@@ -29,13 +29,15 @@ pub enum Error {
     Broken,
     /// The runtime that would drive the connection could not be built.
     Runtime(std::io::Error),
+    /// The server returned a value Codex cannot read as it needs.
+    Decode(String),
 }
 
 impl Error {
     pub fn as_db(&self) -> Option<&tokio_postgres::Error> {
         match self {
             Error::Db(error) => Some(error),
-            Error::TimedOut(_) | Error::Broken | Error::Runtime(_) => None,
+            Error::TimedOut(_) | Error::Broken | Error::Runtime(_) | Error::Decode(_) => None,
         }
     }
 }
@@ -59,6 +61,7 @@ impl std::fmt::Display for Error {
                 f.write_str("the connection was dropped after a call that did not finish")
             }
             Error::Runtime(error) => write!(f, "cannot start the connection's runtime: {error}"),
+            Error::Decode(message) => f.write_str(message),
         }
     }
 }
@@ -139,46 +142,6 @@ impl Client {
         self.run(limit, self.client.simple_query("")).map(|_| ())
     }
 
-    pub fn prepare(&self, query: &str) -> Result<Statement, Error> {
-        self.run(self.timeout, self.client.prepare(query))
-    }
-
-    pub fn batch_execute(&self, query: &str) -> Result<(), Error> {
-        self.run(self.timeout, self.client.batch_execute(query))
-    }
-
-    pub fn query<T: ?Sized + ToStatement>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, Error> {
-        self.run(self.timeout, self.client.query(statement, params))
-    }
-
-    pub fn query_one<T: ?Sized + ToStatement>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, Error> {
-        self.run(self.timeout, self.client.query_one(statement, params))
-    }
-
-    pub fn query_opt<T: ?Sized + ToStatement>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, Error> {
-        self.run(self.timeout, self.client.query_opt(statement, params))
-    }
-
-    pub fn execute<T: ?Sized + ToStatement>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, Error> {
-        self.run(self.timeout, self.client.execute(statement, params))
-    }
-
     pub fn transaction(&mut self) -> Result<Transaction<'_>, Error> {
         let Client {
             client,
@@ -215,55 +178,6 @@ pub struct Transaction<'a> {
 }
 
 impl Transaction<'_> {
-    fn run<T>(
-        &self,
-        future: impl Future<Output = Result<T, tokio_postgres::Error>>,
-    ) -> Result<T, Error> {
-        run(self.runtime, self.broken, self.timeout, future)
-    }
-
-    pub fn batch_execute(&mut self, query: &str) -> Result<(), Error> {
-        self.run(self.inner.batch_execute(query))
-    }
-
-    /// Prepares a statement inside the transaction (it outlives it), so a
-    /// migration can prove its statements before it commits.
-    pub fn prepare(&mut self, query: &str) -> Result<Statement, Error> {
-        self.run(self.inner.prepare(query))
-    }
-
-    pub fn query<T: ?Sized + ToStatement>(
-        &mut self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, Error> {
-        self.run(self.inner.query(statement, params))
-    }
-
-    pub fn query_one<T: ?Sized + ToStatement>(
-        &mut self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, Error> {
-        self.run(self.inner.query_one(statement, params))
-    }
-
-    pub fn query_opt<T: ?Sized + ToStatement>(
-        &mut self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, Error> {
-        self.run(self.inner.query_opt(statement, params))
-    }
-
-    pub fn execute<T: ?Sized + ToStatement>(
-        &mut self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, Error> {
-        self.run(self.inner.execute(statement, params))
-    }
-
     pub fn commit(self) -> Result<(), Error> {
         let Transaction {
             inner,
@@ -272,5 +186,84 @@ impl Transaction<'_> {
             timeout,
         } = self;
         run(runtime, broken, timeout, inner.commit())
+    }
+}
+
+/// What drives a session's calls: the runtime, the deadline of each, and
+/// the flag a call that missed it sets.
+pub struct Driver<'a> {
+    runtime: &'a Runtime,
+    broken: &'a AtomicBool,
+    timeout: Duration,
+}
+
+/// The calls a client and a transaction share, each under the deadline.
+pub trait Session {
+    type Inner: GenericClient + Sync;
+
+    /// The driver's connection or transaction, and what drives it.
+    fn parts(&self) -> Result<(&Self::Inner, Driver<'_>), Error>;
+
+    /// Runs the call `f` makes on the inner client.
+    fn call<'s, T, F>(&'s self, f: impl FnOnce(&'s Self::Inner) -> F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let (inner, driver) = self.parts()?;
+        run(driver.runtime, driver.broken, driver.timeout, f(inner))
+    }
+
+    fn batch_execute(&self, query: &str) -> Result<(), Error> {
+        self.call(|c| c.batch_execute(query))
+    }
+
+    /// Prepares a statement (inside a transaction it outlives it, so a
+    /// migration can prove its statements before it commits).
+    fn prepare(&self, query: &str) -> Result<Statement, Error> {
+        self.call(|c| c.prepare(query))
+    }
+
+    fn query<T: ?Sized + ToStatement + Sync + Send>(
+        &self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        self.call(|c| c.query(statement, params))
+    }
+
+    fn execute(&self, statement: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
+        self.call(|c| c.execute(statement, params))
+    }
+
+    /// The one row a statement returns.
+    fn query_one(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Error> {
+        self.call(|c| c.query_one(statement, params))
+    }
+}
+
+impl Session for Client {
+    type Inner = tokio_postgres::Client;
+
+    fn parts(&self) -> Result<(&Self::Inner, Driver<'_>), Error> {
+        let runtime = self.runtime.as_ref().ok_or(Error::Broken)?;
+        let driver = Driver {
+            runtime,
+            broken: &self.broken,
+            timeout: self.timeout,
+        };
+        Ok((&self.client, driver))
+    }
+}
+
+impl<'a> Session for Transaction<'a> {
+    type Inner = tokio_postgres::Transaction<'a>;
+
+    fn parts(&self) -> Result<(&Self::Inner, Driver<'_>), Error> {
+        let driver = Driver {
+            runtime: self.runtime,
+            broken: self.broken,
+            timeout: self.timeout,
+        };
+        Ok((&self.inner, driver))
     }
 }

@@ -8,26 +8,27 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
-use super::migrate::{self, Existing, Family};
-use super::pg_client::{self, Client, Transaction};
-use super::schema::{ColumnDef, Dialect};
+use super::dialect::Dialect;
+use super::journal::JournalOutcome;
+use super::migrate::{self, Column, Family, Index, Table};
+use super::pg_client::{self, Client, Session, Transaction};
+use super::queries::{self, Cell, Cells, Engine};
+use super::schema::Step;
 use super::sql::{self, Param};
-use super::{
-    Backend, Outcome, Snapshot, SyncRun, SyncState, Tombstone, WebhookCounts, WriteItem, classify,
-};
+use super::{Leadership, Outcome, Snapshot, Tombstone, WriteItem, classify};
 use crate::config::PostgresUrl;
 use crate::error::StoreError;
-use crate::psa::{EventKind, Field, Kind, Provider, TicketEvent, Value};
+use crate::psa::{EventKind, Field, Provider, TicketEvent};
 use crate::timestamp;
 
 /// Advisory lock keys ("codex" in ASCII, then a purpose number).
-pub const LOCK_MIGRATE: i64 = 0x636f_6465_7801;
-pub const LOCK_PRUNE: i64 = 0x636f_6465_7802;
+const LOCK_MIGRATE: i64 = 0x636f_6465_7801;
+const LOCK_PRUNE: i64 = 0x636f_6465_7802;
 /// The poller's lock for `provider`: one instance polls each PSA.
-pub fn poller_lock(provider: Provider) -> i64 {
+fn poller_lock(provider: Provider) -> i64 {
     0x636f_6465_7810 + provider as i64
 }
 
@@ -55,7 +56,6 @@ pub struct PostgresBackend {
 struct Statements {
     upsert: Statement,
     journal: Statement,
-    select: Statement,
     tombstone_select: Statement,
     tombstone_upsert: Statement,
     tombstone_delete: Statement,
@@ -128,6 +128,9 @@ fn describe(error: &pg_client::Error) -> String {
 /// Lost connections and server-side shutdowns make the database
 /// unavailable; anything else is the statement's own problem.
 fn map_error(error: pg_client::Error) -> StoreError {
+    if let pg_client::Error::Decode(message) = error {
+        return StoreError::Statement(message);
+    }
     let Some(db) = error.as_db() else {
         return StoreError::Unavailable(describe(&error));
     };
@@ -206,26 +209,6 @@ impl PostgresBackend {
         tx.commit()?;
         Ok(outcomes)
     }
-
-    /// Runs `f` in a transaction holding the advisory lock `key`, if no one
-    /// else holds it; `None` when someone does.
-    fn with_xact_lock<T>(
-        &mut self,
-        key: i64,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, pg_client::Error>,
-    ) -> Result<Option<T>, StoreError> {
-        let mut tx = self.client.transaction().map_err(map_error)?;
-        let locked: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&key])
-            .map_err(map_error)?
-            .get(0);
-        if !locked {
-            return Ok(None);
-        }
-        let value = f(&mut tx).map_err(map_error)?;
-        tx.commit().map_err(map_error)?;
-        Ok(Some(value))
-    }
 }
 
 /// Creates or upgrades the schema, one instance at a time, and prepares
@@ -238,7 +221,7 @@ fn migrate(client: &mut Client, commit: bool) -> Result<(Statements, Vec<String>
         MIGRATE_LIMIT.as_secs() - 5
     ))
     .map_err(map_error)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_MIGRATE])
+    tx.query("SELECT pg_advisory_xact_lock($1)", &[&LOCK_MIGRATE])
         .map_err(map_error)?;
     // "already exists, skipping" notices would only clutter the log.
     tx.batch_execute("SET LOCAL client_min_messages = warning")
@@ -246,20 +229,18 @@ fn migrate(client: &mut Client, commit: bool) -> Result<(Statements, Vec<String>
     let mut catalog = Catalog { tx: &mut tx };
     let changes = migrate::run(&mut catalog)?;
     let companies = migrate::companies_usable(&mut catalog)?;
-    let statements = prepare(&mut tx, companies).map_err(|e| match map_error(e) {
-        StoreError::Statement(message) => StoreError::Migration(format!(
-            "a statement Codex runs does not prepare: {message}"
-        )),
-        other => other,
-    })?;
+    let statements = prepare(&tx, companies).map_err(|e| migrate::unpreparable(map_error(e)))?;
+    for statement in queries::all(Dialect::Postgres) {
+        tx.prepare(&Dialect::Postgres.render(&statement))
+            .map_err(|e| migrate::unpreparable(map_error(e)))?;
+    }
     if commit {
         tx.commit().map_err(map_error)?;
     }
     Ok((statements, changes))
 }
 
-fn prepare(tx: &mut Transaction<'_>, companies: bool) -> Result<Statements, pg_client::Error> {
-    let key = "WHERE external_id = $1 AND external_source = $2";
+fn prepare(tx: &Transaction<'_>, companies: bool) -> Result<Statements, pg_client::Error> {
     let columns = sql::insert_columns();
     let limits = tx
         .query(
@@ -276,32 +257,19 @@ fn prepare(tx: &mut Transaction<'_>, companies: bool) -> Result<Statements, pg_c
             Some((at, usize::try_from(limit).ok()?))
         })
         .collect();
+    let prepare = |sql: &str| tx.prepare(&Dialect::Postgres.render(sql));
     Ok(Statements {
         limits,
-        upsert: tx.prepare(&sql::postgres_upsert(companies))?,
-        journal: tx.prepare(&format!(
+        upsert: prepare(&sql::postgres_upsert(companies))?,
+        journal: prepare(&format!(
             "INSERT INTO webhook_events ({}) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
              $4::text[], $5::int8[], $6::text[], $7::text[], $8::bytea[])",
             sql::JOURNAL_COLUMNS
         ))?,
-        select: tx.prepare(&format!(
-            "SELECT {} FROM ticket_details {key}",
-            sql::snapshot_columns("")
-        ))?,
-        tombstone_select: tx.prepare(&format!(
-            "SELECT last_updated_at::text, status::text, status_id::int8, closed_at::text FROM ticket_tombstones {key}"
-        ))?,
-        tombstone_upsert: tx.prepare(
-            "INSERT INTO ticket_tombstones \
-             (external_id, external_source, last_updated_at, status, status_id, closed_at, recorded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (external_id, external_source) DO UPDATE SET \
-             last_updated_at = excluded.last_updated_at, status = excluded.status, status_id = excluded.status_id, \
-             closed_at = excluded.closed_at, recorded_at = excluded.recorded_at \
-             WHERE excluded.last_updated_at IS NULL OR (ticket_tombstones.last_updated_at IS NOT NULL \
-             AND excluded.last_updated_at >= ticket_tombstones.last_updated_at)",
-        )?,
-        tombstone_delete: tx.prepare(&format!("DELETE FROM ticket_tombstones {key}"))?,
-        ticket_delete: tx.prepare(&format!("DELETE FROM ticket_details {key}"))?,
+        tombstone_select: prepare(&queries::tombstone_select())?,
+        tombstone_upsert: prepare(queries::TOMBSTONE_UPSERT)?,
+        tombstone_delete: prepare(&queries::tombstone_delete())?,
+        ticket_delete: prepare(&queries::ticket_delete())?,
     })
 }
 
@@ -310,102 +278,160 @@ struct Catalog<'a, 'b> {
     tx: &'a mut Transaction<'b>,
 }
 
-impl migrate::Catalog for Catalog<'_, '_> {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
+impl Catalog<'_, '_> {
+    /// Runs `steps` in the session's temporary schema and reads it back.
+    fn scratch(&mut self, steps: &[Step]) -> Result<Vec<Table>, StoreError> {
+        for step in steps {
+            self.tx
+                .batch_execute(&step.sql(Dialect::Postgres))
+                .map_err(|e| migrate::broken_step(step, &map_error(e)))?;
+        }
+        migrate::read_tables(self)
     }
 
-    fn execute(&mut self, sql: &str) -> Result<(), StoreError> {
+    fn rows(&self, sql: &str, table: &str) -> Result<Vec<Row>, StoreError> {
+        self.tx.query(sql, &[&table]).map_err(map_error)
+    }
+}
+
+impl migrate::Catalog for Catalog<'_, '_> {
+    fn connection(&self) -> &dyn queries::Connection {
+        &*self.tx
+    }
+
+    fn run_script(&mut self, sql: &str) -> Result<(), StoreError> {
         self.tx.batch_execute(sql).map_err(map_error)
     }
 
-    fn update(&mut self, sql: &str) -> Result<u64, StoreError> {
-        self.tx.execute(sql, &[]).map_err(map_error)
-    }
-
-    fn text(&mut self, sql: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .tx
-            .query_opt(sql, &[])
-            .map_err(map_error)?
-            .and_then(|row| row.get::<_, Option<String>>(0)))
-    }
-
     fn table_exists(&mut self, table: &str) -> Result<bool, StoreError> {
-        self.tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
-                 WHERE table_schema = current_schema() AND table_name = $1)",
-                &[&table],
-            )
-            .map(|row| row.get(0))
-            .map_err(map_error)
+        let rows = self.rows(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relname = $1 AND c.relkind IN ('r', 'p')",
+            table,
+        )?;
+        Ok(!rows.is_empty())
     }
 
-    fn columns(&mut self, table: &str) -> Result<Vec<Existing>, StoreError> {
+    fn tables(&mut self) -> Result<Vec<String>, StoreError> {
         let rows = self
             .tx
             .query(
-                "SELECT column_name::text, data_type::text, character_maximum_length::int8 \
-                 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 \
-                 ORDER BY ordinal_position",
-                &[&table],
+                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') ORDER BY c.oid",
+                &[],
             )
             .map_err(map_error)?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    fn columns(&mut self, table: &str) -> Result<Vec<Column>, StoreError> {
+        let rows = self.rows(
+            "SELECT a.attname::text, format_type(a.atttypid, NULL), format_type(a.atttypid, a.atttypmod), \
+             CASE WHEN a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND a.atttypmod > 4 \
+                  THEN (a.atttypmod - 4)::int8 END, \
+             a.attnotnull, pg_get_expr(d.adbin, d.adrelid), \
+             EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = a.attrelid AND x.indisprimary \
+                     AND a.attnum = ANY (x.indkey::int2[])) \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE n.nspname = current_schema() AND c.relname = $1 AND a.attnum > 0 \
+             AND NOT a.attisdropped ORDER BY a.attnum",
+            table,
+        )?;
         Ok(rows
             .iter()
             .map(|row| {
-                let data_type: String = row.get(1);
-                let max_length: Option<i64> = row.get(2);
-                Existing {
+                let family: String = row.get(1);
+                Column {
                     name: row.get(0),
-                    family: Family::of_postgres_type(&data_type),
-                    declared: match max_length {
-                        Some(n) => format!("{data_type}({n})"),
-                        None => data_type,
-                    },
-                    max_length,
+                    family: Family::of_postgres_type(&family),
+                    declared: row.get(2),
+                    max_length: row.get(3),
+                    not_null: row.get(4),
+                    default: row.get(5),
+                    primary_key: row.get(6),
                 }
             })
             .collect())
     }
 
-    fn has_unique_index(&mut self, table: &str, columns: &[&str]) -> Result<bool, StoreError> {
-        let mut wanted: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-        wanted.sort_unstable();
+    fn indexes(&mut self, table: &str) -> Result<Vec<Index>, StoreError> {
+        let rows = self.rows(
+            "SELECT i.relname::text, x.indisunique, \
+             NOT EXISTS (SELECT 1 FROM pg_constraint cn WHERE cn.conindid = x.indexrelid), \
+             a.attname::text \
+             FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid \
+             JOIN pg_namespace n ON n.oid = t.relnamespace JOIN pg_class i ON i.oid = x.indexrelid \
+             CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+             LEFT JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum \
+             WHERE n.nspname = current_schema() AND t.relname = $1 AND x.indpred IS NULL \
+             ORDER BY i.relname, k.ord",
+            table,
+        )?;
+        let rows = rows
+            .iter()
+            .map(|row| {
+                let index = Index {
+                    name: row.get(0),
+                    columns: Vec::new(),
+                    unique: row.get(1),
+                    created: row.get(2),
+                };
+                (index, row.get(3))
+            })
+            .collect();
+        Ok(migrate::group_index_columns(rows))
+    }
+
+    /// The steps run in the session's temporary schema, inside a savepoint
+    /// that is rolled back: nothing of them stays, and no privilege beyond
+    /// TEMP is needed.
+    fn expected(&mut self, steps: &[Step]) -> Result<Vec<Table>, StoreError> {
         self.tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_index x \
-                 WHERE x.indrelid = to_regclass($1::text) AND x.indisunique AND x.indpred IS NULL \
-                 AND x.indexprs IS NULL \
-                 AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a \
-                      WHERE a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey::int2[])) = $2::text[] \
-                 AND cardinality(x.indkey::int2[]) = cardinality($2::text[]))",
-                &[&table, &wanted],
+            .batch_execute("SAVEPOINT codex_expected; SET LOCAL search_path = pg_temp")
+            .map_err(map_error)?;
+        let tables = self.scratch(steps);
+        self.tx
+            .batch_execute("ROLLBACK TO SAVEPOINT codex_expected; RELEASE SAVEPOINT codex_expected")
+            .map_err(map_error)?;
+        tables
+    }
+
+    fn non_integer(&mut self, table: &str, column: &str) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .tx
+            .query(
+                &format!(
+                    "SELECT {column}::text FROM {table} WHERE {column} IS NOT NULL \
+                     AND {column}::text !~ '^\\s*[-+]?[0-9]{{1,18}}\\s*$' LIMIT 1"
+                ),
+                &[],
             )
-            .map(|row| row.get(0))
-            .map_err(map_error)
+            .map_err(map_error)?;
+        Ok(rows.first().map(|row| row.get(0)))
     }
 
     /// One ALTER TABLE for all of a table's columns (one rewrite at most):
     /// text holding integers to the integer type.
     fn convert(
         &mut self,
-        table: &str,
-        columns: &[&ColumnDef],
-        _existing: &[Existing],
+        expected: &Table,
+        columns: &[&Column],
+        _existing: &[Column],
     ) -> Result<(), StoreError> {
+        let table = expected.name.as_str();
         let clauses: Vec<String> = columns
             .iter()
             .map(|c| {
-                let ty = c.definition.split_whitespace().next().unwrap_or("BIGINT");
                 format!(
                     "ALTER COLUMN {0} TYPE {ty} USING trim({0}::text)::{ty}",
-                    c.name
+                    c.name,
+                    ty = c.declared
                 )
             })
             .collect();
-        self.execute(&format!("ALTER TABLE {table} {}", clauses.join(", ")))
+        self.run_script(&format!("ALTER TABLE {table} {}", clauses.join(", ")))
             .map_err(|error| match error {
                 // A view over the table blocks a type change.
                 StoreError::Statement(message) => StoreError::Migration(format!(
@@ -423,7 +449,7 @@ impl migrate::Catalog for Catalog<'_, '_> {
     fn widen(
         &mut self,
         table: &str,
-        columns: &[&ColumnDef],
+        columns: &[&Column],
     ) -> Result<Vec<(String, String)>, StoreError> {
         let mut kept = Vec::new();
         for column in columns {
@@ -456,18 +482,18 @@ impl migrate::Catalog for Catalog<'_, '_> {
 }
 
 /// One column of a round, as a typed array parameter.
-enum Column<'a> {
+enum Array<'a> {
     Text(Vec<Option<&'a str>>),
     Int(Vec<Option<i64>>),
     Bool(Vec<Option<bool>>),
 }
 
-impl Column<'_> {
+impl Array<'_> {
     fn as_sql(&self) -> &(dyn ToSql + Sync) {
         match self {
-            Column::Text(values) => values,
-            Column::Int(values) => values,
-            Column::Bool(values) => values,
+            Array::Text(values) => values,
+            Array::Int(values) => values,
+            Array::Bool(values) => values,
         }
     }
 }
@@ -517,15 +543,9 @@ fn apply_round(
             continue;
         }
         if result.inserted && result.tombstoned {
-            if let Some(row) =
-                tx.query_opt(&statements.tombstone_select, &[&event.ticket_id, &provider])?
-            {
-                let tombstone = Tombstone {
-                    last_updated_at: row.try_get(0)?,
-                    status: row.try_get(1)?,
-                    status_id: row.try_get(2)?,
-                    closed_at: row.try_get(3)?,
-                };
+            let rows = tx.query(&statements.tombstone_select, &[&event.ticket_id, &provider])?;
+            if let Some(row) = rows.first() {
+                let tombstone = decoded(queries::tombstone(&cells(row)?))?;
                 tx.execute(&statements.tombstone_delete, &[&event.ticket_id, &provider])?;
                 merges.push((i, tombstone.event(event), tombstone));
             }
@@ -566,27 +586,27 @@ fn upsert_round(
             row
         })
         .collect();
-    let mut columns: Vec<Column<'_>> = rows[0]
+    let mut columns: Vec<Array<'_>> = rows[0]
         .iter()
         .map(|param| match param {
-            Param::Text(_) => Column::Text(Vec::with_capacity(rows.len())),
-            Param::Int(_) => Column::Int(Vec::with_capacity(rows.len())),
-            Param::Bool(_) => Column::Bool(Vec::with_capacity(rows.len())),
+            Param::Text(_) => Array::Text(Vec::with_capacity(rows.len())),
+            Param::Int(_) => Array::Int(Vec::with_capacity(rows.len())),
+            Param::Bool(_) => Array::Bool(Vec::with_capacity(rows.len())),
         })
         .collect();
     for row in &rows {
         for (column, param) in columns.iter_mut().zip(row) {
             match (column, *param) {
-                (Column::Text(values), Param::Text(v)) => values.push(v),
-                (Column::Int(values), Param::Int(v)) => values.push(v),
-                (Column::Bool(values), Param::Bool(v)) => values.push(v),
+                (Array::Text(values), Param::Text(v)) => values.push(v),
+                (Array::Int(values), Param::Int(v)) => values.push(v),
+                (Array::Bool(values), Param::Bool(v)) => values.push(v),
                 // row_params yields the same types in the same order for
                 // every event, so the columns always line up.
                 _ => unreachable!("row_params changed column types between rows"),
             }
         }
     }
-    let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(Column::as_sql).collect();
+    let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(Array::as_sql).collect();
     let result = tx.query(&statements.upsert, &params)?;
     let width = Field::COUNT + 2;
     result
@@ -594,32 +614,19 @@ fn upsert_round(
         .map(|row| {
             let had_old: bool = row.try_get(0)?;
             let has_new: bool = row.try_get(1 + width)?;
+            let inserted: bool = row.try_get(2 + width)?;
+            let tombstoned: bool = row.try_get(3 + 2 * width)?;
+            let row = cells(row)?;
             Ok(Upserted {
-                old: had_old.then(|| read_snapshot(row, 1)).transpose()?,
-                inserted: row.try_get(2 + width)?,
-                new: has_new.then(|| read_snapshot(row, 3 + width)).transpose()?,
-                tombstoned: row.try_get(3 + 2 * width)?,
+                old: had_old.then(|| decoded(row.snapshot(1))).transpose()?,
+                inserted,
+                new: has_new
+                    .then(|| decoded(row.snapshot(3 + width)))
+                    .transpose()?,
+                tombstoned,
             })
         })
         .collect()
-}
-
-/// Reads `snapshot_columns()` starting at column `at`.
-fn read_snapshot(row: &Row, at: usize) -> Result<Snapshot, pg_client::Error> {
-    let mut values: [Option<Value>; Field::COUNT] = Default::default();
-    for (i, field) in Field::ALL.iter().enumerate() {
-        let column = at + 1 + i;
-        values[i] = match field.kind() {
-            Kind::Text => row.try_get::<_, Option<String>>(column)?.map(Value::Text),
-            Kind::Int => row.try_get::<_, Option<i64>>(column)?.map(Value::Int),
-            Kind::Bool => row.try_get::<_, Option<bool>>(column)?.map(Value::Bool),
-        };
-    }
-    Ok(Snapshot {
-        revision: row.try_get::<_, Option<i64>>(at)?.unwrap_or(0),
-        values,
-        last_updated_at: row.try_get(at + 1 + Field::COUNT)?,
-    })
 }
 
 fn insert_journal(
@@ -646,7 +653,7 @@ fn insert_journal(
     let ticket: Vec<Option<i64>> = entries.iter().map(|(e, _)| e.ticket_id).collect();
     let outcome: Vec<&str> = entries
         .iter()
-        .map(|(e, o)| e.outcome.unwrap_or(o.as_str()))
+        .map(|(e, o)| e.outcome.unwrap_or(JournalOutcome::from(*o)).as_str())
         .collect();
     let error: Vec<Option<&str>> = entries.iter().map(|(e, _)| e.error.as_deref()).collect();
     let body: Vec<&[u8]> = entries.iter().map(|(e, _)| e.body.as_slice()).collect();
@@ -659,8 +666,8 @@ fn insert_journal(
     Ok(())
 }
 
-impl Backend for PostgresBackend {
-    fn apply(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, StoreError> {
+impl Engine for PostgresBackend {
+    fn commit(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, StoreError> {
         let mut attempt = 1;
         loop {
             match self.apply_once(items) {
@@ -677,185 +684,263 @@ impl Backend for PostgresBackend {
         }
     }
 
-    fn ping(&mut self) -> Result<(), StoreError> {
+    fn check_alive(&mut self) -> Result<(), StoreError> {
         self.client.is_valid(PING_LIMIT).map_err(map_error)
     }
 
-    fn prune_journal(&mut self, cutoff: &str, limit: i64) -> Result<u64, StoreError> {
-        let deleted = self.with_xact_lock(LOCK_PRUNE, |tx| {
-            tx.execute(
-                "DELETE FROM ticket_tombstones WHERE recorded_at < $1",
-                &[&cutoff],
-            )?;
-            tx.execute(
-                "DELETE FROM webhook_events WHERE id IN \
-                 (SELECT id FROM webhook_events WHERE received_at < $1 ORDER BY received_at LIMIT $2)",
-                &[&cutoff, &limit],
-            )
-        })?;
-        Ok(deleted.unwrap_or(0))
+    fn connection(&self) -> &dyn queries::Connection {
+        &self.client
     }
 
-    fn ticket(
+    /// In a transaction holding the prune lock, if no other instance does.
+    fn pruning(
         &mut self,
-        provider: Provider,
-        ticket_id: i64,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        let row = self
-            .client
-            .query_opt(&self.statements.select, &[&ticket_id, &provider.as_str()])
-            .map_err(map_error)?;
-        row.map(|row| read_snapshot(&row, 0))
-            .transpose()
-            .map_err(map_error)
+        prune: &mut dyn FnMut(&dyn queries::Connection) -> Result<u64, StoreError>,
+    ) -> Result<u64, StoreError> {
+        let tx = self.client.transaction().map_err(map_error)?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_PRUNE])
+            .map_err(map_error)?
+            .get(0);
+        if !locked {
+            return Ok(0);
+        }
+        let deleted = prune(&tx)?;
+        tx.commit().map_err(map_error)?;
+        Ok(deleted)
+    }
+}
+
+/// A client or transaction runs the shared statements: rendered for
+/// PostgreSQL, prepared, and each parameter bound as the type the server
+/// inferred for it (an INTEGER column takes an `i32`).
+impl<S: Session> queries::Connection for S {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
     }
 
-    fn active_tickets(
-        &mut self,
-        provider: Provider,
-        done_statuses: &[String],
-        limit: i64,
-    ) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT external_id::int8, status_id::int8 FROM ticket_details WHERE external_source = $1 \
-                 AND (status IS NULL OR NOT (status = ANY($2))) \
-                 ORDER BY external_id LIMIT $3",
-                &[&provider.as_str(), &done_statuses, &limit],
-            )
-            .map_err(map_error)?;
-        Ok(rows
+    fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        let (statement, values) = bind(self, sql, params)?;
+        let values: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v).collect();
+        Session::execute(self, &statement, &values).map_err(map_error)
+    }
+
+    fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Cells>, StoreError> {
+        let (statement, values) = bind(self, sql, params)?;
+        let values: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v).collect();
+        let rows = Session::query(self, &statement, &values).map_err(map_error)?;
+        rows.iter()
+            .map(|row| cells(row).map_err(map_error))
+            .collect()
+    }
+}
+
+/// A parameter as the Rust type of the server's type for it.
+type Bound<'a> = Box<dyn ToSql + Sync + 'a>;
+
+/// Prepares `sql` (SQLite's spelling) and converts `params` to the types
+/// the server inferred for them.
+fn bind<'a>(
+    session: &impl Session,
+    sql: &str,
+    params: &[Param<'a>],
+) -> Result<(Statement, Vec<Bound<'a>>), StoreError> {
+    let statement = session
+        .prepare(&Dialect::Postgres.render(sql))
+        .map_err(map_error)?;
+    let values = params
+        .iter()
+        .zip(statement.params())
+        .map(|(param, ty)| typed(*param, ty))
+        .collect::<Result<_, _>>()?;
+    Ok((statement, values))
+}
+
+fn typed<'a>(param: Param<'a>, ty: &Type) -> Result<Bound<'a>, StoreError> {
+    let narrow = |n: i64| StoreError::Statement(format!("{n} is out of range for type {ty}"));
+    Ok(match param {
+        Param::Int(n) if *ty == Type::INT4 => Box::new(
+            n.map(|n| i32::try_from(n).map_err(|_| narrow(n)))
+                .transpose()?,
+        ),
+        Param::Int(n) if *ty == Type::INT2 => Box::new(
+            n.map(|n| i16::try_from(n).map_err(|_| narrow(n)))
+                .transpose()?,
+        ),
+        Param::Int(n) => Box::new(n),
+        Param::Text(text) => Box::new(text),
+        Param::Bool(b) => Box::new(b),
+    })
+}
+
+/// A row as `Cells`, each value read as its column's type.
+fn cells(row: &Row) -> Result<Cells, pg_client::Error> {
+    let mut values = Vec::with_capacity(row.len());
+    for (at, column) in row.columns().iter().enumerate() {
+        values.push(
+            match column.type_().name() {
+                "int8" => row.try_get::<_, Option<i64>>(at)?.map(Cell::Int),
+                "int4" => row
+                    .try_get::<_, Option<i32>>(at)?
+                    .map(|n| Cell::Int(n.into())),
+                "int2" => row
+                    .try_get::<_, Option<i16>>(at)?
+                    .map(|n| Cell::Int(n.into())),
+                "bool" => row.try_get::<_, Option<bool>>(at)?.map(Cell::Bool),
+                "float8" => row.try_get::<_, Option<f64>>(at)?.map(Cell::Float),
+                "float4" => row
+                    .try_get::<_, Option<f32>>(at)?
+                    .map(|x| Cell::Float(x.into())),
+                "bytea" => row.try_get::<_, Option<Vec<u8>>>(at)?.map(Cell::Bytes),
+                _ => row.try_get::<_, Option<String>>(at)?.map(Cell::Text),
+            }
+            .unwrap_or(Cell::Null),
+        );
+    }
+    Ok(Cells(values))
+}
+
+/// A value the server returned that Codex cannot read, as a call's error.
+fn decoded<T>(result: Result<T, StoreError>) -> Result<T, pg_client::Error> {
+    result.map_err(|error| pg_client::Error::Decode(error.to_string()))
+}
+
+/// Leadership by PostgreSQL session advisory locks, one per provider, on
+/// a connection of its own: N instances on one database poll each PSA
+/// once, and another takes over within a check when the holder goes away.
+pub struct AdvisoryLeadership {
+    url: PostgresUrl,
+    client: Option<Client>,
+    /// The providers whose lock this connection holds.
+    held: Vec<Provider>,
+}
+
+impl AdvisoryLeadership {
+    pub fn new(url: &PostgresUrl) -> AdvisoryLeadership {
+        AdvisoryLeadership {
+            url: url.clone(),
+            client: None,
+            held: Vec::new(),
+        }
+    }
+}
+
+impl Leadership for AdvisoryLeadership {
+    fn lead(&mut self, provider: Provider) -> bool {
+        if let Some(client) = self.client.as_mut() {
+            if client.is_valid(PING_LIMIT).is_err() {
+                if !self.held.is_empty() {
+                    log::warn!(
+                        "lost the connection holding the poller lock; another instance may take over"
+                    );
+                }
+                self.client = None;
+                self.held.clear();
+            }
+        }
+        let client = match self.client.as_mut() {
+            Some(client) => client,
+            None => match open_client(&self.url) {
+                Ok(client) => self.client.insert(client),
+                Err(error) => {
+                    log::debug!("cannot connect for the poller lock: {error}");
+                    return false;
+                }
+            },
+        };
+        if !self.held.contains(&provider) {
+            let taken = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&poller_lock(provider)])
+                .map(|row| row.get::<_, bool>(0))
+                .unwrap_or(false);
+            if taken {
+                self.held.push(provider);
+            }
+        }
+        self.held.contains(&provider)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseUrl;
+    use crate::store::migrate::Catalog as _;
+    use crate::store::schema::STEPS;
+
+    /// The server the suite runs against (scripts/test.sh starts one).
+    fn server() -> Option<PostgresUrl> {
+        match std::env::var("CODEX_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => match url.parse() {
+                Ok(DatabaseUrl::Postgres(url)) => Some(url),
+                other => panic!("CODEX_TEST_DATABASE_URL is not a PostgreSQL URL: {other:?}"),
+            },
+            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!(
+                    "CI=true but CODEX_TEST_DATABASE_URL is not set: PostgreSQL tests cannot run"
+                )
+            }
+            _ => {
+                eprintln!("skipped: set CODEX_TEST_DATABASE_URL to run against PostgreSQL");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn expected_schema_is_read_from_the_temporary_schema_and_rolled_back() {
+        let Some(url) = server() else {
+            return;
+        };
+        let mut client = open_client(&url).unwrap();
+        let mut tx = client.transaction().unwrap();
+        // An empty schema of its own, gone with the transaction.
+        let schema = format!("codex_unit_{}", std::process::id());
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET LOCAL search_path = {schema}"
+        ))
+        .unwrap();
+        let mut catalog = Catalog { tx: &mut tx };
+        let tables = catalog.expected(&STEPS).unwrap();
+        migrate::check_expected(&tables, Dialect::Postgres);
+        let revision = tables[1]
+            .columns
             .iter()
-            .map(|row| (row.get(0), row.get::<_, Option<i64>>(1)))
-            .collect())
+            .find(|c| c.name == "revision")
+            .unwrap();
+        assert_eq!(revision.definition(), "bigint NOT NULL DEFAULT 1");
+        // The scratch tables are gone and the search path is back.
+        assert!(catalog.tables().unwrap().is_empty());
+        assert!(!catalog.table_exists("ticket_details").unwrap());
+        let current: String = tx
+            .query_one("SELECT current_schema()::text", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(current, schema);
     }
 
-    fn webhook_counts(
-        &mut self,
-        provider: Provider,
-        since: &str,
-    ) -> Result<WebhookCounts, StoreError> {
-        let row = self
-            .client
-            .query_one(
-                "SELECT count(*), \
-                        count(*) FILTER (WHERE outcome IN ('created', 'updated', 'deleted', 'ignored')), \
-                        count(*) FILTER (WHERE outcome IN ('rejected', 'failed')), \
-                        max(received_at) FILTER (WHERE outcome NOT IN ('rejected', 'failed')), \
-                        max(received_at) \
-                 FROM webhook_events WHERE provider = $1 AND received_at >= $2",
-                &[&provider.as_str(), &since],
-            )
-            .map_err(map_error)?;
-        Ok(WebhookCounts {
-            received: row.get(0),
-            applied: row.get(1),
-            rejected: row.get(2),
-            last_processed_at: row.get(3),
-            last_received_at: row.get(4),
-        })
-    }
-
-    fn sync_state(&mut self, provider: Provider) -> Result<SyncState, StoreError> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT cursor, last_reconcile_at FROM sync_state WHERE provider = $1",
-                &[&provider.as_str()],
-            )
-            .map_err(map_error)?;
-        Ok(row
-            .map(|row| SyncState {
-                cursor: row.get(0),
-                last_reconcile_at: row.get(1),
-            })
-            .unwrap_or_default())
-    }
-
-    fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError> {
-        self.client
-            .execute(
-                "INSERT INTO sync_state (provider, cursor, last_reconcile_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (provider) DO UPDATE SET cursor = excluded.cursor, last_reconcile_at = excluded.last_reconcile_at",
-                &[&provider.as_str(), &state.cursor, &state.last_reconcile_at],
-            )
-            .map(|_| ())
-            .map_err(map_error)
-    }
-
-    fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError> {
-        self.client
-            .query_one(
-                "INSERT INTO sync_runs (provider, kind, started_at, outcome) VALUES ($1, $2, $3, $4) RETURNING id",
-                &[&run.provider, &run.kind, &run.started_at, &run.outcome],
-            )
-            .map(|row| row.get(0))
-            .map_err(map_error)
-    }
-
-    fn finish_run(&mut self, run: &SyncRun) -> Result<(), StoreError> {
-        self.client
-            .execute(
-                "UPDATE sync_runs SET finished_at = $2, outcome = $3, tickets_seen = $4, tickets_changed = $5, \
-                 missed_by_webhooks = $6, missed_ticket_ids = $7, api_calls = $8, error = $9 WHERE id = $1",
-                &[
-                    &run.id,
-                    &run.finished_at,
-                    &run.outcome,
-                    &run.tickets_seen,
-                    &run.tickets_changed,
-                    &run.missed_by_webhooks,
-                    &super::join_ids(&run.missed_ticket_ids),
-                    &run.api_calls,
-                    &run.error,
-                ],
-            )
-            .map(|_| ())
-            .map_err(map_error)
-    }
-
-    fn recent_runs(
-        &mut self,
-        provider: Option<Provider>,
-        limit: i64,
-    ) -> Result<Vec<SyncRun>, StoreError> {
-        let rows = self
-            .client
+    #[test]
+    fn parameters_take_the_type_the_server_inferred() {
+        let Some(url) = server() else {
+            return;
+        };
+        let client = open_client(&url).unwrap();
+        let conn: &dyn queries::Connection = &client;
+        let rows = conn
             .query(
-                "SELECT id, provider, kind, started_at, finished_at, outcome, tickets_seen, tickets_changed, \
-                 missed_by_webhooks, missed_ticket_ids, api_calls, error FROM sync_runs \
-                 WHERE $1::text IS NULL OR provider = $1 ORDER BY id DESC LIMIT $2",
-                &[&provider.map(Provider::as_str), &limit],
+                "SELECT CAST(?1 AS INTEGER) + 1, CAST(?2 AS TEXT), CAST(?3 AS SMALLINT)",
+                &[Param::Int(Some(41)), Param::Text(None), Param::Int(Some(2))],
             )
-            .map_err(map_error)?;
-        Ok(rows
-            .iter()
-            .map(|row| SyncRun {
-                id: row.get(0),
-                provider: row.get(1),
-                kind: row.get(2),
-                started_at: row.get(3),
-                finished_at: row.get(4),
-                outcome: row.get(5),
-                tickets_seen: row.get(6),
-                tickets_changed: row.get(7),
-                missed_by_webhooks: row.get(8),
-                missed_ticket_ids: super::split_ids(row.get::<_, Option<&str>>(9)),
-                api_calls: row.get(10),
-                error: row.get(11),
-            })
-            .collect())
-    }
-
-    fn missed_since(&mut self, provider: Provider, since: &str) -> Result<i64, StoreError> {
-        self.client
-            .query_one(
-                "SELECT coalesce(sum(missed_by_webhooks), 0)::bigint FROM sync_runs \
-                 WHERE provider = $1 AND started_at >= $2 AND outcome = 'ok'",
-                &[&provider.as_str(), &since],
-            )
-            .map(|row| row.get(0))
-            .map_err(map_error)
+            .unwrap();
+        assert_eq!(rows[0].int(0).unwrap(), Some(42));
+        assert_eq!(rows[0].text(1).unwrap(), None);
+        assert_eq!(rows[0].int(2).unwrap(), Some(2));
+        let error = conn
+            .query("SELECT CAST(?1 AS INTEGER)", &[Param::Int(Some(1 << 40))])
+            .unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Statement(m) if m.contains("out of range")),
+            "{error}"
+        );
     }
 }

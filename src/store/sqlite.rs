@@ -7,16 +7,16 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::migrate::{self, Existing, Family};
-use super::schema::{self, ColumnDef, Dialect};
+use super::dialect::Dialect;
+use super::journal::JournalOutcome;
+use super::migrate::{self, Column, Family, Index, Table};
+use super::queries::{self, Cell, Cells, Engine};
+use super::schema::Step;
 use super::sql::{self, Param};
 use super::sqlite_file::{self, OpenFile};
-use super::{
-    Backend, JournalEntry, Outcome, Snapshot, SyncRun, SyncState, Tombstone, WebhookCounts,
-    WriteItem, classify,
-};
+use super::{JournalEntry, Leadership, Outcome, Snapshot, Tombstone, WriteItem, classify};
 use crate::error::StoreError;
-use crate::psa::{EventKind, Field, Kind, Provider, TicketEvent, Value};
+use crate::psa::{EventKind, Provider, TicketEvent};
 use crate::timestamp;
 
 pub struct SqliteBackend {
@@ -26,24 +26,19 @@ pub struct SqliteBackend {
     /// Copies committed WAL frames into the database file off the writer's
     /// path; stops when the backend is dropped.
     _checkpointer: Checkpointer,
-    upsert_sql: String,
-    select_sql: String,
-    journal_sql: String,
+    /// The statements a batch runs, in `Statements` order (the upsert is
+    /// this database's: with or without companies).
+    sql: [String; 6],
 }
 
-/// Tombstone statements (`ticket_tombstones`), parameters `?1` (ticket id)
-/// and `?2` (provider) first.
-const TOMBSTONE_SELECT: &str = "SELECT last_updated_at, status, CAST(status_id AS INTEGER), closed_at \
-     FROM ticket_tombstones WHERE external_id = ?1 AND external_source = ?2";
-const TOMBSTONE_DELETE: &str =
-    "DELETE FROM ticket_tombstones WHERE external_id = ?1 AND external_source = ?2";
-const TOMBSTONE_UPSERT: &str = "INSERT INTO ticket_tombstones \
-     (external_id, external_source, last_updated_at, status, status_id, closed_at, recorded_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (external_id, external_source) DO UPDATE SET \
-     last_updated_at = excluded.last_updated_at, status = excluded.status, status_id = excluded.status_id, \
-     closed_at = excluded.closed_at, recorded_at = excluded.recorded_at \
-     WHERE excluded.last_updated_at IS NULL OR (ticket_tombstones.last_updated_at IS NOT NULL \
-     AND excluded.last_updated_at >= ticket_tombstones.last_updated_at)";
+/// The one instance on a SQLite file always leads.
+pub struct AlwaysLeads;
+
+impl Leadership for AlwaysLeads {
+    fn lead(&mut self, _provider: Provider) -> bool {
+        true
+    }
+}
 
 impl SqliteBackend {
     /// Opens (creating if need be) the database file and brings its schema
@@ -89,13 +84,13 @@ impl SqliteBackend {
         // freed after a disk-full stays free.
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 16777216")
             .map_err(unavailable)?;
-        let (upsert_sql, changes) = {
+        let (sql, changes) = {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_error)?;
-            let (upsert_sql, changes) = migrate(&tx)?;
+            let migrated = migrate(&tx)?;
             tx.commit().map_err(map_error)?;
-            (upsert_sql, changes)
+            migrated
         };
         for change in &changes {
             log::info!("schema: {change}");
@@ -104,9 +99,7 @@ impl SqliteBackend {
             conn,
             file,
             _checkpointer: Checkpointer::start(path)?,
-            upsert_sql,
-            select_sql: select_sql(),
-            journal_sql: journal_sql(),
+            sql,
         };
         let id = match found {
             Some(id) => id,
@@ -142,21 +135,30 @@ impl SqliteBackend {
         statements: &mut Statements<'_>,
         event: &TicketEvent,
         now: &str,
-    ) -> rusqlite::Result<Outcome> {
+    ) -> Result<Outcome, StoreError> {
         let provider = event.provider.as_str();
         let key = params![event.ticket_id, provider];
-        let old = statements.select.query_row(key, read_snapshot).optional()?;
+        let old = statements
+            .select
+            .query_row(key, cells)
+            .optional()
+            .map_err(map_error)?
+            .map(|row| row.snapshot(0))
+            .transpose()?;
         if old.is_none() && event.kind == EventKind::Deleted {
             let tombstone = Tombstone::of(event);
-            statements.tombstone_upsert.execute(params![
-                event.ticket_id,
-                provider,
-                tombstone.last_updated_at,
-                tombstone.status,
-                tombstone.status_id,
-                tombstone.closed_at,
-                now
-            ])?;
+            statements
+                .tombstone_upsert
+                .execute(params![
+                    event.ticket_id,
+                    provider,
+                    tombstone.last_updated_at,
+                    tombstone.status,
+                    tombstone.status_id,
+                    tombstone.closed_at,
+                    now
+                ])
+                .map_err(map_error)?;
             return Ok(Outcome::Ignored {
                 reason: "ticket not found".to_string(),
             });
@@ -165,22 +167,21 @@ impl SqliteBackend {
             Some(_) => None,
             None => statements
                 .tombstone_select
-                .query_row(key, |row| {
-                    Ok(Tombstone {
-                        last_updated_at: row.get(0)?,
-                        status: row.get(1)?,
-                        status_id: row.get(2)?,
-                        closed_at: row.get(3)?,
-                    })
-                })
-                .optional()?,
+                .query_row(key, cells)
+                .optional()
+                .map_err(map_error)?
+                .map(|row| queries::tombstone(&row))
+                .transpose()?,
         };
         let new = statements.run_upsert(event, now)?;
         let Some(tombstone) = tombstone else {
             return Ok(classify(event, old.as_ref(), new.as_ref(), old.is_none()));
         };
         let merged = statements.run_upsert(&tombstone.event(event), now)?;
-        statements.tombstone_delete.execute(key)?;
+        statements
+            .tombstone_delete
+            .execute(key)
+            .map_err(map_error)?;
         Ok(classify(
             event,
             Some(&tombstone.snapshot()),
@@ -192,75 +193,51 @@ impl SqliteBackend {
 
 /// Creates or upgrades the schema in `tx` and prepares every statement the
 /// backend runs (so a migration that `serve` could not use fails before it
-/// commits). Returns the upsert for this database and the changes made.
-fn migrate(tx: &rusqlite::Transaction<'_>) -> Result<(String, Vec<String>), StoreError> {
-    let mut catalog = Catalog { tx };
+/// commits). Returns the statements of a batch and the changes made.
+fn migrate(tx: &rusqlite::Transaction<'_>) -> Result<([String; 6], Vec<String>), StoreError> {
+    let mut catalog = Catalog {
+        conn: tx,
+        scratch: None,
+    };
     let changes = migrate::run(&mut catalog)?;
     let companies = migrate::companies_usable(&mut catalog)?;
-    let upsert_sql = sql::sqlite_upsert(companies);
-    for statement in [
-        upsert_sql.as_str(),
-        &select_sql(),
-        &journal_sql(),
-        TOMBSTONE_SELECT,
-        TOMBSTONE_DELETE,
-        TOMBSTONE_UPSERT,
-    ] {
-        tx.prepare(statement).map_err(|e| match map_error(e) {
-            StoreError::Statement(message) => StoreError::Migration(format!(
-                "a statement Codex runs does not prepare: {message}"
-            )),
-            other => other,
-        })?;
+    let sql = [
+        sql::sqlite_upsert(companies),
+        queries::ticket_select(),
+        format!(
+            "INSERT INTO webhook_events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            sql::JOURNAL_COLUMNS
+        ),
+        queries::tombstone_select(),
+        queries::TOMBSTONE_UPSERT.to_string(),
+        queries::tombstone_delete(),
+    ];
+    for statement in sql.iter().chain(&queries::all(Dialect::Sqlite)) {
+        tx.prepare(statement)
+            .map_err(|e| migrate::unpreparable(map_error(e)))?;
     }
-    Ok((upsert_sql, changes))
-}
-
-fn select_sql() -> String {
-    format!(
-        "SELECT {} FROM ticket_details WHERE external_id = ?1 AND external_source = ?2",
-        sql::snapshot_columns("")
-    )
-}
-
-fn journal_sql() -> String {
-    format!(
-        "INSERT INTO webhook_events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        sql::JOURNAL_COLUMNS
-    )
+    Ok((sql, changes))
 }
 
 /// The migration's view of a SQLite database.
-struct Catalog<'a, 'conn> {
-    tx: &'a rusqlite::Transaction<'conn>,
+struct Catalog<'a> {
+    conn: &'a Connection,
+    /// The in-memory database `expected` ran the steps in, kept for the
+    /// table definitions a conversion copies.
+    scratch: Option<Connection>,
 }
 
-impl migrate::Catalog for Catalog<'_, '_> {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
+impl migrate::Catalog for Catalog<'_> {
+    fn connection(&self) -> &dyn queries::Connection {
+        self.conn
     }
 
-    fn execute(&mut self, sql: &str) -> Result<(), StoreError> {
-        self.tx.execute_batch(sql).map_err(map_error)
-    }
-
-    fn update(&mut self, sql: &str) -> Result<u64, StoreError> {
-        self.tx
-            .execute(sql, [])
-            .map(|n| n as u64)
-            .map_err(map_error)
-    }
-
-    fn text(&mut self, sql: &str) -> Result<Option<String>, StoreError> {
-        self.tx
-            .query_row(sql, [], |row| row.get::<_, Option<String>>(0))
-            .optional()
-            .map(Option::flatten)
-            .map_err(map_error)
+    fn run_script(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.conn.execute_batch(sql).map_err(map_error)
     }
 
     fn table_exists(&mut self, table: &str) -> Result<bool, StoreError> {
-        self.tx
+        self.conn
             .query_row(
                 "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
                 [table],
@@ -269,40 +246,92 @@ impl migrate::Catalog for Catalog<'_, '_> {
             .map_err(map_error)
     }
 
-    fn columns(&mut self, table: &str) -> Result<Vec<Existing>, StoreError> {
+    fn tables(&mut self) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
-            .tx
-            .prepare("SELECT name, type FROM pragma_table_info(?1)")
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")
+            .map_err(map_error)?;
+        let names = stmt.query_map([], |row| row.get(0)).map_err(map_error)?;
+        names.collect::<rusqlite::Result<_>>().map_err(map_error)
+    }
+
+    fn columns(&mut self, table: &str) -> Result<Vec<Column>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1)")
             .map_err(map_error)?;
         let rows = stmt
             .query_map([table], |row| {
                 let declared: String = row.get(1)?;
-                Ok(Existing {
+                Ok(Column {
                     name: row.get(0)?,
                     family: Family::of_sqlite_type(&declared),
                     declared,
                     // SQLite does not enforce VARCHAR(n).
                     max_length: None,
+                    not_null: row.get(2)?,
+                    default: row.get(3)?,
+                    primary_key: row.get::<_, i64>(4)? > 0,
                 })
             })
             .map_err(map_error)?;
         rows.collect::<rusqlite::Result<_>>().map_err(map_error)
     }
 
-    fn has_unique_index(&mut self, table: &str, columns: &[&str]) -> Result<bool, StoreError> {
-        let wanted = {
-            let mut wanted = columns.to_vec();
-            wanted.sort_unstable();
-            wanted.join(",")
-        };
-        self.tx
+    fn indexes(&mut self, table: &str) -> Result<Vec<Index>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT l.name, l.\"unique\", l.origin = 'c', i.name \
+                 FROM pragma_index_list(?1) l, pragma_index_info(l.name) i \
+                 WHERE l.partial = 0 ORDER BY l.seq, i.seqno",
+            )
+            .map_err(map_error)?;
+        let rows = stmt
+            .query_map([table], |row| {
+                Ok((
+                    Index {
+                        name: row.get(0)?,
+                        columns: Vec::new(),
+                        unique: row.get(1)?,
+                        created: row.get(2)?,
+                    },
+                    row.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .map_err(map_error)?;
+        let rows = rows
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(map_error)?;
+        Ok(migrate::group_index_columns(rows))
+    }
+
+    fn expected(&mut self, steps: &[Step]) -> Result<Vec<Table>, StoreError> {
+        let scratch = Connection::open_in_memory().map_err(map_error)?;
+        for step in steps {
+            scratch
+                .execute_batch(&step.sql(Dialect::Sqlite))
+                .map_err(|e| migrate::broken_step(step, &map_error(e)))?;
+        }
+        let tables = migrate::read_tables(&mut Catalog {
+            conn: &scratch,
+            scratch: None,
+        })?;
+        self.scratch = Some(scratch);
+        Ok(tables)
+    }
+
+    fn non_integer(&mut self, table: &str, column: &str) -> Result<Option<String>, StoreError> {
+        self.conn
             .query_row(
-                "SELECT count(*) > 0 FROM pragma_index_list(?1) l WHERE l.\"unique\" = 1 AND l.partial = 0 \
-                 AND (SELECT group_concat(name, ',') FROM \
-                      (SELECT i.name FROM pragma_index_info(l.name) i ORDER BY i.name)) = ?2",
-                params![table, wanted],
+                &format!(
+                    "SELECT CAST({column} AS TEXT) FROM {table} WHERE {column} IS NOT NULL \
+                     AND CAST(CAST({column} AS INTEGER) AS TEXT) <> CAST({column} AS TEXT) LIMIT 1"
+                ),
+                [],
                 |row| row.get(0),
             )
+            .optional()
             .map_err(map_error)
     }
 
@@ -310,7 +339,7 @@ impl migrate::Catalog for Catalog<'_, '_> {
     fn widen(
         &mut self,
         _table: &str,
-        _columns: &[&ColumnDef],
+        _columns: &[&Column],
     ) -> Result<Vec<(String, String)>, StoreError> {
         Ok(Vec::new())
     }
@@ -320,23 +349,37 @@ impl migrate::Catalog for Catalog<'_, '_> {
     /// transaction, keeping columns and indexes Codex does not know.
     fn convert(
         &mut self,
-        table: &str,
-        columns: &[&ColumnDef],
-        existing: &[Existing],
+        expected: &Table,
+        columns: &[&Column],
+        existing: &[Column],
     ) -> Result<(), StoreError> {
-        let create = schema::statements(Dialect::Sqlite)
-            .into_iter()
-            .find_map(|s| {
-                s.strip_prefix(&format!("CREATE TABLE IF NOT EXISTS {table} "))
-                    .map(str::to_string)
-            })
-            .ok_or_else(|| StoreError::Migration(format!("schema.sql does not create {table}")))?;
+        let table = expected.name.as_str();
         let rebuilt = format!("{table}__codex_rebuild");
-        self.execute(&format!("CREATE TABLE {rebuilt} {create}"))?;
+        // The definition the steps gave the table, under the new name:
+        // renamed in the scratch copy, SQLite rewrites it itself.
+        let scratch = self
+            .scratch
+            .as_ref()
+            .ok_or_else(|| StoreError::Migration(format!("no expected definition of {table}")))?;
+        let create: String = scratch
+            .execute_batch(&format!("ALTER TABLE {table} RENAME TO {rebuilt}"))
+            .and_then(|()| {
+                scratch.query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [&rebuilt],
+                    |row| row.get(0),
+                )
+            })
+            .and_then(|create| {
+                scratch.execute_batch(&format!("ALTER TABLE {rebuilt} RENAME TO {table}"))?;
+                Ok(create)
+            })
+            .map_err(map_error)?;
+        self.run_script(&create)?;
         let new_columns = self.columns(&rebuilt)?;
         for column in existing {
             if !new_columns.iter().any(|c| c.name == column.name) {
-                self.execute(&format!(
+                self.run_script(&format!(
                     "ALTER TABLE {rebuilt} ADD COLUMN {} {}",
                     column.name, column.declared
                 ))?;
@@ -346,17 +389,15 @@ impl migrate::Catalog for Catalog<'_, '_> {
         let values: Vec<String> = existing
             .iter()
             .map(|c| match columns.iter().find(|t| t.name == c.name) {
-                Some(t) if Family::of_definition(&t.definition) == Family::Int => {
-                    format!("CAST({} AS INTEGER)", c.name)
-                }
+                Some(t) if t.family == Family::Int => format!("CAST({} AS INTEGER)", c.name),
                 _ => c.name.clone(),
             })
             .collect();
         // Indexes of the old table that are not Codex's own, recreated on the
-        // new one (Codex's come from schema.sql after the conversion; the
+        // new one (Codex's come from the steps after the conversion; the
         // first schema's unique index is the new table's constraint).
         let mut stmt = self
-            .tx
+            .conn
             .prepare(
                 "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL \
                  AND name NOT LIKE 'idx_ticket_%' AND name <> 'ticket_details_external_id_external_source_key'",
@@ -368,18 +409,57 @@ impl migrate::Catalog for Catalog<'_, '_> {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(map_error)?;
         drop(stmt);
-        self.execute(&format!(
+        self.run_script(&format!(
             "INSERT INTO {rebuilt} ({}) SELECT {} FROM {table}",
             names.join(", "),
             values.join(", ")
         ))?;
-        self.execute(&format!("DROP TABLE {table}"))?;
-        self.execute(&format!("ALTER TABLE {rebuilt} RENAME TO {table}"))?;
+        self.run_script(&format!("DROP TABLE {table}"))?;
+        self.run_script(&format!("ALTER TABLE {rebuilt} RENAME TO {table}"))?;
         for index in indexes {
-            self.execute(&index)?;
+            self.run_script(&index)?;
         }
         Ok(())
     }
+}
+
+impl queries::Connection for Connection {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        self.prepare_cached(sql)
+            .and_then(|mut stmt| {
+                stmt.execute(rusqlite::params_from_iter(params.iter().map(to_sql)))
+            })
+            .map(|n| n as u64)
+            .map_err(map_error)
+    }
+
+    fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Cells>, StoreError> {
+        let mut stmt = self.prepare_cached(sql).map_err(map_error)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params.iter().map(to_sql)), cells)
+            .map_err(map_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(map_error)
+    }
+}
+
+/// A row as `Cells`.
+fn cells(row: &Row<'_>) -> rusqlite::Result<Cells> {
+    (0..row.as_ref().column_count())
+        .map(|at| {
+            Ok(match row.get_ref(at)? {
+                ValueRef::Null => Cell::Null,
+                ValueRef::Integer(n) => Cell::Int(n),
+                ValueRef::Real(x) => Cell::Float(x),
+                ValueRef::Text(text) => Cell::Text(String::from_utf8_lossy(text).into_owned()),
+                ValueRef::Blob(bytes) => Cell::Bytes(bytes.to_vec()),
+            })
+        })
+        .collect::<rusqlite::Result<_>>()
+        .map(Cells)
 }
 
 /// The `codex_meta` key of the id Codex gives a database it creates.
@@ -503,24 +583,6 @@ fn to_sql<'a>(param: &Param<'a>) -> ToSqlOutput<'a> {
     })
 }
 
-/// Reads `snapshot_columns()` from a row.
-fn read_snapshot(row: &Row<'_>) -> rusqlite::Result<Snapshot> {
-    let mut values: [Option<Value>; Field::COUNT] = Default::default();
-    for (i, field) in Field::ALL.iter().enumerate() {
-        let at = i + 1;
-        values[i] = match field.kind() {
-            Kind::Text => row.get::<_, Option<String>>(at)?.map(Value::Text),
-            Kind::Int => row.get::<_, Option<i64>>(at)?.map(Value::Int),
-            Kind::Bool => row.get::<_, Option<bool>>(at)?.map(Value::Bool),
-        };
-    }
-    Ok(Snapshot {
-        revision: row.get(0)?,
-        values,
-        last_updated_at: row.get(Field::COUNT + 1)?,
-    })
-}
-
 /// The statements a batch runs, looked up once per batch: the upsert is
 /// long, and the statement cache hashes its text on every lookup.
 struct Statements<'conn> {
@@ -535,21 +597,25 @@ struct Statements<'conn> {
 impl Statements<'_> {
     /// Runs the upsert for `event`; the row as stored, or `None` when the
     /// event changed nothing.
-    fn run_upsert(&mut self, event: &TicketEvent, now: &str) -> rusqlite::Result<Option<Snapshot>> {
+    fn run_upsert(
+        &mut self,
+        event: &TicketEvent,
+        now: &str,
+    ) -> Result<Option<Snapshot>, StoreError> {
         let row = sql::row_params(event, now);
         self.upsert
-            .query_row(
-                rusqlite::params_from_iter(row.iter().map(to_sql)),
-                read_snapshot,
-            )
+            .query_row(rusqlite::params_from_iter(row.iter().map(to_sql)), cells)
             .optional()
+            .map_err(map_error)?
+            .map(|row| row.snapshot(0))
+            .transpose()
     }
 }
 
 fn insert_journal(
     journal: &mut rusqlite::CachedStatement<'_>,
     entry: &JournalEntry,
-    outcome: &str,
+    outcome: JournalOutcome,
 ) -> rusqlite::Result<()> {
     journal.execute(params![
         entry.provider.as_str(),
@@ -557,7 +623,7 @@ fn insert_journal(
         entry.client_ip,
         entry.event,
         entry.ticket_id,
-        outcome,
+        outcome.as_str(),
         entry.error,
         entry.body,
     ])?;
@@ -587,8 +653,8 @@ fn map_error(error: rusqlite::Error) -> StoreError {
     StoreError::Statement(error.to_string())
 }
 
-impl Backend for SqliteBackend {
-    fn apply(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, StoreError> {
+impl Engine for SqliteBackend {
+    fn commit(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, StoreError> {
         let now = timestamp::now();
         let tx = self
             .conn
@@ -596,26 +662,31 @@ impl Backend for SqliteBackend {
             .map_err(map_error)?;
         let mut outcomes = Vec::with_capacity(items.len());
         {
+            let prepare = |sql: &str| tx.prepare_cached(sql).map_err(map_error);
+            let [
+                upsert,
+                select,
+                journal,
+                tombstone_select,
+                tombstone_upsert,
+                tombstone_delete,
+            ] = &self.sql;
             let mut statements = Statements {
-                select: tx.prepare_cached(&self.select_sql).map_err(map_error)?,
-                upsert: tx.prepare_cached(&self.upsert_sql).map_err(map_error)?,
-                journal: tx.prepare_cached(&self.journal_sql).map_err(map_error)?,
-                tombstone_select: tx.prepare_cached(TOMBSTONE_SELECT).map_err(map_error)?,
-                tombstone_upsert: tx.prepare_cached(TOMBSTONE_UPSERT).map_err(map_error)?,
-                tombstone_delete: tx.prepare_cached(TOMBSTONE_DELETE).map_err(map_error)?,
+                upsert: prepare(upsert)?,
+                select: prepare(select)?,
+                journal: prepare(journal)?,
+                tombstone_select: prepare(tombstone_select)?,
+                tombstone_upsert: prepare(tombstone_upsert)?,
+                tombstone_delete: prepare(tombstone_delete)?,
             };
             for item in items {
                 let outcome = match &item.event {
-                    Some(event) => Self::upsert(&mut statements, event, &now).map_err(map_error)?,
+                    Some(event) => Self::upsert(&mut statements, event, &now)?,
                     None => Outcome::Rejected,
                 };
                 if let Some(entry) = &item.journal {
-                    insert_journal(
-                        &mut statements.journal,
-                        entry,
-                        entry.outcome.unwrap_or(outcome.as_str()),
-                    )
-                    .map_err(map_error)?;
+                    let recorded = entry.outcome.unwrap_or(JournalOutcome::from(&outcome));
+                    insert_journal(&mut statements.journal, entry, recorded).map_err(map_error)?;
                 }
                 outcomes.push(outcome);
             }
@@ -627,7 +698,7 @@ impl Backend for SqliteBackend {
         Ok(outcomes)
     }
 
-    fn ping(&mut self) -> Result<(), StoreError> {
+    fn check_alive(&mut self) -> Result<(), StoreError> {
         self.file.check()?;
         self.conn
             .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
@@ -635,191 +706,102 @@ impl Backend for SqliteBackend {
             .map_err(map_error)
     }
 
-    fn prune_journal(&mut self, cutoff: &str, limit: i64) -> Result<u64, StoreError> {
-        self.conn
-            .execute(
-                "DELETE FROM ticket_tombstones WHERE recorded_at < ?1",
-                [cutoff],
-            )
-            .map_err(map_error)?;
-        self.conn
-            .execute(
-                "DELETE FROM webhook_events WHERE id IN \
-                 (SELECT id FROM webhook_events WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)",
-                params![cutoff, limit],
-            )
-            .map(|n| n as u64)
-            .map_err(map_error)
+    fn connection(&self) -> &dyn queries::Connection {
+        &self.conn
     }
 
-    fn ticket(
+    /// One instance writes a SQLite file: no one else prunes it.
+    fn pruning(
         &mut self,
-        provider: Provider,
-        ticket_id: i64,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        self.conn
-            .prepare_cached(&self.select_sql)
-            .and_then(|mut stmt| {
-                stmt.query_row(params![ticket_id, provider.as_str()], read_snapshot)
-                    .optional()
+        prune: &mut dyn FnMut(&dyn queries::Connection) -> Result<u64, StoreError>,
+    ) -> Result<u64, StoreError> {
+        prune(&self.conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::migrate::Catalog as _;
+    use crate::store::schema::STEPS;
+
+    #[test]
+    fn expected_schema_is_read_from_a_scratch_database() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut catalog = Catalog {
+            conn: &conn,
+            scratch: None,
+        };
+        let tables = catalog.expected(&STEPS).unwrap();
+        migrate::check_expected(&tables, Dialect::Sqlite);
+        // Nothing of the scratch copy is in the database.
+        assert!(catalog.tables().unwrap().is_empty());
+    }
+
+    #[test]
+    fn steps_run_in_order_and_a_second_run_changes_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // A predecessor-like table, with a single-column index under a name
+        // step 2 gives an index on two columns.
+        conn.execute_batch(
+            "CREATE TABLE ticket_details (id INTEGER PRIMARY KEY, external_id BIGINT NOT NULL, \
+             external_source VARCHAR(50) NOT NULL, subject VARCHAR(150), last_updated_at TEXT); \
+             CREATE INDEX idx_ticket_source ON ticket_details (external_source); \
+             INSERT INTO ticket_details (external_id, external_source, subject, last_updated_at) \
+             VALUES (7, 'freshservice', 'Printer', '2024-01-15T10:00:00Z')",
+        )
+        .unwrap();
+        let tx = conn.transaction().unwrap();
+        let (_, changes) = migrate(&tx).unwrap();
+        tx.commit().unwrap();
+        let at = |line: &str| {
+            changes
+                .iter()
+                .position(|c| c.starts_with(line))
+                .unwrap_or_else(|| panic!("{line} in {changes:?}"))
+        };
+        // The index goes before step 1 and comes back with step 2; the
+        // columns step 2 indexes are there by then.
+        assert!(
+            at("rebuilding index idx_ticket_source with external_id")
+                < at("creating table codex_meta")
+        );
+        assert!(at("adding column ticket_details.status") < at("versioning 1 inherited tickets"));
+        let mut catalog = Catalog {
+            conn: &conn,
+            scratch: None,
+        };
+        let indexes = catalog.indexes("ticket_details").unwrap();
+        let source = indexes
+            .iter()
+            .find(|i| i.name == "idx_ticket_source")
+            .unwrap();
+        assert_eq!(source.columns, ["external_source", "external_id"]);
+        assert!(indexes.iter().any(|i| i.name == "idx_ticket_status"));
+        let status_as_of: Option<String> = conn
+            .query_row("SELECT status_as_of FROM ticket_details", [], |row| {
+                row.get(0)
             })
-            .map_err(map_error)
+            .unwrap();
+        assert_eq!(status_as_of.as_deref(), Some("2024-01-15T10:00:00Z"));
+
+        let tx = conn.transaction().unwrap();
+        let (_, again) = migrate(&tx).unwrap();
+        assert!(again.is_empty(), "{again:?}");
     }
 
-    fn active_tickets(
-        &mut self,
-        provider: Provider,
-        done_statuses: &[String],
-        limit: i64,
-    ) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
-        let done = serde_json::to_string(done_statuses).unwrap_or_else(|_| "[]".to_string());
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT CAST(external_id AS INTEGER), CAST(status_id AS INTEGER) FROM ticket_details \
-                 WHERE external_source = ?1 AND (status IS NULL OR status NOT IN (SELECT value FROM json_each(?2))) \
-                 ORDER BY external_id LIMIT ?3",
-            )
-            .map_err(map_error)?;
-        let rows = stmt
-            .query_map(params![provider.as_str(), done, limit], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
-            })
-            .map_err(map_error)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(map_error)
-    }
-
-    fn webhook_counts(
-        &mut self,
-        provider: Provider,
-        since: &str,
-    ) -> Result<WebhookCounts, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT count(*), \
-                        coalesce(sum(CASE WHEN outcome IN ('created', 'updated', 'deleted', 'ignored') THEN 1 ELSE 0 END), 0), \
-                        coalesce(sum(CASE WHEN outcome IN ('rejected', 'failed') THEN 1 ELSE 0 END), 0), \
-                        max(CASE WHEN outcome NOT IN ('rejected', 'failed') THEN received_at END), \
-                        max(received_at) \
-                 FROM webhook_events WHERE provider = ?1 AND received_at >= ?2",
-                params![provider.as_str(), since],
-                |row| {
-                    Ok(WebhookCounts {
-                        received: row.get(0)?,
-                        applied: row.get(1)?,
-                        rejected: row.get(2)?,
-                        last_processed_at: row.get(3)?,
-                        last_received_at: row.get(4)?,
-                    })
-                },
-            )
-            .map_err(map_error)
-    }
-
-    fn sync_state(&mut self, provider: Provider) -> Result<SyncState, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT cursor, last_reconcile_at FROM sync_state WHERE provider = ?1",
-                [provider.as_str()],
-                |row| {
-                    Ok(SyncState {
-                        cursor: row.get(0)?,
-                        last_reconcile_at: row.get(1)?,
-                    })
-                },
-            )
-            .optional()
-            .map(Option::unwrap_or_default)
-            .map_err(map_error)
-    }
-
-    fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO sync_state (provider, cursor, last_reconcile_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (provider) DO UPDATE SET cursor = excluded.cursor, last_reconcile_at = excluded.last_reconcile_at",
-                params![provider.as_str(), state.cursor, state.last_reconcile_at],
-            )
-            .map(|_| ())
-            .map_err(map_error)
-    }
-
-    fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError> {
-        self.conn
-            .query_row(
-                "INSERT INTO sync_runs (provider, kind, started_at, outcome) VALUES (?1, ?2, ?3, ?4) RETURNING id",
-                params![run.provider, run.kind, run.started_at, run.outcome],
-                |row| row.get(0),
-            )
-            .map_err(map_error)
-    }
-
-    fn finish_run(&mut self, run: &SyncRun) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE sync_runs SET finished_at = ?2, outcome = ?3, tickets_seen = ?4, tickets_changed = ?5, \
-                 missed_by_webhooks = ?6, missed_ticket_ids = ?7, api_calls = ?8, error = ?9 WHERE id = ?1",
-                params![
-                    run.id,
-                    run.finished_at,
-                    run.outcome,
-                    run.tickets_seen,
-                    run.tickets_changed,
-                    run.missed_by_webhooks,
-                    super::join_ids(&run.missed_ticket_ids),
-                    run.api_calls,
-                    run.error
-                ],
-            )
-            .map(|_| ())
-            .map_err(map_error)
-    }
-
-    fn recent_runs(
-        &mut self,
-        provider: Option<Provider>,
-        limit: i64,
-    ) -> Result<Vec<SyncRun>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, provider, kind, started_at, finished_at, outcome, tickets_seen, tickets_changed, \
-                 missed_by_webhooks, missed_ticket_ids, api_calls, error FROM sync_runs \
-                 WHERE ?1 IS NULL OR provider = ?1 ORDER BY id DESC LIMIT ?2",
-            )
-            .map_err(map_error)?;
-        let rows = stmt
-            .query_map(params![provider.map(Provider::as_str), limit], |row| {
-                Ok(SyncRun {
-                    id: row.get(0)?,
-                    provider: row.get(1)?,
-                    kind: row.get(2)?,
-                    started_at: row.get(3)?,
-                    finished_at: row.get(4)?,
-                    outcome: row.get(5)?,
-                    tickets_seen: row.get(6)?,
-                    tickets_changed: row.get(7)?,
-                    missed_by_webhooks: row.get(8)?,
-                    missed_ticket_ids: super::split_ids(
-                        row.get::<_, Option<String>>(9)?.as_deref(),
-                    ),
-                    api_calls: row.get(10)?,
-                    error: row.get(11)?,
-                })
-            })
-            .map_err(map_error)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(map_error)
-    }
-
-    fn missed_since(&mut self, provider: Provider, since: &str) -> Result<i64, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT coalesce(sum(missed_by_webhooks), 0) FROM sync_runs \
-                 WHERE provider = ?1 AND started_at >= ?2 AND outcome = 'ok'",
-                params![provider.as_str(), since],
-                |row| row.get(0),
-            )
-            .map_err(map_error)
+    #[test]
+    fn a_step_that_does_not_run_names_itself() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut catalog = Catalog {
+            conn: &conn,
+            scratch: None,
+        };
+        // Step 2 alone indexes tables that do not exist yet.
+        let error = catalog.expected(&STEPS[1..]).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Migration(m) if m.contains("0002_indexes.sql")),
+            "{error}"
+        );
     }
 }

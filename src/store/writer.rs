@@ -272,7 +272,7 @@ impl Writer {
         };
         let mut entry = journal.clone();
         entry.error = Some(format!("not applied: {message}"));
-        entry.outcome = Some("failed");
+        entry.outcome = Some(super::JournalOutcome::Failed);
         entry.sanitize();
         let minimal = JournalEntry {
             event: None,

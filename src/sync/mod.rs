@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::psa::Provider;
-use crate::store::{Backend, Leadership, StoreClient, SyncRun, postgres::poller_lock};
+use crate::store::{self, Backend, StoreClient, SyncRun};
 use crate::timestamp;
 
 /// Coverage is measured over this window.
@@ -332,7 +332,7 @@ fn poll_loop(
     provider: Provider,
     stop: Arc<AtomicBool>,
 ) {
-    let mut leadership = Leadership::new(&config.database.url, poller_lock(provider));
+    let mut leadership = store::leadership(&config.database.url);
     let scheduler = &config.scheduler;
     // Checks often enough to follow the short interval closely and to take
     // over promptly from an instance that went away.
@@ -341,7 +341,7 @@ fn poll_loop(
     let mut below_coverage = false;
     let mut own_last_run: Option<(Timestamp, Instant)> = None;
     while !stop.load(Ordering::SeqCst) {
-        let leader = leadership.check();
+        let leader = leadership.lead(provider);
         let mut next_check = Instant::now() + check_every;
         match assess(config, store, provider) {
             Ok(assessment) => {
