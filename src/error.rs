@@ -78,6 +78,7 @@ pub enum StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StoreError::WrongDatabase(message) => f.write_str(message),
             StoreError::Unavailable(message) => write!(f, "database unavailable: {message}"),
             StoreError::Statement(message) => write!(f, "database statement failed: {message}"),
             StoreError::SchemaTooNew { found, supported } => write!(
@@ -88,7 +89,6 @@ impl fmt::Display for StoreError {
                 f,
                 "the database schema cannot be brought up to date, nothing was changed: {message}"
             ),
-            StoreError::WrongDatabase(message) => f.write_str(message),
             StoreError::NotJournaled(message) => write!(
                 f,
                 "database statement failed and the delivery could not be journaled: {message}"

@@ -56,15 +56,21 @@ impl Family {
     }
 }
 
-/// A column as a database's catalog describes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Column {
-    pub name: String,
-    /// The type as the database names it (`BIGINT`, `character varying(150)`).
+/// A column's type as a database's catalog names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnType {
+    /// As the database names it (`BIGINT`, `character varying(150)`).
     pub declared: String,
     pub family: Family,
     /// The length limit of a `VARCHAR(n)` (PostgreSQL enforces it).
     pub max_length: Option<i64>,
+}
+
+/// A column as a database's catalog describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
     pub not_null: bool,
     /// The default, as the SQL expression the catalog holds.
     pub default: Option<String>,
@@ -75,7 +81,7 @@ impl Column {
     /// The column's definition after its name, as `ALTER TABLE … ADD
     /// COLUMN` takes it.
     pub fn definition(&self) -> String {
-        let mut definition = self.declared.clone();
+        let mut definition = self.ty.declared.clone();
         if self.not_null {
             definition.push_str(" NOT NULL");
         }
@@ -106,6 +112,16 @@ pub struct Table {
     pub indexes: Vec<Index>,
 }
 
+/// Columns of a table whose type changes to the expected one.
+pub struct Conversion<'a> {
+    /// The table as the steps make it.
+    pub expected: &'a Table,
+    /// The columns to convert, as `expected` has them.
+    pub columns: Vec<&'a Column>,
+    /// Every column of the table as it is now.
+    pub existing: &'a [Column],
+}
+
 /// What a backend offers the plan: its connection (for statements in
 /// SQLite's spelling), and its catalog. Every call runs inside the
 /// migration's transaction.
@@ -126,14 +142,9 @@ pub trait Catalog {
     fn expected(&mut self, steps: &[Step]) -> Result<Vec<Table>, StoreError>;
     /// One value of `table.column` that is not an integer, as text.
     fn non_integer(&mut self, table: &str, column: &str) -> Result<Option<String>, StoreError>;
-    /// Changes the type of `columns` of `table` to theirs in `expected`
-    /// (text holding integers to an integer type).
-    fn convert(
-        &mut self,
-        expected: &Table,
-        columns: &[&Column],
-        existing: &[Column],
-    ) -> Result<(), StoreError>;
+    /// Changes the types of columns to those the steps give them (text
+    /// holding integers to an integer type).
+    fn convert(&mut self, conversion: &Conversion<'_>) -> Result<(), StoreError>;
     /// Lifts the length limit of `columns` (`VARCHAR(n)` to TEXT). Returns
     /// the columns whose limit stays, with why: something the database
     /// will not change the type under, such as a view. Codex cuts values
@@ -353,10 +364,10 @@ fn reconcile(
             done.push(format!("adding column {table}.{}", target.name));
             continue;
         };
-        match (have.family, target.family) {
+        match (have.ty.family, target.ty.family) {
             (a, b) if a == b => {
-                if have.max_length.is_some() && b == Family::Text && writes_text(&target.name) {
-                    widen.push((target, have.declared.clone()));
+                if have.ty.max_length.is_some() && b == Family::Text && writes_text(&target.name) {
+                    widen.push((target, have.ty.declared.clone()));
                 }
             }
             (Family::Text, Family::Int) => {
@@ -365,7 +376,7 @@ fn reconcile(
                         "{table}.{} is {} and holds '{bad}', which is not an integer, where Codex \
                          needs {}; correct or clear such values, then run codex migrate again",
                         target.name,
-                        have.declared,
+                        have.ty.declared,
                         target.definition()
                     )));
                 }
@@ -373,7 +384,7 @@ fn reconcile(
                 done.push(format!(
                     "converting {table}.{} from {} to {}",
                     target.name,
-                    have.declared,
+                    have.ty.declared,
                     target.definition()
                 ));
             }
@@ -382,14 +393,18 @@ fn reconcile(
                     "column {table}.{} is {} where Codex needs {}; it was made by neither Codex \
                      nor the predecessor: rename or drop it, then run codex migrate again",
                     target.name,
-                    have.declared,
+                    have.ty.declared,
                     target.definition()
                 )));
             }
         }
     }
     if !convert.is_empty() {
-        catalog.convert(expected, &convert, &existing)?;
+        catalog.convert(&Conversion {
+            expected,
+            columns: convert,
+            existing: &existing,
+        })?;
     }
     if !widen.is_empty() {
         let columns: Vec<&Column> = widen.iter().map(|(c, _)| *c).collect();
@@ -551,18 +566,19 @@ pub(crate) fn check_expected(tables: &[Table], dialect: Dialect) {
     assert!(column("id").primary_key);
     assert!(!column("external_id").primary_key);
     let revision = column("revision");
-    assert_eq!(revision.family, Family::Int);
+    assert_eq!(revision.ty.family, Family::Int);
     assert!(revision.not_null);
     assert_eq!(revision.default.as_deref(), Some("1"));
-    assert_eq!(column("subject").family, Family::Text);
-    assert_eq!(column("is_escalated").family, Family::Bool);
-    assert_eq!(column("total_hours_spent").family, Family::Float);
+    assert_eq!(column("subject").ty.family, Family::Text);
+    assert_eq!(column("is_escalated").ty.family, Family::Bool);
+    assert_eq!(column("total_hours_spent").ty.family, Family::Float);
     assert_eq!(
         table("webhook_events")
             .columns
             .iter()
             .find(|c| c.name == "body")
             .unwrap()
+            .ty
             .family,
         Family::Blob
     );
@@ -602,9 +618,11 @@ mod tests {
     fn a_definition_says_type_null_and_default() {
         let column = Column {
             name: "revision".into(),
-            declared: "BIGINT".into(),
-            family: Family::Int,
-            max_length: None,
+            ty: ColumnType {
+                declared: "BIGINT".into(),
+                family: Family::Int,
+                max_length: None,
+            },
             not_null: true,
             default: Some("1".into()),
             primary_key: false,

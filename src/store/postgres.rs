@@ -13,7 +13,7 @@ use tokio_postgres::{Row, Statement};
 
 use super::dialect::Dialect;
 use super::journal::JournalOutcome;
-use super::migrate::{self, Column, Family, Index, Table};
+use super::migrate::{self, Column, ColumnType, Conversion, Family, Index, Table};
 use super::pg_client::{self, Client, Session, Transaction};
 use super::queries::{self, Cell, Cells, Engine};
 use super::schema::Step;
@@ -345,9 +345,11 @@ impl migrate::Catalog for Catalog<'_, '_> {
                 let family: String = row.get(1);
                 Column {
                     name: row.get(0),
-                    family: Family::of_postgres_type(&family),
-                    declared: row.get(2),
-                    max_length: row.get(3),
+                    ty: ColumnType {
+                        family: Family::of_postgres_type(&family),
+                        declared: row.get(2),
+                        max_length: row.get(3),
+                    },
                     not_null: row.get(4),
                     default: row.get(5),
                     primary_key: row.get(6),
@@ -414,20 +416,16 @@ impl migrate::Catalog for Catalog<'_, '_> {
 
     /// One ALTER TABLE for all of a table's columns (one rewrite at most):
     /// text holding integers to the integer type.
-    fn convert(
-        &mut self,
-        expected: &Table,
-        columns: &[&Column],
-        _existing: &[Column],
-    ) -> Result<(), StoreError> {
-        let table = expected.name.as_str();
-        let clauses: Vec<String> = columns
+    fn convert(&mut self, conversion: &Conversion<'_>) -> Result<(), StoreError> {
+        let table = conversion.expected.name.as_str();
+        let clauses: Vec<String> = conversion
+            .columns
             .iter()
             .map(|c| {
                 format!(
                     "ALTER COLUMN {0} TYPE {ty} USING trim({0}::text)::{ty}",
                     c.name,
-                    ty = c.declared
+                    ty = c.ty.declared
                 )
             })
             .collect();
@@ -517,7 +515,7 @@ fn apply_round(
     events: &[&TicketEvent],
     now: &str,
 ) -> Result<Vec<Outcome>, pg_client::Error> {
-    let results = upsert_round(tx, statements, events, now)?;
+    let results = statements.upsert_round(tx, events, now)?;
     let mut outcomes = Vec::with_capacity(events.len());
     let mut merges = Vec::new();
     for (i, (event, result)) in events.iter().zip(&results).enumerate() {
@@ -559,7 +557,7 @@ fn apply_round(
     }
     if !merges.is_empty() {
         let deletes: Vec<&TicketEvent> = merges.iter().map(|(_, event, _)| event).collect();
-        let merged = upsert_round(tx, statements, &deletes, now)?;
+        let merged = statements.upsert_round(tx, &deletes, now)?;
         for ((i, _, tombstone), result) in merges.iter().zip(merged) {
             outcomes[*i] = classify(
                 events[*i],
@@ -572,61 +570,64 @@ fn apply_round(
     Ok(outcomes)
 }
 
-fn upsert_round(
-    tx: &mut Transaction<'_>,
-    statements: &Statements,
-    events: &[&TicketEvent],
-    now: &str,
-) -> Result<Vec<Upserted>, pg_client::Error> {
-    let rows: Vec<Vec<Param<'_>>> = events
-        .iter()
-        .map(|event| {
-            let mut row = sql::row_params(event, now);
-            sql::fit(&mut row, &statements.limits, event.ticket_id);
-            row
-        })
-        .collect();
-    let mut columns: Vec<Array<'_>> = rows[0]
-        .iter()
-        .map(|param| match param {
-            Param::Text(_) => Array::Text(Vec::with_capacity(rows.len())),
-            Param::Int(_) => Array::Int(Vec::with_capacity(rows.len())),
-            Param::Bool(_) => Array::Bool(Vec::with_capacity(rows.len())),
-        })
-        .collect();
-    for row in &rows {
-        for (column, param) in columns.iter_mut().zip(row) {
-            match (column, *param) {
-                (Array::Text(values), Param::Text(v)) => values.push(v),
-                (Array::Int(values), Param::Int(v)) => values.push(v),
-                (Array::Bool(values), Param::Bool(v)) => values.push(v),
-                // row_params yields the same types in the same order for
-                // every event, so the columns always line up.
-                _ => unreachable!("row_params changed column types between rows"),
+impl Statements {
+    /// Runs the upsert for a round of events (distinct tickets).
+    fn upsert_round(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[&TicketEvent],
+        now: &str,
+    ) -> Result<Vec<Upserted>, pg_client::Error> {
+        let rows: Vec<Vec<Param<'_>>> = events
+            .iter()
+            .map(|event| {
+                let mut row = sql::row_params(event, now);
+                sql::fit(&mut row, &self.limits, event.ticket_id);
+                row
+            })
+            .collect();
+        let mut columns: Vec<Array<'_>> = rows[0]
+            .iter()
+            .map(|param| match param {
+                Param::Text(_) => Array::Text(Vec::with_capacity(rows.len())),
+                Param::Int(_) => Array::Int(Vec::with_capacity(rows.len())),
+                Param::Bool(_) => Array::Bool(Vec::with_capacity(rows.len())),
+            })
+            .collect();
+        for row in &rows {
+            for (column, param) in columns.iter_mut().zip(row) {
+                match (column, *param) {
+                    (Array::Text(values), Param::Text(v)) => values.push(v),
+                    (Array::Int(values), Param::Int(v)) => values.push(v),
+                    (Array::Bool(values), Param::Bool(v)) => values.push(v),
+                    // row_params yields the same types in the same order for
+                    // every event, so the columns always line up.
+                    _ => unreachable!("row_params changed column types between rows"),
+                }
             }
         }
-    }
-    let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(Array::as_sql).collect();
-    let result = tx.query(&statements.upsert, &params)?;
-    let width = Field::COUNT + 2;
-    result
-        .iter()
-        .map(|row| {
-            let had_old: bool = row.try_get(0)?;
-            let has_new: bool = row.try_get(1 + width)?;
-            let inserted: bool = row.try_get(2 + width)?;
-            let tombstoned: bool = row.try_get(3 + 2 * width)?;
-            let row = cells(row)?;
-            Ok(Upserted {
-                old: had_old.then(|| decoded(row.snapshot(1))).transpose()?,
-                inserted,
-                new: has_new
-                    .then(|| decoded(row.snapshot(3 + width)))
-                    .transpose()?,
-                tombstoned,
+        let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(Array::as_sql).collect();
+        let result = tx.query(&self.upsert, &params)?;
+        let width = Field::COUNT + 2;
+        result
+            .iter()
+            .map(|row| {
+                let had_old: bool = row.try_get(0)?;
+                let has_new: bool = row.try_get(1 + width)?;
+                let inserted: bool = row.try_get(2 + width)?;
+                let tombstoned: bool = row.try_get(3 + 2 * width)?;
+                let row = cells(row)?;
+                Ok(Upserted {
+                    old: had_old.then(|| decoded(row.snapshot(1))).transpose()?,
+                    inserted,
+                    new: has_new
+                        .then(|| decoded(row.snapshot(3 + width)))
+                        .transpose()?,
+                    tombstoned,
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
 }
 
 fn insert_journal(

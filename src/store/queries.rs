@@ -110,12 +110,14 @@ pub trait Engine: Send {
     /// The connection the other statements run on.
     fn connection(&self) -> &dyn Connection;
 
-    /// Runs `prune` (in a transaction) unless another instance is pruning
-    /// the same database: then nothing, and 0.
+    /// Runs `prune` unless another instance is pruning the same database:
+    /// then nothing, and 0. By default no other instance can be.
     fn pruning(
         &mut self,
         prune: &mut dyn FnMut(&dyn Connection) -> Result<u64, StoreError>,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<u64, StoreError> {
+        prune(self.connection())
+    }
 }
 
 /// A ticket's key in `ticket_details` and `ticket_tombstones`.

@@ -9,7 +9,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 
 use super::dialect::Dialect;
 use super::journal::JournalOutcome;
-use super::migrate::{self, Column, Family, Index, Table};
+use super::migrate::{self, Column, ColumnType, Conversion, Family, Index, Table};
 use super::queries::{self, Cell, Cells, Engine};
 use super::schema::Step;
 use super::sql::{self, Param};
@@ -265,10 +265,12 @@ impl migrate::Catalog for Catalog<'_> {
                 let declared: String = row.get(1)?;
                 Ok(Column {
                     name: row.get(0)?,
-                    family: Family::of_sqlite_type(&declared),
-                    declared,
-                    // SQLite does not enforce VARCHAR(n).
-                    max_length: None,
+                    ty: ColumnType {
+                        family: Family::of_sqlite_type(&declared),
+                        declared,
+                        // SQLite does not enforce VARCHAR(n).
+                        max_length: None,
+                    },
                     not_null: row.get(2)?,
                     default: row.get(3)?,
                     primary_key: row.get::<_, i64>(4)? > 0,
@@ -347,12 +349,12 @@ impl migrate::Catalog for Catalog<'_> {
     /// SQLite cannot change a column's type: the table is rebuilt (the
     /// documented create, copy, drop, rename), inside the migration's
     /// transaction, keeping columns and indexes Codex does not know.
-    fn convert(
-        &mut self,
-        expected: &Table,
-        columns: &[&Column],
-        existing: &[Column],
-    ) -> Result<(), StoreError> {
+    fn convert(&mut self, conversion: &Conversion<'_>) -> Result<(), StoreError> {
+        let Conversion {
+            expected,
+            columns,
+            existing,
+        } = conversion;
         let table = expected.name.as_str();
         let rebuilt = format!("{table}__codex_rebuild");
         // The definition the steps gave the table, under the new name:
@@ -377,11 +379,11 @@ impl migrate::Catalog for Catalog<'_> {
             .map_err(map_error)?;
         self.run_script(&create)?;
         let new_columns = self.columns(&rebuilt)?;
-        for column in existing {
+        for column in existing.iter() {
             if !new_columns.iter().any(|c| c.name == column.name) {
                 self.run_script(&format!(
                     "ALTER TABLE {rebuilt} ADD COLUMN {} {}",
-                    column.name, column.declared
+                    column.name, column.ty.declared
                 ))?;
             }
         }
@@ -389,7 +391,7 @@ impl migrate::Catalog for Catalog<'_> {
         let values: Vec<String> = existing
             .iter()
             .map(|c| match columns.iter().find(|t| t.name == c.name) {
-                Some(t) if t.family == Family::Int => format!("CAST({} AS INTEGER)", c.name),
+                Some(t) if t.ty.family == Family::Int => format!("CAST({} AS INTEGER)", c.name),
                 _ => c.name.clone(),
             })
             .collect();
@@ -706,16 +708,9 @@ impl Engine for SqliteBackend {
             .map_err(map_error)
     }
 
+    /// One instance writes a SQLite file, so pruning needs no lock.
     fn connection(&self) -> &dyn queries::Connection {
         &self.conn
-    }
-
-    /// One instance writes a SQLite file: no one else prunes it.
-    fn pruning(
-        &mut self,
-        prune: &mut dyn FnMut(&dyn queries::Connection) -> Result<u64, StoreError>,
-    ) -> Result<u64, StoreError> {
-        prune(&self.conn)
     }
 }
 
@@ -725,13 +720,17 @@ mod tests {
     use crate::store::migrate::Catalog as _;
     use crate::store::schema::STEPS;
 
+    fn catalog(conn: &Connection) -> Catalog<'_> {
+        Catalog {
+            conn,
+            scratch: None,
+        }
+    }
+
     #[test]
     fn expected_schema_is_read_from_a_scratch_database() {
         let conn = Connection::open_in_memory().unwrap();
-        let mut catalog = Catalog {
-            conn: &conn,
-            scratch: None,
-        };
+        let mut catalog = catalog(&conn);
         let tables = catalog.expected(&STEPS).unwrap();
         migrate::check_expected(&tables, Dialect::Sqlite);
         // Nothing of the scratch copy is in the database.
@@ -767,11 +766,7 @@ mod tests {
                 < at("creating table codex_meta")
         );
         assert!(at("adding column ticket_details.status") < at("versioning 1 inherited tickets"));
-        let mut catalog = Catalog {
-            conn: &conn,
-            scratch: None,
-        };
-        let indexes = catalog.indexes("ticket_details").unwrap();
+        let indexes = catalog(&conn).indexes("ticket_details").unwrap();
         let source = indexes
             .iter()
             .find(|i| i.name == "idx_ticket_source")
@@ -793,12 +788,8 @@ mod tests {
     #[test]
     fn a_step_that_does_not_run_names_itself() {
         let conn = Connection::open_in_memory().unwrap();
-        let mut catalog = Catalog {
-            conn: &conn,
-            scratch: None,
-        };
         // Step 2 alone indexes tables that do not exist yet.
-        let error = catalog.expected(&STEPS[1..]).unwrap_err();
+        let error = catalog(&conn).expected(&STEPS[1..]).unwrap_err();
         assert!(
             matches!(&error, StoreError::Migration(m) if m.contains("0002_indexes.sql")),
             "{error}"
