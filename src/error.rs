@@ -46,45 +46,54 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Talking to the database.
+/// Talking to the database. The writer, the migration and one-shot
+/// commands (`migrate`, `check-config`, `status`, `sync --once`) return it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
-    /// The database cannot be reached (connection refused or lost, file not
-    /// openable, disk I/O error). Writes are refused until it comes back.
+    /// When the database cannot be reached or used at all: connection
+    /// refused, lost or past its deadline, the server shutting down, a
+    /// SQLite file that cannot be opened, a full disk, an I/O error. The
+    /// writer drops the connection and opens another; writes are refused
+    /// (503) until it answers.
     Unavailable(String),
-    /// A statement failed for reasons of its own (constraint, bad data);
-    /// the connection is still usable.
+    /// When one statement fails for reasons of its own (a constraint, a
+    /// value out of range for its column, a result Codex cannot read); the
+    /// connection is still usable.
     Statement(String),
-    /// The database was migrated by a newer Codex than this one.
+    /// When `codex_meta` records a schema version newer than this binary's
+    /// (a newer Codex migrated the database): refused at start-up.
     SchemaTooNew { found: i64, supported: i64 },
-    /// The schema cannot be brought up to date (a column of a type Codex
-    /// cannot convert, values that are not ticket numbers); the migration's
-    /// transaction was rolled back, so nothing was changed.
+    /// When the migration cannot bring the schema up to date (a column of a
+    /// type Codex cannot convert, values that are not ticket numbers, a
+    /// statement the role may not run, a statement `serve` runs that does
+    /// not prepare); the migration's transaction was rolled back, so
+    /// nothing was changed.
     Migration(String),
-    /// The SQLite file is not the database Codex was using: deleted,
+    /// When the SQLite file is not the database Codex was using: deleted,
     /// replaced, or missing where Codex created one. Writes are refused
     /// until an operator restores it or says to start fresh.
     WrongDatabase(String),
-    /// The event could not be stored and not even journaled.
+    /// When an event the database refused could not be journaled either.
     NotJournaled(String),
-    /// The writer's queue is full: the database is not keeping up.
+    /// When the writer's queue stays full past the wait a sender allows:
+    /// the database is not keeping up.
     Overloaded,
-    /// The writer did not answer in time.
+    /// When the writer does not answer within the caller's timeout.
     Timeout,
-    /// The writer thread has stopped (the service is shutting down).
+    /// When the writer thread has stopped (the service is shutting down).
     Stopped,
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::WrongDatabase(message) => f.write_str(message),
-            StoreError::Unavailable(message) => write!(f, "database unavailable: {message}"),
-            StoreError::Statement(message) => write!(f, "database statement failed: {message}"),
             StoreError::SchemaTooNew { found, supported } => write!(
                 f,
                 "the database schema is version {found}, newer than this Codex supports ({supported}); upgrade Codex"
             ),
+            StoreError::WrongDatabase(message) => f.write_str(message),
+            StoreError::Unavailable(message) => write!(f, "database unavailable: {message}"),
+            StoreError::Statement(message) => write!(f, "database statement failed: {message}"),
             StoreError::Migration(message) => write!(
                 f,
                 "the database schema cannot be brought up to date, nothing was changed: {message}"

@@ -98,23 +98,23 @@ mod tests {
 
     #[test]
     fn placeholders_are_numbered_the_postgres_way() {
-        let sql = "SELECT a FROM t WHERE b = ?1 AND c IN (?2, ?10) LIMIT ?3";
-        assert_eq!(Dialect::Sqlite.render(sql), sql);
-        assert_eq!(
-            Dialect::Postgres.render(sql),
-            "SELECT a FROM t WHERE b = $1 AND c IN ($2, $10) LIMIT $3"
-        );
-    }
-
-    #[test]
-    fn quoted_text_and_comments_are_left_alone() {
-        let sql = "SELECT '?1', \"?2\" -- is ?3 next?\nFROM t WHERE x = ?4 AND y = 'it''s ?5'";
-        assert_eq!(
-            Dialect::Postgres.render(sql),
-            "SELECT '?1', \"?2\" -- is ?3 next?\nFROM t WHERE x = $4 AND y = 'it''s ?5'"
-        );
-        // A question mark without a number is not a placeholder.
-        assert_eq!(Dialect::Postgres.render("SELECT ? , ?x"), "SELECT ? , ?x");
+        let cases = [
+            (
+                "SELECT a FROM t WHERE b = ?1 AND c IN (?2, ?10) LIMIT ?3",
+                "SELECT a FROM t WHERE b = $1 AND c IN ($2, $10) LIMIT $3",
+            ),
+            // Quoted text and comments are left alone.
+            (
+                "SELECT '?1', \"?2\" -- is ?3 next?\nFROM t WHERE x = ?4 AND y = 'it''s ?5'",
+                "SELECT '?1', \"?2\" -- is ?3 next?\nFROM t WHERE x = $4 AND y = 'it''s ?5'",
+            ),
+            // A question mark without a number is not a placeholder.
+            ("SELECT ? , ?x", "SELECT ? , ?x"),
+        ];
+        for (sqlite, postgres) in cases {
+            assert_eq!(Dialect::Sqlite.render(sqlite), sqlite);
+            assert_eq!(Dialect::Postgres.render(sqlite), postgres);
+        }
     }
 
     #[test]
