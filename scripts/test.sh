@@ -21,5 +21,11 @@ if [ -z "${CODEX_TEST_DATABASE_URL:-}" ]; then
   export CODEX_TEST_PG_BIN="$PG_BIN"
 fi
 
+# The disk-full and read-only tests mount small tmpfs filesystems: as root
+# only. Without it they are reported as ignored (and fail under CI=true).
+if [ "$(id -u)" -eq 0 ]; then
+  export CODEX_TEST_MOUNTS=1
+fi
+
 echo "== cargo test (SQLite and PostgreSQL at ${CODEX_TEST_DATABASE_URL})"
 cargo test --workspace --quiet "$@"
