@@ -284,7 +284,16 @@ impl Catalog<'_, '_> {
         for step in steps {
             self.tx
                 .batch_execute(&step.sql(Dialect::Postgres))
-                .map_err(|e| migrate::broken_step(step, &map_error(e)))?;
+                .map_err(|error| match error.as_db().and_then(tokio_postgres::Error::code) {
+                    Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => {
+                        StoreError::Migration(format!(
+                            "{}: Codex runs its schema steps in a temporary scratch copy first; \
+                             grant the role TEMP on the database (GRANT TEMP ON DATABASE <name> TO <role>)",
+                            describe(&error)
+                        ))
+                    }
+                    _ => migrate::broken_step(step, &map_error(error)),
+                })?;
         }
         migrate::read_tables(self)
     }
