@@ -6,13 +6,11 @@
 mod dialect;
 mod journal;
 mod migrate;
-mod pg_client;
 mod postgres;
 mod queries;
 mod schema;
 mod sql;
 mod sqlite;
-mod sqlite_file;
 mod writer;
 
 use std::sync::Arc;
@@ -747,7 +745,7 @@ pub fn check(url: &DatabaseUrl) -> Result<String, StoreError> {
 /// if none is there).
 pub fn migrate(config: &Config, adopt: bool) -> Result<i64, StoreError> {
     if let (true, DatabaseUrl::Sqlite(path)) = (adopt, &config.database.url) {
-        sqlite_file::forget_id(path)?;
+        sqlite::forget_id(path)?;
     }
     connect(&config.database.url)?;
     Ok(schema::VERSION)
