@@ -1,6 +1,8 @@
 //! PSA providers and the ticket event every delivery and poll result is
 //! normalized into before it reaches the writer.
 
+pub(crate) mod client;
+pub mod clock;
 pub mod freshservice;
 pub mod freshservice_api;
 pub mod lenient_json;
@@ -87,25 +89,6 @@ impl Provider {
 impl fmt::Display for Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Sleeps `duration` between API calls (a backoff, a rate-limit wait),
-/// waking early with `Interrupted` when shutdown is requested through `stop`.
-pub(crate) fn wait_unless_stopped(
-    stop: &std::sync::atomic::AtomicBool,
-    duration: std::time::Duration,
-) -> Result<(), crate::error::SyncError> {
-    let deadline = std::time::Instant::now() + duration;
-    loop {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(crate::error::SyncError::Interrupted);
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            return Ok(());
-        }
-        std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(100)));
     }
 }
 

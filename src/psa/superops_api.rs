@@ -4,34 +4,21 @@
 //! SuperOps answers errors as HTTP 200 with `errors[].extensions.clientError`
 //! (a list of `{code, param}`); a bad token is a 401.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
+use super::client::{MAX_BODY, MinuteWindow, Pacer, Retries, agent};
+use super::clock::Clock;
 use super::superops::{self, TICKET_FIELDS};
-use super::{PollSource, TicketEvent};
+use super::{PollSource, Provider, TicketEvent};
 use crate::config::SuperopsConfig;
 use crate::error::SyncError;
 
 /// Largest page `getTicketList` serves.
 pub const PAGE_SIZE: u64 = 100;
-/// Attempts for a request that meets a network error or a 5xx.
-const ATTEMPTS: u32 = 4;
-/// First retry delay; doubled on each further retry.
-const BACKOFF: Duration = Duration::from_millis(500);
-/// `rate_limit_exceeded` answers tolerated for one request before the run
-/// gives up (the next run starts over from the unchanged cursor).
-const MAX_RATE_LIMITED: u32 = 5;
-/// Wait after `rate_limit_exceeded` when no `Retry-After` says otherwise;
-/// SuperOps counts its limit per minute.
-const RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
-/// A `Retry-After` is honoured up to this long.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
-/// Largest API answer read (a page of 100 tickets).
-const MAX_BODY: u64 = 32 * 1024 * 1024;
 
 /// One page of `getTicketList`.
 #[derive(Debug, Clone, Default)]
@@ -57,13 +44,15 @@ pub struct SuperopsClient {
     authorization: String,
     subdomain: String,
     max_per_minute: usize,
-    sent: VecDeque<Instant>,
-    stop: Arc<AtomicBool>,
+    sent: MinuteWindow,
+    pacer: Pacer,
     /// Requests sent, retries included.
     pub calls: u64,
 }
 
 impl SuperopsClient {
+    /// A client for the configured account on the real clock; `stop`
+    /// interrupts waits.
     pub fn new(
         config: &SuperopsConfig,
         stop: Arc<AtomicBool>,
@@ -75,22 +64,25 @@ impl SuperopsClient {
             .subdomain
             .clone()
             .ok_or_else(|| SyncError::Protocol("[superops] subdomain is not set".to_string()))?;
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(config.request_timeout))
-            .user_agent(concat!("codex/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         Ok(SuperopsClient {
-            agent,
+            agent: agent(config.request_timeout),
             url: config.api_url.clone(),
             authorization: format!("Bearer {}", token.expose()),
             subdomain,
             max_per_minute: config.max_requests_per_minute.max(1) as usize,
-            sent: VecDeque::new(),
-            stop,
+            sent: MinuteWindow::default(),
+            pacer: Pacer::new(stop),
             calls: 0,
         })
+    }
+
+    /// The same client counting its rate limit and sleeping its waits on
+    /// `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> SuperopsClient {
+        SuperopsClient {
+            pacer: self.pacer.with_clock(clock),
+            ..self
+        }
     }
 
     /// One page (from 1) of all tickets, most recently updated first.
@@ -176,13 +168,12 @@ impl SuperopsClient {
     ) -> Result<Result<Json, Vec<Json>>, SyncError> {
         let body =
             json!({"operationName": operation, "query": query, "variables": variables}).to_string();
-        let mut failures = 0;
-        let mut rate_limited = 0;
+        let mut retries = Retries::new(Provider::SuperOps);
         loop {
-            let delay = self.delay();
-            self.wait(delay)?;
+            let delay = self.sent.delay(self.pacer.now(), self.max_per_minute);
+            self.pacer.wait(delay)?;
             self.calls += 1;
-            self.sent.push_back(Instant::now());
+            self.sent.sent(self.pacer.now());
             let result = self
                 .agent
                 .post(&self.url)
@@ -213,8 +204,7 @@ impl SuperopsClient {
                             )));
                         }
                         (429, _) => {
-                            rate_limited += 1;
-                            self.rate_limited(operation, rate_limited, retry_after)?;
+                            self.rate_limited(operation, &mut retries, retry_after)?;
                             continue;
                         }
                         (200, Ok(text)) => {
@@ -234,8 +224,7 @@ impl SuperopsClient {
                             };
                             let found = codes(&errors);
                             if found.iter().any(|c| c == "rate_limit_exceeded") {
-                                rate_limited += 1;
-                                self.rate_limited(operation, rate_limited, retry_after)?;
+                                self.rate_limited(operation, &mut retries, retry_after)?;
                                 continue;
                             }
                             if found
@@ -264,59 +253,23 @@ impl SuperopsClient {
                 }
                 Err(error) => format!("{operation}: {error}"),
             };
-            failures += 1;
-            if failures >= ATTEMPTS {
-                return Err(SyncError::Api(format!(
-                    "{error} (gave up after {ATTEMPTS} attempts)"
-                )));
-            }
-            let delay = BACKOFF * 2u32.pow(failures - 1);
-            log::warn!("superops: {error}; retrying in {} ms", delay.as_millis());
-            self.wait(delay)?;
+            retries.failed(error, &self.pacer)?;
         }
     }
 
     /// Waits out a rate limit, or gives up after too many.
     fn rate_limited(
-        &mut self,
+        &self,
         operation: &str,
-        count: u32,
+        retries: &mut Retries,
         retry_after: Option<Duration>,
     ) -> Result<(), SyncError> {
-        if count > MAX_RATE_LIMITED {
-            return Err(SyncError::Api(format!(
-                "{operation} is still rate limited after {MAX_RATE_LIMITED} waits"
-            )));
-        }
-        let wait = retry_after.unwrap_or(RATE_LIMIT_WAIT).min(MAX_RETRY_AFTER);
+        let wait = retries.rate_limited(operation, retry_after)?;
         log::warn!(
             "superops: rate_limit_exceeded; waiting {}s before retrying {operation}",
             wait.as_secs()
         );
-        self.wait(wait)
-    }
-
-    /// How long to wait to stay under `max_requests_per_minute`.
-    fn delay(&mut self) -> Duration {
-        let now = Instant::now();
-        while self
-            .sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-        {
-            self.sent.pop_front();
-        }
-        match self.sent.front() {
-            Some(oldest) if self.sent.len() >= self.max_per_minute => {
-                (*oldest + Duration::from_secs(60)).saturating_duration_since(now)
-            }
-            _ => Duration::ZERO,
-        }
-    }
-
-    /// Sleeps, waking early (with an error) when shutdown is requested.
-    fn wait(&self, duration: Duration) -> Result<(), SyncError> {
-        super::wait_unless_stopped(&self.stop, duration)
+        self.pacer.wait(wait)
     }
 }
 
