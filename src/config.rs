@@ -662,7 +662,7 @@ impl Config {
             ),
             request_timeout: reader.parse("freshservice", "request_timeout", "30s", parse_duration),
             timezone: reader.parse("freshservice", "timezone", "UTC", |v| {
-                crate::timestamp::zone(v.trim())
+                crate::timestamp::zone(v.trim()).map_err(|e| e.to_string())
             }),
             workspace_id: reader.optional("freshservice", "workspace_id", |v| {
                 parse_range(v, 0, u64::MAX >> 1)
@@ -1000,7 +1000,7 @@ impl Reader<'_> {
                 parse_range(v, 1, 800).map(|n| n as u32)
             }),
             timezone: self.parse(section, "timezone", "UTC", |v| {
-                crate::timestamp::zone(v.trim())
+                crate::timestamp::zone(v.trim()).map_err(|e| e.to_string())
             }),
             initial_sync_days: self.parse(section, "initial_sync_days", "30", |v| {
                 parse_range(v, 1, 36_500).map(|n| n as u32)

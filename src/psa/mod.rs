@@ -6,13 +6,14 @@ pub mod clock;
 pub mod freshservice;
 pub mod freshservice_api;
 pub mod lenient_json;
+pub mod normalize;
 pub mod superops;
 pub mod superops_api;
 pub mod webhook_body;
 
 use std::fmt;
 
-pub use freshservice::{Normalized, Rejection};
+pub use normalize::{Normalized, Rejection};
 
 use crate::config::Config;
 

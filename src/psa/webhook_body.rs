@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value as Json};
 
+use super::normalize::parse_id;
+use crate::error::PsaError;
+
 /// The Codex fields a body key can be mapped to, each with the keys read
 /// for it when no mapping says otherwise (first present wins).
 pub const FIELD_KEYS: &[(&str, &[&str])] = &[
@@ -63,19 +66,32 @@ pub struct WebhookFields {
 
 impl WebhookFields {
     /// Maps `field` (a name from [`FIELD_KEYS`]) to `keys`.
-    pub fn insert(&mut self, field: &str, keys: Vec<String>) -> Result<(), String> {
+    pub fn insert(&mut self, field: &str, keys: Vec<String>) -> Result<(), PsaError> {
         if !FIELD_KEYS.iter().any(|(name, _)| *name == field) {
-            let names: Vec<&str> = FIELD_KEYS.iter().map(|(name, _)| *name).collect();
-            return Err(format!(
-                "'{field}' is not a Codex field; use one of {}",
-                names.join(", ")
-            ));
+            return Err(PsaError::UnknownWebhookField {
+                field: field.to_string(),
+                known: FIELD_KEYS.iter().map(|(name, _)| *name).collect(),
+            });
         }
         if keys.is_empty() {
-            return Err("name at least one body key, such as ticket_id = TicketNumber".to_string());
+            return Err(PsaError::NoWebhookKeys);
         }
         self.keys.insert(field.to_string(), keys);
         Ok(())
+    }
+
+    /// The keys a provider itself sends for Codex's fields (names from
+    /// [`FIELD_KEYS`]), read before Codex's own.
+    pub(crate) fn builtin(table: &[(&str, &[&str])]) -> WebhookFields {
+        let keys = table
+            .iter()
+            .map(|(field, keys)| {
+                debug_assert!(FIELD_KEYS.iter().any(|(name, _)| name == field));
+                let keys = keys.iter().map(|k| k.to_string()).collect();
+                (field.to_string(), keys)
+            })
+            .collect();
+        WebhookFields { keys }
     }
 
     /// INI lines, as `codex check-config` prints them.
@@ -219,7 +235,7 @@ pub fn foreign_ids(body: &Json) -> Vec<i64> {
             if WRAPPERS.contains(&key.to_ascii_lowercase().as_str()) {
                 continue;
             }
-            if let Some(Ok(Some(id))) = inner.get("id").map(super::freshservice::parse_id) {
+            if let Some(Ok(Some(id))) = inner.get("id").map(parse_id) {
                 out.push(id);
             }
             if depth > 0 {
@@ -327,8 +343,7 @@ pub fn scan_ticket_id(body: &[u8], custom: &WebhookFields, foreign: &[i64]) -> O
             let end = value
                 .find([',', '}', '"', '\n', '\r', ']'])
                 .unwrap_or(value.len());
-            if let Ok(Some(id)) = super::freshservice::parse_id(&Json::String(value[..end].into()))
-            {
+            if let Ok(Some(id)) = parse_id(&Json::String(value[..end].into())) {
                 if !foreign.contains(&id) {
                     return Some(id);
                 }
@@ -398,8 +413,17 @@ mod tests {
         let b = Body::webhook(body.as_object().unwrap(), &fields);
         assert_eq!(b.find("ticket_id").unwrap().1, &json!("SR-9"));
         assert_eq!(b.find("status").unwrap().0, "state");
-        assert!(fields.insert("colour", vec!["c".to_string()]).is_err());
-        assert!(fields.insert("subject", vec![]).is_err());
+        let unknown = fields.insert("colour", vec!["c".to_string()]).unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .starts_with("'colour' is not a Codex field; use one of ticket_id, event,"),
+            "{unknown}"
+        );
+        assert_eq!(
+            fields.insert("subject", vec![]),
+            Err(PsaError::NoWebhookKeys)
+        );
     }
 
     #[test]
