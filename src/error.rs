@@ -191,7 +191,10 @@ impl fmt::Display for TimestampError {
                 "'{name}' is not an IANA time zone name such as Asia/Kolkata"
             ),
             TimestampError::TooLong { start, bytes } => {
-                write!(f, "'{start}…' ({bytes} bytes) is too long to be a timestamp")
+                write!(
+                    f,
+                    "'{start}…' ({bytes} bytes) is too long to be a timestamp"
+                )
             }
             TimestampError::Unreadable(text) => write!(
                 f,

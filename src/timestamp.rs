@@ -147,8 +147,7 @@ pub fn read(text: &str, zone: &TimeZone) -> Result<Reading, TimestampError> {
     if let Some(instant) = unix_seconds(text) {
         return Ok(plain(instant));
     }
-    let fields =
-        Fields::scan(text).ok_or_else(|| TimestampError::Unreadable(text.to_string()))?;
+    let fields = Fields::scan(text).ok_or_else(|| TimestampError::Unreadable(text.to_string()))?;
     fields.resolve(text, zone)
 }
 
@@ -589,7 +588,12 @@ mod tests {
         let error = normalize("Jan 15 2024 10:30 QQQ").unwrap_err().to_string();
         assert!(error.contains("timezone"), "{error}");
         let long = "2024-01-15T".repeat(100_000);
-        assert!(normalize(&long).unwrap_err().to_string().contains("too long"));
+        assert!(
+            normalize(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
     }
 
     #[test]

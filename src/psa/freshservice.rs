@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use jiff::tz::TimeZone;
 use serde_json::Value as Json;
 
-use super::normalize::{
-    Code, Envelope, finish, plain_fields, read_value, slug, timestamp_field,
-};
+use super::normalize::{Code, Envelope, api_event, finish, plain_fields, read_value, slug};
 pub use super::normalize::{Normalized, Rejection, parse_id};
 pub use super::webhook_body::WebhookFields;
 use super::webhook_body::{Body, html_unescape};
@@ -92,8 +90,7 @@ impl CodeTable {
 /// The status table as deployed by the predecessor; `[freshservice.statuses]`
 /// extends or overrides it.
 pub fn default_statuses() -> CodeTable {
-    let mut table = CodeTable::default();
-    for (id, name, display) in [
+    code_table(&[
         (2, "open", "Open"),
         (3, "pending", "Pending"),
         (4, "resolved", "Resolved"),
@@ -110,21 +107,25 @@ pub fn default_statuses() -> CodeTable {
         (23, "on_hold", "On Hold"),
         (26, "customer_replied", "Customer Replied"),
         (27, "pending_hubspot", "Pending Hubspot"),
-    ] {
-        table.insert(id, name, Some(display));
-    }
-    table
+    ])
 }
 
+/// The priority table as deployed by the predecessor;
+/// `[freshservice.priorities]` extends or overrides it.
 pub fn default_priorities() -> CodeTable {
-    let mut table = CodeTable::default();
-    for (id, name, display) in [
+    code_table(&[
         (1, "low", "Low"),
         (2, "medium", "Medium"),
         (3, "high", "High"),
         (4, "urgent", "Urgent"),
-    ] {
-        table.insert(id, name, Some(display));
+    ])
+}
+
+/// A table of `(id, name, display name)` entries.
+fn code_table(entries: &[(i64, &str, &str)]) -> CodeTable {
+    let mut table = CodeTable::default();
+    for (id, name, display) in entries {
+        table.insert(*id, name, Some(display));
     }
     table
 }
@@ -167,8 +168,8 @@ pub fn normalize_webhook(
     if event.kind == EventKind::Deleted {
         mark_deleted(&mut event, config);
     }
-    finish(&mut event, &config.done_statuses, received_at);
-    Ok(Normalized { event, warnings })
+    let done = &config.done_statuses;
+    Ok(Normalized::finished(event, warnings, done, received_at))
 }
 
 /// Normalizes one ticket from the REST API (`GET /tickets`, `/tickets/{id}`).
@@ -177,29 +178,10 @@ pub fn normalize_api_ticket(
     config: &FreshserviceConfig,
 ) -> Result<Normalized, PsaError> {
     let object = ticket.as_object().ok_or(PsaError::TicketNotAnObject)?;
-    let ticket_id = match object.get("id").map(parse_id) {
-        Some(Ok(Some(id))) => id,
-        _ => return Err(PsaError::TicketWithoutId { key: "id" }),
-    };
-    let mut event = TicketEvent::new(
-        Provider::Freshservice,
-        ticket_id,
-        EventKind::Updated,
-        Source::Poll,
-    );
+    // The API's timestamps are UTC with a `Z`.
+    let provider = Provider::Freshservice;
+    let mut event = api_event(provider, object, "id", "updated_at", &TimeZone::UTC)?;
     let mut warnings = Vec::new();
-    match object
-        .get("updated_at")
-        .map(|v| timestamp_field(v, &TimeZone::UTC))
-    {
-        Some(Ok(Some((ts, _)))) => event.updated_at = Some(ts),
-        _ => {
-            return Err(PsaError::TicketWithoutVersion {
-                ticket_id,
-                key: "updated_at",
-            });
-        }
-    }
     let body = Body::api(object);
     let fields = plain_fields().filter_map(|field| Some((api_key(field)?, field)));
     apply_fields(&body, fields, config, false, &mut event, &mut warnings);
@@ -213,8 +195,12 @@ pub fn normalize_api_ticket(
         set_status_id(&mut event, status, config);
     }
     let received_at = event.updated_at.clone().unwrap_or_else(timestamp::now);
-    finish(&mut event, &config.done_statuses, &received_at);
-    Ok(Normalized { event, warnings })
+    Ok(Normalized::finished(
+        event,
+        warnings,
+        &config.done_statuses,
+        &received_at,
+    ))
 }
 
 /// An event for a ticket a deleted or spam listing returned.

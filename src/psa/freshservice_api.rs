@@ -14,7 +14,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use super::client::{MAX_BODY, MinuteWindow, Pacer, Retries, agent};
 use super::clock::Clock;
 use super::freshservice::{self, Normalized};
-use super::{PollSource, Provider, TicketEvent};
+use super::{PageSink, PollSource, Provider, TicketEvent};
 use crate::config::FreshserviceConfig;
 use crate::error::SyncError;
 use crate::timestamp;
@@ -316,7 +316,7 @@ impl FreshservicePoll<'_> {
     fn listing(
         &mut self,
         mut url: String,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
+        page: &mut PageSink<'_>,
         to_event: impl Fn(&Json) -> Option<TicketEvent>,
     ) -> Result<(), SyncError> {
         loop {
@@ -331,11 +331,7 @@ impl FreshservicePoll<'_> {
 }
 
 impl PollSource for FreshservicePoll<'_> {
-    fn changes(
-        &mut self,
-        since: &str,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
-    ) -> Result<(), SyncError> {
+    fn changes(&mut self, since: &str, page: &mut PageSink<'_>) -> Result<(), SyncError> {
         let url = self.client.listing_url(&format!(
             "/tickets?updated_since={}&order_by=updated_at&order_type=asc&per_page=100",
             utf8_percent_encode(since, QUERY_VALUE)
@@ -359,11 +355,7 @@ impl PollSource for FreshservicePoll<'_> {
         )
     }
 
-    fn deletions(
-        &mut self,
-        since: &str,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
-    ) -> Result<(), SyncError> {
+    fn deletions(&mut self, since: &str, page: &mut PageSink<'_>) -> Result<(), SyncError> {
         let config = self.config;
         for (filter, spam) in [("deleted", false), ("spam", true)] {
             let url = self.client.listing_url(&format!(
@@ -637,8 +629,8 @@ mod tests {
                         "<{link_base}/tickets?updated_since=x&page={}>; rel=\"next\"",
                         page + 1
                     );
-                    response = response
-                        .with_header(tiny_http::Header::from_bytes("Link", link).unwrap());
+                    response =
+                        response.with_header(tiny_http::Header::from_bytes("Link", link).unwrap());
                 }
                 request.respond(response).unwrap();
             }
@@ -654,15 +646,18 @@ mod tests {
         let done = Arc::new(AtomicBool::new(false));
         let (base, serve) = fake_account(clock.clone(), 4, done.clone());
         let config = crate::config::Config::from_ini(
-            &format!("[freshservice]\napi_base = {base}\napi_key = k\nmax_requests_per_minute = 4\n"),
+            &format!(
+                "[freshservice]\napi_base = {base}\napi_key = k\nmax_requests_per_minute = 4\n"
+            ),
             None,
             &|_| None,
         )
         .unwrap()
         .config;
-        let client = FreshserviceClient::new(&config.freshservice, Arc::new(AtomicBool::new(false)))
-            .unwrap()
-            .with_clock(clock.clone());
+        let client =
+            FreshserviceClient::new(&config.freshservice, Arc::new(AtomicBool::new(false)))
+                .unwrap()
+                .with_clock(clock.clone());
         let start = clock.now();
         // A run: four pages of changes, then the deleted and spam listings.
         let mut poll = FreshservicePoll {

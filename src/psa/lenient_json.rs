@@ -55,6 +55,22 @@ pub fn parse(body: &[u8]) -> Result<Value, JsonError> {
     Ok(value)
 }
 
+/// The two kinds of `,`-separated list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum List {
+    Object,
+    Array,
+}
+
+impl List {
+    fn close(self) -> char {
+        match self {
+            List::Object => '}',
+            List::Array => ']',
+        }
+    }
+}
+
 /// Where a string stands, which decides what may follow its closing quote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Context {
@@ -185,19 +201,13 @@ impl Parser<'_> {
         self.bump(); // '{'
         let mut map = Map::new();
         loop {
-            self.skip_ws();
-            match self.peek() {
-                Some('}') => {
-                    self.bump();
-                    return Ok(Value::Object(map));
-                }
-                // A stray comma (trailing, or doubled) is skipped.
-                Some(',') => {
-                    self.bump();
-                    continue;
-                }
-                None => return Err(self.error("the object is not closed: '}' is missing")),
-                Some(_) => {}
+            if self.closes(List::Object)? {
+                return Ok(Value::Object(map));
+            }
+            // A stray comma (trailing, or doubled) is skipped.
+            if self.peek() == Some(',') {
+                self.bump();
+                continue;
             }
             let key = if self.peek() == Some('"') {
                 self.string(Context::Key)?
@@ -211,19 +221,7 @@ impl Parser<'_> {
             self.bump();
             let value = self.value(Context::ObjectValue)?;
             map.insert(key, value);
-            self.skip_ws();
-            match self.peek() {
-                Some(',') => {
-                    self.bump();
-                }
-                Some('}') => {}
-                // A missing comma between members is forgiven.
-                Some('"') => {}
-                None => return Err(self.error("the object is not closed: '}' is missing")),
-                Some(c) => {
-                    return Err(self.error(&format!("expected ',' or '}}' but found '{c}'")));
-                }
-            }
+            self.separator(List::Object)?;
         }
     }
 
@@ -231,28 +229,56 @@ impl Parser<'_> {
         self.bump(); // '['
         let mut items = Vec::new();
         loop {
-            self.skip_ws();
-            match self.peek() {
-                Some(']') => {
-                    self.bump();
-                    return Ok(Value::Array(items));
-                }
-                None => return Err(self.error("the array is not closed: ']' is missing")),
-                _ => {}
+            if self.closes(List::Array)? {
+                return Ok(Value::Array(items));
             }
             items.push(self.value(Context::ArrayItem)?);
-            self.skip_ws();
-            match self.peek() {
-                Some(',') => {
-                    self.bump();
-                }
-                Some(']') => {}
-                None => return Err(self.error("the array is not closed: ']' is missing")),
-                Some(c) => {
-                    return Err(self.error(&format!("expected ',' or ']' but found '{c}'")));
-                }
-            }
+            self.separator(List::Array)?;
         }
+    }
+
+    /// Skips white space; true (and past it) when `list` closes here.
+    fn closes(&mut self, list: List) -> Result<bool, JsonError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(c) if c == list.close() => {
+                self.bump();
+                Ok(true)
+            }
+            None => Err(self.unclosed(list)),
+            Some(_) => Ok(false),
+        }
+    }
+
+    /// What follows a member or an item: a comma (stepped past) or the end
+    /// of the list (left for `closes`). In an object, a missing comma
+    /// between members is forgiven.
+    fn separator(&mut self, list: List) -> Result<(), JsonError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(',') => {
+                self.bump();
+                Ok(())
+            }
+            Some(c) if c == list.close() => Ok(()),
+            Some('"') if list == List::Object => Ok(()),
+            None => Err(self.unclosed(list)),
+            Some(c) => Err(self.error(&format!(
+                "expected ',' or '{}' but found '{c}'",
+                list.close()
+            ))),
+        }
+    }
+
+    fn unclosed(&self, list: List) -> JsonError {
+        let name = match list {
+            List::Object => "object",
+            List::Array => "array",
+        };
+        self.error(&format!(
+            "the {name} is not closed: '{}' is missing",
+            list.close()
+        ))
     }
 
     /// A quoted string. A raw `"` inside one (a subject such as `Printer

@@ -93,6 +93,10 @@ impl fmt::Display for Provider {
     }
 }
 
+/// Where a poll source hands each page of events it lists: the sync run,
+/// which applies them.
+pub type PageSink<'a> = dyn FnMut(Vec<TicketEvent>) -> Result<(), crate::error::SyncError> + 'a;
+
 /// The polling half of a provider: what a sync run asks of a PSA's API.
 /// A run lists changes since its cursor, applies them, and (in a full run)
 /// looks up the locally active tickets the listing did not settle.
@@ -103,7 +107,7 @@ pub trait PollSource {
     fn changes(
         &mut self,
         since: &str,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), crate::error::SyncError>,
+        page: &mut PageSink<'_>,
     ) -> Result<(), crate::error::SyncError>;
 
     /// Lists the tickets deleted (or marked spam) at or after `since`,
@@ -112,7 +116,7 @@ pub trait PollSource {
     fn deletions(
         &mut self,
         since: &str,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), crate::error::SyncError>,
+        page: &mut PageSink<'_>,
     ) -> Result<(), crate::error::SyncError> {
         let _ = (since, page);
         Ok(())

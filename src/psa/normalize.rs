@@ -108,6 +108,33 @@ impl Envelope {
     }
 }
 
+/// The event an API ticket opens: its id under `id_key` and its version
+/// under `version_key` (read in `zone` when it names none). A ticket
+/// without either cannot be ordered against other events and is skipped.
+pub(crate) fn api_event(
+    provider: Provider,
+    object: &Map<String, Json>,
+    id_key: &'static str,
+    version_key: &'static str,
+    zone: &TimeZone,
+) -> Result<TicketEvent, PsaError> {
+    let ticket_id = match object.get(id_key).map(parse_id) {
+        Some(Ok(Some(id))) => id,
+        _ => return Err(PsaError::TicketWithoutId { key: id_key }),
+    };
+    let mut event = TicketEvent::new(provider, ticket_id, EventKind::Updated, Source::Poll);
+    match object.get(version_key).map(|v| timestamp_field(v, zone)) {
+        Some(Ok(Some((ts, _)))) => event.updated_at = Some(ts),
+        _ => {
+            return Err(PsaError::TicketWithoutVersion {
+                ticket_id,
+                key: version_key,
+            });
+        }
+    }
+    Ok(event)
+}
+
 /// The two fields a PSA gives as a name or id from a table of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Code {
@@ -214,6 +241,19 @@ pub(crate) fn read_event(
             });
             (EventKind::Updated, (!text.is_empty()).then_some(text))
         }
+    }
+}
+
+impl Normalized {
+    /// The event with its warnings, finished (see [`finish`]).
+    pub(crate) fn finished(
+        mut event: TicketEvent,
+        warnings: Vec<String>,
+        done_statuses: &[String],
+        received_at: &str,
+    ) -> Normalized {
+        finish(&mut event, done_statuses, received_at);
+        Normalized { event, warnings }
     }
 }
 
@@ -394,7 +434,11 @@ mod tests {
         assert_eq!(read(Field::GroupId, json!("")), Ok(None));
         for (field, value, message) in [
             (Field::Subject, json!({"a": 1}), r#"{"a":1} is not text"#),
-            (Field::IsEscalated, json!("Maybe"), "'maybe' is not true or false"),
+            (
+                Field::IsEscalated,
+                json!("Maybe"),
+                "'maybe' is not true or false",
+            ),
             (Field::IsEscalated, json!(2), "2 is not true or false"),
             (Field::CreatedAt, json!(true), "true is not a timestamp"),
         ] {
@@ -414,10 +458,7 @@ mod tests {
             Code::Priority.section(Provider::SuperOps),
             "[superops.priorities]"
         );
-        assert_eq!(
-            Code::Status.fields(),
-            (Field::Status, Field::StatusId)
-        );
+        assert_eq!(Code::Status.fields(), (Field::Status, Field::StatusId));
         assert_eq!(plain_fields().count(), Field::COUNT - 4);
     }
 }

@@ -14,8 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value as Json};
 
 use super::normalize::{
-    Code, Envelope, Normalized, Rejection, finish, parse_id, plain_fields, read_value, slug,
-    timestamp_field,
+    Code, Envelope, Normalized, Rejection, api_event, finish, plain_fields, read_value, slug,
 };
 use super::webhook_body::{Body, WebhookFields, scan_ticket_id as scan_body};
 use super::{EventKind, Field, Provider, Source, TicketEvent, Value};
@@ -109,33 +108,31 @@ fn priority_id(normalized: &str) -> Option<i64> {
     }
 }
 
-/// Where SuperOps' own keys carry Codex's fields; Codex's names (the
-/// guide's) are read after these.
-const SUPEROPS_KEYS: &[(&str, &[&str])] = &[
-    ("ticket_id", &["ticketId", "ticket.ticketId"]),
-    ("event", &["eventType", "event_name"]),
-    ("updated_at", &["updatedTime"]),
-    ("created_at", &["createdTime"]),
-    ("status", &["status"]),
-    ("priority", &["priority"]),
-    ("ticket_type", &["ticketType", "requestType"]),
-    ("requester_id", &["requester.userId", "requesterId"]),
-    ("requester_name", &["requester.name", "requesterName"]),
-    ("requester_email", &["requester.email", "requesterEmail"]),
-    (
-        "responder_id",
-        &["technician.userId", "technicianId", "technician.id"],
-    ),
-    ("group_id", &["techGroup.groupId", "techGroupId", "techGroup.id"]),
-    (
-        "department_id",
-        &["client.accountId", "clientId", "accountId", "client.id"],
-    ),
-];
+/// Where SuperOps' own keys carry a Codex body field (a name from
+/// `FIELD_KEYS`); Codex's names (the guide's) are read after these.
+fn superops_keys_of(field: &str) -> &'static [&'static str] {
+    match field {
+        "ticket_id" => &["ticketId", "ticket.ticketId"],
+        "event" => &["eventType", "event_name"],
+        "updated_at" => &["updatedTime"],
+        "created_at" => &["createdTime"],
+        // Before the guide's `status_id`: SuperOps' status is a name.
+        "status" => &["status"],
+        "priority" => &["priority"],
+        "ticket_type" => &["ticketType", "requestType"],
+        "requester_id" => &["requester.userId", "requesterId"],
+        "requester_name" => &["requester.name", "requesterName"],
+        "requester_email" => &["requester.email", "requesterEmail"],
+        "responder_id" => &["technician.userId", "technicianId", "technician.id"],
+        "group_id" => &["techGroup.groupId", "techGroupId", "techGroup.id"],
+        "department_id" => &["client.accountId", "clientId", "accountId", "client.id"],
+        _ => &[],
+    }
+}
 
 fn superops_keys() -> &'static WebhookFields {
     static KEYS: std::sync::OnceLock<WebhookFields> = std::sync::OnceLock::new();
-    KEYS.get_or_init(|| WebhookFields::builtin(SUPEROPS_KEYS))
+    KEYS.get_or_init(|| WebhookFields::builtin(superops_keys_of))
 }
 
 /// What SuperOps webhook bodies must carry, as its messages name it.
@@ -168,8 +165,12 @@ pub fn normalize_webhook(
     if event.kind == EventKind::Deleted {
         mark_deleted(&mut event);
     }
-    finish(&mut event, &config.done_statuses, received_at);
-    Ok(Normalized { event, warnings })
+    Ok(Normalized::finished(
+        event,
+        warnings,
+        &config.done_statuses,
+        received_at,
+    ))
 }
 
 /// Normalizes one ticket from `getTicketList` or `getTicket`.
@@ -177,36 +178,15 @@ pub fn normalize_api_ticket(
     ticket: &Json,
     config: &SuperopsConfig,
 ) -> Result<Normalized, PsaError> {
-    let object = ticket.as_object().ok_or(PsaError::TicketNotAnObject)?;
-    let object = with_scalars_parsed(object);
-    let ticket_id = match object.get("ticketId").map(parse_id) {
-        Some(Ok(Some(id))) => id,
-        _ => return Err(PsaError::TicketWithoutId { key: "ticketId" }),
-    };
-    let mut event = TicketEvent::new(
-        Provider::SuperOps,
-        ticket_id,
-        EventKind::Updated,
-        Source::Poll,
-    );
-    event.updated_at = match object
-        .get("updatedTime")
-        .map(|v| timestamp_field(v, &config.timezone))
-    {
-        Some(Ok(Some((ts, _)))) => Some(ts),
-        _ => {
-            return Err(PsaError::TicketWithoutVersion {
-                ticket_id,
-                key: "updatedTime",
-            });
-        }
-    };
+    let object = with_scalars_parsed(ticket.as_object().ok_or(PsaError::TicketNotAnObject)?);
+    let (provider, zone) = (Provider::SuperOps, &config.timezone);
+    let mut event = api_event(provider, &object, "ticketId", "updatedTime", zone)?;
     let mut warnings = Vec::new();
     let body = Body::webhook(&object, superops_keys());
     apply(&body, config, &mut event, &mut warnings);
     let received_at = event.updated_at.clone().unwrap_or_default();
-    finish(&mut event, &config.done_statuses, &received_at);
-    Ok(Normalized { event, warnings })
+    let done = &config.done_statuses;
+    Ok(Normalized::finished(event, warnings, done, &received_at))
 }
 
 /// A SuperOps client's `accountId` (a numeric string, often 19 digits) as
@@ -320,7 +300,13 @@ fn apply(
             Code::Status => &config.statuses,
             Code::Priority => &config.priorities,
         };
-        let name = match name_of(&key, value, map, &code.section(Provider::SuperOps), warnings) {
+        let name = match name_of(
+            &key,
+            value,
+            map,
+            &code.section(Provider::SuperOps),
+            warnings,
+        ) {
             Ok(name) => name,
             Err(error) => {
                 warnings.push(format!("{key}: {error}; left unchanged"));
@@ -525,6 +511,13 @@ mod tests {
             "{:?}",
             normalized.warnings
         );
+    }
+
+    #[test]
+    fn superops_keys_are_read_for_thirteen_codex_fields() {
+        let rendered = superops_keys().render();
+        assert_eq!(rendered.lines().count(), 13, "{rendered}");
+        assert!(rendered.contains("status = status\n"), "{rendered}");
     }
 
     #[test]

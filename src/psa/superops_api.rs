@@ -13,7 +13,7 @@ use serde_json::{Value as Json, json};
 use super::client::{MAX_BODY, MinuteWindow, Pacer, Retries, agent};
 use super::clock::Clock;
 use super::superops::{self, TICKET_FIELDS};
-use super::{PollSource, Provider, TicketEvent};
+use super::{PageSink, PollSource, Provider, TicketEvent};
 use crate::config::SuperopsConfig;
 use crate::error::SyncError;
 
@@ -281,11 +281,7 @@ pub struct SuperopsPoll<'a> {
 }
 
 impl PollSource for SuperopsPoll<'_> {
-    fn changes(
-        &mut self,
-        since: &str,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
-    ) -> Result<(), SyncError> {
+    fn changes(&mut self, since: &str, page: &mut PageSink<'_>) -> Result<(), SyncError> {
         let mut number = 1;
         loop {
             let listed = self.client.ticket_page(number)?;

@@ -80,16 +80,14 @@ impl WebhookFields {
         Ok(())
     }
 
-    /// The keys a provider itself sends for Codex's fields (names from
-    /// [`FIELD_KEYS`]), read before Codex's own.
-    pub(crate) fn builtin(table: &[(&str, &[&str])]) -> WebhookFields {
-        let keys = table
+    /// The keys a provider itself sends for Codex's fields (`keys_of` a
+    /// name from [`FIELD_KEYS`]), read before Codex's own.
+    pub(crate) fn builtin(keys_of: fn(&str) -> &'static [&'static str]) -> WebhookFields {
+        let keys = FIELD_KEYS
             .iter()
-            .map(|(field, keys)| {
-                debug_assert!(FIELD_KEYS.iter().any(|(name, _)| name == field));
-                let keys = keys.iter().map(|k| k.to_string()).collect();
-                (field.to_string(), keys)
-            })
+            .map(|(field, _)| (field.to_string(), keys_of(field)))
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(field, keys)| (field, keys.iter().map(|k| k.to_string()).collect()))
             .collect();
         WebhookFields { keys }
     }
