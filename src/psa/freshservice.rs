@@ -90,36 +90,42 @@ impl CodeTable {
 /// The status table as deployed by the predecessor; `[freshservice.statuses]`
 /// extends or overrides it.
 pub fn default_statuses() -> CodeTable {
-    code_table(&[
-        (2, "open", "Open"),
-        (3, "pending", "Pending"),
-        (4, "resolved", "Resolved"),
-        (5, "closed", "Closed"),
-        (6, "spam", "Spam"),
-        (7, "deleted", "Deleted"),
-        (8, "scheduled", "Scheduled"),
-        (9, "waiting_customer", "Waiting on Customer"),
-        (10, "waiting_third_party", "Waiting on Third Party"),
-        (13, "under_investigation", "Under Investigation"),
-        (15, "job_complete_bill", "Job Complete - Bill"),
-        (16, "billing_complete", "Billing Complete - Close"),
-        (19, "update_needed", "Update Needed"),
-        (23, "on_hold", "On Hold"),
-        (26, "customer_replied", "Customer Replied"),
-        (27, "pending_hubspot", "Pending Hubspot"),
-    ])
+    code_table(DEFAULT_STATUS_CODES)
 }
 
 /// The priority table as deployed by the predecessor;
 /// `[freshservice.priorities]` extends or overrides it.
 pub fn default_priorities() -> CodeTable {
-    code_table(&[
-        (1, "low", "Low"),
-        (2, "medium", "Medium"),
-        (3, "high", "High"),
-        (4, "urgent", "Urgent"),
-    ])
+    code_table(DEFAULT_PRIORITY_CODES)
 }
+
+/// `(id, name, display name)` of the predecessor's statuses.
+const DEFAULT_STATUS_CODES: &[(i64, &str, &str)] = &[
+    (2, "open", "Open"),
+    (3, "pending", "Pending"),
+    (4, "resolved", "Resolved"),
+    (5, "closed", "Closed"),
+    (6, "spam", "Spam"),
+    (7, "deleted", "Deleted"),
+    (8, "scheduled", "Scheduled"),
+    (9, "waiting_customer", "Waiting on Customer"),
+    (10, "waiting_third_party", "Waiting on Third Party"),
+    (13, "under_investigation", "Under Investigation"),
+    (15, "job_complete_bill", "Job Complete - Bill"),
+    (16, "billing_complete", "Billing Complete - Close"),
+    (19, "update_needed", "Update Needed"),
+    (23, "on_hold", "On Hold"),
+    (26, "customer_replied", "Customer Replied"),
+    (27, "pending_hubspot", "Pending Hubspot"),
+];
+
+/// `(id, name, display name)` of the predecessor's priorities.
+const DEFAULT_PRIORITY_CODES: &[(i64, &str, &str)] = &[
+    (1, "low", "Low"),
+    (2, "medium", "Medium"),
+    (3, "high", "High"),
+    (4, "urgent", "Urgent"),
+];
 
 /// A table of `(id, name, display name)` entries.
 fn code_table(entries: &[(i64, &str, &str)]) -> CodeTable {

@@ -198,42 +198,55 @@ impl Parser<'_> {
     }
 
     fn object(&mut self) -> Result<Value, JsonError> {
-        self.bump(); // '{'
         let mut map = Map::new();
-        loop {
-            if self.closes(List::Object)? {
-                return Ok(Value::Object(map));
-            }
+        self.list(List::Object, |parser| {
             // A stray comma (trailing, or doubled) is skipped.
-            if self.peek() == Some(',') {
-                self.bump();
-                continue;
+            if parser.peek() == Some(',') {
+                parser.bump();
+                return Ok(false);
             }
-            let key = if self.peek() == Some('"') {
-                self.string(Context::Key)?
+            let key = if parser.peek() == Some('"') {
+                parser.string(Context::Key)?
             } else {
-                self.bare_key()?
+                parser.bare_key()?
             };
-            self.skip_ws();
-            if self.peek() != Some(':') {
-                return Err(self.error(&format!("expected ':' after the key \"{key}\"")));
+            parser.skip_ws();
+            if parser.peek() != Some(':') {
+                return Err(parser.error(&format!("expected ':' after the key \"{key}\"")));
             }
-            self.bump();
-            let value = self.value(Context::ObjectValue)?;
+            parser.bump();
+            let value = parser.value(Context::ObjectValue)?;
             map.insert(key, value);
-            self.separator(List::Object)?;
-        }
+            Ok(true)
+        })?;
+        Ok(Value::Object(map))
     }
 
     fn array(&mut self) -> Result<Value, JsonError> {
-        self.bump(); // '['
         let mut items = Vec::new();
+        self.list(List::Array, |parser| {
+            items.push(parser.value(Context::ArrayItem)?);
+            Ok(true)
+        })?;
+        Ok(Value::Array(items))
+    }
+
+    /// Reads a list from its opening bracket to its closing one, `member`
+    /// by `member`; one that returns true has read a member, which a
+    /// separator must follow.
+    fn list(
+        &mut self,
+        list: List,
+        mut member: impl FnMut(&mut Self) -> Result<bool, JsonError>,
+    ) -> Result<(), JsonError> {
+        self.bump(); // '{' or '['
         loop {
-            if self.closes(List::Array)? {
-                return Ok(Value::Array(items));
+            if self.closes(list)? {
+                return Ok(());
             }
-            items.push(self.value(Context::ArrayItem)?);
-            self.separator(List::Array)?;
+            if member(self)? {
+                self.separator(list)?;
+            }
         }
     }
 
