@@ -191,14 +191,14 @@ pub fn normalize_api_ticket(
     let body = Body::api(object);
     let fields = plain_fields().filter_map(|field| Some((api_key(field)?, field)));
     apply_fields(&body, fields, config, false, &mut event, &mut warnings);
-    let flagged = |key: &str| object.get(key).and_then(Json::as_bool) == Some(true);
-    if flagged("deleted") || flagged("spam") {
-        let status = if flagged("spam") {
-            STATUS_SPAM
-        } else {
-            STATUS_DELETED
-        };
-        set_status_id(&mut event, status, config);
+    // A ticket flagged both is spam, as the spam listing would say.
+    let flagged =
+        |removal: Removal| object.get(removal.flag()).and_then(Json::as_bool) == Some(true);
+    if let Some(removal) = [Removal::Spam, Removal::Deleted]
+        .into_iter()
+        .find(|r| flagged(*r))
+    {
+        removal.mark(&mut event, config);
     }
     let received_at = event.updated_at.clone().unwrap_or_else(timestamp::now);
     Ok(Normalized::finished(
@@ -209,11 +209,48 @@ pub fn normalize_api_ticket(
     ))
 }
 
+/// How a Freshservice ticket can be gone: deleted (to its trash) or
+/// marked spam. Each has its status id, its `GET /tickets?filter=` listing
+/// and its flag on an API ticket, all named as the removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Deleted,
+    Spam,
+}
+
+impl Removal {
+    pub const ALL: [Removal; 2] = [Removal::Deleted, Removal::Spam];
+
+    /// The listing filter and the API ticket's flag (`"deleted": true`).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Removal::Deleted => "deleted",
+            Removal::Spam => "spam",
+        }
+    }
+
+    pub fn status_id(self) -> i64 {
+        match self {
+            Removal::Deleted => STATUS_DELETED,
+            Removal::Spam => STATUS_SPAM,
+        }
+    }
+
+    /// Sets the status to this removal's, named by the status table (by
+    /// the flag where the table lacks the id).
+    fn mark(self, event: &mut TicketEvent, config: &FreshserviceConfig) {
+        let id = self.status_id();
+        let name = config.statuses.name(id).unwrap_or(self.flag()).to_string();
+        event.set(Field::StatusId, Some(Value::Int(id)));
+        event.set(Field::Status, Some(Value::Text(name)));
+    }
+}
+
 /// An event for a ticket a deleted or spam listing returned.
 pub fn deleted_event(
     ticket_id: i64,
     updated_at: Option<String>,
-    spam: bool,
+    removal: Removal,
     config: &FreshserviceConfig,
 ) -> TicketEvent {
     let mut event = TicketEvent::new(
@@ -223,33 +260,19 @@ pub fn deleted_event(
         Source::Poll,
     );
     event.updated_at = updated_at;
-    set_status_id(
-        &mut event,
-        if spam { STATUS_SPAM } else { STATUS_DELETED },
-        config,
-    );
+    removal.mark(&mut event, config);
     let received_at = event.updated_at.clone().unwrap_or_else(timestamp::now);
     finish(&mut event, &config.done_statuses, &received_at);
     event
 }
 
+/// A delete event keeps a spam status it carries; anything else is deleted.
 fn mark_deleted(event: &mut TicketEvent, config: &FreshserviceConfig) {
-    let spam = matches!(
-        event.get(Field::StatusId),
-        Some(Some(Value::Int(STATUS_SPAM)))
-    );
-    set_status_id(
-        event,
-        if spam { STATUS_SPAM } else { STATUS_DELETED },
-        config,
-    );
-}
-
-fn set_status_id(event: &mut TicketEvent, id: i64, config: &FreshserviceConfig) {
-    let fallback = if id == STATUS_SPAM { "spam" } else { "deleted" };
-    let name = config.statuses.name(id).unwrap_or(fallback).to_string();
-    event.set(Field::StatusId, Some(Value::Int(id)));
-    event.set(Field::Status, Some(Value::Text(name)));
+    let removal = match event.get(Field::StatusId) {
+        Some(Some(Value::Int(STATUS_SPAM))) => Removal::Spam,
+        _ => Removal::Deleted,
+    };
+    removal.mark(event, config);
 }
 
 /// Sets the `fields` (body key, field) the body carries, then the status

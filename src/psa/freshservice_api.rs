@@ -13,7 +13,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::client::{MAX_BODY, MinuteWindow, Pacer, Retries, agent};
 use super::clock::Clock;
-use super::freshservice::{self, Normalized};
+use super::freshservice::{self, Normalized, Removal};
 use super::{PageSink, PollSource, Provider, TicketEvent};
 use crate::config::FreshserviceConfig;
 use crate::error::SyncError;
@@ -357,9 +357,10 @@ impl PollSource for FreshservicePoll<'_> {
 
     fn deletions(&mut self, since: &str, page: &mut PageSink<'_>) -> Result<(), SyncError> {
         let config = self.config;
-        for (filter, spam) in [("deleted", false), ("spam", true)] {
+        for removal in Removal::ALL {
             let url = self.client.listing_url(&format!(
-                "/tickets?filter={filter}&updated_since={}&per_page=100",
+                "/tickets?filter={}&updated_since={}&per_page=100",
+                removal.flag(),
                 utf8_percent_encode(since, QUERY_VALUE)
             ));
             self.listing(url, page, |ticket| {
@@ -368,7 +369,7 @@ impl PollSource for FreshservicePoll<'_> {
                     .get("updated_at")
                     .and_then(Json::as_str)
                     .and_then(|s| timestamp::normalize(s).ok());
-                Some(freshservice::deleted_event(id, updated_at, spam, config))
+                Some(freshservice::deleted_event(id, updated_at, removal, config))
             })?;
         }
         Ok(())
@@ -388,7 +389,7 @@ impl PollSource for FreshservicePoll<'_> {
             None => Ok(Some(freshservice::deleted_event(
                 ticket_id,
                 Some(timestamp::now()),
-                false,
+                Removal::Deleted,
                 self.config,
             ))),
         }

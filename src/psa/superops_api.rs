@@ -146,7 +146,7 @@ impl SuperopsClient {
                     "getTicket {id}: the answer has no ticket and no error"
                 ))),
             },
-            Err(errors) if codes(&errors).iter().any(|c| c == "entity_does_not_exist") => {
+            Err(errors) if codes(&errors).contains(&ErrorCode::EntityDoesNotExist) => {
                 Ok(Lookup::Gone)
             }
             Err(errors) => Err(client_errors(&format!("getTicket {id}"), &errors)),
@@ -223,17 +223,14 @@ impl SuperopsClient {
                                 }
                             };
                             let found = codes(&errors);
-                            if found.iter().any(|c| c == "rate_limit_exceeded") {
+                            if found.contains(&ErrorCode::RateLimitExceeded) {
                                 self.rate_limited(operation, &mut retries, retry_after)?;
                                 continue;
                             }
-                            if found
-                                .iter()
-                                .any(|c| c == "forbidden" || c == "unauthorized")
-                            {
+                            if found.iter().any(ErrorCode::refuses_credentials) {
                                 return Err(SyncError::BadCredentials(format!(
                                     "{operation}: SuperOps refused the request ({}): check [superops] api_token and subdomain",
-                                    found.join(", ")
+                                    joined(&found)
                                 )));
                             }
                             return Ok(Err(errors));
@@ -344,30 +341,69 @@ impl PollSource for SuperopsPoll<'_> {
     }
 }
 
-/// The `clientError` codes of a GraphQL error list.
-fn codes(errors: &[Json]) -> Vec<String> {
+/// A code of a GraphQL error answer; the ones Codex acts on by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ErrorCode {
+    /// Too many requests this minute: waited out and retried.
+    RateLimitExceeded,
+    /// `getTicket` for a ticket that does not exist (any more).
+    EntityDoesNotExist,
+    /// The token is not allowed what it asked.
+    Forbidden,
+    /// The token or subdomain is not accepted.
+    Unauthorized,
+    /// Any other, shown in the error with the answer's message.
+    Other(String),
+}
+
+impl ErrorCode {
+    fn of(code: &str) -> ErrorCode {
+        match code {
+            "rate_limit_exceeded" => ErrorCode::RateLimitExceeded,
+            "entity_does_not_exist" => ErrorCode::EntityDoesNotExist,
+            "forbidden" => ErrorCode::Forbidden,
+            "unauthorized" => ErrorCode::Unauthorized,
+            other => ErrorCode::Other(other.to_string()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::RateLimitExceeded => "rate_limit_exceeded",
+            ErrorCode::EntityDoesNotExist => "entity_does_not_exist",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Other(code) => code,
+        }
+    }
+
+    /// Whether retrying with the same credentials cannot help.
+    fn refuses_credentials(&self) -> bool {
+        matches!(self, ErrorCode::Forbidden | ErrorCode::Unauthorized)
+    }
+}
+
+/// Codes as a message lists them: `a, b`.
+fn joined(codes: &[ErrorCode]) -> String {
+    let codes: Vec<&str> = codes.iter().map(ErrorCode::as_str).collect();
+    codes.join(", ")
+}
+
+/// The codes of a GraphQL error list: each error's `clientError` codes
+/// (a list or a single object), then its `extensions.code`.
+fn codes(errors: &[Json]) -> Vec<ErrorCode> {
+    let code = |e: &Json| e.get("code").and_then(Json::as_str).map(ErrorCode::of);
     let mut out = Vec::new();
     for error in errors {
         let Some(extensions) = error.get("extensions") else {
             continue;
         };
         match extensions.get("clientError") {
-            Some(Json::Array(list)) => out.extend(
-                list.iter()
-                    .filter_map(|e| e.get("code").and_then(Json::as_str))
-                    .map(str::to_string),
-            ),
-            Some(Json::Object(one)) => {
-                out.extend(one.get("code").and_then(Json::as_str).map(str::to_string));
-            }
+            Some(Json::Array(list)) => out.extend(list.iter().filter_map(code)),
+            Some(one @ Json::Object(_)) => out.extend(code(one)),
             _ => {}
         }
-        out.extend(
-            extensions
-                .get("code")
-                .and_then(Json::as_str)
-                .map(str::to_string),
-        );
+        out.extend(code(extensions));
     }
     out
 }
@@ -387,7 +423,7 @@ fn client_errors(operation: &str, errors: &[Json]) -> SyncError {
         if codes.is_empty() {
             String::new()
         } else {
-            format!(" ({})", codes.join(", "))
+            format!(" ({})", joined(&codes))
         }
     ))
 }
@@ -404,7 +440,12 @@ mod tests {
         ];
         assert_eq!(
             codes(&errors),
-            ["rate_limit_exceeded", "entity_does_not_exist"]
+            [ErrorCode::RateLimitExceeded, ErrorCode::EntityDoesNotExist]
+        );
+        let other = json!({"extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}});
+        assert_eq!(
+            codes(&[other]),
+            [ErrorCode::Other("GRAPHQL_VALIDATION_FAILED".to_string())]
         );
         let error = client_errors("getTicket 5", &errors[1..]).to_string();
         assert!(
