@@ -9,8 +9,6 @@
 //! push from a workflow or an automation tool) may use those names or the
 //! guide's (`ticket_id`, `status_id`, `updated_at`, ...).
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value as Json};
 
 use super::freshservice::{
@@ -18,31 +16,7 @@ use super::freshservice::{
 };
 use super::webhook_body::{Body, WebhookFields, scan_ticket_id as scan_body};
 use super::{EventKind, Field, Provider, Source, TicketEvent, Value};
-use crate::config::SuperopsConfig;
-
-/// SuperOps' out-of-the-box status names and what Codex stores for them.
-pub const DEFAULT_STATUSES: [(&str, &str); 8] = [
-    ("Open", "open"),
-    ("In Progress", "in_progress"),
-    ("On Hold", "on_hold"),
-    ("Waiting on Customer", "waiting_customer"),
-    ("Waiting on Third Party", "waiting_third_party"),
-    ("Customer Replied", "customer_replied"),
-    ("Resolved", "resolved"),
-    ("Closed", "closed"),
-];
-
-/// SuperOps' out-of-the-box priority names and what Codex stores for them.
-pub const DEFAULT_PRIORITIES: [(&str, &str); 5] = [
-    ("Low", "low"),
-    ("Medium", "medium"),
-    ("High", "high"),
-    ("Urgent", "urgent"),
-    ("Critical", "urgent"),
-];
-
-/// Statuses after which a SuperOps ticket is finished (`closed_at` is set).
-pub const DEFAULT_DONE_STATUSES: [&str; 3] = ["resolved", "closed", "deleted"];
+use crate::config::{NameMap, SuperopsConfig};
 
 /// The status stored for a ticket SuperOps says no longer exists. Its
 /// `status_id` is Freshservice's deleted id, which readers already treat
@@ -53,54 +27,6 @@ const DELETED_STATUS_ID: i64 = super::freshservice::STATUS_DELETED;
 /// The ticket fields `getTicketList` and `getTicket` select. The JSON
 /// scalars are selected bare: a sub-selection is a query error.
 pub const TICKET_FIELDS: &str = "ticketId displayId subject status priority requester technician techGroup client site createdTime updatedTime";
-
-/// An account's names (as SuperOps shows them) to Codex's normalized names.
-/// Names are matched in any case and spacing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NameMap {
-    entries: BTreeMap<String, String>,
-}
-
-impl NameMap {
-    pub fn from_pairs(pairs: &[(&str, &str)]) -> NameMap {
-        let mut map = NameMap::default();
-        for (name, normalized) in pairs {
-            map.insert(name, normalized);
-        }
-        map
-    }
-
-    pub fn insert(&mut self, name: &str, normalized: &str) {
-        self.entries.insert(slug(name), normalized.to_string());
-    }
-
-    /// The normalized name for an account's name, if it is mapped.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries.get(&slug(name)).map(String::as_str)
-    }
-
-    /// The normalized names the map produces.
-    pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.entries.values().map(String::as_str)
-    }
-
-    /// INI lines `name = normalized`, as `codex check-config` prints them
-    /// (names in the lower-case, space-separated form they are matched in).
-    pub fn render(&self) -> String {
-        self.entries
-            .iter()
-            .map(|(name, normalized)| format!("{} = {normalized}\n", name.replace('_', " ")))
-            .collect()
-    }
-}
-
-fn slug(text: &str) -> String {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect::<Vec<_>>()
-        .join("_")
-}
 
 /// The priority id stored next to a normalized priority name, so that
 /// readers ordering by `priority_id` see SuperOps tickets in the same order
