@@ -72,10 +72,14 @@ pub struct Setting {
     pub env: Option<&'static str>,
     /// Shown masked; a reload says only that it changed.
     pub secret: bool,
-    set: fn(&mut Config, &str, &str) -> Result<(), InvalidValue>,
-    lines: fn(&Config) -> Vec<(String, String)>,
-    same: fn(&Config, &Config) -> bool,
-    keep: fn(&mut Config, &Config),
+    /// Reads one line's text (a key's value, or a table's entry) into `Config`.
+    pub set: fn(&mut Config, &str, &str) -> Result<(), InvalidValue>,
+    /// The `key = value` lines `check-config` prints.
+    pub lines: fn(&Config) -> Vec<(String, String)>,
+    /// Whether two configurations hold the same value (secrets compared too).
+    pub same: fn(&Config, &Config) -> bool,
+    /// Puts the value of the second configuration back into the first.
+    pub keep: fn(&mut Config, &Config),
 }
 
 impl Setting {
@@ -85,21 +89,6 @@ impl Setting {
             Some(key) => format!("[{}] {key}", self.section),
             None => format!("[{}]", self.section),
         }
-    }
-
-    /// Its `key = value` lines in `config`, as `check-config` prints them.
-    pub fn lines(&self, config: &Config) -> Vec<(String, String)> {
-        (self.lines)(config)
-    }
-
-    /// True when `a` and `b` hold the same value (secrets compared too).
-    pub fn same(&self, a: &Config, b: &Config) -> bool {
-        (self.same)(a, b)
-    }
-
-    /// Puts `old`'s value back into `new`.
-    pub fn keep(&self, new: &mut Config, old: &Config) {
-        (self.keep)(new, old)
     }
 }
 
@@ -369,40 +358,19 @@ impl Config {
         Ok(Loaded { config, warnings })
     }
 
-    /// Settings that are each valid but wrong together: half of an
-    /// account's credentials, webhooks without a secret.
+    /// Settings that are each valid but wrong together: webhooks without a
+    /// secret, half of an account's credentials (neither half means no
+    /// account, which is fine).
     fn contradictions(&self) -> Vec<String> {
         let (fs, so) = (&self.freshservice, &self.superops);
         let fs_endpoint = fs.domain.is_some() || fs.api_base.is_some();
+        let polling = self.scheduler.sync_tickets_enabled;
         [
-            (
-                self.webhooks.enabled && self.webhooks.secrets.is_empty(),
-                format!(
-                    "[webhooks] enabled = true but no secret is set: set [webhooks] secret (see `codex gen-secret`) or {ENV_WEBHOOK_SECRET}"
-                ),
-            ),
-            // Neither endpoint nor key means no account is configured
-            // (webhooks only); half of the pair is a mistake worth stopping for.
-            (
-                fs_endpoint && fs.api_key.is_none() && self.scheduler.sync_tickets_enabled,
-                format!(
-                    "[freshservice] domain is set but api_key is not: set [freshservice] api_key or {ENV_FRESHSERVICE_API_KEY}, or sync_tickets_enabled = false"
-                ),
-            ),
-            (
-                !fs_endpoint && fs.api_key.is_some(),
-                "[freshservice] api_key is set but domain is not: set [freshservice] domain, such as yourcompany.freshservice.com".to_string(),
-            ),
-            (
-                so.subdomain.is_some() && so.api_token.is_none(),
-                format!(
-                    "[superops] subdomain is set but api_token is not: set [superops] api_token or {ENV_SUPEROPS_API_TOKEN}"
-                ),
-            ),
-            (
-                so.subdomain.is_none() && so.api_token.is_some(),
-                "[superops] api_token is set but subdomain is not: set [superops] subdomain, such as yourcompany".to_string(),
-            ),
+            (self.webhooks.enabled && self.webhooks.secrets.is_empty(), format!("[webhooks] enabled = true but no secret is set: set [webhooks] secret (see `codex gen-secret`) or {ENV_WEBHOOK_SECRET}")),
+            (fs_endpoint && fs.api_key.is_none() && polling, format!("[freshservice] domain is set but api_key is not: set [freshservice] api_key or {ENV_FRESHSERVICE_API_KEY}, or sync_tickets_enabled = false")),
+            (!fs_endpoint && fs.api_key.is_some(), "[freshservice] api_key is set but domain is not: set [freshservice] domain, such as yourcompany.freshservice.com".into()),
+            (so.subdomain.is_some() && so.api_token.is_none(), format!("[superops] subdomain is set but api_token is not: set [superops] api_token or {ENV_SUPEROPS_API_TOKEN}")),
+            (so.subdomain.is_none() && so.api_token.is_some(), "[superops] api_token is set but subdomain is not: set [superops] subdomain, such as yourcompany".into()),
         ]
         .into_iter()
         .filter_map(|(wrong, problem)| wrong.then_some(problem))
@@ -434,7 +402,7 @@ impl Config {
                 section = setting.section;
                 out += &format!("{gap}[{section}]\n");
             }
-            for (key, value) in setting.lines(self) {
+            for (key, value) in (setting.lines)(self) {
                 out += &format!("{key} = {value}\n");
             }
         }

@@ -24,12 +24,12 @@ pub struct Plan {
 pub fn plan(old: &Config, mut new: Config) -> Plan {
     let (mut applied, mut needs_restart, mut polling_changed) = (Vec::new(), Vec::new(), false);
     for setting in SETTINGS {
-        if setting.same(old, &new) {
+        if (setting.same)(old, &new) {
             continue;
         }
         if setting.on_reload == OnReload::Restart {
             needs_restart.push(setting.name());
-            setting.keep(&mut new, old);
+            (setting.keep)(&mut new, old);
             continue;
         }
         polling_changed |= setting.on_reload == OnReload::Poller;
@@ -50,8 +50,8 @@ fn changes(setting: &Setting, old: &Config, new: &Config) -> Vec<String> {
     if setting.secret {
         return vec![format!("{}: changed", setting.name())];
     }
-    let before: BTreeMap<_, _> = setting.lines(old).into_iter().collect();
-    let after: BTreeMap<_, _> = setting.lines(new).into_iter().collect();
+    let before: BTreeMap<_, _> = (setting.lines)(old).into_iter().collect();
+    let after: BTreeMap<_, _> = (setting.lines)(new).into_iter().collect();
     let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
     keys.sort();
     keys.dedup();

@@ -2,7 +2,7 @@
 //! message a person gets when it cannot be) and how `check-config` shows it.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,6 +11,13 @@ use ipnet::IpNet;
 use jiff::tz::TimeZone;
 
 use crate::error::InvalidValue;
+
+/// `Err(InvalidValue(format!(...)))`: what was found, and what is expected.
+macro_rules! invalid {
+    ($($message:tt)*) => {
+        Err(InvalidValue(format!($($message)*)))
+    };
+}
 
 /// A value that must never be logged, printed or returned.
 #[derive(Clone, PartialEq, Eq)]
@@ -91,36 +98,34 @@ impl FromStr for DatabaseUrl {
     /// `postgresql://…`, `postgres://…`, `postgresql+psycopg2://…`.
     fn from_str(text: &str) -> Result<DatabaseUrl, InvalidValue> {
         let text = text.trim();
-        let sqlite_forms = "use sqlite:///relative/path.db or sqlite:////absolute/path.db";
+        let use_sqlite = "use sqlite:///relative/path.db or sqlite:////absolute/path.db";
         if let Some(path) = text.strip_prefix("sqlite:///") {
             if path.is_empty() || path == ":memory:" {
-                return invalid(format!("'{text}' names no database file; {sqlite_forms}"));
+                return invalid!("'{text}' names no database file; {use_sqlite}");
             }
             return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
         }
         if text.starts_with("sqlite:") {
-            return invalid(format!(
-                "'{text}' is not a SQLite URL Codex understands; {sqlite_forms}"
-            ));
+            return invalid!("'{text}' is not a SQLite URL Codex understands; {use_sqlite}");
         }
         let Some((scheme, rest)) = text.split_once("://") else {
-            return invalid(
-                "expected a URL such as sqlite:///codex.db or postgresql://user:password@host:5432/codex",
+            return invalid!(
+                "expected a URL such as sqlite:///codex.db or postgresql://user:password@host:5432/codex"
             );
         };
         if !matches!(scheme.split('+').next(), Some("postgresql" | "postgres")) {
-            return invalid(format!(
+            return invalid!(
                 "unsupported database scheme '{scheme}'; use sqlite:/// or postgresql://"
-            ));
+            );
         }
         let url = format!("postgresql://{rest}");
         let masked = mask_url_password(&url);
-        if let Err(error) = tokio_postgres::Config::from_str(&url) {
-            return invalid(format!(
-                "'{masked}' is not a valid PostgreSQL connection string: {error}"
-            ));
+        match tokio_postgres::Config::from_str(&url) {
+            Ok(_) => Ok(DatabaseUrl::Postgres(PostgresUrl { url, masked })),
+            Err(error) => {
+                invalid!("'{masked}' is not a valid PostgreSQL connection string: {error}")
+            }
         }
-        Ok(DatabaseUrl::Postgres(PostgresUrl { url, masked }))
     }
 }
 
@@ -155,55 +160,43 @@ pub fn mask_url_password(url: &str) -> String {
     out
 }
 
-fn invalid<T>(message: impl Into<String>) -> Result<T, InvalidValue> {
-    Err(InvalidValue(message.into()))
-}
-
 /// Reads `300`, `90s`, `5m`, `1h`, `1h30m`, `2 hours` as a duration.
 pub fn parse_duration(text: &str) -> Result<Duration, InvalidValue> {
     let text = text.trim();
     let duration = match text.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => {
-            let Ok(signed) = text.parse::<jiff::SignedDuration>() else {
-                return invalid(format!(
-                    "'{text}' is not a duration; write seconds (300) or a unit (5m, 1h)"
-                ));
-            };
-            Duration::try_from(signed)
-                .or_else(|_| invalid(format!("'{text}' must not be negative")))?
-        }
+        Err(_) => match text.parse::<jiff::SignedDuration>() {
+            Ok(signed) => {
+                Duration::try_from(signed).or_else(|_| invalid!("'{text}' must not be negative"))?
+            }
+            Err(_) => {
+                invalid!("'{text}' is not a duration; write seconds (300) or a unit (5m, 1h)")?
+            }
+        },
     };
     if duration.is_zero() {
-        return invalid(format!("'{text}' must be longer than zero"));
+        return invalid!("'{text}' must be longer than zero");
     }
     Ok(duration)
 }
 
-/// `parse_duration`, within `min..=max` seconds.
+/// `parse_duration`, from `min` to `max` seconds.
 pub fn duration_within(text: &str, min: u64, max: u64) -> Result<Duration, InvalidValue> {
-    let (min, max) = (Duration::from_secs(min), Duration::from_secs(max));
     let duration = parse_duration(text)?;
+    let [min, max] = [min, max].map(Duration::from_secs);
     if (min..=max).contains(&duration) {
         return Ok(duration);
     }
-    invalid(format!(
-        "'{}' must be between {} and {}",
-        text.trim(),
-        format_duration(min),
-        format_duration(max)
-    ))
+    let [min, max] = [min, max].map(format_duration);
+    invalid!("'{}' must be between {min} and {max}", text.trim())
 }
 
 /// Formats a duration the way `parse_duration` reads it back.
 pub fn format_duration(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    if seconds > 0 && seconds % 3600 == 0 {
-        format!("{}h", seconds / 3600)
-    } else if seconds > 0 && seconds % 60 == 0 {
-        format!("{}m", seconds / 60)
-    } else {
-        format!("{seconds}s")
+    match duration.as_secs() {
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -211,19 +204,18 @@ pub fn format_duration(duration: Duration) -> String {
 pub fn number<T: TryFrom<u64>>(text: &str, min: u64, max: u64) -> Result<T, InvalidValue> {
     let text = text.trim();
     let within = text.parse().ok().filter(|n| (min..=max).contains(n));
-    match within.and_then(|n| T::try_from(n).ok()) {
-        Some(n) => Ok(n),
-        None => invalid(format!(
-            "'{text}' must be a whole number from {min} to {max}"
-        )),
-    }
+    let number = within.and_then(|n| T::try_from(n).ok());
+    number.map_or_else(
+        || invalid!("'{text}' must be a whole number from {min} to {max}"),
+        Ok,
+    )
 }
 
 pub fn flag(text: &str) -> Result<bool, InvalidValue> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Ok(true),
         "false" | "no" | "off" | "0" => Ok(false),
-        other => invalid(format!("'{other}' is not a boolean; use true or false")),
+        other => invalid!("'{other}' is not a boolean; use true or false"),
     }
 }
 
@@ -231,28 +223,19 @@ pub fn flag(text: &str) -> Result<bool, InvalidValue> {
 pub fn fraction(text: &str) -> Result<f64, InvalidValue> {
     match text.trim().parse::<f64>() {
         Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
-        _ => invalid(format!(
-            "'{text}' must be a fraction between 0 and 1, such as 0.95"
-        )),
+        _ => invalid!("'{text}' must be a fraction between 0 and 1, such as 0.95"),
     }
 }
 
 /// Parses `10.0.0.1, 192.168.0.0/16, 2001:db8::/32` (bare addresses become
 /// single-host networks).
 pub fn parse_networks(text: &str) -> Result<Vec<IpNet>, InvalidValue> {
-    split_list(text)
-        .map(|item| match item.parse::<IpNet>() {
-            Ok(net) => Ok(net.trunc()),
-            Err(_) => item
-                .parse::<std::net::IpAddr>()
-                .map(IpNet::from)
-                .or_else(|_| {
-                    invalid(format!(
-                        "'{item}' is neither an IP address nor a CIDR network"
-                    ))
-                }),
-        })
-        .collect()
+    let network = |item: &str| match (item.parse::<IpNet>(), item.parse::<IpAddr>()) {
+        (Ok(net), _) => Ok(net.trunc()),
+        (_, Ok(address)) => Ok(IpNet::from(address)),
+        _ => invalid!("'{item}' is neither an IP address nor a CIDR network"),
+    };
+    split_list(text).map(network).collect()
 }
 
 /// The items of a comma-separated list, trimmed, empty ones skipped.
@@ -287,32 +270,27 @@ pub fn optional<T>(
 }
 
 pub fn address(text: &str) -> Result<SocketAddr, InvalidValue> {
-    match text.to_socket_addrs() {
-        Ok(mut addresses) => addresses
-            .next()
-            .map_or_else(|| invalid(format!("'{text}' resolves to no address")), Ok),
-        Err(error) => invalid(format!("'{text}' is not an address to listen on ({error})")),
+    match text.to_socket_addrs().map(|mut found| found.next()) {
+        Ok(Some(address)) => Ok(address),
+        Ok(None) => invalid!("'{text}' resolves to no address"),
+        Err(error) => invalid!("'{text}' is not an address to listen on ({error})"),
     }
 }
 
 /// A path prefix such as `/codex`, without a trailing `/`; empty for none.
 pub fn base_path(text: &str) -> Result<String, InvalidValue> {
-    let trimmed = text.trim().trim_end_matches('/');
-    if trimmed.is_empty() || (trimmed.starts_with('/') && !trimmed.contains(['?', '#', ' '])) {
-        return Ok(trimmed.to_string());
+    let path = text.trim().trim_end_matches('/');
+    if path.is_empty() || (path.starts_with('/') && !path.contains(['?', '#', ' '])) {
+        return Ok(path.to_string());
     }
-    invalid(format!(
-        "'{text}' must be a path starting with '/', such as /codex"
-    ))
+    invalid!("'{text}' must be a path starting with '/', such as /codex")
 }
 
 pub fn log_level(text: &str) -> Result<log::LevelFilter, InvalidValue> {
     let text = text.trim();
-    text.parse().or_else(|_| {
-        invalid(format!(
-            "'{text}' is not a log level; use error, warn, info, debug, trace or off"
-        ))
-    })
+    let levels = "use error, warn, info, debug, trace or off";
+    text.parse()
+        .or_else(|_| invalid!("'{text}' is not a log level; {levels}"))
 }
 
 /// An http(s) URL without a trailing `/`; `example` shows one that works.
@@ -321,9 +299,7 @@ pub fn url(text: &str, example: &str) -> Result<String, InvalidValue> {
     if text.starts_with("http://") || text.starts_with("https://") {
         return Ok(text.to_string());
     }
-    invalid(format!(
-        "'{text}' must be an http:// or https:// URL, such as {example}"
-    ))
+    invalid!("'{text}' must be an http:// or https:// URL, such as {example}")
 }
 
 /// A host name (or the part of one) Codex puts into URLs: no path, query,
@@ -331,7 +307,7 @@ pub fn url(text: &str, example: &str) -> Result<String, InvalidValue> {
 pub fn host(text: &str, forbidden: &[char], what: &str) -> Result<String, InvalidValue> {
     let text = text.trim();
     if text.contains(['/', ' ', '?']) || text.contains(forbidden) {
-        return invalid(format!("'{text}' is not {what}"));
+        return invalid!("'{text}' is not {what}");
     }
     Ok(text.to_string())
 }
@@ -350,53 +326,32 @@ pub trait Show {
     fn show(&self) -> String;
 }
 
-macro_rules! show_with_display {
-    ($($type:ty),*) => {
+/// `Show` for each type: `Type => |value| text`.
+macro_rules! show {
+    ($($type:ty => |$value:ident| $text:expr;)*) => {
         $(impl Show for $type {
             fn show(&self) -> String {
-                self.to_string()
+                let $value = self;
+                $text
             }
         })*
     };
 }
 
-show_with_display!(SocketAddr, usize, u32, u64, bool, f64, String);
-
-impl Show for Duration {
-    fn show(&self) -> String {
-        format_duration(*self)
-    }
-}
-
-impl Show for log::LevelFilter {
-    fn show(&self) -> String {
-        self.as_str().to_ascii_lowercase()
-    }
-}
-
-impl Show for TimeZone {
-    fn show(&self) -> String {
-        self.iana_name().unwrap_or("UTC").to_string()
-    }
-}
-
-impl Show for DatabaseUrl {
-    fn show(&self) -> String {
-        self.masked()
-    }
-}
-
-impl Show for Vec<IpNet> {
-    fn show(&self) -> String {
-        let items: Vec<String> = self.iter().map(IpNet::to_string).collect();
-        items.join(", ")
-    }
-}
-
-impl Show for Vec<String> {
-    fn show(&self) -> String {
-        self.join(", ")
-    }
+show! {
+    SocketAddr => |v| v.to_string();
+    usize => |v| v.to_string();
+    u32 => |v| v.to_string();
+    u64 => |v| v.to_string();
+    bool => |v| v.to_string();
+    f64 => |v| v.to_string();
+    String => |v| v.clone();
+    Duration => |v| format_duration(*v);
+    log::LevelFilter => |v| v.as_str().to_ascii_lowercase();
+    TimeZone => |v| v.iana_name().unwrap_or("UTC").to_string();
+    DatabaseUrl => |v| v.masked();
+    Vec<IpNet> => |v| v.iter().map(IpNet::to_string).collect::<Vec<_>>().join(", ");
+    Vec<String> => |v| v.join(", ");
 }
 
 impl<T: Show> Show for Option<T> {
