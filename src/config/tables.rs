@@ -114,14 +114,14 @@ pub fn default_statuses() -> CodeTable {
     ])
 }
 
-/// Freshservice's priorities; `[freshservice.priorities]` extends them.
+/// Freshservice's priorities, 1 (Low) to 4 (Urgent);
+/// `[freshservice.priorities]` extends or overrides the table.
 pub fn default_priorities() -> CodeTable {
-    CodeTable::with(&[
-        (1, "low", "Low"),
-        (2, "medium", "Medium"),
-        (3, "high", "High"),
-        (4, "urgent", "Urgent"),
-    ])
+    let mut table = CodeTable::default();
+    for (id, name) in (1..).zip(["low", "medium", "high", "urgent"]) {
+        table.insert(id, name, Some(&(name[..1].to_uppercase() + &name[1..])));
+    }
+    table
 }
 
 /// An account's names (as SuperOps shows them) to Codex's normalized names.
