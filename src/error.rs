@@ -8,14 +8,18 @@ use std::path::PathBuf;
 /// Reading or validating `codex.conf`.
 #[derive(Debug)]
 pub enum ConfigError {
-    /// The configuration file named by `--config` or `$CODEX_CONFIG` cannot be read.
+    /// The configuration file named by `--config` or `$CODEX_CONFIG`, or
+    /// found on the search path, cannot be read (missing, unreadable, not
+    /// UTF-8).
     Read {
         path: PathBuf,
         error: std::io::Error,
     },
     /// The file is not INI (a section header without `]`, a key without a name).
     Syntax { origin: String, message: String },
-    /// One or more values are invalid; each problem names its section and key.
+    /// One or more values are invalid, or two keys contradict each other;
+    /// every problem is listed, each naming its section and key (or the
+    /// `CODEX_*` variable it came from).
     Invalid {
         origin: String,
         problems: Vec<String>,
@@ -45,6 +49,21 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// One value that cannot be used, from `codex.conf` or a `CODEX_*`
+/// variable, or a table entry: what was found and what is expected. The
+/// reader adds where it was found and gathers them into
+/// [`ConfigError::Invalid`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidValue(pub String);
+
+impl fmt::Display for InvalidValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidValue {}
 
 /// Talking to the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,7 +239,7 @@ impl fmt::Display for TimestampError {
 impl std::error::Error for TimestampError {}
 
 /// Reading what a PSA sent (`psa`): one value of a webhook body or an API
-/// ticket, an API ticket as a whole, or the admin's webhook key mapping.
+/// ticket, or an API ticket as a whole.
 /// A value that cannot be read is a warning and the field is left alone;
 /// an API ticket that cannot be read is skipped with a warning. `shown` is
 /// the value as the message quotes it.
@@ -253,13 +272,6 @@ pub enum PsaError {
     /// An API ticket has no usable version (`key`: `updated_at`,
     /// `updatedTime`), so it cannot be ordered against other events.
     TicketWithoutVersion { ticket_id: i64, key: &'static str },
-    /// `[freshservice.webhook_fields]` names a field Codex does not have.
-    UnknownWebhookField {
-        field: String,
-        known: Vec<&'static str>,
-    },
-    /// `[freshservice.webhook_fields]` maps a field to no body key.
-    NoWebhookKeys,
 }
 
 impl fmt::Display for PsaError {
@@ -288,14 +300,6 @@ impl fmt::Display for PsaError {
                 f,
                 "ticket {ticket_id} in the API answer has no usable {key}"
             ),
-            PsaError::UnknownWebhookField { field, known } => write!(
-                f,
-                "'{field}' is not a Codex field; use one of {}",
-                known.join(", ")
-            ),
-            PsaError::NoWebhookKeys => {
-                f.write_str("name at least one body key, such as ticket_id = TicketNumber")
-            }
         }
     }
 }

@@ -1,140 +1,21 @@
 //! Freshservice: status and priority tables, and turning a webhook body or
 //! an API ticket into a `TicketEvent`.
 
-use std::collections::BTreeMap;
-
 use jiff::tz::TimeZone;
 use serde_json::Value as Json;
 
-use super::normalize::{Code, Envelope, api_event, finish, plain_fields, read_value, slug};
+use super::normalize::{Code, Envelope, api_event, finish, plain_fields, read_value};
 pub use super::normalize::{Normalized, Rejection, parse_id};
-pub use super::webhook_body::WebhookFields;
 use super::webhook_body::{Body, html_unescape};
 use super::{EventKind, Field, Provider, Source, TicketEvent, Value};
-use crate::config::FreshserviceConfig;
+use crate::config::{CodeTable, FreshserviceConfig};
 use crate::error::PsaError;
 use crate::timestamp;
-
-/// Statuses after which a ticket counts as finished (`closed_at` is set).
-pub const DEFAULT_DONE_STATUSES: [&str; 7] = [
-    "closed",
-    "resolved",
-    "job_complete_bill",
-    "billing_complete",
-    "spam",
-    "trash",
-    "deleted",
-];
 
 /// Status id Freshservice uses for spam.
 pub const STATUS_SPAM: i64 = 6;
 /// Status id Freshservice uses for deleted tickets.
 pub const STATUS_DELETED: i64 = 7;
-
-/// Ids to names (and display names) for statuses or priorities.
-#[derive(Debug, Clone, Default)]
-pub struct CodeTable {
-    entries: BTreeMap<i64, CodeEntry>,
-}
-
-#[derive(Debug, Clone)]
-struct CodeEntry {
-    name: String,
-    display: Option<String>,
-}
-
-impl CodeTable {
-    pub fn insert(&mut self, id: i64, name: &str, display: Option<&str>) {
-        self.entries.insert(
-            id,
-            CodeEntry {
-                name: name.to_string(),
-                display: display.map(str::to_string),
-            },
-        );
-    }
-
-    pub fn name(&self, id: i64) -> Option<&str> {
-        self.entries.get(&id).map(|e| e.name.as_str())
-    }
-
-    /// Finds the id for a name as a PSA may render it: the normalized name
-    /// (`waiting_customer`), the display name (`Waiting on Customer`), in any
-    /// case and spacing.
-    pub fn lookup_name(&self, text: &str) -> Option<i64> {
-        let wanted = slug(text);
-        self.entries
-            .iter()
-            .find(|(_, e)| {
-                slug(&e.name) == wanted || e.display.as_deref().is_some_and(|d| slug(d) == wanted)
-            })
-            .map(|(id, _)| *id)
-    }
-
-    pub fn ids(&self) -> impl Iterator<Item = (i64, &str)> {
-        self.entries.iter().map(|(id, e)| (*id, e.name.as_str()))
-    }
-
-    /// INI lines `id = name, Display`, as `codex check-config` prints them.
-    pub fn render(&self) -> String {
-        self.entries
-            .iter()
-            .map(|(id, e)| match &e.display {
-                Some(display) => format!("{id} = {}, {display}\n", e.name),
-                None => format!("{id} = {}\n", e.name),
-            })
-            .collect()
-    }
-}
-
-/// The status table as deployed by the predecessor; `[freshservice.statuses]`
-/// extends or overrides it.
-pub fn default_statuses() -> CodeTable {
-    code_table(DEFAULT_STATUS_CODES)
-}
-
-/// The priority table as deployed by the predecessor;
-/// `[freshservice.priorities]` extends or overrides it.
-pub fn default_priorities() -> CodeTable {
-    code_table(DEFAULT_PRIORITY_CODES)
-}
-
-/// `(id, name, display name)` of the predecessor's statuses.
-const DEFAULT_STATUS_CODES: &[(i64, &str, &str)] = &[
-    (2, "open", "Open"),
-    (3, "pending", "Pending"),
-    (4, "resolved", "Resolved"),
-    (5, "closed", "Closed"),
-    (6, "spam", "Spam"),
-    (7, "deleted", "Deleted"),
-    (8, "scheduled", "Scheduled"),
-    (9, "waiting_customer", "Waiting on Customer"),
-    (10, "waiting_third_party", "Waiting on Third Party"),
-    (13, "under_investigation", "Under Investigation"),
-    (15, "job_complete_bill", "Job Complete - Bill"),
-    (16, "billing_complete", "Billing Complete - Close"),
-    (19, "update_needed", "Update Needed"),
-    (23, "on_hold", "On Hold"),
-    (26, "customer_replied", "Customer Replied"),
-    (27, "pending_hubspot", "Pending Hubspot"),
-];
-
-/// `(id, name, display name)` of the predecessor's priorities.
-const DEFAULT_PRIORITY_CODES: &[(i64, &str, &str)] = &[
-    (1, "low", "Low"),
-    (2, "medium", "Medium"),
-    (3, "high", "High"),
-    (4, "urgent", "Urgent"),
-];
-
-/// A table of `(id, name, display name)` entries.
-fn code_table(entries: &[(i64, &str, &str)]) -> CodeTable {
-    let mut table = CodeTable::default();
-    for (id, name, display) in entries {
-        table.insert(*id, name, Some(display));
-    }
-    table
-}
 
 /// What Freshservice webhook bodies must carry, as its messages name it.
 const ENVELOPE: Envelope = Envelope {
@@ -518,13 +399,5 @@ mod tests {
             Some("Incident")
         );
         assert!(normalize_api_ticket(&json!({"id": 1}), &Config::default().freshservice).is_err());
-    }
-
-    #[test]
-    fn table_lookup_by_display_name() {
-        let table = default_statuses();
-        assert_eq!(table.lookup_name("JOB COMPLETE - BILL"), Some(15));
-        assert_eq!(table.lookup_name("waiting on third party"), Some(10));
-        assert_eq!(table.lookup_name("nope"), None);
     }
 }

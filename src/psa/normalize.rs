@@ -8,6 +8,7 @@ use serde_json::{Map, Value as Json};
 
 use super::webhook_body::{Body, html_unescape};
 use super::{EventKind, Field, Kind, Provider, Source, TicketEvent, Value};
+use crate::config::slug;
 use crate::error::PsaError;
 use crate::timestamp;
 
@@ -269,16 +270,6 @@ pub(crate) fn finish(event: &mut TicketEvent, done_statuses: &[String], received
             .clone()
             .unwrap_or_else(|| received_at.to_string())
     });
-}
-
-/// Lower-case words joined by `_`: how names are matched in any case and
-/// spacing (`Waiting on Customer` is `waiting_on_customer`).
-pub(crate) fn slug(text: &str) -> String {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect::<Vec<_>>()
-        .join("_")
 }
 
 /// Reads an id given as a number, a numeric string or a prefixed string

@@ -9,41 +9,15 @@
 //! push from a workflow or an automation tool) may use those names or the
 //! guide's (`ticket_id`, `status_id`, `updated_at`, ...).
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value as Json};
 
 use super::normalize::{
-    Code, Envelope, Normalized, Rejection, api_event, finish, plain_fields, read_value, slug,
+    Code, Envelope, Normalized, Rejection, api_event, finish, plain_fields, read_value,
 };
-use super::webhook_body::{Body, WebhookFields, scan_ticket_id as scan_body};
+use super::webhook_body::{Body, FIELD_KEYS, WebhookFields, scan_ticket_id as scan_body};
 use super::{EventKind, Field, Provider, Source, TicketEvent, Value};
-use crate::config::SuperopsConfig;
+use crate::config::{NameMap, SuperopsConfig};
 use crate::error::PsaError;
-
-/// SuperOps' out-of-the-box status names and what Codex stores for them.
-pub const DEFAULT_STATUSES: [(&str, &str); 8] = [
-    ("Open", "open"),
-    ("In Progress", "in_progress"),
-    ("On Hold", "on_hold"),
-    ("Waiting on Customer", "waiting_customer"),
-    ("Waiting on Third Party", "waiting_third_party"),
-    ("Customer Replied", "customer_replied"),
-    ("Resolved", "resolved"),
-    ("Closed", "closed"),
-];
-
-/// SuperOps' out-of-the-box priority names and what Codex stores for them.
-pub const DEFAULT_PRIORITIES: [(&str, &str); 5] = [
-    ("Low", "low"),
-    ("Medium", "medium"),
-    ("High", "high"),
-    ("Urgent", "urgent"),
-    ("Critical", "urgent"),
-];
-
-/// Statuses after which a SuperOps ticket is finished (`closed_at` is set).
-pub const DEFAULT_DONE_STATUSES: [&str; 3] = ["resolved", "closed", "deleted"];
 
 /// The status stored for a ticket SuperOps says no longer exists. Its
 /// `status_id` is Freshservice's deleted id, which readers already treat
@@ -54,46 +28,6 @@ const DELETED_STATUS_ID: i64 = super::freshservice::STATUS_DELETED;
 /// The ticket fields `getTicketList` and `getTicket` select. The JSON
 /// scalars are selected bare: a sub-selection is a query error.
 pub const TICKET_FIELDS: &str = "ticketId displayId subject status priority requester technician techGroup client site createdTime updatedTime";
-
-/// An account's names (as SuperOps shows them) to Codex's normalized names.
-/// Names are matched in any case and spacing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NameMap {
-    entries: BTreeMap<String, String>,
-}
-
-impl NameMap {
-    pub fn from_pairs(pairs: &[(&str, &str)]) -> NameMap {
-        let mut map = NameMap::default();
-        for (name, normalized) in pairs {
-            map.insert(name, normalized);
-        }
-        map
-    }
-
-    pub fn insert(&mut self, name: &str, normalized: &str) {
-        self.entries.insert(slug(name), normalized.to_string());
-    }
-
-    /// The normalized name for an account's name, if it is mapped.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries.get(&slug(name)).map(String::as_str)
-    }
-
-    /// The normalized names the map produces.
-    pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.entries.values().map(String::as_str)
-    }
-
-    /// INI lines `name = normalized`, as `codex check-config` prints them
-    /// (names in the lower-case, space-separated form they are matched in).
-    pub fn render(&self) -> String {
-        self.entries
-            .iter()
-            .map(|(name, normalized)| format!("{} = {normalized}\n", name.replace('_', " ")))
-            .collect()
-    }
-}
 
 /// The priority id stored next to a normalized priority name, so that
 /// readers ordering by `priority_id` see SuperOps tickets in the same order
@@ -132,7 +66,15 @@ fn superops_keys_of(field: &str) -> &'static [&'static str] {
 
 fn superops_keys() -> &'static WebhookFields {
     static KEYS: std::sync::OnceLock<WebhookFields> = std::sync::OnceLock::new();
-    KEYS.get_or_init(|| WebhookFields::builtin(superops_keys_of))
+    KEYS.get_or_init(|| {
+        let keys = FIELD_KEYS
+            .iter()
+            .map(|(field, _)| (field.to_string(), superops_keys_of(field)))
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(field, keys)| (field, keys.iter().map(|k| k.to_string()).collect()))
+            .collect();
+        WebhookFields { keys }
+    })
 }
 
 /// What SuperOps webhook bodies must carry, as its messages name it.
@@ -515,9 +457,10 @@ mod tests {
 
     #[test]
     fn superops_keys_are_read_for_thirteen_codex_fields() {
-        let rendered = superops_keys().render();
-        assert_eq!(rendered.lines().count(), 13, "{rendered}");
-        assert!(rendered.contains("status = status\n"), "{rendered}");
+        let keys = &superops_keys().keys;
+        assert_eq!(keys.len(), 13, "{keys:?}");
+        assert_eq!(keys["status"], ["status"]);
+        assert_eq!(keys["ticket_id"], ["ticketId", "ticket.ticketId"]);
     }
 
     #[test]
