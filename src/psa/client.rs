@@ -60,6 +60,7 @@ impl Pacer {
     }
 
     /// The same stop flag on another clock.
+    #[cfg(test)]
     pub(crate) fn with_clock(self, clock: Arc<dyn Clock>) -> Pacer {
         Pacer { clock, ..self }
     }
@@ -165,6 +166,61 @@ impl MinuteWindow {
     /// Counts a request sent at `now`.
     pub(crate) fn sent(&mut self, now: Instant) {
         self.sent.push_back(now);
+    }
+}
+
+/// A PSA API on a local port for the clients' tests, whose arrivals are
+/// logged on a manual clock.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::io::Cursor;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::thread::JoinHandle;
+    use std::time::{Duration, Instant};
+
+    use crate::psa::clock::{Clock, ManualClock};
+
+    pub(crate) type Answer = tiny_http::Response<Cursor<Vec<u8>>>;
+
+    /// Serves each request with `answer(url, base)` until `arrivals`.
+    pub(crate) struct FakeApi {
+        /// `http://127.0.0.1:<port>`.
+        pub(crate) base: String,
+        done: Arc<AtomicBool>,
+        serve: JoinHandle<Vec<Instant>>,
+    }
+
+    impl FakeApi {
+        pub(crate) fn start(
+            clock: Arc<ManualClock>,
+            answer: impl Fn(&str, &str) -> Answer + Send + 'static,
+        ) -> FakeApi {
+            let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+            let base = format!("http://{}", server.server_addr().to_ip().unwrap());
+            let done = Arc::new(AtomicBool::new(false));
+            let (stop, url_base) = (done.clone(), base.clone());
+            let serve = std::thread::spawn(move || {
+                let mut arrivals = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(request) = server.recv_timeout(Duration::from_millis(50)).unwrap()
+                    else {
+                        continue;
+                    };
+                    arrivals.push(clock.now());
+                    let response = answer(request.url(), &url_base);
+                    request.respond(response).unwrap();
+                }
+                arrivals
+            });
+            FakeApi { base, done, serve }
+        }
+
+        /// Stops serving; when each request arrived, in order.
+        pub(crate) fn arrivals(self) -> Vec<Instant> {
+            self.done.store(true, Ordering::Relaxed);
+            self.serve.join().unwrap()
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! Time as the PSA clients see it: what their rate limits count requests
 //! against and what their backoffs sleep on. The service runs on
 //! [`SystemClock`]; tests hand a client a [`ManualClock`], which moves only
-//! when the client sleeps, so a wait of a minute takes no time at all.
+//! when the client sleeps, so a wait of a minute takes no time at all
+//! (it exists in test builds only).
 
+#[cfg(test)]
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,12 +33,14 @@ impl Clock for SystemClock {
 
 /// A clock that stands still until someone sleeps on it (or calls
 /// [`ManualClock::advance`]); sleeping moves it forward at once.
+#[cfg(test)]
 #[derive(Debug)]
 pub struct ManualClock {
     start: Instant,
     elapsed: Mutex<Duration>,
 }
 
+#[cfg(test)]
 impl ManualClock {
     /// A clock standing at the real now.
     pub fn new() -> ManualClock {
@@ -60,12 +64,14 @@ impl ManualClock {
     }
 }
 
+#[cfg(test)]
 impl Default for ManualClock {
     fn default() -> ManualClock {
         ManualClock::new()
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         self.start + self.elapsed()

@@ -12,7 +12,6 @@ use serde_json::Value as Json;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::client::{MAX_BODY, MinuteWindow, Pacer, Retries, agent};
-use super::clock::Clock;
 use super::freshservice::{self, Normalized, Removal};
 use super::{PageSink, PollSource, Provider, TicketEvent};
 use crate::config::FreshserviceConfig;
@@ -115,7 +114,8 @@ impl FreshserviceClient {
 
     /// The same client counting its rate limits and sleeping its waits on
     /// `clock`.
-    pub fn with_clock(self, clock: Arc<dyn Clock>) -> FreshserviceClient {
+    #[cfg(test)]
+    pub fn with_clock(self, clock: Arc<dyn super::clock::Clock>) -> FreshserviceClient {
         FreshserviceClient {
             pacer: self.pacer.with_clock(clock),
             ..self
@@ -522,7 +522,8 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::psa::clock::ManualClock;
+    use crate::psa::client::fake::FakeApi;
+    use crate::psa::clock::{Clock, ManualClock};
 
     #[test]
     fn link_headers() {
@@ -601,51 +602,25 @@ mod tests {
         assert_eq!(client.budget(CallKind::ListTickets), (Some(140), Some(1)));
     }
 
-    /// A listing of `pages` empty pages linked by `rel="next"`, and empty
-    /// deleted and spam listings, served until `done`; each request is
-    /// logged at the instant `clock` shows when it arrives.
-    fn fake_account(
-        clock: Arc<ManualClock>,
-        pages: u32,
-        done: Arc<AtomicBool>,
-    ) -> (String, std::thread::JoinHandle<Vec<Instant>>) {
-        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-        let base = format!("http://{}/api/v2", server.server_addr().to_ip().unwrap());
-        let link_base = base.clone();
-        let serve = std::thread::spawn(move || {
-            let mut arrivals = Vec::new();
-            while !done.load(Ordering::Relaxed) {
-                let Some(request) = server.recv_timeout(Duration::from_millis(50)).unwrap() else {
-                    continue;
-                };
-                arrivals.push(clock.now());
-                let page: u32 = request
-                    .url()
-                    .split(['?', '&'])
-                    .find_map(|p| p.strip_prefix("page="))
-                    .map_or(1, |p| p.parse().unwrap());
-                let mut response = tiny_http::Response::from_string(r#"{"tickets": []}"#);
-                if page < pages && !request.url().contains("filter=") {
-                    let link = format!(
-                        "<{link_base}/tickets?updated_since=x&page={}>; rel=\"next\"",
-                        page + 1
-                    );
-                    response =
-                        response.with_header(tiny_http::Header::from_bytes("Link", link).unwrap());
-                }
-                request.respond(response).unwrap();
-            }
-            arrivals
-        });
-        (base, serve)
-    }
-
     #[test]
     fn never_more_than_max_requests_per_minute_in_any_minute() {
         let started = Instant::now();
         let clock = Arc::new(ManualClock::new());
-        let done = Arc::new(AtomicBool::new(false));
-        let (base, serve) = fake_account(clock.clone(), 4, done.clone());
+        // Four pages of changes linked by rel="next"; empty deleted and
+        // spam listings.
+        let api = FakeApi::start(clock.clone(), |url, base| {
+            let page: u32 = url
+                .split(['?', '&'])
+                .find_map(|p| p.strip_prefix("page="))
+                .map_or(1, |p| p.parse().unwrap());
+            let response = tiny_http::Response::from_string(r#"{"tickets": []}"#);
+            if page >= 4 || url.contains("filter=") {
+                return response;
+            }
+            let link = format!("<{base}/api/v2/tickets?page={}>; rel=\"next\"", page + 1);
+            response.with_header(tiny_http::Header::from_bytes("Link", link).unwrap())
+        });
+        let base = format!("{}/api/v2", api.base);
         let config = crate::config::Config::from_ini(
             &format!(
                 "[freshservice]\napi_base = {base}\napi_key = k\nmax_requests_per_minute = 4\n"
@@ -669,13 +644,7 @@ mod tests {
             .unwrap();
         poll.deletions("2024-01-01T00:00:00Z", &mut |_| Ok(()))
             .unwrap();
-        done.store(true, Ordering::Relaxed);
-        let arrivals: Vec<Duration> = serve
-            .join()
-            .unwrap()
-            .into_iter()
-            .map(|at| at - start)
-            .collect();
+        let arrivals: Vec<Duration> = api.arrivals().into_iter().map(|at| at - start).collect();
         assert_eq!(arrivals.len(), 6, "{arrivals:?}");
         assert_eq!(poll.calls(), 6);
         // With 4 a minute, the first four go at once and the fifth waits

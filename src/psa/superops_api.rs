@@ -11,7 +11,6 @@ use std::time::Duration;
 use serde_json::{Value as Json, json};
 
 use super::client::{MAX_BODY, MinuteWindow, Pacer, Retries, agent};
-use super::clock::Clock;
 use super::superops::{self, TICKET_FIELDS};
 use super::{PageSink, PollSource, Provider, TicketEvent};
 use crate::config::SuperopsConfig;
@@ -78,7 +77,8 @@ impl SuperopsClient {
 
     /// The same client counting its rate limit and sleeping its waits on
     /// `clock`.
-    pub fn with_clock(self, clock: Arc<dyn Clock>) -> SuperopsClient {
+    #[cfg(test)]
+    pub fn with_clock(self, clock: Arc<dyn super::clock::Clock>) -> SuperopsClient {
         SuperopsClient {
             pacer: self.pacer.with_clock(clock),
             ..self
@@ -431,6 +431,57 @@ fn client_errors(operation: &str, errors: &[Json]) -> SyncError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::psa::client::fake::FakeApi;
+    use crate::psa::clock::{Clock, ManualClock};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
+
+    #[test]
+    fn the_rate_limit_and_its_waits_pass_on_the_clock() {
+        let started = Instant::now();
+        let clock = Arc::new(ManualClock::new());
+        // The first answer says the account's limit is spent; then tickets.
+        let answered = AtomicU32::new(0);
+        let api = FakeApi::start(clock.clone(), move |_, _| {
+            let body = if answered.fetch_add(1, Ordering::Relaxed) == 0 {
+                r#"{"errors": [{"message": "slow down", "extensions": {"clientError": [{"code": "rate_limit_exceeded"}]}}]}"#
+            } else {
+                r#"{"data": {"getTicket": {"ticketId": "7", "updatedTime": "2024-01-15T10:30:00"}}}"#
+            };
+            tiny_http::Response::from_string(body)
+        });
+        let config = crate::config::Config::from_ini(
+            &format!(
+                "[superops]\napi_url = {}/msp\napi_token = t\nsubdomain = acme\nmax_requests_per_minute = 2\n",
+                api.base
+            ),
+            None,
+            &|_| None,
+        )
+        .unwrap()
+        .config;
+        let mut client = SuperopsClient::new(&config.superops, Arc::new(AtomicBool::new(false)))
+            .unwrap()
+            .with_clock(clock.clone());
+        let start = clock.now();
+        for id in [7, 7, 7] {
+            assert!(matches!(client.ticket(id), Ok(Lookup::Found(_))));
+        }
+        let arrivals: Vec<Duration> = api.arrivals().into_iter().map(|at| at - start).collect();
+        // The rate-limited request is retried after a minute (no
+        // Retry-After); with 2 a minute, the third lookup waits for the
+        // retry to age out.
+        assert_eq!(
+            arrivals,
+            [0, 60, 60, 120].map(Duration::from_secs),
+            "{arrivals:?}"
+        );
+        for window in arrivals.windows(3) {
+            assert!(window[2] - window[0] >= Duration::from_secs(60));
+        }
+        assert_eq!(client.calls, 4);
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
 
     #[test]
     fn client_error_codes_are_read_in_either_shape() {
