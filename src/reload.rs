@@ -69,7 +69,7 @@ fn changes(setting: &Setting, old: &Config, new: &Config) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{DatabaseUrl, Secret};
 
     #[test]
     fn lists_changes_masks_secrets_and_keeps_restart_only_settings() {
@@ -117,5 +117,63 @@ mod tests {
         let mut new = old.clone();
         new.superops.max_requests_per_minute = 100;
         assert!(super::plan(&old, new).polling_changed);
+    }
+
+    #[test]
+    fn the_declaration_says_what_needs_a_restart() {
+        let restart: Vec<String> = SETTINGS
+            .iter()
+            .filter(|s| s.on_reload == OnReload::Restart)
+            .map(Setting::name)
+            .collect();
+        assert_eq!(
+            restart,
+            [
+                "[server] bind",
+                "[server] threads",
+                "[server] max_body_bytes",
+                "[server] read_timeout",
+                "[server] header_timeout",
+                "[server] body_timeout",
+                "[server] max_connections",
+                "[database] connection_string",
+                "[webhooks] journal_retention_days",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_table_entry_is_listed_and_restarts_polling() {
+        let old = Config::default();
+        let new = Config::from_ini(
+            "[freshservice.statuses]\n11 = awaiting_parts, Awaiting Parts\n",
+            None,
+            &|_| None,
+        )
+        .unwrap()
+        .config;
+        let plan = plan(&old, new);
+        assert!(plan.polling_changed);
+        assert_eq!(
+            plan.applied,
+            ["[freshservice.statuses] 11:  -> awaiting_parts, Awaiting Parts"]
+        );
+        assert!(plan.needs_restart.is_empty());
+    }
+
+    #[test]
+    fn a_database_password_change_needs_a_restart_and_is_not_shown() {
+        let url = |password: &str| {
+            let text =
+                format!("[database]\nconnection_string = postgresql://u:{password}@db/codex\n");
+            Config::from_ini(&text, None, &|_| None).unwrap().config
+        };
+        let plan = plan(&url("first-pw"), url("second-pw"));
+        assert_eq!(plan.needs_restart, ["[database] connection_string"]);
+        assert!(plan.applied.is_empty());
+        let DatabaseUrl::Postgres(kept) = &plan.config.database.url else {
+            panic!("{:?}", plan.config.database.url)
+        };
+        assert!(kept.expose().contains("first-pw"));
     }
 }

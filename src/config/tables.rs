@@ -86,8 +86,8 @@ impl Table for CodeTable {
             Some(display) => format!("{}, {display}", e.name),
             None => e.name.clone(),
         };
-        let lines = self.entries.iter();
-        lines.map(|(id, e)| (id.to_string(), line(e))).collect()
+        let entries = self.entries.iter();
+        entries.map(|(id, e)| (id.to_string(), line(e))).collect()
     }
 }
 
@@ -164,9 +164,9 @@ impl Table for NameMap {
 
     /// Names in the lower-case, space-separated form they are matched in.
     fn lines(&self) -> Vec<(String, String)> {
-        let lines = self.entries.iter();
-        lines
-            .map(|(name, to)| (name.replace('_', " "), to.clone()))
+        self.entries
+            .iter()
+            .map(|(name, normalized)| (name.replace('_', " "), normalized.clone()))
             .collect()
     }
 }
@@ -265,8 +265,8 @@ impl Table for WebhookFields {
     }
 
     fn lines(&self) -> Vec<(String, String)> {
-        let lines = self.keys.iter();
-        lines
+        self.keys
+            .iter()
             .map(|(field, keys)| (field.clone(), keys.join(", ")))
             .collect()
     }

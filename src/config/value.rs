@@ -165,12 +165,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, InvalidValue> {
     let text = text.trim();
     let duration = match text.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => match text.parse::<jiff::SignedDuration>() {
-            Ok(signed) => {
-                Duration::try_from(signed).or_else(|_| invalid!("'{text}' must not be negative"))?
-            }
+        Err(_) => match text.parse::<jiff::SignedDuration>().map(Duration::try_from) {
+            Ok(Ok(duration)) => duration,
+            Ok(Err(_)) => return invalid!("'{text}' must not be negative"),
             Err(_) => {
-                invalid!("'{text}' is not a duration; write seconds (300) or a unit (5m, 1h)")?
+                return invalid!(
+                    "'{text}' is not a duration; write seconds (300) or a unit (5m, 1h)"
+                );
             }
         },
     };
@@ -289,8 +290,8 @@ pub fn base_path(text: &str) -> Result<String, InvalidValue> {
 pub fn log_level(text: &str) -> Result<log::LevelFilter, InvalidValue> {
     let text = text.trim();
     let levels = "use error, warn, info, debug, trace or off";
-    text.parse()
-        .or_else(|_| invalid!("'{text}' is not a log level; {levels}"))
+    let message = || InvalidValue(format!("'{text}' is not a log level; {levels}"));
+    text.parse().map_err(|_| message())
 }
 
 /// An http(s) URL without a trailing `/`; `example` shows one that works.
