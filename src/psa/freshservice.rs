@@ -1,5 +1,6 @@
-//! Freshservice: status and priority tables, and turning a webhook body or
-//! an API ticket into a `TicketEvent`.
+//! Freshservice: turning a webhook body or an API ticket into a
+//! `TicketEvent`, with its status and priority tables (`[freshservice]` in
+//! `config`) and its statuses for deleted and spam tickets.
 
 use jiff::tz::TimeZone;
 use serde_json::Value as Json;
@@ -17,7 +18,45 @@ pub const STATUS_SPAM: i64 = 6;
 /// Status id Freshservice uses for deleted tickets.
 pub const STATUS_DELETED: i64 = 7;
 
-/// What Freshservice webhook bodies must carry, as its messages name it.
+/// How a Freshservice ticket can be gone: deleted (to its trash) or
+/// marked spam. Each has its status id, its `GET /tickets?filter=` listing
+/// and its flag on an API ticket, all named as the removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Deleted,
+    Spam,
+}
+
+impl Removal {
+    pub const ALL: [Removal; 2] = [Removal::Deleted, Removal::Spam];
+
+    /// The listing filter and the API ticket's flag (`"deleted": true`).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Removal::Deleted => "deleted",
+            Removal::Spam => "spam",
+        }
+    }
+
+    pub fn status_id(self) -> i64 {
+        match self {
+            Removal::Deleted => STATUS_DELETED,
+            Removal::Spam => STATUS_SPAM,
+        }
+    }
+
+    /// Sets the status to this removal's, named by the status table (by
+    /// the flag where the table lacks the id).
+    fn mark(self, event: &mut TicketEvent, config: &FreshserviceConfig) {
+        let id = self.status_id();
+        let name = config.statuses.name(id).unwrap_or(self.flag()).to_string();
+        event.set(Field::StatusId, Some(Value::Int(id)));
+        event.set(Field::Status, Some(Value::Text(name)));
+    }
+}
+
+/// What a Freshservice webhook body must carry, and how the answers and
+/// warnings about it name things.
 const ENVELOPE: Envelope = Envelope {
     provider: Provider::Freshservice,
     not_an_object: "the body must be a JSON object such as {\"event\": \"ticket.updated\", \"ticket_id\": 123}",
@@ -88,43 +127,6 @@ pub fn normalize_api_ticket(
         &config.done_statuses,
         &received_at,
     ))
-}
-
-/// How a Freshservice ticket can be gone: deleted (to its trash) or
-/// marked spam. Each has its status id, its `GET /tickets?filter=` listing
-/// and its flag on an API ticket, all named as the removal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Removal {
-    Deleted,
-    Spam,
-}
-
-impl Removal {
-    pub const ALL: [Removal; 2] = [Removal::Deleted, Removal::Spam];
-
-    /// The listing filter and the API ticket's flag (`"deleted": true`).
-    pub fn flag(self) -> &'static str {
-        match self {
-            Removal::Deleted => "deleted",
-            Removal::Spam => "spam",
-        }
-    }
-
-    pub fn status_id(self) -> i64 {
-        match self {
-            Removal::Deleted => STATUS_DELETED,
-            Removal::Spam => STATUS_SPAM,
-        }
-    }
-
-    /// Sets the status to this removal's, named by the status table (by
-    /// the flag where the table lacks the id).
-    fn mark(self, event: &mut TicketEvent, config: &FreshserviceConfig) {
-        let id = self.status_id();
-        let name = config.statuses.name(id).unwrap_or(self.flag()).to_string();
-        event.set(Field::StatusId, Some(Value::Int(id)));
-        event.set(Field::Status, Some(Value::Text(name)));
-    }
 }
 
 /// An event for a ticket a deleted or spam listing returned.

@@ -1,6 +1,6 @@
-//! SuperOps: its status and priority names, and turning a ticket from its
-//! GraphQL API (`getTicketList`, `getTicket`) or a webhook body into a
-//! `TicketEvent`.
+//! SuperOps: turning a ticket from its GraphQL API (`getTicketList`,
+//! `getTicket`) or a webhook body into a `TicketEvent`, its status and
+//! priority names read through the maps of `[superops]` in `config`.
 //!
 //! SuperOps tickets carry `ticketId`, `status` and `priority` as names the
 //! account chooses, `updatedTime` without a zone offset, and `requester`,
@@ -64,6 +64,7 @@ fn superops_keys_of(field: &str) -> &'static [&'static str] {
     }
 }
 
+/// SuperOps' keys as the mapping a body reads before Codex's own keys.
 fn superops_keys() -> &'static WebhookFields {
     static KEYS: std::sync::OnceLock<WebhookFields> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| {
@@ -77,7 +78,8 @@ fn superops_keys() -> &'static WebhookFields {
     })
 }
 
-/// What SuperOps webhook bodies must carry, as its messages name it.
+/// What a SuperOps webhook body must carry, and how the answers and
+/// warnings about it name things.
 const ENVELOPE: Envelope = Envelope {
     provider: Provider::SuperOps,
     not_an_object: "the body must be a JSON object such as {\"ticketId\": \"123\", \"status\": \"Open\", \"updatedTime\": \"2024-01-15T10:30:00\"}",
