@@ -333,10 +333,7 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Loaded, ConfigError> {
         let origin = origin(source.as_deref());
-        let map = read_ini(text).map_err(|message| ConfigError::Syntax {
-            origin: origin.clone(),
-            message,
-        })?;
+        let map = read_ini(text, &origin)?;
         let mut warnings = unknown_keys(&map, &origin);
         let mut config = Config::default();
         let mut problems = Vec::new();
@@ -463,13 +460,17 @@ fn texts(
         .collect()
 }
 
-/// Parses INI text. Values are taken literally, like Python's
-/// configparser: a `#` or `;` inside a secret is part of the secret, not a
-/// comment.
-fn read_ini(text: &str) -> Result<IniMap, String> {
+/// Parses INI text (`origin` names it in the error). Values are taken
+/// literally, like Python's configparser: a `#` or `;` inside a secret is
+/// part of the secret, not a comment.
+fn read_ini(text: &str, origin: &str) -> Result<IniMap, ConfigError> {
     let mut defaults = IniDefault::default();
     defaults.enable_inline_comments = false;
-    Ini::new_from_defaults(defaults).read(text.to_string())
+    let ini = Ini::new_from_defaults(defaults).read(text.to_string());
+    ini.map_err(|message| ConfigError::Syntax {
+        origin: origin.to_string(),
+        message,
+    })
 }
 
 /// A warning for every section and key Codex does not read, with the

@@ -2,7 +2,7 @@
 //! and what waits for a restart, as each setting's declaration says
 //! (`config::SETTINGS`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Config, OnReload, SETTINGS, Setting};
 
@@ -52,15 +52,12 @@ fn changes(setting: &Setting, old: &Config, new: &Config) -> Vec<String> {
     }
     let before: BTreeMap<_, _> = (setting.lines)(old).into_iter().collect();
     let after: BTreeMap<_, _> = (setting.lines)(new).into_iter().collect();
-    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
-    keys.sort();
-    keys.dedup();
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let value = |lines: &BTreeMap<String, String>, key| lines.get(key).cloned().unwrap_or_default();
     keys.into_iter()
         .filter(|key| before.get(*key) != after.get(*key))
         .map(|key| {
-            let value =
-                |lines: &BTreeMap<String, String>| lines.get(key).cloned().unwrap_or_default();
-            let (was, now) = (value(&before), value(&after));
+            let (was, now) = (value(&before, key), value(&after, key));
             format!("[{}] {key}: {was} -> {now}", setting.section)
         })
         .collect()

@@ -19,7 +19,7 @@ fn the_example_documents_every_key_with_its_default() {
         body(loaded.config.render_masked()),
         body(Config::default().render_masked())
     );
-    let map = read_ini(example).unwrap();
+    let map = read_ini(example, "example").unwrap();
     for setting in SETTINGS {
         let section = map.get(setting.section);
         assert!(
@@ -81,7 +81,7 @@ fn rendering_lists_every_key_masks_secrets_and_reads_back() {
     ] {
         assert!(rendered.contains(line), "{line:?} not in\n{rendered}");
     }
-    let map = read_ini(&rendered).unwrap();
+    let map = read_ini(&rendered, "rendered").unwrap();
     for setting in SETTINGS.iter().filter(|s| s.key.is_some()) {
         assert!(map[setting.section].contains_key(setting.key.unwrap()));
     }
@@ -365,4 +365,38 @@ fn networks() {
     assert_eq!(nets[0].to_string(), "10.0.0.1/32");
     assert_eq!(nets[1].to_string(), "192.168.1.0/24");
     assert!(parse_networks("10.0.0.0/33").is_err());
+}
+
+#[test]
+fn a_file_that_is_not_ini_is_named() {
+    let error = load("[server\nbind = 127.0.0.1:1\n").err().unwrap();
+    assert!(matches!(error, ConfigError::Syntax { .. }), "{error:?}");
+    assert!(error.to_string().starts_with("test.conf: "), "{error}");
+}
+
+/// The keys a reload must not print, and the variables that override
+/// them, come from their types and the declaration.
+#[test]
+fn secrets_and_their_variables_are_declared() {
+    let secrets: Vec<(String, Option<&str>)> = SETTINGS
+        .iter()
+        .filter(|s| s.secret)
+        .map(|s| (s.name(), s.env))
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            ("[webhooks] secret".to_string(), Some(ENV_WEBHOOK_SECRET)),
+            (
+                "[freshservice] api_key".to_string(),
+                Some(ENV_FRESHSERVICE_API_KEY)
+            ),
+            (
+                "[superops] api_token".to_string(),
+                Some(ENV_SUPEROPS_API_TOKEN)
+            ),
+        ]
+    );
+    let database = SETTINGS.iter().find(|s| s.section == "database").unwrap();
+    assert_eq!(database.env, Some(ENV_DATABASE_URL));
 }

@@ -205,13 +205,13 @@ pub fn format_duration(duration: Duration) -> String {
 pub fn number<T: TryFrom<u64>>(text: &str, min: u64, max: u64) -> Result<T, InvalidValue> {
     let text = text.trim();
     let within = text.parse().ok().filter(|n| (min..=max).contains(n));
-    let number = within.and_then(|n| T::try_from(n).ok());
-    number.map_or_else(
-        || invalid!("'{text}' must be a whole number from {min} to {max}"),
-        Ok,
-    )
+    match within.and_then(|n| T::try_from(n).ok()) {
+        Some(number) => Ok(number),
+        None => invalid!("'{text}' must be a whole number from {min} to {max}"),
+    }
 }
 
+/// `true`/`yes`/`on`/`1` or `false`/`no`/`off`/`0`, in any case.
 pub fn flag(text: &str) -> Result<bool, InvalidValue> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Ok(true),
@@ -256,6 +256,7 @@ pub fn secrets(text: &str) -> Result<Vec<Secret>, InvalidValue> {
     Ok(split_list(text).map(Secret::new).collect())
 }
 
+/// One secret, trimmed.
 pub fn secret(text: &str) -> Result<Secret, InvalidValue> {
     Ok(Secret::new(text.trim()))
 }
@@ -270,6 +271,7 @@ pub fn optional<T>(
     }
 }
 
+/// An address to listen on, `host:port` (a name is resolved).
 pub fn address(text: &str) -> Result<SocketAddr, InvalidValue> {
     match text.to_socket_addrs().map(|mut found| found.next()) {
         Ok(Some(address)) => Ok(address),
@@ -287,6 +289,7 @@ pub fn base_path(text: &str) -> Result<String, InvalidValue> {
     invalid!("'{text}' must be a path starting with '/', such as /codex")
 }
 
+/// A log level name, such as `info`.
 pub fn log_level(text: &str) -> Result<log::LevelFilter, InvalidValue> {
     let text = text.trim();
     let levels = "use error, warn, info, debug, trace or off";
