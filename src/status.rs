@@ -103,28 +103,16 @@ impl Role {
 /// them (this instance, another, `codex sync --once`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stored {
-    /// Webhook deliveries over the coverage window.
+    /// Webhook deliveries over the coverage window: `applied` is the
+    /// changes that arrived by webhook before any poll saw them,
+    /// `last_processed_at` when a delivery last reached Codex and was
+    /// processed.
     pub counts: WebhookCounts,
     /// Changes the poll found before any webhook, over the window.
     pub missed: i64,
     /// The newest runs, newest first.
     pub runs: Vec<SyncRun>,
     pub state: SyncState,
-}
-
-/// Webhook coverage of one provider over the coverage window.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Coverage {
-    /// Changes that arrived by webhook (before any poll saw them).
-    pub by_webhook: i64,
-    /// Changes the poll found first.
-    pub missed: i64,
-    /// `by_webhook / (by_webhook + missed)`; `None` without changes.
-    pub ratio: Option<f64>,
-    /// Tickets whose changes the last run found before any webhook.
-    pub missed_last_run: Vec<i64>,
-    /// When a delivery last reached Codex and was processed.
-    pub last_webhook_at: Option<String>,
 }
 
 impl Stored {
@@ -145,19 +133,18 @@ impl Stored {
         })
     }
 
-    pub fn coverage(&self) -> Coverage {
+    /// Webhook coverage: the share of the window's changes that arrived
+    /// by webhook before any poll saw them; `None` without changes.
+    pub fn coverage(&self) -> Option<f64> {
         let total = self.counts.applied + self.missed;
-        Coverage {
-            by_webhook: self.counts.applied,
-            missed: self.missed,
-            ratio: (total > 0).then(|| self.counts.applied as f64 / total as f64),
-            missed_last_run: self
-                .runs
-                .first()
-                .map(|r| r.missed_ticket_ids.clone())
-                .unwrap_or_default(),
-            last_webhook_at: self.counts.last_processed_at.clone(),
-        }
+        (total > 0).then(|| self.counts.applied as f64 / total as f64)
+    }
+
+    /// Tickets whose changes the last run found before any webhook.
+    pub fn missed_last_run(&self) -> &[i64] {
+        self.runs
+            .first()
+            .map_or(&[], |r| r.missed_ticket_ids.as_slice())
     }
 }
 
@@ -278,7 +265,7 @@ impl Status {
                 status
                     .stored
                     .as_ref()
-                    .map(|s| coverage_json(&s.coverage(), self.webhooks_enabled))
+                    .map(|s| coverage_json(s, self.webhooks_enabled))
             );
             if main.is_some_and(|m| m.provider == status.provider) {
                 map.extend(fields.clone());
@@ -336,16 +323,15 @@ impl Status {
                 counts.rejected,
                 counts.last_received_at.as_deref().unwrap_or("never")
             );
-            let coverage = stored.coverage();
             let _ = writeln!(
                 out,
                 "  webhook coverage: {} ({} changes by webhook, {} found first by polling)",
-                coverage.ratio.map_or_else(
+                stored.coverage().map_or_else(
                     || "no changes yet".to_string(),
                     |ratio| format!("{:.1}%", ratio * 100.0)
                 ),
-                coverage.by_webhook,
-                coverage.missed
+                counts.applied,
+                stored.missed
             );
             let _ = writeln!(
                 out,
@@ -408,15 +394,15 @@ pub fn run_json(run: &SyncRun) -> Value {
     })
 }
 
-fn coverage_json(coverage: &Coverage, webhooks_enabled: bool) -> Value {
+fn coverage_json(stored: &Stored, webhooks_enabled: bool) -> Value {
     json!({
         "webhooks_enabled": webhooks_enabled,
         "window_hours": COVERAGE_WINDOW_SECS / 3600,
-        "coverage": coverage.ratio,
-        "changes_by_webhook": coverage.by_webhook,
-        "changes_missed": coverage.missed,
-        "missed_ticket_ids_last_run": coverage.missed_last_run,
-        "last_webhook_at": coverage.last_webhook_at,
+        "coverage": stored.coverage(),
+        "changes_by_webhook": stored.counts.applied,
+        "changes_missed": stored.missed,
+        "missed_ticket_ids_last_run": stored.missed_last_run(),
+        "last_webhook_at": stored.counts.last_processed_at,
     })
 }
 

@@ -712,26 +712,24 @@ impl SqliteReader {
     /// Opens the database for reading. It must exist and be the one Codex
     /// recorded; the writer creates and migrates it.
     pub fn open(path: &Path) -> Result<SqliteReader, StoreError> {
-        let unavailable = |e: rusqlite::Error| {
-            StoreError::Unavailable(format!(
-                "cannot open SQLite database {} for reading: {e}",
-                path.display()
-            ))
-        };
         let recorded = sqlite_file::recorded_id(path)?;
         sqlite_file::check_exists(path, recorded.as_deref())?;
         // Read-write without create: a read-only connection could not
         // take part in WAL when the -shm file is missing.
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(unavailable)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .and_then(|conn| {
+                conn.busy_timeout(Duration::from_secs(5))?;
+                conn.execute_batch("PRAGMA query_only = 1")?;
+                Ok(conn)
+            })
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot open SQLite database {} for reading: {e}",
+                    path.display()
+                ))
+            })?;
         let file = OpenFile::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(unavailable)?;
-        conn.execute_batch("PRAGMA query_only = 1")
-            .map_err(unavailable)?;
         if let Some(recorded) = &recorded {
             sqlite_file::check_id(path, recorded, database_id(&conn)?.as_deref())?;
         }

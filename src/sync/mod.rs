@@ -19,7 +19,7 @@ use jiff::{SignedDuration, Timestamp};
 use crate::config::{Config, format_duration};
 use crate::error::StoreError;
 use crate::psa::Provider;
-use crate::status::{Coverage, Role, StatusBoard, Stored};
+use crate::status::{Role, StatusBoard, Stored};
 use crate::store::{
     Leadership, Reader, RunKind, RunOutcome, StoreClient, SyncRun, postgres::poller_lock,
 };
@@ -82,7 +82,8 @@ pub fn spawn_poller(
 struct Assessment {
     interval: Duration,
     reason: String,
-    coverage: Coverage,
+    /// Webhook coverage over the last 24 hours (`None` without changes).
+    coverage: Option<f64>,
     /// What the database holds: the newest run, the sync state.
     stored: Stored,
     /// When the last run (of any instance) started.
@@ -118,17 +119,16 @@ fn poll_loop(
             Ok(assessment) => {
                 let low = assessment
                     .coverage
-                    .ratio
                     .is_some_and(|r| r < scheduler.min_webhook_coverage);
                 if low && !below_coverage {
                     log::warn!(
                         "{provider}: webhook coverage is {:.0}% over the last 24 h (minimum {:.0}%): {} changes reached Codex only by polling \
                          (last run: tickets {:?}). Check that the {provider} workflows are active, that their X-Webhook-Secret \
                          matches [webhooks] secret, and that [webhooks] allowed_ips admits {provider}; polling every {} meanwhile",
-                        assessment.coverage.ratio.unwrap_or(0.0) * 100.0,
+                        assessment.coverage.unwrap_or(0.0) * 100.0,
                         scheduler.min_webhook_coverage * 100.0,
-                        assessment.coverage.missed,
-                        assessment.coverage.missed_last_run,
+                        assessment.stored.missed,
+                        assessment.stored.missed_last_run(),
                         format_duration(scheduler.ticket_sync_interval),
                     );
                 }
@@ -241,9 +241,7 @@ fn assess(
     })?;
     let coverage = stored.coverage();
     let webhooks_recent = recent.last_processed_at.is_some();
-    let coverage_ok = coverage
-        .ratio
-        .is_none_or(|r| r >= scheduler.min_webhook_coverage);
+    let coverage_ok = coverage.is_none_or(|r| r >= scheduler.min_webhook_coverage);
     let (interval, reason) = if !config.webhooks.enabled {
         (
             scheduler.ticket_sync_interval,
@@ -262,7 +260,7 @@ fn assess(
             scheduler.ticket_sync_interval,
             format!(
                 "webhook coverage {:.0}% is below {:.0}%",
-                coverage.ratio.unwrap_or(0.0) * 100.0,
+                coverage.unwrap_or(0.0) * 100.0,
                 scheduler.min_webhook_coverage * 100.0
             ),
         )
