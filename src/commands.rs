@@ -23,7 +23,9 @@ use crate::sync::run_sync;
 pub enum CommandError {
     /// The store could not be opened (see `StartError`).
     Start(StartError),
-    /// The database refused or could not answer a check or read.
+    /// `check-config`: the database cannot be used as `serve` would.
+    Check(StoreError),
+    /// The database refused or could not answer a read or write.
     Store(StoreError),
     /// `sync --provider` names a provider Codex does not know.
     UnknownProvider(String),
@@ -42,7 +44,8 @@ impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommandError::Start(error) => write!(f, "{error}"),
-            CommandError::Store(error) => write!(f, "database: {error}"),
+            CommandError::Check(error) => write!(f, "database: {error}"),
+            CommandError::Store(error) => write!(f, "{error}"),
             CommandError::UnknownProvider(name) => {
                 let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
                 write!(
@@ -91,7 +94,7 @@ fn setup_hint(provider: Provider) -> &'static str {
 /// can use the database and that each configured PSA accepts its
 /// credentials. `say` gets a line per check passed.
 pub fn check_config(config: &Config, mut say: impl FnMut(&str)) -> Result<(), CommandError> {
-    let database = store::check(&config.database.url).map_err(CommandError::Store)?;
+    let database = store::check(&config.database.url).map_err(CommandError::Check)?;
     say(&format!("database: {database}"));
     let stop = Arc::new(AtomicBool::new(false));
     for provider in Provider::ALL.into_iter().filter(|p| p.configured(config)) {

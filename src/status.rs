@@ -593,3 +593,208 @@ fn index(provider: Provider) -> usize {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RunKind, RunOutcome};
+
+    fn run(id: i64, provider: Provider, outcome: RunOutcome) -> SyncRun {
+        SyncRun {
+            id,
+            finished_at: Some(format!("2024-05-0{id}T00:00:00Z")),
+            outcome,
+            missed_ticket_ids: vec![id * 10],
+            ..SyncRun::starting(provider, RunKind::Incremental)
+        }
+    }
+
+    fn poller(role: Role, last_run: Option<SyncRun>) -> PollerState {
+        PollerState {
+            enabled: role != Role::Disabled,
+            role,
+            schedule: (Duration::from_secs(300), Duration::from_secs(3600)),
+            interval: (role == Role::Leader).then_some(Duration::from_secs(300)),
+            interval_reason: "no webhook delivery in the last 1h".to_string(),
+            next_sync_at: None,
+            last_run,
+        }
+    }
+
+    fn status() -> Status {
+        Status {
+            database_problem: None,
+            database_name: "codex.db".to_string(),
+            webhooks_enabled: true,
+            providers: vec![
+                ProviderStatus {
+                    provider: Provider::Freshservice,
+                    poller: poller(Role::Disabled, None),
+                    stored: None,
+                },
+                ProviderStatus {
+                    provider: Provider::SuperOps,
+                    poller: poller(
+                        Role::Leader,
+                        Some(run(1, Provider::SuperOps, RunOutcome::Failed)),
+                    ),
+                    stored: Some(Stored {
+                        counts: WebhookCounts {
+                            received: 5,
+                            applied: 3,
+                            rejected: 1,
+                            last_processed_at: Some("2024-05-02T00:00:00Z".to_string()),
+                            last_received_at: Some("2024-05-02T00:00:01Z".to_string()),
+                        },
+                        missed: 1,
+                        runs: vec![run(2, Provider::SuperOps, RunOutcome::Ok)],
+                        state: SyncState::default(),
+                    }),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn health_shows_the_polling_provider_at_the_top_and_every_provider_below() {
+        let fields = Value::Object(status().health_fields());
+        assert_eq!(fields["status"], "ok");
+        assert_eq!(fields["database"], "ok");
+        assert!(fields.get("database_error").is_none());
+        // SuperOps polls, Freshservice does not: SuperOps is at the top.
+        assert_eq!(fields["polling"]["role"], "leader");
+        assert_eq!(fields["polling_interval_seconds"], 300);
+        // The database holds a newer run (another instance's) than this
+        // instance's own: that one is the last.
+        assert_eq!(fields["last_sync_outcome"], "ok");
+        assert_eq!(fields["polling"]["last_sync"]["id"], 2);
+        assert_eq!(fields["polling"]["last_sync"]["kind"], "incremental");
+        let coverage = &fields["webhook_coverage"]["superops"];
+        assert_eq!(coverage["changes_by_webhook"], 3);
+        assert_eq!(coverage["changes_missed"], 1);
+        assert_eq!(coverage["coverage"], 0.75);
+        assert_eq!(coverage["missed_ticket_ids_last_run"], json!([20]));
+        assert_eq!(coverage["window_hours"], 24);
+        assert_eq!(fields["webhook_coverage"]["freshservice"], Value::Null);
+        let freshservice = &fields["providers"]["freshservice"];
+        assert_eq!(freshservice["polling"]["role"], "disabled");
+        assert_eq!(freshservice["last_sync_outcome"], Value::Null);
+        assert!(freshservice.get("polling_interval_seconds").is_none());
+        assert!(freshservice.get("webhook_coverage").is_none());
+    }
+
+    #[test]
+    fn health_says_why_the_database_is_unavailable() {
+        let mut status = status();
+        status.database_problem = Some("database unavailable: refused".to_string());
+        let fields = Value::Object(status.health_fields());
+        assert_eq!(fields["status"], "degraded");
+        assert_eq!(fields["database"], "unavailable");
+        assert_eq!(fields["database_error"], "database unavailable: refused");
+    }
+
+    #[test]
+    fn the_report_lists_counts_coverage_and_runs() {
+        let report = status().report();
+        assert!(
+            report.starts_with("database: codex.db\nwebhooks: enabled\n"),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "freshservice, last 24 h:\n  polling: not configured\n  the database did not answer"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("  polling: every 5m (every 1h while webhooks deliver)"),
+            "{report}"
+        );
+        assert!(report.contains("webhook deliveries: 5 received, 3 stored a change, 1 rejected; last at 2024-05-02T00:00:01Z"), "{report}");
+        assert!(
+            report.contains(
+                "webhook coverage: 75.0% (3 changes by webhook, 1 found first by polling)"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("sync cursor: none; last reconcile: never"),
+            "{report}"
+        );
+        assert!(report.contains("    #2 incremental "), "{report}");
+        assert!(
+            report.contains(" ok: 0 seen, 0 changed, 0 missed by webhooks [20], 0 API calls"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn roles_and_run_fields_are_stored_as_before() {
+        let names: Vec<&str> = [Role::Starting, Role::Leader, Role::Standby, Role::Disabled]
+            .into_iter()
+            .map(Role::as_str)
+            .collect();
+        assert_eq!(names, ["starting", "leader", "standby", "disabled"]);
+        for kind in [RunKind::Initial, RunKind::Incremental, RunKind::Full] {
+            assert_eq!(kind.as_str().parse::<RunKind>(), Ok(kind));
+        }
+        for outcome in [RunOutcome::Running, RunOutcome::Ok, RunOutcome::Failed] {
+            assert_eq!(outcome.as_str().parse::<RunOutcome>(), Ok(outcome));
+        }
+        assert!("done".parse::<RunOutcome>().is_err());
+    }
+
+    fn board(dir: &std::path::Path) -> (Arc<StatusBoard>, crate::store::WriterHandle) {
+        let mut config = Config::default();
+        config.database.url = crate::config::DatabaseUrl::Sqlite(dir.join("codex.db"));
+        let first = crate::store::connect_at_start(&config.database.url).unwrap();
+        let writer = crate::store::spawn_writer(first, config.database.url.clone(), 30).unwrap();
+        let board = Arc::new(StatusBoard::new(&config, writer.client.health_handle()));
+        (board, writer)
+    }
+
+    #[test]
+    fn health_waits_for_the_database_no_longer_than_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (board, writer) = board(dir.path());
+        // No status thread answers: health goes on without what the
+        // database holds, after STORED_WAIT.
+        let started = Instant::now();
+        let status = board.status();
+        let waited = started.elapsed();
+        assert!(
+            waited >= STORED_WAIT && waited < STORED_WAIT * 3,
+            "{waited:?}"
+        );
+        assert!(status.providers.iter().all(|p| p.stored.is_none()));
+        assert_eq!(status.database_problem, None);
+        drop(board);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn the_status_thread_fills_in_what_the_database_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (board, writer) = board(dir.path());
+        let reader = Reader::new(
+            &crate::config::DatabaseUrl::Sqlite(dir.path().join("codex.db")),
+            writer.client.health_handle(),
+        );
+        let thread = StatusThread::spawn(board.clone(), reader).unwrap();
+        let status = board.status();
+        assert!(
+            status
+                .providers
+                .iter()
+                .all(|p| p.stored == Some(Stored::default())),
+            "{status:?}"
+        );
+        // Read within the last second: reused, not read again.
+        let refreshes = board.refreshes.load(Ordering::SeqCst);
+        board.status();
+        assert_eq!(board.refreshes.load(Ordering::SeqCst), refreshes);
+        thread.stop().unwrap();
+        drop(board);
+        writer.join().unwrap();
+    }
+}

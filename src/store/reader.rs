@@ -63,3 +63,72 @@ impl Reader {
         retrying(&health, timeout, |_| self.read(&mut read))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::psa::Provider;
+    use crate::store::{Backend, SyncState, sqlite::SqliteBackend};
+
+    fn state(cursor: &str) -> SyncState {
+        SyncState {
+            cursor: Some(cursor.to_string()),
+            last_reconcile_at: None,
+        }
+    }
+
+    #[test]
+    fn a_sqlite_reader_sees_commits_and_reopens_after_the_file_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("codex.db");
+        let mut writer = SqliteBackend::open(&path).unwrap();
+        let mut reader = Reader::new(
+            &DatabaseUrl::Sqlite(path.clone()),
+            Arc::new(DbHealth::new(None)),
+        );
+        let read = |reader: &mut Reader| reader.read(|r| r.sync_state(Provider::Freshservice));
+        assert_eq!(read(&mut reader), Ok(SyncState::default()));
+
+        // A commit on the writer's connection is seen on the reader's.
+        writer
+            .save_sync_state(Provider::Freshservice, &state("2024-01-01T00:00:00Z"))
+            .unwrap();
+        assert_eq!(read(&mut reader), Ok(state("2024-01-01T00:00:00Z")));
+
+        // The file moved away: the reader says so and drops its connection
+        // rather than read a file that is no longer the database.
+        let aside = dir.path().join("aside.db");
+        std::fs::rename(&path, &aside).unwrap();
+        assert!(matches!(
+            read(&mut reader),
+            Err(StoreError::WrongDatabase(_))
+        ));
+        assert!(reader.conn.is_none());
+        assert!(matches!(
+            read(&mut reader),
+            Err(StoreError::WrongDatabase(_) | StoreError::Unavailable(_))
+        ));
+
+        // Back in place: the next read opens a new connection and works.
+        std::fs::rename(&aside, &path).unwrap();
+        assert_eq!(read(&mut reader), Ok(state("2024-01-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn waiting_reads_stop_at_their_deadline_while_the_database_is_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reader = Reader::new(
+            &DatabaseUrl::Sqlite(dir.path().join("missing").join("codex.db")),
+            Arc::new(DbHealth::new(None)),
+        );
+        let started = std::time::Instant::now();
+        let result = reader.read_waiting(Duration::from_millis(700), |r| {
+            r.sync_state(Provider::Freshservice)
+        });
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}
