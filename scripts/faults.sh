@@ -9,14 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${CODEX_TEST_DATABASE_URL:-}" ]; then
-  # shellcheck source=scripts/pg.sh
-  . scripts/pg.sh
-  trap pg_stop EXIT INT TERM
-  pg_start -c fsync=off
-  export CODEX_TEST_DATABASE_URL="$PG_URL"
-  export CODEX_TEST_PG_BIN="$PG_BIN"
-fi
+# shellcheck source=scripts/pg.sh
+. scripts/pg.sh
+test_env
 
 LOG=$(mktemp /tmp/codex-faults.XXXXXX)
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(date -u +%Y-%m-%dT%H:%MZ)"

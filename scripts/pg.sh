@@ -66,3 +66,21 @@ pg_stop() {
   [ -n "${PG_DIR:-}" ] && rm -rf "$PG_DIR"
   PG_DIR=""
 }
+
+# What the test suite needs, for scripts/test.sh and scripts/faults.sh: a
+# throwaway cluster (fsync off: it only lives for the tests) unless
+# CODEX_TEST_DATABASE_URL names a server, its binaries for the tests that
+# run clusters of their own, and, as root, CODEX_TEST_MOUNTS for the tests
+# that mount a tmpfs. Without these, those tests are reported as ignored
+# (see build.rs), and under CI=true that fails.
+test_env() {
+  if [ -z "${CODEX_TEST_DATABASE_URL:-}" ]; then
+    trap pg_stop EXIT INT TERM
+    pg_start -c fsync=off
+    export CODEX_TEST_DATABASE_URL="$PG_URL"
+    export CODEX_TEST_PG_BIN="$PG_BIN"
+  fi
+  if [ "$(id -u)" -eq 0 ]; then
+    export CODEX_TEST_MOUNTS=1
+  fi
+}

@@ -10,16 +10,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-if [ -z "${CODEX_TEST_DATABASE_URL:-}" ]; then
-  # shellcheck source=scripts/pg.sh
-  . scripts/pg.sh
-  trap pg_stop EXIT INT TERM
-  # fsync off: this cluster only lives for the tests (the benchmark keeps it on).
-  pg_start -c fsync=off
-  export CODEX_TEST_DATABASE_URL="$PG_URL"
-  # The PostgreSQL outage test runs clusters of its own with these binaries.
-  export CODEX_TEST_PG_BIN="$PG_BIN"
-fi
+# shellcheck source=scripts/pg.sh
+. scripts/pg.sh
+test_env
 
 echo "== cargo test (SQLite and PostgreSQL at ${CODEX_TEST_DATABASE_URL})"
 cargo test --workspace --quiet "$@"

@@ -82,7 +82,11 @@ fn check_config_masks_secrets_and_names_every_problem() {
 fn serve_refuses_to_start_without_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("codex.conf");
-    std::fs::write(&conf, "[webhooks]\nenabled = true\n").unwrap();
+    std::fs::write(
+        &conf,
+        "[server]\nbind = 127.0.0.1:0\n[webhooks]\nenabled = true\n",
+    )
+    .unwrap();
     let (status, _, err) = run_codex(&["serve", "--config", conf.to_str().unwrap()], &[]);
     assert!(!status.success());
     assert!(err.contains("no secret is set"), "{err}");

@@ -371,8 +371,8 @@ fn pg_stored(url: &str) -> HashSet<i64> {
 fn pg_case(
     senders: usize,
     via_proxy: bool,
-) -> Option<(PgCluster, Option<FaultProxy>, tempfile::TempDir, Codex)> {
-    let cluster = PgCluster::start()?;
+) -> (PgCluster, Option<FaultProxy>, tempfile::TempDir, Codex) {
+    let cluster = PgCluster::start();
     let proxy = via_proxy.then(|| FaultProxy::start(([127, 0, 0, 1], cluster.port).into()));
     let url = match &proxy {
         Some(proxy) => cluster.url().replace(
@@ -388,7 +388,7 @@ fn pg_case(
         &format!("[server]\nthreads = {}\n", senders.min(16)),
     );
     let codex = Codex::start_config(&conf, &[]);
-    Some((cluster, proxy, dir, codex))
+    (cluster, proxy, dir, codex)
 }
 
 fn pg_fault(
@@ -397,9 +397,7 @@ fn pg_fault(
     inject: impl FnOnce(&PgCluster),
     heal: impl FnOnce(&PgCluster),
 ) {
-    let Some((cluster, _, _dir, codex)) = pg_case(senders, false) else {
-        return;
-    };
+    let (cluster, _, _dir, codex) = pg_case(senders, false);
     let outcome = through_fault(
         &codex,
         senders,
@@ -413,6 +411,10 @@ fn pg_fault(
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn postgres_stopped_fast() {
     pg_fault(
         "pg_ctl stop -m fast, then start",
@@ -423,6 +425,10 @@ fn postgres_stopped_fast() {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn postgres_stopped_immediate() {
     pg_fault(
         "pg_ctl stop -m immediate, then start",
@@ -433,6 +439,10 @@ fn postgres_stopped_immediate() {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn postgres_killed_9() {
     pg_fault(
         "kill -9 every server process, then start",
@@ -451,6 +461,10 @@ fn postgres_killed_9() {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn postgres_frozen_with_sigstop_under_80_senders() {
     pg_fault(
         "every server process SIGSTOPped (80 senders)",
@@ -461,10 +475,12 @@ fn postgres_frozen_with_sigstop_under_80_senders() {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn postgres_path_black_holed() {
-    let Some((cluster, proxy, _dir, codex)) = pg_case(4, true) else {
-        return;
-    };
+    let (cluster, proxy, _dir, codex) = pg_case(4, true);
     let proxy = proxy.unwrap();
     let outcome = through_fault(
         &codex,
@@ -479,10 +495,12 @@ fn postgres_path_black_holed() {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn postgres_path_black_holed_past_the_call_deadline() {
-    let Some((cluster, proxy, _dir, codex)) = pg_case(4, true) else {
-        return;
-    };
+    let (cluster, proxy, _dir, codex) = pg_case(4, true);
     let proxy = proxy.unwrap();
     // Longer than the client-side deadline of a call (6 s): the writer
     // gives the connection up rather than wait on it, and opens another.
@@ -509,10 +527,12 @@ fn postgres_path_black_holed_past_the_call_deadline() {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn postgres_path_reset() {
-    let Some((cluster, proxy, _dir, codex)) = pg_case(4, true) else {
-        return;
-    };
+    let (cluster, proxy, _dir, codex) = pg_case(4, true);
     let proxy = proxy.unwrap();
     let outcome = through_fault(&codex, 4, OUTAGE, "", || proxy.reset(), || proxy.forward());
     assert_stored(&pg_stored(&cluster.url()), &outcome.acknowledged);
@@ -547,10 +567,12 @@ fn health_database(codex: &Codex) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn postgres_restarted_while_idle() {
-    let Some((cluster, _, _dir, codex)) = pg_case(4, false) else {
-        return;
-    };
+    let (cluster, _, _dir, codex) = pg_case(4, false);
     let (_, before) = first_ack(codex.addr, Duration::from_secs(10)).expect("first delivery");
     let fault = Instant::now();
     cluster.stop_server_mode("fast");
@@ -582,10 +604,12 @@ fn postgres_restarted_while_idle() {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn postgres_down_when_serve_starts() {
-    let Some(cluster) = PgCluster::start() else {
-        return;
-    };
+    let cluster = PgCluster::start();
     cluster.stop_server_mode("fast");
     let dir = tempfile::tempdir().unwrap();
     let conf = config(dir.path(), &cluster.url(), "");
@@ -634,10 +658,12 @@ fn postgres_down_when_serve_starts() {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn sync_once_waits_for_a_database_that_comes_back() {
-    let Some(cluster) = PgCluster::start() else {
-        return;
-    };
+    let cluster = PgCluster::start();
     cluster.stop_server_mode("fast");
     let fake = FakeFreshservice::start();
     fake.add_tickets(1, 5, 2);
@@ -654,10 +680,12 @@ fn sync_once_waits_for_a_database_that_comes_back() {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn poller_resumes_after_an_outage() {
-    let Some(cluster) = PgCluster::start() else {
-        return;
-    };
+    let cluster = PgCluster::start();
     let fake = FakeFreshservice::start();
     fake.add_tickets(1, 3, 2);
     let dir = tempfile::tempdir().unwrap();
@@ -696,21 +724,22 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
+    /// Mounts a tmpfs of `size`; the tests that call this are ignored
+    /// unless the build has `codex_mount_tests` (see build.rs), so failing
+    /// to mount here is an error, not a skip.
+    fn mount(size: &str) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
-        let mounted = Command::new("mount")
+        let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
             .output()
-            .is_ok_and(|o| o.status.success());
-        if !mounted {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but a tmpfs cannot be mounted (this test needs root)");
-            }
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        Some(Tmpfs { dir })
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (this test needs root; unset CODEX_TEST_MOUNTS to skip it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
     }
 
     fn path(&self) -> &Path {
@@ -756,10 +785,12 @@ fn sqlite_url(path: &Path) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_mount_tests),
+    ignore = "mounts a tmpfs (needs root): run scripts/test.sh as root, or set CODEX_TEST_MOUNTS=1"
+)]
 fn sqlite_disk_full_then_space_freed() {
-    let Some(tmpfs) = Tmpfs::mount("24m") else {
-        return;
-    };
+    let tmpfs = Tmpfs::mount("24m");
     let db = tmpfs.path().join("codex.db");
     let conf = config(tmpfs.path(), &sqlite_url(&db), "");
     let codex = Codex::start_config(&conf, &[]);
@@ -987,10 +1018,12 @@ fn sqlite_file_replaced_is_refused_and_not_silently_restarted() {
 }
 
 #[test]
+#[cfg_attr(
+    not(codex_mount_tests),
+    ignore = "mounts a tmpfs (needs root): run scripts/test.sh as root, or set CODEX_TEST_MOUNTS=1"
+)]
 fn sqlite_read_only_filesystem_at_start_then_writable() {
-    let Some(tmpfs) = Tmpfs::mount("16m") else {
-        return;
-    };
+    let tmpfs = Tmpfs::mount("16m");
     let db = tmpfs.path().join("codex.db");
     let conf = config(tmpfs.path(), &sqlite_url(&db), "");
     let mut codex = Codex::start_config(&conf, &[]);

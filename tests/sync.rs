@@ -667,10 +667,12 @@ fn reconcile_looks_up_only_what_the_listings_cannot_settle(backend: Backend) {
 /// A standby on PostgreSQL, which never polls, reports the coverage the
 /// leader's runs measured.
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn a_standby_reports_webhook_coverage() {
-    let Some(backend) = Backend::postgres() else {
-        return;
-    };
+    let backend = Backend::postgres();
     let db = TestDb::new(&backend);
     let fake = FakeFreshservice::start();
     fake.add_tickets(1, 3, 2);

@@ -886,10 +886,12 @@ fn predecessor_database_left_half_migrated_by_codex_1_is_completed(backend: Back
 /// changing the types of the columns it uses: those keep their limit and
 /// longer values are stored cut to fit, with a warning, instead of a 5xx.
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn postgres_view_over_a_varchar_column_cuts_long_values_to_fit() {
-    let Some(backend) = Backend::postgres() else {
-        return;
-    };
+    let backend = Backend::postgres();
     let db = predecessor_db(&backend);
     seed_inherited(&db);
     db.execute(
@@ -933,10 +935,12 @@ fn postgres_view_over_a_varchar_column_cuts_long_values_to_fit() {
 /// A role that does not own the predecessor's tables cannot alter them:
 /// the migration fails as a whole and says what to do.
 #[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
 fn postgres_migration_by_a_role_that_does_not_own_the_tables_changes_nothing() {
-    let Some(backend) = Backend::postgres() else {
-        return;
-    };
+    let backend = Backend::postgres();
     let db = predecessor_db(&backend);
     seed_inherited(&db);
     let role = format!("codex_guest_{}", std::process::id());

@@ -1,0 +1,23 @@
+//! Tells the test suite which optional test environments this build has,
+//! so that tests needing one are reported as ignored (with the reason)
+//! rather than as passed when it is missing. `scripts/test.sh` provides
+//! both; nothing here affects the binary.
+//!
+//! - `codex_postgres_tests`: `CODEX_TEST_DATABASE_URL` names a PostgreSQL
+//!   server (the tests that start private clusters also need the server
+//!   binaries, and fail, not skip, when they are missing).
+//! - `codex_mount_tests`: `CODEX_TEST_MOUNTS=1`, the tests may mount small
+//!   filesystems (tmpfs; needs root) to fill a disk or make it read-only.
+
+fn main() {
+    for (variable, cfg) in [
+        ("CODEX_TEST_DATABASE_URL", "codex_postgres_tests"),
+        ("CODEX_TEST_MOUNTS", "codex_mount_tests"),
+    ] {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        println!("cargo::rerun-if-env-changed={variable}");
+        if std::env::var(variable).is_ok_and(|value| !value.is_empty() && value != "0") {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+    }
+}
