@@ -11,12 +11,10 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::error::{StoreError, SyncError};
 use crate::psa::Provider;
-use crate::psa::freshservice_api::FreshserviceClient;
-use crate::psa::superops_api::SuperopsClient;
 use crate::service::{StartError, open_store};
 use crate::status::{Status, run_json};
 use crate::store::{self, RunKind, RunOutcome};
-use crate::sync::run_sync;
+use crate::sync::{check_credentials, run_sync};
 
 /// Why a one-shot command failed.
 #[derive(Debug)]
@@ -96,23 +94,9 @@ fn setup_hint(provider: Provider) -> &'static str {
 pub fn check_config(config: &Config, mut say: impl FnMut(&str)) -> Result<(), CommandError> {
     let database = store::check(&config.database.url).map_err(CommandError::Check)?;
     say(&format!("database: {database}"));
-    let stop = Arc::new(AtomicBool::new(false));
     for provider in Provider::ALL.into_iter().filter(|p| p.configured(config)) {
-        let fail = |error| CommandError::Credentials(provider, error);
-        let checked_at = match provider {
-            Provider::Freshservice => {
-                FreshserviceClient::new(&config.freshservice, stop.clone())
-                    .and_then(|mut client| client.check_credentials())
-                    .map_err(fail)?;
-                config.freshservice.api_base_url().unwrap_or_default()
-            }
-            Provider::SuperOps => {
-                SuperopsClient::new(&config.superops, stop.clone())
-                    .and_then(|mut client| client.check_credentials())
-                    .map_err(fail)?;
-                config.superops.api_url.clone()
-            }
-        };
+        let checked_at = check_credentials(config, provider)
+            .map_err(|error| CommandError::Credentials(provider, error))?;
         say(&format!("{provider}: credentials accepted by {checked_at}"));
     }
     say("configuration is valid");

@@ -36,9 +36,7 @@ mod timestamp;
 pub use commands::{
     CommandError, check_config, gen_secret, migrate, status, sync_once, sync_providers,
 };
-pub use config::{Config, Loaded};
-pub use error::ConfigError;
+pub use config::Config;
 pub use http::bind;
-pub use psa::Provider;
 pub use reload::Plan;
 pub use service::{Service, ShutdownError, StartError, run};

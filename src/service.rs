@@ -73,9 +73,18 @@ pub(crate) struct Store {
 pub(crate) fn open_store(config: &Config) -> Result<Store, StartError> {
     let url = &config.database.url;
     let first = store::connect_at_start(url).map_err(StartError::Store)?;
+    let connected = first.is_ok();
     let writer = store::spawn_writer(first, url.clone(), config.webhooks.journal_retention_days)
         .map_err(StartError::Io)?;
-    let reader = Reader::new(url, writer.client.health_handle());
+    let mut reader = Reader::new(url, writer.client.health_handle());
+    // Opened now, so that the service's descriptors are all taken at
+    // start. Failing here is no worse than at the first read, which
+    // tries again.
+    if connected {
+        if let Err(error) = reader.connect() {
+            log::warn!("cannot open the read connection yet: {error}");
+        }
+    }
     Ok(Store { writer, reader })
 }
 

@@ -33,15 +33,25 @@ impl Reader {
         }
     }
 
+    /// Opens the connection now, if it is not open, rather than at the
+    /// first read: a service's descriptors are then all taken at start.
+    pub fn connect(&mut self) -> Result<(), StoreError> {
+        self.connection().map(|_| ())
+    }
+
+    fn connection(&mut self) -> Result<&mut Box<dyn Reads>, StoreError> {
+        match self.conn {
+            Some(ref mut conn) => Ok(conn),
+            None => Ok(self.conn.insert(connect_reader(&self.url)?)),
+        }
+    }
+
     /// Runs `read` once, connecting first if need be.
     pub fn read<T>(
         &mut self,
         read: impl FnOnce(&mut dyn Reads) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let conn = match self.conn.as_mut() {
-            Some(conn) => conn,
-            None => self.conn.insert(connect_reader(&self.url)?),
-        };
+        let conn = self.connection()?;
         let result = conn.verify().and_then(|()| read(conn.as_mut()));
         if let Err(error) = &result {
             if error.drops_connection() {

@@ -7,7 +7,7 @@
 
 mod run;
 
-pub use run::run_sync;
+pub use run::{check_credentials, run_sync};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

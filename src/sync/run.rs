@@ -76,6 +76,23 @@ pub fn run_sync(
     run
 }
 
+/// Asks `provider`'s API whether it accepts the configured credentials
+/// (`codex check-config`), with the client a sync would use; returns the
+/// address it asked.
+pub fn check_credentials(config: &Config, provider: Provider) -> Result<String, SyncError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    match Source::open(config, provider, stop)? {
+        Source::Freshservice(mut source) => {
+            source.client.check_credentials()?;
+            Ok(config.freshservice.api_base_url().unwrap_or_default())
+        }
+        Source::SuperOps(mut source) => {
+            source.client.check_credentials()?;
+            Ok(config.superops.api_url.clone())
+        }
+    }
+}
+
 /// A provider's polling client, with what sets it apart in a full run.
 enum Source<'a> {
     /// Freshservice lists deleted and spam tickets, and filters by status:
