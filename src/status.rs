@@ -32,6 +32,9 @@ const STORED_FRESH_FOR: Duration = Duration::from_secs(1);
 /// a second even while the database is slow, without the stored part when
 /// it cannot have it in time.
 const STORED_WAIT: Duration = Duration::from_millis(300);
+/// How often an idle status thread checks whether to let go of its
+/// connection.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Runs health shows (the newest), and `codex status` lists.
 const HEALTH_RUNS: i64 = 1;
 const REPORT_RUNS: i64 = 10;
@@ -570,6 +573,12 @@ impl StatusThread {
                     select! {
                         recv(board.requests) -> _ => board.refresh_from(&mut reader),
                         recv(stopped) -> _ => break,
+                        // Health does not ask while the database is
+                        // unavailable; the connection is let go of then,
+                        // so that only the writer holds a deleted file.
+                        default(IDLE_CHECK) => if board.database.problem().is_some() {
+                            reader.disconnect();
+                        },
                     }
                 }
             })?;

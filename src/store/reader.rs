@@ -39,6 +39,14 @@ impl Reader {
         self.connection().map(|_| ())
     }
 
+    /// Closes the connection (the next read opens a new one): a reader
+    /// must not hold on to a database the writer found unusable.
+    pub fn disconnect(&mut self) {
+        if self.conn.take().is_some() {
+            log::debug!("read connection closed while the database is unavailable");
+        }
+    }
+
     fn connection(&mut self) -> Result<&mut Box<dyn Reads>, StoreError> {
         match self.conn {
             Some(ref mut conn) => Ok(conn),

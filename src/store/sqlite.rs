@@ -1,7 +1,7 @@
 //! Embedded SQLite: WAL mode with `synchronous=FULL`, so a committed batch
 //! is on disk before anyone is told so.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -704,8 +704,10 @@ impl Backend for SqliteBackend {
 /// writer commits, so reads never wait in the writer's queue.
 pub struct SqliteReader {
     conn: Connection,
-    /// The database file as opened: checked before each read.
-    file: OpenFile,
+    path: PathBuf,
+    /// The database file as opened (device, inode): the path must still
+    /// name it at each read.
+    file: (u64, u64),
 }
 
 impl SqliteReader {
@@ -729,11 +731,15 @@ impl SqliteReader {
                     path.display()
                 ))
             })?;
-        let file = OpenFile::open(path)?;
+        let file = file_id(path)?;
         if let Some(recorded) = &recorded {
             sqlite_file::check_id(path, recorded, database_id(&conn)?.as_deref())?;
         }
-        Ok(SqliteReader { conn, file })
+        Ok(SqliteReader {
+            conn,
+            path: path.to_path_buf(),
+            file,
+        })
     }
 }
 
@@ -747,9 +753,25 @@ fn parsed<T: std::str::FromStr<Err = UnknownValue>>(
     })
 }
 
+/// The device and inode of the file at `path`.
+fn file_id(path: &Path) -> Result<(u64, u64), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| StoreError::Unavailable(format!("cannot stat {}: {e}", path.display())))
+}
+
 impl Reads for SqliteReader {
+    /// The writer keeps the file it was writing when it is deleted or
+    /// replaced (see `OpenFile`); the reader only lets go of it.
     fn verify(&mut self) -> Result<(), StoreError> {
-        self.file.check()
+        match file_id(&self.path) {
+            Ok(file) if file == self.file => Ok(()),
+            _ => Err(StoreError::WrongDatabase(format!(
+                "the SQLite database {} was deleted or replaced; the read connection to it was closed",
+                self.path.display()
+            ))),
+        }
     }
 
     fn active_tickets(

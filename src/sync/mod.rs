@@ -193,6 +193,11 @@ fn poll_loop(
             }
         }
         while !stop.load(Ordering::SeqCst) && Instant::now() < next_check {
+            // A reader must not hold on to a database the writer found
+            // unusable (a deleted SQLite file is the writer's to keep).
+            if store.health().problem().is_some() {
+                reader.disconnect();
+            }
             std::thread::sleep(
                 Duration::from_millis(100)
                     .min(next_check.saturating_duration_since(Instant::now())),
