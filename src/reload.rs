@@ -1,23 +1,10 @@
 //! Reloading `codex.conf` (SIGHUP): what changed, what takes effect at once
-//! and what waits for a restart.
+//! and what waits for a restart, as each setting's declaration says
+//! (`config::SETTINGS`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::Config;
-
-/// Settings a running service cannot change: a reload keeps their running
-/// value and says they need a restart.
-const RESTART_ONLY: &[&str] = &[
-    "[server] bind",
-    "[server] threads",
-    "[server] max_body_bytes",
-    "[server] read_timeout",
-    "[server] header_timeout",
-    "[server] body_timeout",
-    "[server] max_connections",
-    "[database] connection_string",
-    "[webhooks] journal_retention_days",
-];
+use crate::config::{Config, OnReload, SETTINGS, Setting};
 
 /// A reloaded configuration and how it differs from the one in force.
 pub struct Plan {
@@ -35,106 +22,51 @@ pub struct Plan {
 
 /// Compares `new` with `old`, the configuration in force.
 pub fn plan(old: &Config, mut new: Config) -> Plan {
-    let before = entries(&old.render_masked());
-    let after = entries(&new.render_masked());
-    let mut changed: BTreeMap<String, String> = after
-        .iter()
-        .filter(|(key, value)| before.get(*key) != Some(*value))
-        .map(|(key, value)| {
-            let was = before.get(key).map_or("", String::as_str);
-            (key.clone(), format!("{key}: {was} -> {value}"))
-        })
-        .collect();
-    let secrets = |c: &Config| -> Vec<String> {
-        c.webhooks
-            .secrets
-            .iter()
-            .map(|s| s.expose().to_string())
-            .collect()
-    };
-    if secrets(old) != secrets(&new) {
-        changed.insert(
-            "[webhooks] secret".into(),
-            "[webhooks] secret: changed".into(),
-        );
+    let (mut applied, mut needs_restart, mut polling_changed) = (Vec::new(), Vec::new(), false);
+    for setting in SETTINGS {
+        if (setting.same)(old, &new) {
+            continue;
+        }
+        if setting.on_reload == OnReload::Restart {
+            needs_restart.push(setting.name());
+            (setting.keep)(&mut new, old);
+            continue;
+        }
+        polling_changed |= setting.on_reload == OnReload::Poller;
+        applied.extend(changes(setting, old, &new));
     }
-    let api_key = |c: &Config| {
-        c.freshservice
-            .api_key
-            .as_ref()
-            .map(|k| k.expose().to_string())
-    };
-    if api_key(old) != api_key(&new) {
-        changed.insert(
-            "[freshservice] api_key".into(),
-            "[freshservice] api_key: changed".into(),
-        );
-    }
-    let token = |c: &Config| {
-        c.superops
-            .api_token
-            .as_ref()
-            .map(|k| k.expose().to_string())
-    };
-    if token(old) != token(&new) {
-        changed.insert(
-            "[superops] api_token".into(),
-            "[superops] api_token: changed".into(),
-        );
-    }
-    let polling_changed = changed.keys().any(|key| {
-        key.starts_with("[freshservice")
-            || key.starts_with("[superops")
-            || key.starts_with("[scheduler]")
-            || key == "[webhooks] enabled"
-    });
-    let (restart, applied): (Vec<_>, Vec<_>) = changed
-        .into_iter()
-        .partition(|(key, _)| RESTART_ONLY.contains(&key.as_str()));
-
     new.source = old.source.clone().or(new.source);
-    new.server.bind = old.server.bind;
-    new.server.threads = old.server.threads;
-    new.server.max_body_bytes = old.server.max_body_bytes;
-    new.server.read_timeout = old.server.read_timeout;
-    new.server.header_timeout = old.server.header_timeout;
-    new.server.body_timeout = old.server.body_timeout;
-    new.server.max_connections = old.server.max_connections;
-    new.database = old.database.clone();
-    new.webhooks.journal_retention_days = old.webhooks.journal_retention_days;
-
     Plan {
         config: new,
-        applied: applied.into_iter().map(|(_, line)| line).collect(),
-        needs_restart: restart.into_iter().map(|(key, _)| key).collect(),
+        applied,
+        needs_restart,
         polling_changed,
     }
 }
 
-/// `[section] key` -> value, from `Config::render_masked`.
-fn entries(rendered: &str) -> BTreeMap<String, String> {
-    let mut section = String::new();
-    let mut entries = BTreeMap::new();
-    for line in rendered.lines().map(str::trim) {
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        if line.starts_with('[') {
-            section = line.to_string();
-        } else if let Some((key, value)) = line.split_once('=') {
-            entries.insert(
-                format!("{section} {}", key.trim()),
-                value.trim().to_string(),
-            );
-        }
+/// `[section] key: old -> new` for each line of `setting` that differs; for
+/// a secret, only that it changed.
+fn changes(setting: &Setting, old: &Config, new: &Config) -> Vec<String> {
+    if setting.secret {
+        return vec![format!("{}: changed", setting.name())];
     }
-    entries
+    let before: BTreeMap<_, _> = (setting.lines)(old).into_iter().collect();
+    let after: BTreeMap<_, _> = (setting.lines)(new).into_iter().collect();
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let value = |lines: &BTreeMap<String, String>, key| lines.get(key).cloned().unwrap_or_default();
+    keys.into_iter()
+        .filter(|key| before.get(*key) != after.get(*key))
+        .map(|key| {
+            let (was, now) = (value(&before, key), value(&after, key));
+            format!("[{}] {key}: {was} -> {now}", setting.section)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{DatabaseUrl, Secret};
 
     #[test]
     fn lists_changes_masks_secrets_and_keeps_restart_only_settings() {
@@ -182,5 +114,63 @@ mod tests {
         let mut new = old.clone();
         new.superops.max_requests_per_minute = 100;
         assert!(super::plan(&old, new).polling_changed);
+    }
+
+    #[test]
+    fn the_declaration_says_what_needs_a_restart() {
+        let restart: Vec<String> = SETTINGS
+            .iter()
+            .filter(|s| s.on_reload == OnReload::Restart)
+            .map(Setting::name)
+            .collect();
+        assert_eq!(
+            restart,
+            [
+                "[server] bind",
+                "[server] threads",
+                "[server] max_body_bytes",
+                "[server] read_timeout",
+                "[server] header_timeout",
+                "[server] body_timeout",
+                "[server] max_connections",
+                "[database] connection_string",
+                "[webhooks] journal_retention_days",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_table_entry_is_listed_and_restarts_polling() {
+        let old = Config::default();
+        let new = Config::from_ini(
+            "[freshservice.statuses]\n11 = awaiting_parts, Awaiting Parts\n",
+            None,
+            &|_| None,
+        )
+        .unwrap()
+        .config;
+        let plan = plan(&old, new);
+        assert!(plan.polling_changed);
+        assert_eq!(
+            plan.applied,
+            ["[freshservice.statuses] 11:  -> awaiting_parts, Awaiting Parts"]
+        );
+        assert!(plan.needs_restart.is_empty());
+    }
+
+    #[test]
+    fn a_database_password_change_needs_a_restart_and_is_not_shown() {
+        let url = |password: &str| {
+            let text =
+                format!("[database]\nconnection_string = postgresql://u:{password}@db/codex\n");
+            Config::from_ini(&text, None, &|_| None).unwrap().config
+        };
+        let plan = plan(&url("first-pw"), url("second-pw"));
+        assert_eq!(plan.needs_restart, ["[database] connection_string"]);
+        assert!(plan.applied.is_empty());
+        let DatabaseUrl::Postgres(kept) = &plan.config.database.url else {
+            panic!("{:?}", plan.config.database.url)
+        };
+        assert!(kept.expose().contains("first-pw"));
     }
 }

@@ -5,44 +5,10 @@
 //! own (`[freshservice.webhook_fields]`); and finding the ticket id in a
 //! body that is beyond repair.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value as Json};
 
-/// The Codex fields a body key can be mapped to, each with the keys read
-/// for it when no mapping says otherwise (first present wins).
-pub const FIELD_KEYS: &[(&str, &[&str])] = &[
-    (
-        "ticket_id",
-        &[
-            "ticket_id",
-            "id",
-            "ticket_number",
-            "display_id",
-            "id_numeric",
-        ],
-    ),
-    ("event", &["event", "event_type", "triggered_event"]),
-    ("updated_at", &["updated_at"]),
-    ("subject", &["subject"]),
-    ("description", &["description_text", "description"]),
-    ("status", &["status_id", "status"]),
-    ("priority", &["priority_id", "priority"]),
-    ("ticket_type", &["ticket_type", "type"]),
-    ("requester_email", &["requester_email", "requester.email"]),
-    ("requester_name", &["requester_name", "requester.name"]),
-    ("requester_id", &["requester_id", "requester.id"]),
-    (
-        "responder_id",
-        &["responder_id", "agent_id", "agent.id", "responder.id"],
-    ),
-    ("group_id", &["group_id", "group.id"]),
-    ("department_id", &["department_id", "department.id"]),
-    ("created_at", &["created_at"]),
-    ("due_by", &["due_by"]),
-    ("fr_due_by", &["fr_due_by"]),
-    ("is_escalated", &["is_escalated"]),
-];
+use super::normalize::parse_id;
+pub use crate::config::{FIELD_KEYS, WebhookFields};
 
 /// Keys a nested body is commonly wrapped in.
 const WRAPPERS: &[&str] = &[
@@ -53,39 +19,6 @@ const WRAPPERS: &[&str] = &[
     "data",
     "payload",
 ];
-
-/// `[freshservice.webhook_fields]`: for a Codex field, the admin's own body
-/// keys, read before Codex's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WebhookFields {
-    keys: BTreeMap<String, Vec<String>>,
-}
-
-impl WebhookFields {
-    /// Maps `field` (a name from [`FIELD_KEYS`]) to `keys`.
-    pub fn insert(&mut self, field: &str, keys: Vec<String>) -> Result<(), String> {
-        if !FIELD_KEYS.iter().any(|(name, _)| *name == field) {
-            let names: Vec<&str> = FIELD_KEYS.iter().map(|(name, _)| *name).collect();
-            return Err(format!(
-                "'{field}' is not a Codex field; use one of {}",
-                names.join(", ")
-            ));
-        }
-        if keys.is_empty() {
-            return Err("name at least one body key, such as ticket_id = TicketNumber".to_string());
-        }
-        self.keys.insert(field.to_string(), keys);
-        Ok(())
-    }
-
-    /// INI lines, as `codex check-config` prints them.
-    pub fn render(&self) -> String {
-        self.keys
-            .iter()
-            .map(|(field, keys)| format!("{field} = {}\n", keys.join(", ")))
-            .collect()
-    }
-}
 
 /// A parsed body, seen from the object that holds the ticket.
 pub struct Body<'a> {
@@ -214,7 +147,7 @@ pub fn foreign_ids(body: &Json) -> Vec<i64> {
             if WRAPPERS.contains(&key.to_ascii_lowercase().as_str()) {
                 continue;
             }
-            if let Some(Ok(Some(id))) = inner.get("id").map(super::freshservice::parse_id) {
+            if let Some(Ok(Some(id))) = inner.get("id").map(parse_id) {
                 out.push(id);
             }
             if depth > 0 {
@@ -322,8 +255,7 @@ pub fn scan_ticket_id(body: &[u8], custom: &WebhookFields, foreign: &[i64]) -> O
             let end = value
                 .find([',', '}', '"', '\n', '\r', ']'])
                 .unwrap_or(value.len());
-            if let Ok(Some(id)) = super::freshservice::parse_id(&Json::String(value[..end].into()))
-            {
+            if let Ok(Some(id)) = parse_id(&Json::String(value[..end].into())) {
                 if !foreign.contains(&id) {
                     return Some(id);
                 }

@@ -1,0 +1,402 @@
+use super::*;
+
+fn load(text: &str) -> Result<Loaded, ConfigError> {
+    Config::from_ini(text, Some(PathBuf::from("test.conf")), &|_| None)
+}
+
+/// `codex.conf.example` sets every key, in its section, to its default,
+/// and documents every table section.
+#[test]
+fn the_example_documents_every_key_with_its_default() {
+    let example = include_str!("../../codex.conf.example");
+    let loaded = Config::from_ini(example, Some(PathBuf::from("codex.conf.example")), &|_| {
+        None
+    })
+    .unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let body = |text: String| text.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        body(loaded.config.render_masked()),
+        body(Config::default().render_masked())
+    );
+    let map = read_ini(example, "example").unwrap();
+    for setting in SETTINGS {
+        let section = map.get(setting.section);
+        assert!(
+            section.is_some(),
+            "[{}] is not in the example",
+            setting.section
+        );
+        if let Some(key) = setting.key {
+            assert!(
+                section.unwrap().contains_key(key),
+                "{} is not documented",
+                setting.name()
+            );
+        }
+    }
+}
+
+/// The check above fails when the example and a default disagree.
+#[test]
+fn a_default_that_disagrees_with_the_example_is_caught() {
+    let example = include_str!("../../codex.conf.example").replace("threads = 64", "threads = 32");
+    let loaded = Config::from_ini(&example, None, &|_| None).unwrap();
+    assert_ne!(
+        loaded.config.render_masked(),
+        Config::default().render_masked()
+    );
+}
+
+/// What `check-config` prints reads back as the same configuration, every
+/// key in it, and no secret.
+#[test]
+fn rendering_lists_every_key_masks_secrets_and_reads_back() {
+    let env = |name: &str| match name {
+        ENV_WEBHOOK_SECRET => Some("hook-secret-1, hook-secret-2".to_string()),
+        ENV_DATABASE_URL => Some("postgresql://codex:pg-password@db/codex".to_string()),
+        ENV_FRESHSERVICE_API_KEY => Some("fs-key".to_string()),
+        ENV_SUPEROPS_API_TOKEN => Some("so-token".to_string()),
+        _ => None,
+    };
+    let text = "[server]\nthreads = 8\nmax_connections = 100\ntrusted_proxies = 10.0.0.0/8\n\
+                [freshservice]\ndomain = acme.freshservice.com\nworkspace_id = 2\n\
+                [freshservice.statuses]\n11 = awaiting_parts, Awaiting Parts\n\
+                [superops]\nsubdomain = acme\n[scheduler]\nreconcile_interval = 90m\n";
+    let config = Config::from_ini(text, None, &env).unwrap().config;
+    let rendered = config.render_masked();
+    for secret in ["hook-secret", "pg-password", "fs-key", "so-token"] {
+        assert!(!rendered.contains(secret), "{secret} in\n{rendered}");
+    }
+    for line in [
+        "[server]\nbind = 127.0.0.1:5010\nthreads = 8\n",
+        "max_connections = 100\n",
+        "secret = *** (2 secrets)\n",
+        "connection_string = postgresql://codex:***@db/codex\n",
+        "api_key = *** (set)\n",
+        "workspace_id = 2\n",
+        "\n[freshservice.statuses]\n2 = open, Open\n",
+        "11 = awaiting_parts, Awaiting Parts\n",
+        "reconcile_interval = 90m\n",
+    ] {
+        assert!(rendered.contains(line), "{line:?} not in\n{rendered}");
+    }
+    let map = read_ini(&rendered, "rendered").unwrap();
+    for setting in SETTINGS.iter().filter(|s| s.key.is_some()) {
+        assert!(map[setting.section].contains_key(setting.key.unwrap()));
+    }
+    // Masked secrets aside, the rendering is a configuration file that
+    // gives the same configuration back.
+    let again = Config::from_ini(&rendered, None, &env).unwrap().config;
+    assert_eq!(again.render_masked(), rendered);
+    for setting in SETTINGS {
+        assert!((setting.same)(&config, &again), "{}", setting.name());
+    }
+}
+
+#[test]
+fn unknown_names_are_answered_with_the_likely_one() {
+    let loaded = load(
+        "[server]\nbindd = 1\nread_timout = 5s\nsecret = x\nzzz = 1\n\
+         [webhook]\nenabled = true\n[freshservice.statuses]\n11 = awaiting_parts\n[extra]\nx = 1\n",
+    )
+    .unwrap();
+    let warnings = loaded.warnings.join("\n");
+    for expected in [
+        "test.conf: unknown key [server] bindd is ignored; did you mean bind?",
+        "unknown key [server] read_timout is ignored; did you mean read_timeout?",
+        "unknown key [server] secret is ignored; did you mean [webhooks] secret?",
+        "unknown key [server] zzz is ignored\n",
+        "unknown section [webhook] is ignored; did you mean [webhooks]?",
+        "unknown section [extra] is ignored\n",
+    ] {
+        assert!(
+            format!("{warnings}\n").contains(expected),
+            "{expected:?} not in\n{warnings}"
+        );
+    }
+    assert!(!warnings.contains("freshservice.statuses"), "{warnings}");
+    assert_eq!(
+        did_you_mean("timezone", ["timezone"].into_iter()),
+        Some("timezone")
+    );
+    assert_eq!(
+        did_you_mean("colour", ["bind", "threads"].into_iter()),
+        None
+    );
+}
+
+#[test]
+fn the_environment_is_named_when_its_value_is_wrong() {
+    let env = |name: &str| (name == ENV_DATABASE_URL).then(|| "mysql://x/y".to_string());
+    let error = Config::from_ini("[server]\nthreads = 0\n", None, &env)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("CODEX_DATABASE_URL: unsupported database scheme 'mysql'"),
+        "{error}"
+    );
+    assert!(
+        error.contains("[server] threads: '0' must be a whole number from 1 to 1024"),
+        "{error}"
+    );
+    // An empty variable does not override the file.
+    let env = |name: &str| (name == ENV_WEBHOOK_SECRET).then(String::new);
+    let loaded = Config::from_ini("[webhooks]\nsecret = from-file\n", None, &env).unwrap();
+    assert_eq!(loaded.config.webhooks.secrets[0].expose(), "from-file");
+}
+
+#[test]
+fn table_lookup_by_display_name() {
+    let table = default_statuses();
+    assert_eq!(table.lookup_name("JOB COMPLETE - BILL"), Some(15));
+    assert_eq!(table.lookup_name("waiting on third party"), Some(10));
+    assert_eq!(table.lookup_name("nope"), None);
+}
+
+#[test]
+fn defaults_match_the_documented_values() {
+    let config = Config::default();
+    assert_eq!(config.server.bind.to_string(), "127.0.0.1:5010");
+    assert_eq!(config.server.max_body_bytes, 1_048_576);
+    assert!(!config.webhooks.enabled);
+    assert_eq!(config.webhooks.rate_limit_per_minute, 600);
+    assert_eq!(
+        config.scheduler.ticket_sync_interval,
+        Duration::from_secs(300)
+    );
+    assert_eq!(config.database.url.masked(), "sqlite:///codex.db");
+}
+
+#[test]
+fn every_problem_is_named_with_section_and_key() {
+    let error = load("[server]\nthreads = many\n[webhooks]\nenabled = maybe\nallowed_ips = 10.0.0.0/8, nonsense\n")
+        .err()
+        .expect("invalid values are refused");
+    let text = error.to_string();
+    assert!(text.contains("test.conf"), "{text}");
+    assert!(text.contains("[server] threads"), "{text}");
+    assert!(text.contains("[webhooks] enabled"), "{text}");
+    assert!(text.contains("'nonsense'"), "{text}");
+}
+
+#[test]
+fn enabled_without_secret_is_refused() {
+    let error = load("[webhooks]\nenabled = true\n").err().expect("refused");
+    assert!(error.to_string().contains("no secret is set"), "{error}");
+}
+
+#[test]
+fn secrets_are_trimmed_split_and_kept_literally() {
+    let loaded = load("[webhooks]\nenabled = true\nsecret =  old#1 , new;2  \n").unwrap();
+    let secrets: Vec<_> = loaded
+        .config
+        .webhooks
+        .secrets
+        .iter()
+        .map(|s| s.expose().to_string())
+        .collect();
+    assert_eq!(secrets, ["old#1", "new;2"]);
+    let rendered = loaded.config.render_masked();
+    assert!(
+        !rendered.contains("old#1") && !rendered.contains("new;2"),
+        "{rendered}"
+    );
+    assert!(!format!("{:?}", loaded.config).contains("old#1"));
+}
+
+#[test]
+fn environment_overrides_file() {
+    let env = |name: &str| match name {
+        ENV_WEBHOOK_SECRET => Some("from-env".to_string()),
+        ENV_DATABASE_URL => Some("sqlite:////tmp/x.db".to_string()),
+        _ => None,
+    };
+    let loaded = Config::from_ini("[webhooks]\nsecret = file\n", None, &env).unwrap();
+    assert_eq!(loaded.config.webhooks.secrets[0].expose(), "from-env");
+    assert_eq!(loaded.config.database.url.masked(), "sqlite:////tmp/x.db");
+}
+
+#[test]
+fn unknown_keys_warn() {
+    let loaded = load("[server]\nbindd = 1\n[extra]\nx = 1\n").unwrap();
+    assert!(loaded.warnings.iter().any(|w| w.contains("[server] bindd")));
+    assert!(loaded.warnings.iter().any(|w| w.contains("[extra]")));
+}
+
+#[test]
+fn database_urls() {
+    match "sqlite:///data/codex.db".parse::<DatabaseUrl>().unwrap() {
+        DatabaseUrl::Sqlite(path) => assert_eq!(path, PathBuf::from("data/codex.db")),
+        other => panic!("{other:?}"),
+    }
+    match "sqlite:////var/lib/codex.db"
+        .parse::<DatabaseUrl>()
+        .unwrap()
+    {
+        DatabaseUrl::Sqlite(path) => assert_eq!(path, PathBuf::from("/var/lib/codex.db")),
+        other => panic!("{other:?}"),
+    }
+    let pg: DatabaseUrl = "postgresql+psycopg2://codex:s3cret@db:5432/codex"
+        .parse()
+        .unwrap();
+    assert_eq!(pg.masked(), "postgresql://codex:***@db:5432/codex");
+    assert!(!format!("{pg:?}").contains("s3cret"));
+    assert!("mysql://x".parse::<DatabaseUrl>().is_err());
+    assert!("sqlite:///".parse::<DatabaseUrl>().is_err());
+}
+
+#[test]
+fn masks_query_passwords() {
+    assert_eq!(
+        mask_url_password("postgresql://u@h/db?password=pw&sslmode=disable"),
+        "postgresql://u@h/db?password=***&sslmode=disable"
+    );
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("300").unwrap(), Duration::from_secs(300));
+    assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+    assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+    assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+    assert!(parse_duration("soon").is_err());
+    assert!(parse_duration("0").is_err());
+    assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+    assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+}
+
+#[test]
+fn status_table_overrides() {
+    let loaded =
+        load("[freshservice.statuses]\n11 = awaiting_parts, Awaiting Parts\n2 = opened\n").unwrap();
+    let statuses = &loaded.config.freshservice.statuses;
+    assert_eq!(statuses.name(11), Some("awaiting_parts"));
+    assert_eq!(statuses.name(2), Some("opened"));
+    assert_eq!(statuses.lookup_name("Awaiting Parts"), Some(11));
+    let error = load("[freshservice.statuses]\nx = a\n12 = Bad Name\n")
+        .err()
+        .unwrap();
+    let text = error.to_string();
+    assert!(text.contains("[freshservice.statuses] x"), "{text}");
+    assert!(text.contains("[freshservice.statuses] 12"), "{text}");
+}
+
+#[test]
+fn freshservice_zone_workspace_and_webhook_fields() {
+    let loaded = load(
+        "[freshservice]\ntimezone = Asia/Kolkata\nworkspace_id = 3\n\
+         [freshservice.webhook_fields]\nticket_id = TicketNumber, Ref\n",
+    )
+    .unwrap();
+    let f = &loaded.config.freshservice;
+    assert_eq!(f.timezone.iana_name(), Some("Asia/Kolkata"));
+    assert_eq!(f.workspace_id, Some(3));
+    let rendered = loaded.config.render_masked();
+    assert!(
+        rendered.contains("ticket_id = TicketNumber, Ref"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("timezone = Asia/Kolkata"), "{rendered}");
+    assert_eq!(Config::default().freshservice.workspace_id, None);
+    let error = load(
+        "[freshservice]\ntimezone = Mars/Olympus\n[freshservice.webhook_fields]\ncolour = c\n",
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(error.contains("[freshservice] timezone"), "{error}");
+    assert!(
+        error.contains("[freshservice.webhook_fields] colour"),
+        "{error}"
+    );
+}
+
+#[test]
+fn superops_section() {
+    let defaults = Config::default().superops;
+    assert_eq!(defaults.api_url, "https://api.superops.ai/msp");
+    assert_eq!(defaults.max_requests_per_minute, 400);
+    assert!(!defaults.configured());
+    assert_eq!(
+        defaults.statuses.get("WAITING ON  customer"),
+        Some("waiting_customer")
+    );
+    let env = |name: &str| (name == ENV_SUPEROPS_API_TOKEN).then(|| "tok-from-env".to_string());
+    let loaded = Config::from_ini(
+        "[superops]\nsubdomain = acme\napi_url = https://euapi.superops.ai/msp/\ntimezone = Europe/Berlin\n\
+         [superops.statuses]\nAwaiting Parts = awaiting_parts\nOpen = new\n",
+        None,
+        &env,
+    )
+    .unwrap();
+    let so = &loaded.config.superops;
+    assert!(so.configured());
+    assert_eq!(so.api_token.as_ref().unwrap().expose(), "tok-from-env");
+    assert_eq!(so.api_url, "https://euapi.superops.ai/msp");
+    assert_eq!(so.statuses.get("awaiting parts"), Some("awaiting_parts"));
+    assert_eq!(so.statuses.get("Open"), Some("new"));
+    assert_eq!(so.statuses.get("Closed"), Some("closed"));
+    let rendered = loaded.config.render_masked();
+    assert!(
+        !rendered.contains("tok-from-env")
+            && !format!("{:?}", loaded.config).contains("tok-from-env")
+    );
+    assert!(
+        rendered.contains("awaiting parts = awaiting_parts"),
+        "{rendered}"
+    );
+    let error = load("[superops]\nsubdomain = acme\nmax_requests_per_minute = 900\n[superops.priorities]\nP1 = Top Priority\n")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("api_token is not"), "{error}");
+    assert!(
+        error.contains("[superops] max_requests_per_minute"),
+        "{error}"
+    );
+    assert!(error.contains("[superops.priorities] p1"), "{error}");
+}
+
+#[test]
+fn networks() {
+    let nets = parse_networks("10.0.0.1, 192.168.1.7/24, 2001:db8::/32").unwrap();
+    assert_eq!(nets[0].to_string(), "10.0.0.1/32");
+    assert_eq!(nets[1].to_string(), "192.168.1.0/24");
+    assert!(parse_networks("10.0.0.0/33").is_err());
+}
+
+#[test]
+fn a_file_that_is_not_ini_is_named() {
+    let error = load("[server\nbind = 127.0.0.1:1\n").err().unwrap();
+    assert!(matches!(error, ConfigError::Syntax { .. }), "{error:?}");
+    assert!(error.to_string().starts_with("test.conf: "), "{error}");
+}
+
+/// The keys a reload must not print, and the variables that override
+/// them, come from their types and the declaration.
+#[test]
+fn secrets_and_their_variables_are_declared() {
+    let secrets: Vec<(String, Option<&str>)> = SETTINGS
+        .iter()
+        .filter(|s| s.secret)
+        .map(|s| (s.name(), s.env))
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            ("[webhooks] secret".to_string(), Some(ENV_WEBHOOK_SECRET)),
+            (
+                "[freshservice] api_key".to_string(),
+                Some(ENV_FRESHSERVICE_API_KEY)
+            ),
+            (
+                "[superops] api_token".to_string(),
+                Some(ENV_SUPEROPS_API_TOKEN)
+            ),
+        ]
+    );
+    let database = SETTINGS.iter().find(|s| s.section == "database").unwrap();
+    assert_eq!(database.env, Some(ENV_DATABASE_URL));
+}
