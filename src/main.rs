@@ -9,8 +9,7 @@ use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use codex::config::Config;
-use codex::psa::Provider;
+use codex::Config;
 
 /// Codex keeps a local copy of PSA tickets current, from webhooks and polling.
 #[derive(Parser)]
@@ -104,9 +103,8 @@ fn load(args: &ConfigArg) -> Result<Config, String> {
 
 fn serve(args: &ConfigArg) -> Result<(), String> {
     let config = load(args)?;
-    keep_freed_memory();
     let addr = config.server.bind;
-    let listener = codex::http::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = codex::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let signals = signals()?;
     let database = config.database.url.masked();
     let webhooks = config.webhooks.enabled;
@@ -129,7 +127,7 @@ fn serve(args: &ConfigArg) -> Result<(), String> {
         None => log::info!("shutting down: answering the requests already read, 503 to new ones"),
         Some(message) => log::error!("{message}; shutting down"),
     }
-    service.shutdown()?;
+    service.shutdown().map_err(|e| e.to_string())?;
     log::info!("stopped");
     fatal.map_or(Ok(()), Err)
 }
@@ -185,7 +183,7 @@ fn reload(service: &mut codex::Service, args: &ConfigArg) {
 
 fn migrate(args: &MigrateArgs) -> Result<(), String> {
     let config = load(&args.config)?;
-    let version = codex::store::migrate(&config, args.adopt).map_err(|e| e.to_string())?;
+    let version = codex::migrate(&config, args.adopt).map_err(|e| e.to_string())?;
     println!(
         "schema version {version} is in place on {}",
         config.database.url.masked()
@@ -194,157 +192,33 @@ fn migrate(args: &MigrateArgs) -> Result<(), String> {
 }
 
 fn gen_secret() -> Result<(), String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness available: {e}"))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    println!("{hex}");
+    println!("{}", codex::gen_secret().map_err(|e| e.to_string())?);
     Ok(())
 }
 
 fn check_config(args: &ConfigArg) -> Result<(), String> {
     let config = load(args)?;
     print!("{}", config.render_masked());
-    let database =
-        codex::store::check(&config.database.url).map_err(|e| format!("database: {e}"))?;
-    eprintln!("database: {database}");
-    if config.freshservice_configured() {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut client =
-            codex::psa::freshservice_api::FreshserviceClient::new(&config.freshservice, stop)
-                .map_err(|e| format!("freshservice: {e}"))?;
-        client
-            .check_credentials()
-            .map_err(|e| format!("freshservice: {e}"))?;
-        eprintln!(
-            "freshservice: credentials accepted by {}",
-            config.freshservice.api_base_url().unwrap_or_default()
-        );
-    }
-    if config.superops.configured() {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut client = codex::psa::superops_api::SuperopsClient::new(&config.superops, stop)
-            .map_err(|e| format!("superops: {e}"))?;
-        client
-            .check_credentials()
-            .map_err(|e| format!("superops: {e}"))?;
-        eprintln!(
-            "superops: credentials accepted by {}",
-            config.superops.api_url
-        );
-    }
-    eprintln!("configuration is valid");
-    Ok(())
+    codex::check_config(&config, |line| eprintln!("{line}")).map_err(|e| e.to_string())
 }
 
 fn sync_once(args: &SyncArgs) -> Result<(), String> {
     let config = load(&args.config)?;
-    let providers = match args.provider.as_deref() {
-        Some(name) => {
-            let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
-            let provider = Provider::from_name(name.trim().to_ascii_lowercase().as_str())
-                .ok_or_else(|| {
-                    format!("unknown provider '{name}'; use one of {}", names.join(", "))
-                })?;
-            if !provider.configured(&config) {
-                return Err(format!(
-                    "no {provider} account is configured: {}",
-                    setup_hint(provider)
-                ));
-            }
-            vec![provider]
-        }
-        None => {
-            let configured: Vec<Provider> = Provider::ALL
-                .into_iter()
-                .filter(|p| p.configured(&config))
-                .collect();
-            if configured.is_empty() {
-                let hints: Vec<String> = Provider::ALL.into_iter().map(setup_hint).collect();
-                return Err(format!(
-                    "no PSA account is configured: {}",
-                    hints.join("; or ")
-                ));
-            }
-            configured
-        }
-    };
+    let providers =
+        codex::sync_providers(&config, args.provider.as_deref()).map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGTERM, SIGINT] {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
-    // A database that is down is waited for (up to the sync's store
-    // timeout), as the service would.
-    let backend =
-        codex::store::connect_at_start(&config.database.url).map_err(|e| e.to_string())?;
-    let writer = codex::store::spawn_writer(
-        backend,
-        config.database.url.clone(),
-        config.webhooks.journal_retention_days,
-    )
-    .map_err(|e| format!("cannot start the writer: {e}"))?;
-    let mut failures = Vec::new();
-    for provider in providers {
-        let run = codex::sync::run_sync(
-            &config,
-            &writer.client,
-            provider,
-            codex::sync::RunKind::Full,
-            stop.clone(),
-        );
-        let record = codex::sync::run_json(&run);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&record).unwrap_or_default()
-        );
-        if run.outcome != "ok" {
-            failures.push(format!(
-                "{provider} sync failed: {}",
-                run.error.unwrap_or_default()
-            ));
-        }
-    }
-    writer
-        .join()
-        .map_err(|_| "the writer panicked".to_string())?;
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures.join("; "))
-    }
-}
-
-/// What to set to configure a provider's account.
-fn setup_hint(provider: Provider) -> String {
-    match provider {
-        Provider::Freshservice => {
-            "set [freshservice] domain and api_key (or CODEX_FRESHSERVICE_API_KEY)".to_string()
-        }
-        Provider::SuperOps => {
-            "set [superops] subdomain and api_token (or CODEX_SUPEROPS_API_TOKEN)".to_string()
-        }
-    }
+    codex::sync_once(&config, &providers, stop, |run| {
+        println!("{}", serde_json::to_string_pretty(run).unwrap_or_default());
+    })
+    .map_err(|e| e.to_string())
 }
 
 fn status(args: &ConfigArg) -> Result<(), String> {
     let config = load(args)?;
-    let report = codex::sync::status_report(&config).map_err(|e| e.to_string())?;
-    print!("{report}");
+    print!("{}", codex::status(&config).map_err(|e| e.to_string())?);
     Ok(())
-}
-
-/// Raises glibc's heap trim threshold by freeing one large block.
-///
-/// SQLite allocates and frees a 64 KiB statement-journal buffer for most
-/// writing statements. With glibc's defaults each free returns that memory
-/// to the kernel (a brk or madvise call, and TLB shootdowns across cores),
-/// and the next statement asks for it again: a syscall pair per event on
-/// the writer's hot path. glibc raises its mmap and trim thresholds when a
-/// block it mmapped is freed (mallopt(3), "dynamic mmap threshold"), so
-/// one 256 KiB block freed here keeps such buffers in the heap. Other
-/// allocators ignore this; it costs nothing there.
-fn keep_freed_memory() {
-    let block: Vec<u8> = Vec::with_capacity(256 * 1024);
-    std::hint::black_box(&block);
-    drop(block);
 }

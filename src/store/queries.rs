@@ -1,13 +1,18 @@
 //! The statements both backends run besides the upsert and the journal
 //! insert, each written once in SQLite's spelling (`Dialect::render` makes
-//! PostgreSQL's), and the `Backend` methods built on them: a backend
-//! provides an `Engine` (its batch write, its liveness check, a
-//! connection) and gets the rest of `Backend` from here.
+//! PostgreSQL's), and the `Backend` and `Reads` methods built on them: a
+//! backend provides an `Engine` (its batch write, its liveness check, a
+//! connection) and gets the rest of `Backend` from here; a read connection
+//! provides a `ReadConnection` and gets `Reads`.
 
 use super::dialect::Dialect;
+use super::ids;
 use super::journal::JournalOutcome;
+use super::records::{
+    Outcome, Snapshot, SyncRun, SyncState, Tombstone, UnknownValue, WebhookCounts, WriteItem,
+};
 use super::sql::{self, Param};
-use super::{Backend, Outcome, Snapshot, SyncRun, SyncState, Tombstone, WebhookCounts, WriteItem};
+use super::{Backend, Reads};
 use crate::error::StoreError;
 use crate::psa::{Field, Kind, Provider, Value};
 
@@ -118,6 +123,16 @@ pub trait Engine: Send {
     ) -> Result<u64, StoreError> {
         prune(self.connection())
     }
+}
+
+/// What a read connection provides; `Reads` follows (below).
+pub trait ReadConnection: Send {
+    /// Fails when the connection no longer reads Codex's database (see
+    /// `Reads::verify`).
+    fn verify_source(&mut self) -> Result<(), StoreError>;
+
+    /// The connection the reads run on.
+    fn reads(&self) -> &dyn Connection;
 }
 
 /// A ticket's key in `ticket_details` and `ticket_tombstones`.
@@ -244,17 +259,19 @@ pub fn all(dialect: Dialect) -> Vec<String> {
 
 /// A `sync_runs` row as `RUNS_RECENT` reads it.
 pub fn sync_run(row: &Cells) -> Result<SyncRun, StoreError> {
+    let parsed = |at: usize| row.text(at).map(Option::unwrap_or_default);
+    let unknown = |error: UnknownValue| StoreError::Statement(error.to_string());
     Ok(SyncRun {
         id: row.int(0)?.unwrap_or_default(),
         provider: row.text(1)?.unwrap_or_default(),
-        kind: row.text(2)?.unwrap_or_default(),
+        kind: parsed(2)?.parse().map_err(unknown)?,
         started_at: row.text(3)?.unwrap_or_default(),
         finished_at: row.text(4)?,
-        outcome: row.text(5)?.unwrap_or_default(),
+        outcome: parsed(5)?.parse().map_err(unknown)?,
         tickets_seen: row.int(6)?.unwrap_or_default(),
         tickets_changed: row.int(7)?.unwrap_or_default(),
         missed_by_webhooks: row.int(8)?.unwrap_or_default(),
-        missed_ticket_ids: super::split_ids(row.text(9)?.as_deref()),
+        missed_ticket_ids: ids::split_ids(row.text(9)?.as_deref()),
         api_calls: row.int(10)?.unwrap_or_default(),
         error: row.text(11)?,
     })
@@ -297,14 +314,47 @@ impl<E: Engine> Backend for E {
         })
     }
 
-    fn ticket(
-        &mut self,
-        provider: Provider,
-        ticket_id: i64,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        let params = [Param::Int(Some(ticket_id)), text(provider.as_str())];
-        let rows = self.connection().query(&ticket_select(), &params)?;
-        rows.first().map(|row| row.snapshot(0)).transpose()
+    fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError> {
+        let params = [
+            text(provider.as_str()),
+            Param::Text(state.cursor.as_deref()),
+            Param::Text(state.last_reconcile_at.as_deref()),
+        ];
+        self.connection().execute(SYNC_STATE_SET, &params).map(drop)
+    }
+
+    fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError> {
+        let params = [
+            text(&run.provider),
+            text(run.kind.as_str()),
+            text(&run.started_at),
+            text(run.outcome.as_str()),
+        ];
+        Ok(one(self.connection().query(RUN_START, &params)?)?
+            .int(0)?
+            .unwrap_or_default())
+    }
+
+    fn finish_run(&mut self, run: &SyncRun) -> Result<(), StoreError> {
+        let missed = ids::join_ids(&run.missed_ticket_ids);
+        let params = [
+            Param::Int(Some(run.id)),
+            Param::Text(run.finished_at.as_deref()),
+            text(run.outcome.as_str()),
+            Param::Int(Some(run.tickets_seen)),
+            Param::Int(Some(run.tickets_changed)),
+            Param::Int(Some(run.missed_by_webhooks)),
+            Param::Text(missed.as_deref()),
+            Param::Int(Some(run.api_calls)),
+            Param::Text(run.error.as_deref()),
+        ];
+        self.connection().execute(RUN_FINISH, &params).map(drop)
+    }
+}
+
+impl<R: ReadConnection> Reads for R {
+    fn verify(&mut self) -> Result<(), StoreError> {
+        self.verify_source()
     }
 
     fn active_tickets(
@@ -314,7 +364,7 @@ impl<E: Engine> Backend for E {
         limit: i64,
     ) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
         let done = serde_json::to_string(done_statuses).unwrap_or_else(|_| "[]".to_string());
-        let connection = self.connection();
+        let connection = self.reads();
         let params = [
             text(provider.as_str()),
             text(&done),
@@ -333,7 +383,7 @@ impl<E: Engine> Backend for E {
         since: &str,
     ) -> Result<WebhookCounts, StoreError> {
         let params = [text(provider.as_str()), text(since)];
-        let row = one(self.connection().query(&webhook_counts(), &params)?)?;
+        let row = one(self.reads().query(&webhook_counts(), &params)?)?;
         Ok(WebhookCounts {
             received: row.int(0)?.unwrap_or_default(),
             applied: row.int(1)?.unwrap_or_default(),
@@ -345,7 +395,7 @@ impl<E: Engine> Backend for E {
 
     fn sync_state(&mut self, provider: Provider) -> Result<SyncState, StoreError> {
         let rows = self
-            .connection()
+            .reads()
             .query(SYNC_STATE_GET, &[text(provider.as_str())])?;
         match rows.first() {
             Some(row) => Ok(SyncState {
@@ -354,43 +404,6 @@ impl<E: Engine> Backend for E {
             }),
             None => Ok(SyncState::default()),
         }
-    }
-
-    fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError> {
-        let params = [
-            text(provider.as_str()),
-            Param::Text(state.cursor.as_deref()),
-            Param::Text(state.last_reconcile_at.as_deref()),
-        ];
-        self.connection().execute(SYNC_STATE_SET, &params).map(drop)
-    }
-
-    fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError> {
-        let params = [
-            text(&run.provider),
-            text(&run.kind),
-            text(&run.started_at),
-            text(&run.outcome),
-        ];
-        Ok(one(self.connection().query(RUN_START, &params)?)?
-            .int(0)?
-            .unwrap_or_default())
-    }
-
-    fn finish_run(&mut self, run: &SyncRun) -> Result<(), StoreError> {
-        let missed = super::join_ids(&run.missed_ticket_ids);
-        let params = [
-            Param::Int(Some(run.id)),
-            Param::Text(run.finished_at.as_deref()),
-            text(&run.outcome),
-            Param::Int(Some(run.tickets_seen)),
-            Param::Int(Some(run.tickets_changed)),
-            Param::Int(Some(run.missed_by_webhooks)),
-            Param::Text(missed.as_deref()),
-            Param::Int(Some(run.api_calls)),
-            Param::Text(run.error.as_deref()),
-        ];
-        self.connection().execute(RUN_FINISH, &params).map(drop)
     }
 
     fn recent_runs(
@@ -402,7 +415,7 @@ impl<E: Engine> Backend for E {
             Param::Text(provider.map(Provider::as_str)),
             Param::Int(Some(limit)),
         ];
-        self.connection()
+        self.reads()
             .query(RUNS_RECENT, &params)?
             .iter()
             .map(sync_run)
@@ -411,7 +424,7 @@ impl<E: Engine> Backend for E {
 
     fn missed_since(&mut self, provider: Provider, since: &str) -> Result<i64, StoreError> {
         let params = [text(provider.as_str()), text(since)];
-        Ok(one(self.connection().query(MISSED_SINCE, &params)?)?
+        Ok(one(self.reads().query(MISSED_SINCE, &params)?)?
             .int(0)?
             .unwrap_or_default())
     }

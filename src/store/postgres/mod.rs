@@ -14,11 +14,13 @@ use tokio_postgres::{Row, Statement};
 mod catalog;
 mod client;
 
+use super::Leadership;
 use super::dialect::Dialect;
+use super::diff::classify;
 use super::journal::JournalOutcome;
-use super::queries::{self, Cell, Cells, Engine};
+use super::queries::{self, Cell, Cells, Engine, ReadConnection};
+use super::records::{Outcome, Snapshot, Tombstone, WriteItem};
 use super::sql::{self, Param};
-use super::{Leadership, Outcome, Snapshot, Tombstone, WriteItem, classify};
 use crate::config::PostgresUrl;
 use crate::error::StoreError;
 use crate::psa::{EventKind, Field, Provider, TicketEvent};
@@ -442,6 +444,32 @@ impl Engine for PostgresBackend {
         let deleted = prune(&tx)?;
         tx.commit().map_err(map_error)?;
         Ok(deleted)
+    }
+}
+
+/// A second, small connection for reads that need no ordering with
+/// writes (the poller's schedule, status), so they never wait in the
+/// writer's queue. Each call has the client-side deadline of the writer's.
+pub struct PostgresReader {
+    client: Client,
+}
+
+impl PostgresReader {
+    pub fn connect(url: &PostgresUrl) -> Result<PostgresReader, StoreError> {
+        Ok(PostgresReader {
+            client: open_client(url)?,
+        })
+    }
+}
+
+impl ReadConnection for PostgresReader {
+    /// A server is the same database whatever happens to its files.
+    fn verify_source(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn reads(&self) -> &dyn queries::Connection {
+        &self.client
     }
 }
 

@@ -1,22 +1,26 @@
 //! Embedded SQLite: WAL mode with `synchronous=FULL`, so a committed batch
 //! is on disk before anyone is told so.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
 
 mod catalog;
 mod file;
 
 pub use file::forget_id;
 
+use super::Leadership;
 use super::dialect::Dialect;
+use super::diff::classify;
 use super::journal::JournalOutcome;
-use super::queries::{self, Cell, Cells, Engine};
+use super::queries::{self, Cell, Cells, Engine, ReadConnection};
+use super::records::{JournalEntry, Outcome, Snapshot, Tombstone, WriteItem};
 use super::sql::{self, Param};
-use super::{JournalEntry, Leadership, Outcome, Snapshot, Tombstone, WriteItem, classify};
 use crate::error::StoreError;
 use crate::psa::{EventKind, Provider, TicketEvent};
 use crate::timestamp;
@@ -231,6 +235,75 @@ fn cells(row: &Row<'_>) -> rusqlite::Result<Cells> {
         })
         .collect::<rusqlite::Result<_>>()
         .map(Cells)
+}
+
+/// A read connection beside the writer's: WAL lets it read while the
+/// writer commits, so reads never wait in the writer's queue.
+pub struct SqliteReader {
+    conn: Connection,
+    path: PathBuf,
+    /// The database file as opened (device, inode): the path must still
+    /// name it at each read.
+    file: (u64, u64),
+}
+
+impl SqliteReader {
+    /// Opens the database for reading. It must exist and be the one Codex
+    /// recorded; the writer creates and migrates it.
+    pub fn open(path: &Path) -> Result<SqliteReader, StoreError> {
+        let recorded = file::recorded_id(path)?;
+        file::check_exists(path, recorded.as_deref())?;
+        // Read-write without create: a read-only connection could not
+        // take part in WAL when the -shm file is missing.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .and_then(|conn| {
+                conn.busy_timeout(Duration::from_secs(5))?;
+                conn.execute_batch("PRAGMA query_only = 1")?;
+                Ok(conn)
+            })
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot open SQLite database {} for reading: {e}",
+                    path.display()
+                ))
+            })?;
+        let file = file_id(path)?;
+        if let Some(recorded) = &recorded {
+            file::check_id(path, recorded, database_id(&conn)?.as_deref())?;
+        }
+        Ok(SqliteReader {
+            conn,
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+}
+
+/// The device and inode of the file at `path`.
+fn file_id(path: &Path) -> Result<(u64, u64), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| StoreError::Unavailable(format!("cannot stat {}: {e}", path.display())))
+}
+
+impl ReadConnection for SqliteReader {
+    /// The writer keeps the file it was writing when it is deleted or
+    /// replaced (see `OpenFile`); the reader only lets go of it.
+    fn verify_source(&mut self) -> Result<(), StoreError> {
+        match file_id(&self.path) {
+            Ok(file) if file == self.file => Ok(()),
+            _ => Err(StoreError::WrongDatabase(format!(
+                "the SQLite database {} was deleted or replaced; the read connection to it was closed",
+                self.path.display()
+            ))),
+        }
+    }
+
+    fn reads(&self) -> &dyn queries::Connection {
+        &self.conn
+    }
 }
 
 /// The `codex_meta` key of the id Codex gives a database it creates.
