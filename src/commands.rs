@@ -1,17 +1,23 @@
-//! The one-shot commands: `check-config`, `sync --once`, `status`,
-//! `migrate`, `gen-secret`. Those that use the database open it as the
-//! service does (`service::open_store`).
+//! The commands the binary offers: `serve` (the service until SIGTERM,
+//! reloading on SIGHUP) and the one-shot `check-config`, `sync --once`,
+//! `status`, `migrate`, `gen-secret`. Those that use the database open it
+//! as the service does (`service::open_store`).
 
 use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crossbeam_channel::Receiver;
 use serde_json::Value;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::config::Config;
-use crate::error::{StoreError, SyncError};
+use crate::error::{ConfigError, StoreError, SyncError};
 use crate::psa::Provider;
-use crate::service::{StartError, open_store};
+use crate::service::{Service, ShutdownError, StartError, open_store, run};
 use crate::status::{Status, run_json};
 use crate::store::{self, RunKind, RunOutcome};
 use crate::sync::{check_credentials, run_sync};
@@ -19,8 +25,22 @@ use crate::sync::{check_credentials, run_sync};
 /// Why a one-shot command failed.
 #[derive(Debug)]
 pub enum CommandError {
-    /// The store could not be opened (see `StartError`).
+    /// The configuration file cannot be found, read or accepted.
+    Config(ConfigError),
+    /// `serve`: the address in `[server] bind` cannot be listened on (in
+    /// use, not this machine's, a privileged port).
+    Listen(SocketAddr, std::io::Error),
+    /// The signal handlers or the thread that receives signals could not
+    /// be installed.
+    Signals(std::io::Error),
+    /// The store could not be opened, or `serve` could not start (see
+    /// `StartError`).
     Start(StartError),
+    /// `serve`: the service could not go on (an HTTP worker found the
+    /// server gone); it was shut down in order.
+    Fatal(String),
+    /// `serve`: a thread panicked while the service shut down.
+    Shutdown(ShutdownError),
     /// `check-config`: the database cannot be used as `serve` would.
     Check(StoreError),
     /// The database refused or could not answer a read or write.
@@ -41,7 +61,14 @@ pub enum CommandError {
 impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            CommandError::Config(error) => write!(f, "{error}"),
+            CommandError::Listen(addr, error) => write!(f, "cannot listen on {addr}: {error}"),
+            CommandError::Signals(error) => {
+                write!(f, "cannot install the signal handlers: {error}")
+            }
             CommandError::Start(error) => write!(f, "{error}"),
+            CommandError::Fatal(message) => f.write_str(message),
+            CommandError::Shutdown(error) => write!(f, "{error}"),
             CommandError::Check(error) => write!(f, "database: {error}"),
             CommandError::Store(error) => write!(f, "{error}"),
             CommandError::UnknownProvider(name) => {
@@ -88,6 +115,102 @@ fn setup_hint(provider: Provider) -> &'static str {
     }
 }
 
+/// Reads the configuration (`--config`, else the search path), puts its
+/// log level in force and logs where it came from and every warning.
+pub fn load_config(path: Option<&Path>) -> Result<Config, CommandError> {
+    let loaded = Config::load(path).map_err(CommandError::Config)?;
+    log::set_max_level(loaded.config.server.log_level);
+    if let Some(path) = &loaded.config.source {
+        log::info!("configuration read from {}", path.display());
+    }
+    for warning in &loaded.warnings {
+        log::warn!("{warning}");
+    }
+    Ok(loaded.config)
+}
+
+/// `codex serve`: runs the service with the configuration at `path` until
+/// SIGTERM or SIGINT (then drains and stops in order), reading the file
+/// again on SIGHUP.
+pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
+    let config = load_config(path)?;
+    let addr = config.server.bind;
+    let listener = crate::http::bind(addr).map_err(|e| CommandError::Listen(addr, e))?;
+    let signals = signals()?;
+    let database = config.database.url.masked();
+    let webhooks = config.webhooks.enabled;
+    let mut service = run(config, listener).map_err(CommandError::Start)?;
+    log::info!(
+        "listening on http://{} (database {database}, webhooks {})",
+        service.local_addr(),
+        if webhooks { "enabled" } else { "disabled" }
+    );
+    let fatal = loop {
+        crossbeam_channel::select! {
+            recv(signals) -> signal => match signal {
+                Ok(SIGHUP) => reload(&mut service, path),
+                _ => break None,
+            },
+            recv(service.fatal()) -> message => break message.ok(),
+        }
+    };
+    match &fatal {
+        None => log::info!("shutting down: answering the requests already read, 503 to new ones"),
+        Some(message) => log::error!("{message}; shutting down"),
+    }
+    service.shutdown().map_err(CommandError::Shutdown)?;
+    log::info!("stopped");
+    fatal.map_or(Ok(()), |message| Err(CommandError::Fatal(message)))
+}
+
+/// SIGTERM, SIGINT and SIGHUP, delivered on a channel.
+fn signals() -> Result<Receiver<i32>, CommandError> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(CommandError::Signals)?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("codex-signals".to_string())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if tx.send(signal).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(CommandError::Signals)?;
+    Ok(rx)
+}
+
+/// Reads the configuration again (SIGHUP) and puts it in force; an invalid
+/// file changes nothing.
+fn reload(service: &mut Service, path: Option<&Path>) {
+    let loaded = match Config::load(path) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            log::error!("reload refused, the configuration in force is kept: {error}");
+            return;
+        }
+    };
+    for warning in &loaded.warnings {
+        log::warn!("{warning}");
+    }
+    match service.reload(loaded.config) {
+        Ok(plan) => {
+            if plan.applied.is_empty() && plan.needs_restart.is_empty() {
+                log::info!("configuration reloaded: nothing changed");
+            }
+            for change in &plan.applied {
+                log::info!("configuration reloaded: {change}");
+            }
+            for key in &plan.needs_restart {
+                log::warn!(
+                    "configuration reloaded: {key} changed, but takes effect only after a restart"
+                );
+            }
+        }
+        Err(error) => log::error!("reload failed: {error}"),
+    }
+}
+
 /// `codex check-config`: checks, without changing anything, that `serve`
 /// can use the database and that each configured PSA accepts its
 /// credentials. `say` gets a line per check passed.
@@ -126,13 +249,16 @@ pub fn sync_providers(config: &Config, name: Option<&str>) -> Result<Vec<Provide
 /// `codex sync --once`: one full run of each of `providers`, through the
 /// same writer and reader as the service; `report` gets each run as JSON
 /// when it ends. A database that is down is waited for (up to the sync's
-/// store timeout), as the service would. `stop` interrupts it.
+/// store timeout), as the service would. SIGTERM or SIGINT interrupts it.
 pub fn sync_once(
     config: &Config,
     providers: &[Provider],
-    stop: Arc<AtomicBool>,
     mut report: impl FnMut(&Value),
 ) -> Result<(), CommandError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(CommandError::Signals)?;
+    }
     let store = open_store(config).map_err(CommandError::Start)?;
     let (writer, mut reader) = (store.writer, store.reader);
     let mut failures = Vec::new();

@@ -34,7 +34,8 @@ mod sync;
 mod timestamp;
 
 pub use commands::{
-    CommandError, check_config, gen_secret, migrate, status, sync_once, sync_providers,
+    CommandError, check_config, gen_secret, load_config, migrate, serve, status, sync_once,
+    sync_providers,
 };
 pub use config::Config;
 pub use http::bind;
