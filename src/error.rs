@@ -179,3 +179,135 @@ impl From<StoreError> for SyncError {
         SyncError::Store(error)
     }
 }
+
+/// Reading a time zone name or a timestamp (`timestamp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimestampError {
+    /// A configured zone name is in neither the system's time zone database
+    /// nor the copy built into Codex.
+    UnknownZone(String),
+    /// The text is longer than any timestamp; `start` is its beginning.
+    TooLong { start: String, bytes: usize },
+    /// The text is in none of the forms Codex reads.
+    Unreadable(String),
+    /// The text gives an hour outside 1 to 12 with AM or PM.
+    HourWithMeridiem { text: String, hour: i8 },
+    /// The parts read are no real date and time (February 30, 25:00).
+    NotADateTime { text: String, reason: String },
+    /// The date and time cannot be placed in its zone or at its offset
+    /// (outside the range a timestamp holds).
+    OutOfRange { text: String, reason: String },
+    /// The text names a zone abbreviation that is neither in Codex's table
+    /// (README.md lists it) nor the configured zone's own.
+    UnknownAbbreviation { text: String, abbreviation: String },
+}
+
+impl fmt::Display for TimestampError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TimestampError::UnknownZone(name) => write!(
+                f,
+                "'{name}' is not an IANA time zone name such as Asia/Kolkata"
+            ),
+            TimestampError::TooLong { start, bytes } => {
+                write!(
+                    f,
+                    "'{start}…' ({bytes} bytes) is too long to be a timestamp"
+                )
+            }
+            TimestampError::Unreadable(text) => write!(
+                f,
+                "'{text}' is not a timestamp Codex reads; send RFC 3339 (2024-01-15T10:30:00Z), \
+                 YYYY-MM-DD HH:MM:SS with an offset, or a date with a month name"
+            ),
+            TimestampError::HourWithMeridiem { text, hour } => {
+                write!(f, "'{text}': hour {hour} cannot have AM/PM")
+            }
+            TimestampError::NotADateTime { text, reason } => {
+                write!(f, "'{text}': not a date and time: {reason}")
+            }
+            TimestampError::OutOfRange { text, reason } => write!(f, "'{text}': {reason}"),
+            TimestampError::UnknownAbbreviation { text, abbreviation } => write!(
+                f,
+                "'{text}': the zone '{abbreviation}' is not one Codex knows; \
+                 set [freshservice] timezone to the account's zone"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TimestampError {}
+
+/// Reading what a PSA sent (`psa`): one value of a webhook body or an API
+/// ticket, or an API ticket as a whole.
+/// A value that cannot be read is a warning and the field is left alone;
+/// an API ticket that cannot be read is skipped with a warning. `shown` is
+/// the value as the message quotes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PsaError {
+    /// An id is neither a positive whole number nor one behind a prefix
+    /// such as `INC-`.
+    NotAnId { shown: String },
+    /// An id is a whole number but zero or negative.
+    NotAPositiveId { shown: String },
+    /// A text field holds an object or a list.
+    NotText { shown: String },
+    /// A true/false field holds something else.
+    NotABool { shown: String },
+    /// A timestamp field holds an object, a list or a boolean.
+    NotATimestamp { shown: String },
+    /// A timestamp field holds text that is not a timestamp Codex reads.
+    Timestamp(TimestampError),
+    /// A SuperOps `client.accountId` is not a whole number from 1 to
+    /// `i64::MAX` (the predecessor's `companies.external_id`).
+    NotAnAccountId { shown: String },
+    /// A status or priority object has no `name`.
+    NoName { shown: String },
+    /// A status or priority is an object without a name, a list or a boolean.
+    NotAName { shown: String },
+    /// An API answer lists something other than an object as a ticket.
+    TicketNotAnObject,
+    /// An API ticket has no usable id (`key` is the API's name for it).
+    TicketWithoutId { key: &'static str },
+    /// An API ticket has no usable version (`key`: `updated_at`,
+    /// `updatedTime`), so it cannot be ordered against other events.
+    TicketWithoutVersion { ticket_id: i64, key: &'static str },
+}
+
+impl fmt::Display for PsaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PsaError::NotAnId { shown } => write!(f, "{shown} is not an id"),
+            PsaError::NotAPositiveId { shown } => write!(f, "{shown} is not a positive id"),
+            PsaError::NotText { shown } => write!(f, "{shown} is not text"),
+            PsaError::NotABool { shown } => write!(f, "{shown} is not true or false"),
+            PsaError::NotATimestamp { shown } => write!(f, "{shown} is not a timestamp"),
+            PsaError::Timestamp(error) => write!(f, "{error}"),
+            PsaError::NotAnAccountId { shown } => write!(
+                f,
+                "{shown} is not an account id Codex can store (a whole number from 1 to {})",
+                i64::MAX
+            ),
+            PsaError::NoName { shown } => write!(f, "{shown} has no name"),
+            PsaError::NotAName { shown } => write!(f, "{shown} is not a name"),
+            PsaError::TicketNotAnObject => {
+                f.write_str("a ticket in the API answer is not a JSON object")
+            }
+            PsaError::TicketWithoutId { key } => {
+                write!(f, "a ticket in the API answer has no usable {key}")
+            }
+            PsaError::TicketWithoutVersion { ticket_id, key } => write!(
+                f,
+                "ticket {ticket_id} in the API answer has no usable {key}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PsaError {}
+
+impl From<TimestampError> for PsaError {
+    fn from(error: TimestampError) -> PsaError {
+        PsaError::Timestamp(error)
+    }
+}

@@ -5,28 +5,37 @@
 //! Freshservice prints a timestamp placeholder without a `date:` filter in
 //! Ruby's formats (`2024-01-15 10:30:00 +0530`, `January 15 2024 at 10:30 AM
 //! IST`), and with one in whatever the admin chose (`15 Jan 2024`). Zone
-//! abbreviations are read through [`ABBREVIATIONS`]; a time without a zone,
-//! and an abbreviation the configured zone itself uses (`IST` with
-//! `Asia/Kolkata` or `Europe/Dublin`), are read in `[freshservice]
-//! timezone`.
+//! abbreviations are read through two tables (one offset each, several
+//! offsets); a time without a zone, and an abbreviation the configured zone
+//! itself uses (`IST` with `Asia/Kolkata` or `Europe/Dublin`), are read in
+//! `[freshservice] timezone`.
 
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
 use jiff::fmt::rfc2822::DateTimeParser;
 use jiff::tz::{Offset, TimeZone};
 
+use crate::error::TimestampError;
+
 static RFC2822: DateTimeParser = DateTimeParser::new();
 
-/// Zone abbreviations and the UTC offsets (hours, minutes) they stand for;
-/// where one stands for several, the first is read unless the configured
-/// zone uses the abbreviation itself. Documented in README.md.
-pub const ABBREVIATIONS: &[(&str, &[(&str, i32)])] = &[
-    ("UTC", &[("Coordinated Universal Time", 0)]),
-    ("UT", &[("Universal Time", 0)]),
-    ("GMT", &[("Greenwich Mean Time", 0)]),
-    ("Z", &[("Zulu (UTC)", 0)]),
-    ("WET", &[("Western European Time", 0)]),
-    ("WEST", &[("Western European Summer Time", 60)]),
+/// Zone abbreviations that stand for one UTC offset (minutes east of
+/// UTC), in the rows README.md lists them in.
+#[rustfmt::skip]
+const ABBREVIATIONS: &[&[(&str, i32)]] = &[
+    &[("UTC", 0), ("UT", 0), ("GMT", 0), ("Z", 0)],
+    &[("EST", -300), ("EDT", -240), ("CDT", -300), ("MST", -420), ("MDT", -360), ("PST", -480), ("PDT", -420), ("AKST", -540), ("AKDT", -480), ("HST", -600)],
+    &[("ADT", -180), ("NST", -210), ("NDT", -150), ("BRT", -180), ("ART", -180)],
+    &[("WET", 0), ("WEST", 60), ("CET", 60), ("CEST", 120), ("EET", 120), ("EEST", 180), ("MSK", 180)],
+    &[("WAT", 60), ("CAT", 120), ("SAST", 120), ("EAT", 180), ("GST", 240)],
+    &[("PKT", 300), ("NPT", 345), ("ICT", 420), ("WIB", 420), ("SGT", 480), ("HKT", 480), ("PHT", 480), ("AWST", 480)],
+    &[("JST", 540), ("KST", 540), ("ACST", 570), ("ACDT", 630), ("AEST", 600), ("AEDT", 660), ("NZST", 720), ("NZDT", 780)],
+];
+
+/// Zone abbreviations that stand for several offsets, each meaning with
+/// its name: the first is read (with a note saying so) unless the
+/// configured zone uses the abbreviation itself.
+const AMBIGUOUS: &[(&str, &[(&str, i32)])] = &[
     (
         "BST",
         &[
@@ -42,36 +51,6 @@ pub const ABBREVIATIONS: &[(&str, &[(&str, i32)])] = &[
             ("Israel Standard Time", 120),
         ],
     ),
-    ("CET", &[("Central European Time", 60)]),
-    ("CEST", &[("Central European Summer Time", 120)]),
-    ("EET", &[("Eastern European Time", 120)]),
-    ("EEST", &[("Eastern European Summer Time", 180)]),
-    ("MSK", &[("Moscow Time", 180)]),
-    ("SAST", &[("South Africa Standard Time", 120)]),
-    ("CAT", &[("Central Africa Time", 120)]),
-    ("EAT", &[("East Africa Time", 180)]),
-    ("WAT", &[("West Africa Time", 60)]),
-    ("GST", &[("Gulf Standard Time", 240)]),
-    ("PKT", &[("Pakistan Standard Time", 300)]),
-    ("NPT", &[("Nepal Time", 345)]),
-    ("ICT", &[("Indochina Time", 420)]),
-    ("WIB", &[("Western Indonesia Time", 420)]),
-    ("SGT", &[("Singapore Time", 480)]),
-    ("HKT", &[("Hong Kong Time", 480)]),
-    ("PHT", &[("Philippine Time", 480)]),
-    ("AWST", &[("Australian Western Standard Time", 480)]),
-    ("JST", &[("Japan Standard Time", 540)]),
-    ("KST", &[("Korea Standard Time", 540)]),
-    ("ACST", &[("Australian Central Standard Time", 570)]),
-    ("ACDT", &[("Australian Central Daylight Time", 630)]),
-    ("AEST", &[("Australian Eastern Standard Time", 600)]),
-    ("AEDT", &[("Australian Eastern Daylight Time", 660)]),
-    ("NZST", &[("New Zealand Standard Time", 720)]),
-    ("NZDT", &[("New Zealand Daylight Time", 780)]),
-    ("BRT", &[("Brasília Time", -180)]),
-    ("ART", &[("Argentina Time", -180)]),
-    ("NST", &[("Newfoundland Standard Time", -210)]),
-    ("NDT", &[("Newfoundland Daylight Time", -150)]),
     (
         "AST",
         &[
@@ -79,9 +58,6 @@ pub const ABBREVIATIONS: &[(&str, &[(&str, i32)])] = &[
             ("Arabia Standard Time", 180),
         ],
     ),
-    ("ADT", &[("Atlantic Daylight Time", -180)]),
-    ("EST", &[("Eastern Standard Time", -300)]),
-    ("EDT", &[("Eastern Daylight Time", -240)]),
     (
         "CST",
         &[
@@ -89,14 +65,6 @@ pub const ABBREVIATIONS: &[(&str, &[(&str, i32)])] = &[
             ("China Standard Time", 480),
         ],
     ),
-    ("CDT", &[("Central Daylight Time", -300)]),
-    ("MST", &[("Mountain Standard Time", -420)]),
-    ("MDT", &[("Mountain Daylight Time", -360)]),
-    ("PST", &[("Pacific Standard Time", -480)]),
-    ("PDT", &[("Pacific Daylight Time", -420)]),
-    ("AKST", &[("Alaska Standard Time", -540)]),
-    ("AKDT", &[("Alaska Daylight Time", -480)]),
-    ("HST", &[("Hawaii Standard Time", -600)]),
 ];
 
 /// The longest text read as a timestamp.
@@ -113,11 +81,11 @@ pub struct Reading {
 /// The IANA zone `name`: from the system's time zone database, else from
 /// the copy built into Codex (a machine without `tzdata`, or one whose copy
 /// lacks the zone).
-pub fn zone(name: &str) -> Result<TimeZone, String> {
+pub fn zone(name: &str) -> Result<TimeZone, TimestampError> {
     jiff::tz::db()
         .get(name)
         .or_else(|_| jiff::tz::TimeZoneDatabase::bundled().get(name))
-        .map_err(|_| format!("'{name}' is not an IANA time zone name such as Asia/Kolkata"))
+        .map_err(|_| TimestampError::UnknownZone(name.to_string()))
 }
 
 /// The stored form of an instant.
@@ -140,12 +108,12 @@ pub fn seconds_ago(seconds: u64) -> String {
 }
 
 /// Reads a timestamp, taking a time without a zone as UTC. See [`read`].
-pub fn parse(text: &str) -> Result<Timestamp, String> {
+pub fn parse(text: &str) -> Result<Timestamp, TimestampError> {
     read(text, &TimeZone::UTC).map(|r| r.instant)
 }
 
 /// Parses and returns the stored form (a time without a zone is UTC).
-pub fn normalize(text: &str) -> Result<String, String> {
+pub fn normalize(text: &str) -> Result<String, TimestampError> {
     parse(text).map(format)
 }
 
@@ -156,16 +124,15 @@ pub fn normalize(text: &str) -> Result<String, String> {
 /// 2024`, `Jan 15, 2024 10:30 AM`), `YYYY/MM/DD`, and Unix seconds. A time
 /// without a zone, or a date alone (midnight), is read in `zone`.
 /// Fractions of a second are dropped.
-pub fn read(text: &str, zone: &TimeZone) -> Result<Reading, String> {
+pub fn read(text: &str, zone: &TimeZone) -> Result<Reading, TimestampError> {
     let text = text.trim();
     // No timestamp is this long; the cap also bounds the word reader's
     // recursion on hostile input.
     if text.len() > MAX_LEN {
-        let start: String = text.chars().take(40).collect();
-        return Err(format!(
-            "'{start}…' ({} bytes) is too long to be a timestamp",
-            text.len()
-        ));
+        return Err(TimestampError::TooLong {
+            start: text.chars().take(40).collect(),
+            bytes: text.len(),
+        });
     }
     let plain = |instant: Timestamp| Reading {
         instant: truncate(instant),
@@ -180,18 +147,8 @@ pub fn read(text: &str, zone: &TimeZone) -> Result<Reading, String> {
     if let Some(instant) = unix_seconds(text) {
         return Ok(plain(instant));
     }
-    let fields = Fields::scan(text).ok_or_else(|| unreadable(text))?;
-    fields.resolve(zone).map_err(|why| match why {
-        Some(why) => format!("'{text}': {why}"),
-        None => unreadable(text),
-    })
-}
-
-fn unreadable(text: &str) -> String {
-    format!(
-        "'{text}' is not a timestamp Codex reads; send RFC 3339 (2024-01-15T10:30:00Z), \
-         YYYY-MM-DD HH:MM:SS with an offset, or a date with a month name"
-    )
+    let fields = Fields::scan(text).ok_or_else(|| TimestampError::Unreadable(text.to_string()))?;
+    fields.resolve(text, zone)
 }
 
 /// `1705314600` (seconds) or `1705314600000` (milliseconds).
@@ -224,9 +181,15 @@ struct Fields {
     month: Option<i8>,
     day: Option<i8>,
     time: Option<(i8, i8, i8)>,
-    /// `Some(true)` for PM.
-    pm: Option<bool>,
+    meridiem: Option<Meridiem>,
     zone: Option<Zone>,
+}
+
+/// Which half of a 12-hour clock a time is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meridiem {
+    Am,
+    Pm,
 }
 
 const MONTHS: [&str; 12] = [
@@ -280,8 +243,8 @@ impl Fields {
             return Some(());
         }
         match lower.as_str() {
-            "am" | "a.m." => return set(&mut self.pm, false),
-            "pm" | "p.m." => return set(&mut self.pm, true),
+            "am" | "a.m." => return set(&mut self.meridiem, Meridiem::Am),
+            "pm" | "p.m." => return set(&mut self.meridiem, Meridiem::Pm),
             _ => {}
         }
         // 2024-01-15, 2024/01/15, or 2024-01-15T10:30:00[zone].
@@ -360,31 +323,41 @@ impl Fields {
         }
     }
 
-    /// The instant, or why not (`None`: not a timestamp at all).
-    fn resolve(self, configured: &TimeZone) -> Result<Reading, Option<String>> {
+    /// The instant `text` (these fields) stands for, read in `configured`
+    /// when it names no zone.
+    fn resolve(self, text: &str, configured: &TimeZone) -> Result<Reading, TimestampError> {
+        let text = || text.to_string();
         let (Some(year), Some(month), Some(day)) = (self.year, self.month, self.day) else {
-            return Err(None);
+            return Err(TimestampError::Unreadable(text()));
         };
         let (mut hour, minute, second) = self.time.unwrap_or((0, 0, 0));
-        match self.pm {
+        match self.meridiem {
             Some(_) if !(1..=12).contains(&hour) => {
-                return Err(Some(format!("hour {hour} cannot have AM/PM")));
+                return Err(TimestampError::HourWithMeridiem { text: text(), hour });
             }
-            Some(true) if hour < 12 => hour += 12,
-            Some(false) if hour == 12 => hour = 0,
+            Some(Meridiem::Pm) if hour < 12 => hour += 12,
+            Some(Meridiem::Am) if hour == 12 => hour = 0,
             _ => {}
         }
-        let civil = DateTime::new(year, month, day, hour, minute, second, 0)
-            .map_err(|e| Some(format!("not a date and time: {e}")))?;
+        let civil = DateTime::new(year, month, day, hour, minute, second, 0).map_err(|e| {
+            TimestampError::NotADateTime {
+                text: text(),
+                reason: e.to_string(),
+            }
+        })?;
+        let out_of_range = |e: jiff::Error| TimestampError::OutOfRange {
+            text: text(),
+            reason: e.to_string(),
+        };
         let in_zone = |zone: &TimeZone| {
             zone.to_ambiguous_timestamp(civil)
                 .compatible()
-                .map_err(|e| Some(e.to_string()))
+                .map_err(out_of_range)
         };
         let fixed = |minutes: i32| {
             Offset::from_seconds(minutes * 60)
                 .and_then(|offset| offset.to_timestamp(civil))
-                .map_err(|e| Some(e.to_string()))
+                .map_err(out_of_range)
         };
         let (instant, note) = match self.zone {
             None => (in_zone(configured)?, None),
@@ -398,26 +371,14 @@ impl Fields {
                         .abbreviation()
                         .eq_ignore_ascii_case(&abbreviation)
                 });
-                match own {
-                    Some(instant) => (instant, None),
-                    None => {
-                        let Some((_, meanings)) =
-                            ABBREVIATIONS.iter().find(|(a, _)| *a == abbreviation)
-                        else {
-                            return Err(Some(format!(
-                                "the zone '{abbreviation}' is not one Codex knows; \
-                                 set [freshservice] timezone to the account's zone"
-                            )));
-                        };
-                        let (name, minutes) = meanings[0];
-                        let note = (meanings.len() > 1).then(|| {
-                            format!(
-                                "the zone {abbreviation} is ambiguous; read as {name} (UTC{}). \
-                                 Set [freshservice] timezone to the account's zone to read it otherwise",
-                                format_offset(minutes)
-                            )
+                match (own, abbreviation_offset(&abbreviation)) {
+                    (Some(instant), _) => (instant, None),
+                    (None, Some((minutes, note))) => (fixed(minutes)?, note),
+                    (None, None) => {
+                        return Err(TimestampError::UnknownAbbreviation {
+                            text: text(),
+                            abbreviation,
                         });
-                        (fixed(minutes)?, note)
                     }
                 }
             }
@@ -427,6 +388,25 @@ impl Fields {
             note,
         })
     }
+}
+
+/// The offset (minutes east of UTC) an abbreviation stands for, with a
+/// note when it could stand for others.
+fn abbreviation_offset(abbreviation: &str) -> Option<(i32, Option<String>)> {
+    if let Some((_, meanings)) = AMBIGUOUS.iter().find(|(a, _)| *a == abbreviation) {
+        let (name, minutes) = meanings[0];
+        let note = format!(
+            "the zone {abbreviation} is ambiguous; read as {name} (UTC{}). \
+             Set [freshservice] timezone to the account's zone to read it otherwise",
+            format_offset(minutes)
+        );
+        return Some((minutes, Some(note)));
+    }
+    ABBREVIATIONS
+        .iter()
+        .flat_map(|row| row.iter())
+        .find(|(a, _)| *a == abbreviation)
+        .map(|(_, minutes)| (*minutes, None))
 }
 
 /// Sets a part once; a second, different value makes the text unreadable.
@@ -507,7 +487,7 @@ mod tests {
         TimeZone::get(name).unwrap()
     }
 
-    fn read_in(text: &str, zone: &TimeZone) -> Result<(String, Option<String>), String> {
+    fn read_in(text: &str, zone: &TimeZone) -> Result<(String, Option<String>), TimestampError> {
         read(text, zone).map(|r| (format(r.instant), r.note))
     }
 
@@ -603,12 +583,17 @@ mod tests {
         ] {
             assert!(normalize(text).is_err(), "{text}");
         }
-        let error = normalize("yesterday").unwrap_err();
+        let error = normalize("yesterday").unwrap_err().to_string();
         assert!(error.contains("RFC 3339"), "{error}");
-        let error = normalize("Jan 15 2024 10:30 QQQ").unwrap_err();
+        let error = normalize("Jan 15 2024 10:30 QQQ").unwrap_err().to_string();
         assert!(error.contains("timezone"), "{error}");
         let long = "2024-01-15T".repeat(100_000);
-        assert!(normalize(&long).unwrap_err().contains("too long"));
+        assert!(
+            normalize(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
     }
 
     #[test]

@@ -327,20 +327,10 @@ fn rate_limits_are_respected(backend: Backend) {
         );
     }
 
-    // Never more than max_requests_per_minute in any minute: with 4 a
-    // minute, the fifth request of a run waits for the first to age out.
-    let before = fake.requests().len();
-    fake.with(|s| s.remaining = None);
-    let (ok, run, _) = sync_once(&db, &fake, "[freshservice]\nmax_requests_per_minute = 4\n");
-    assert!(ok, "{run}");
-    let requests: Vec<_> = fake.requests().into_iter().skip(before).collect();
-    assert!(requests.len() >= 5, "{requests:?}");
-    for window in requests.windows(5) {
-        assert!(
-            window[4].at.duration_since(window[0].at) >= Duration::from_secs(59),
-            "5 requests within a minute"
-        );
-    }
+    // Never more than max_requests_per_minute in any minute (the fifth
+    // request of a run waits for the first to age out) is checked on a
+    // manual clock, without waiting a real minute:
+    // psa::freshservice_api::tests::never_more_than_max_requests_per_minute_in_any_minute.
 }
 
 fn bad_credentials_fail_once_without_retry_storm(backend: Backend) {

@@ -1,12 +1,16 @@
-//! Freshservice: status and priority tables, and turning a webhook body or
-//! an API ticket into a `TicketEvent`.
+//! Freshservice: turning a webhook body or an API ticket into a
+//! `TicketEvent`, with its status and priority tables (`[freshservice]` in
+//! `config`) and its statuses for deleted and spam tickets.
 
 use jiff::tz::TimeZone;
 use serde_json::Value as Json;
 
+use super::normalize::{Code, Envelope, api_event, finish, plain_fields, read_value};
+pub use super::normalize::{Normalized, Rejection, parse_id};
 use super::webhook_body::{Body, html_unescape};
 use super::{EventKind, Field, Provider, Source, TicketEvent, Value};
-use crate::config::{CodeTable, FreshserviceConfig, slug};
+use crate::config::{CodeTable, FreshserviceConfig};
+use crate::error::PsaError;
 use crate::timestamp;
 
 /// Status id Freshservice uses for spam.
@@ -14,53 +18,65 @@ pub const STATUS_SPAM: i64 = 6;
 /// Status id Freshservice uses for deleted tickets.
 pub const STATUS_DELETED: i64 = 7;
 
-/// Why a delivery cannot be applied: it has no readable ticket id (the
-/// caller may still find one by scanning the raw body). The message is sent
-/// back as the 400 body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub message: String,
-    pub event: Option<String>,
+/// How a Freshservice ticket can be gone: deleted (to its trash) or
+/// marked spam. Each has its status id, its `GET /tickets?filter=` listing
+/// and its flag on an API ticket, all named as the removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Deleted,
+    Spam,
 }
 
-/// A delivery turned into an event, with what was odd but not fatal about it.
-#[derive(Debug, Clone)]
-pub struct Normalized {
-    pub event: TicketEvent,
-    pub warnings: Vec<String>,
+impl Removal {
+    pub const ALL: [Removal; 2] = [Removal::Deleted, Removal::Spam];
+
+    /// The listing filter and the API ticket's flag (`"deleted": true`).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Removal::Deleted => "deleted",
+            Removal::Spam => "spam",
+        }
+    }
+
+    pub fn status_id(self) -> i64 {
+        match self {
+            Removal::Deleted => STATUS_DELETED,
+            Removal::Spam => STATUS_SPAM,
+        }
+    }
+
+    /// Sets the status to this removal's, named by the status table (by
+    /// the flag where the table lacks the id).
+    fn mark(self, event: &mut TicketEvent, config: &FreshserviceConfig) {
+        let id = self.status_id();
+        let name = config.statuses.name(id).unwrap_or(self.flag()).to_string();
+        event.set(Field::StatusId, Some(Value::Int(id)));
+        event.set(Field::Status, Some(Value::Text(name)));
+    }
 }
 
-/// Ticket fields a webhook body may carry, by their `FIELD_KEYS` names.
-const WEBHOOK_FIELDS: &[(&str, Field)] = &[
-    ("subject", Field::Subject),
-    ("description", Field::Description),
-    ("ticket_type", Field::TicketType),
-    ("requester_email", Field::RequesterEmail),
-    ("requester_name", Field::RequesterName),
-    ("requester_id", Field::RequesterId),
-    ("responder_id", Field::ResponderId),
-    ("group_id", Field::GroupId),
-    ("department_id", Field::DepartmentId),
-    ("created_at", Field::CreatedAt),
-    ("due_by", Field::DueBy),
-    ("fr_due_by", Field::FrDueBy),
-    ("is_escalated", Field::IsEscalated),
-];
+/// What a Freshservice webhook body must carry, and how the answers and
+/// warnings about it name things.
+const ENVELOPE: Envelope = Envelope {
+    provider: Provider::Freshservice,
+    not_an_object: "the body must be a JSON object such as {\"event\": \"ticket.updated\", \"ticket_id\": 123}",
+    missing_id: "ticket_id is required",
+    id_name: "ticket_id",
+    warn_without_event: true,
+    version_hint: ", so it is ordered by arrival; set [freshservice] timezone or a date: filter in the template",
+};
 
-/// API ticket keys (`GET /tickets`) and the fields they carry.
-const API_FIELDS: &[(&str, Field)] = &[
-    ("subject", Field::Subject),
-    ("description_text", Field::Description),
-    ("type", Field::TicketType),
-    ("requester_id", Field::RequesterId),
-    ("responder_id", Field::ResponderId),
-    ("group_id", Field::GroupId),
-    ("department_id", Field::DepartmentId),
-    ("created_at", Field::CreatedAt),
-    ("due_by", Field::DueBy),
-    ("fr_due_by", Field::FrDueBy),
-    ("is_escalated", Field::IsEscalated),
-];
+/// Where `GET /tickets` carries a field, if it does: under its own name
+/// but for the description (as text) and the type. An API ticket has no
+/// requester email or name, only the id.
+fn api_key(field: Field) -> Option<&'static str> {
+    match field {
+        Field::Description => Some("description_text"),
+        Field::TicketType => Some("type"),
+        Field::RequesterEmail | Field::RequesterName => None,
+        field => Some(field.column()),
+    }
+}
 
 /// Normalizes a webhook body (already parsed, leniently if need be). Only a
 /// body without a readable ticket id is refused; everything else odd about
@@ -70,192 +86,54 @@ pub fn normalize_webhook(
     config: &FreshserviceConfig,
     received_at: &str,
 ) -> Result<Normalized, Rejection> {
-    let Some(top) = body.as_object() else {
-        return Err(Rejection {
-            message: "the body must be a JSON object such as {\"event\": \"ticket.updated\", \"ticket_id\": 123}"
-                .to_string(),
-            event: None,
-        });
-    };
+    let top = ENVELOPE.object(body)?;
     let body = Body::webhook(top, &config.webhook_fields);
-    let mut warnings = Vec::new();
-    let (kind, event_name) = read_event(body.find("event"), &mut warnings);
-    let reject = |message: String| Rejection {
-        message,
-        event: event_name.clone(),
-    };
-    let ticket_id = match body.find("ticket_id") {
-        None => return Err(reject("ticket_id is required".to_string())),
-        Some((key, value)) => match parse_id(value) {
-            Ok(Some(id)) => id,
-            Ok(None) => return Err(reject(format!("{key} is empty; ticket_id is required"))),
-            Err(message) => return Err(reject(format!("{key}: {message}"))),
-        },
-    };
-    let mut event = TicketEvent::new(Provider::Freshservice, ticket_id, kind, Source::Webhook);
-    match body.find("updated_at") {
-        None => {}
-        Some((key, value)) => match timestamp_field(value, &config.timezone) {
-            Ok(None) => {}
-            Ok(Some((ts, note))) => {
-                event.updated_at = Some(ts);
-                warnings.extend(note.map(|n| format!("{key}: {n}")));
-            }
-            Err(message) => {
-                // Never a reason to lose the delivery: it is applied as of
-                // its arrival, and the journal keeps the raw body.
-                warnings.push(format!(
-                    "{key}: {message}; applied with the time Codex received it ({received_at}) as its version, \
-                     so it is ordered by arrival; set [freshservice] timezone or a date: filter in the template"
-                ));
-                event.updated_at = Some(received_at.to_string());
-            }
-        },
-    }
-    apply_fields(
-        &body,
-        WEBHOOK_FIELDS,
-        config,
-        true,
-        &mut event,
-        &mut warnings,
-    );
-    apply_code(
-        &body,
-        "status",
-        &config.statuses,
-        (Field::Status, Field::StatusId),
-        "[freshservice.statuses]",
-        &mut event,
-        &mut warnings,
-    );
-    apply_code(
-        &body,
-        "priority",
-        &config.priorities,
-        (Field::Priority, Field::PriorityId),
-        "[freshservice.priorities]",
-        &mut event,
-        &mut warnings,
-    );
-    if kind == EventKind::Deleted {
+    let (mut event, mut warnings) = ENVELOPE.open(&body, &config.timezone, received_at)?;
+    let fields = plain_fields().map(|field| (field.column(), field));
+    apply_fields(&body, fields, config, true, &mut event, &mut warnings);
+    if event.kind == EventKind::Deleted {
         mark_deleted(&mut event, config);
     }
-    finish(&mut event, config, received_at);
-    Ok(Normalized { event, warnings })
-}
-
-/// The event a body names: `ticket.created`, `ticket.updated` or
-/// `ticket.deleted` (also `created`, `Ticket Created`, …). Anything else,
-/// an empty or a missing one, reads as an update, with a warning.
-pub(crate) fn read_event(
-    found: Option<(String, &Json)>,
-    warnings: &mut Vec<String>,
-) -> (EventKind, Option<String>) {
-    let Some((key, value)) = found else {
-        warnings.push("event is missing; read as ticket.updated".to_string());
-        return (EventKind::Updated, None);
-    };
-    let text = match value {
-        Json::String(s) => s.trim().to_string(),
-        Json::Null => String::new(),
-        other => other.to_string(),
-    };
-    let words = slug(&text);
-    let words = words
-        .strip_prefix("ticket_is_")
-        .or_else(|| words.strip_prefix("ticket_"))
-        .unwrap_or(&words);
-    let kind = match words {
-        "created" | "create" => Some(EventKind::Created),
-        "updated" | "update" => Some(EventKind::Updated),
-        "deleted" | "delete" => Some(EventKind::Deleted),
-        _ => None,
-    };
-    match kind {
-        Some(kind) => (kind, Some(text)),
-        None => {
-            warnings.push(if text.is_empty() {
-                format!("{key} is empty; read as ticket.updated")
-            } else {
-                format!(
-                    "{key} '{text}' is not ticket.created, ticket.updated or ticket.deleted; read as ticket.updated"
-                )
-            });
-            (EventKind::Updated, (!text.is_empty()).then_some(text))
-        }
-    }
+    let done = &config.done_statuses;
+    Ok(Normalized::finished(event, warnings, done, received_at))
 }
 
 /// Normalizes one ticket from the REST API (`GET /tickets`, `/tickets/{id}`).
 pub fn normalize_api_ticket(
     ticket: &Json,
     config: &FreshserviceConfig,
-) -> Result<Normalized, String> {
-    let object = ticket
-        .as_object()
-        .ok_or_else(|| "a ticket in the API answer is not a JSON object".to_string())?;
-    let ticket_id = match object.get("id").map(parse_id) {
-        Some(Ok(Some(id))) => id,
-        _ => return Err("a ticket in the API answer has no usable id".to_string()),
-    };
-    let mut event = TicketEvent::new(
-        Provider::Freshservice,
-        ticket_id,
-        EventKind::Updated,
-        Source::Poll,
-    );
+) -> Result<Normalized, PsaError> {
+    let object = ticket.as_object().ok_or(PsaError::TicketNotAnObject)?;
+    // The API's timestamps are UTC with a `Z`.
+    let provider = Provider::Freshservice;
+    let mut event = api_event(provider, object, "id", "updated_at", &TimeZone::UTC)?;
     let mut warnings = Vec::new();
-    match object
-        .get("updated_at")
-        .map(|v| timestamp_field(v, &TimeZone::UTC))
-    {
-        Some(Ok(Some((ts, _)))) => event.updated_at = Some(ts),
-        _ => {
-            return Err(format!(
-                "ticket {ticket_id} in the API answer has no usable updated_at"
-            ));
-        }
-    }
     let body = Body::api(object);
-    apply_fields(&body, API_FIELDS, config, false, &mut event, &mut warnings);
-    apply_code(
-        &body,
-        "status",
-        &config.statuses,
-        (Field::Status, Field::StatusId),
-        "[freshservice.statuses]",
-        &mut event,
-        &mut warnings,
-    );
-    apply_code(
-        &body,
-        "priority",
-        &config.priorities,
-        (Field::Priority, Field::PriorityId),
-        "[freshservice.priorities]",
-        &mut event,
-        &mut warnings,
-    );
-    let flagged = |key: &str| object.get(key).and_then(Json::as_bool) == Some(true);
-    if flagged("deleted") || flagged("spam") {
-        let status = if flagged("spam") {
-            STATUS_SPAM
-        } else {
-            STATUS_DELETED
-        };
-        set_status_id(&mut event, status, config);
+    let fields = plain_fields().filter_map(|field| Some((api_key(field)?, field)));
+    apply_fields(&body, fields, config, false, &mut event, &mut warnings);
+    // A ticket flagged both is spam, as the spam listing would say.
+    let flagged =
+        |removal: Removal| object.get(removal.flag()).and_then(Json::as_bool) == Some(true);
+    if let Some(removal) = [Removal::Spam, Removal::Deleted]
+        .into_iter()
+        .find(|r| flagged(*r))
+    {
+        removal.mark(&mut event, config);
     }
     let received_at = event.updated_at.clone().unwrap_or_else(timestamp::now);
-    finish(&mut event, config, &received_at);
-    Ok(Normalized { event, warnings })
+    Ok(Normalized::finished(
+        event,
+        warnings,
+        &config.done_statuses,
+        &received_at,
+    ))
 }
 
 /// An event for a ticket a deleted or spam listing returned.
 pub fn deleted_event(
     ticket_id: i64,
     updated_at: Option<String>,
-    spam: bool,
+    removal: Removal,
     config: &FreshserviceConfig,
 ) -> TicketEvent {
     let mut event = TicketEvent::new(
@@ -265,222 +143,99 @@ pub fn deleted_event(
         Source::Poll,
     );
     event.updated_at = updated_at;
-    set_status_id(
-        &mut event,
-        if spam { STATUS_SPAM } else { STATUS_DELETED },
-        config,
-    );
+    removal.mark(&mut event, config);
     let received_at = event.updated_at.clone().unwrap_or_else(timestamp::now);
-    finish(&mut event, config, &received_at);
+    finish(&mut event, &config.done_statuses, &received_at);
     event
 }
 
+/// A delete event keeps a spam status it carries; anything else is deleted.
 fn mark_deleted(event: &mut TicketEvent, config: &FreshserviceConfig) {
-    let spam = matches!(
-        event.get(Field::StatusId),
-        Some(Some(Value::Int(STATUS_SPAM)))
-    );
-    set_status_id(
-        event,
-        if spam { STATUS_SPAM } else { STATUS_DELETED },
-        config,
-    );
+    let removal = match event.get(Field::StatusId) {
+        Some(Some(Value::Int(STATUS_SPAM))) => Removal::Spam,
+        _ => Removal::Deleted,
+    };
+    removal.mark(event, config);
 }
 
-fn set_status_id(event: &mut TicketEvent, id: i64, config: &FreshserviceConfig) {
-    let fallback = if id == STATUS_SPAM { "spam" } else { "deleted" };
-    let name = config.statuses.name(id).unwrap_or(fallback).to_string();
-    event.set(Field::StatusId, Some(Value::Int(id)));
-    event.set(Field::Status, Some(Value::Text(name)));
-}
-
-/// Sets `closed_at` when the event moves the ticket to a done status.
-fn finish(event: &mut TicketEvent, config: &FreshserviceConfig, received_at: &str) {
-    let done = event
-        .status()
-        .is_some_and(|status| config.done_statuses.iter().any(|d| d == status));
-    event.closed_at = done.then(|| {
-        event
-            .updated_at
-            .clone()
-            .unwrap_or_else(|| received_at.to_string())
-    });
-}
-
+/// Sets the `fields` (body key, field) the body carries, then the status
+/// and priority; a value that cannot be read is a warning and its field is
+/// left alone.
 fn apply_fields(
     body: &Body<'_>,
-    mapping: &[(&str, Field)],
+    fields: impl Iterator<Item = (&'static str, Field)>,
     config: &FreshserviceConfig,
     html: bool,
     event: &mut TicketEvent,
     warnings: &mut Vec<String>,
 ) {
-    for (name, field) in mapping {
+    for (name, field) in fields {
         let Some((key, value)) = body.find(name) else {
             continue;
         };
-        let parsed = match field.kind() {
-            super::Kind::Text
-                if matches!(field, Field::CreatedAt | Field::DueBy | Field::FrDueBy) =>
-            {
-                timestamp_field(value, &config.timezone).map(|v| v.map(|(ts, _)| Value::Text(ts)))
-            }
-            super::Kind::Text => text_field(value, html).map(|v| v.map(Value::Text)),
-            super::Kind::Int => parse_id(value).map(|v| v.map(Value::Int)),
-            super::Kind::Bool => bool_field(value).map(|v| v.map(Value::Bool)),
-        };
-        match parsed {
-            Ok(value) => event.set(*field, value),
-            Err(message) => warnings.push(format!("{key}: {message}; left unchanged")),
+        match read_value(field, value, &config.timezone, html) {
+            Ok(value) => event.set(field, value),
+            Err(error) => warnings.push(format!("{key}: {error}; left unchanged")),
         }
+    }
+    for code in Code::ALL {
+        let table = match code {
+            Code::Status => &config.statuses,
+            Code::Priority => &config.priorities,
+        };
+        apply_code(body, code, table, event, warnings);
     }
 }
 
 /// Reads a status or priority given as an id, a numeric string or a name.
 fn apply_code(
     body: &Body<'_>,
-    name: &str,
+    code: Code,
     table: &CodeTable,
-    (name_field, id_field): (Field, Field),
-    section: &str,
     event: &mut TicketEvent,
     warnings: &mut Vec<String>,
 ) {
-    let Some((key, value)) = body.find(name) else {
+    let Some((key, value)) = body.find(code.name()) else {
         return;
     };
-    let clear = |event: &mut TicketEvent| {
-        event.set(name_field, None);
-        event.set(id_field, None);
+    let (name_field, id_field) = code.fields();
+    let section = || code.section(Provider::Freshservice);
+    let mut set = |id: Option<i64>| {
+        let name = id.and_then(|id| table.name(id)).unwrap_or("unknown");
+        event.set(id_field, id.map(Value::Int));
+        event.set(name_field, Some(Value::Text(name.to_string())));
     };
-    match value {
-        Json::Null => clear(event),
-        Json::String(s) if s.trim().is_empty() => clear(event),
+    let id = match value {
+        Json::String(s) if s.trim().is_empty() => Ok(None),
         Json::String(s) if s.trim().parse::<f64>().is_err() => {
             let text = html_unescape(s.trim());
-            let text = text.as_str();
-            match table.lookup_name(text) {
-                Some(id) => {
-                    event.set(id_field, Some(Value::Int(id)));
-                    event.set(
-                        name_field,
-                        Some(Value::Text(table.name(id).unwrap_or("unknown").to_string())),
-                    );
-                }
-                None => {
-                    warnings.push(format!(
-                        "{key}: '{text}' is not a known name; stored as unknown (add it to {section})"
-                    ));
-                    event.set(id_field, None);
-                    event.set(name_field, Some(Value::Text("unknown".to_string())));
-                }
+            let id = table.lookup_name(&text);
+            if id.is_none() {
+                warnings.push(format!(
+                    "{key}: '{text}' is not a known name; stored as unknown (add it to {})",
+                    section()
+                ));
             }
+            set(id);
+            return;
         }
-        other => {
-            match parse_id(other) {
-                Ok(Some(id)) => {
-                    if table.name(id).is_none() {
-                        warnings.push(format!("{key}: {id} is not in the table; stored as unknown (add it to {section})"));
-                    }
-                    event.set(id_field, Some(Value::Int(id)));
-                    event.set(
-                        name_field,
-                        Some(Value::Text(table.name(id).unwrap_or("unknown").to_string())),
-                    );
-                }
-                Ok(None) => clear(event),
-                Err(message) => warnings.push(format!("{key}: {message}; left unchanged")),
-            }
-        }
-    }
-}
-
-/// Reads an id given as a number, a numeric string or a prefixed string
-/// (`INC-123`, `#SR-45`). Null and empty read as `None`.
-pub fn parse_id(value: &Json) -> Result<Option<i64>, String> {
-    match value {
-        Json::Null => Ok(None),
-        Json::Number(n) => {
-            if let Some(id) = n.as_i64() {
-                return positive(id, value);
-            }
-            match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && f > 0.0 && f < 9.0e15 => Ok(Some(f as i64)),
-                _ => Err(format!("{value} is not an id")),
-            }
-        }
-        Json::String(text) => {
-            let text = text.trim();
-            if text.is_empty() {
-                return Ok(None);
-            }
-            let digits = text.trim_start_matches(|c: char| !c.is_ascii_digit());
-            let prefix = &text[..text.len() - digits.len()];
-            let prefix_ok = prefix
-                .chars()
-                .all(|c| c.is_ascii_alphabetic() || matches!(c, '#' | '-' | '_' | ' '));
-            match digits.parse::<i64>() {
-                Ok(id) if prefix_ok => positive(id, value),
-                _ => Err(format!("'{text}' is not an id")),
-            }
-        }
-        other => Err(format!("{other} is not an id")),
-    }
-}
-
-fn positive(id: i64, value: &Json) -> Result<Option<i64>, String> {
-    if id > 0 {
-        Ok(Some(id))
-    } else {
-        Err(format!("{value} is not a positive id"))
-    }
-}
-
-pub(crate) fn text_field(value: &Json, html: bool) -> Result<Option<String>, String> {
-    let text = match value {
-        Json::Null => return Ok(None),
-        Json::String(s) if html => html_unescape(s),
-        Json::String(s) => s.clone(),
-        Json::Number(n) => n.to_string(),
-        Json::Bool(b) => b.to_string(),
-        other => return Err(format!("{other} is not text")),
+        other => parse_id(other),
     };
-    // PostgreSQL text cannot hold NUL; nothing legitimate sends it.
-    let text = text.replace('\0', "");
-    let trimmed = text.trim();
-    Ok((!trimmed.is_empty()).then(|| trimmed.to_string()))
-}
-
-/// A timestamp in stored form, with a note when its zone was a guess.
-pub(crate) fn timestamp_field(
-    value: &Json,
-    zone: &TimeZone,
-) -> Result<Option<(String, Option<String>)>, String> {
-    let text = match value {
-        Json::Null => return Ok(None),
-        Json::String(s) if s.trim().is_empty() => return Ok(None),
-        Json::String(s) => s.clone(),
-        // Unix seconds, unquoted.
-        Json::Number(n) => n.to_string(),
-        other => return Err(format!("{other} is not a timestamp")),
-    };
-    let reading = timestamp::read(&text, zone)?;
-    Ok(Some((timestamp::format(reading.instant), reading.note)))
-}
-
-fn bool_field(value: &Json) -> Result<Option<bool>, String> {
-    match value {
-        Json::Null => Ok(None),
-        Json::Bool(b) => Ok(Some(*b)),
-        Json::Number(n) if n.as_i64() == Some(0) => Ok(Some(false)),
-        Json::Number(n) if n.as_i64() == Some(1) => Ok(Some(true)),
-        Json::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "" => Ok(None),
-            "true" | "yes" | "1" => Ok(Some(true)),
-            "false" | "no" | "0" => Ok(Some(false)),
-            other => Err(format!("'{other}' is not true or false")),
-        },
-        other => Err(format!("{other} is not true or false")),
+    match id {
+        Ok(Some(id)) => {
+            if table.name(id).is_none() {
+                warnings.push(format!(
+                    "{key}: {id} is not in the table; stored as unknown (add it to {})",
+                    section()
+                ));
+            }
+            set(Some(id));
+        }
+        Ok(None) => {
+            event.set(name_field, None);
+            event.set(id_field, None);
+        }
+        Err(error) => warnings.push(format!("{key}: {error}; left unchanged")),
     }
 }
 
@@ -522,20 +277,6 @@ mod tests {
         assert_eq!(e.updated_at.as_deref(), Some("2024-01-15T10:30:00Z"));
         assert_eq!(e.closed_at, None);
         assert!(n.warnings.is_empty());
-    }
-
-    #[test]
-    fn ids_in_every_shape() {
-        assert_eq!(parse_id(&json!(5)), Ok(Some(5)));
-        assert_eq!(parse_id(&json!("5")), Ok(Some(5)));
-        assert_eq!(parse_id(&json!("INC-123")), Ok(Some(123)));
-        assert_eq!(parse_id(&json!("#SR-45")), Ok(Some(45)));
-        assert_eq!(parse_id(&json!(12.0)), Ok(Some(12)));
-        assert_eq!(parse_id(&json!("")), Ok(None));
-        assert_eq!(parse_id(&json!(null)), Ok(None));
-        assert!(parse_id(&json!("12abc")).is_err());
-        assert!(parse_id(&json!(-3)).is_err());
-        assert!(parse_id(&json!([1])).is_err());
     }
 
     #[test]

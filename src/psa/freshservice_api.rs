@@ -2,7 +2,6 @@
 //! by their `Link: rel="next"` pages, single tickets, and the filter query,
 //! within the account's rate limit.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,24 +11,15 @@ use serde_json::Value as Json;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::freshservice::{self, Normalized};
-use super::{PollSource, TicketEvent};
+use super::client::{MAX_BODY, MinuteWindow, Pacer, Retries, agent};
+use super::freshservice::{self, Normalized, Removal};
+use super::{PageSink, PollSource, Provider, TicketEvent};
 use crate::config::FreshserviceConfig;
 use crate::error::SyncError;
 use crate::timestamp;
 
-/// Attempts for a request that meets a network error or a 5xx.
-const ATTEMPTS: u32 = 4;
-/// First retry delay; doubled on each further retry.
-const BACKOFF: Duration = Duration::from_millis(500);
-/// A 429's Retry-After is honoured up to this long.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
-/// 429 answers tolerated for one request before the run gives up.
-const MAX_RATE_LIMITED: u32 = 5;
 /// When `X-RateLimit-Remaining` drops to this, requests are spaced out.
 const REMAINING_LOW: u64 = 2;
-/// Largest API answer read (a page of 100 tickets with descriptions).
-const MAX_BODY: u64 = 32 * 1024 * 1024;
 
 /// Set once an account has refused `workspace_id` (one without
 /// workspaces): listings are then asked without it for the life of the
@@ -91,13 +81,14 @@ pub struct FreshserviceClient {
     authorization: String,
     limiters: [Limiter; 3],
     workspace_id: u64,
-    stop: Arc<AtomicBool>,
+    pacer: Pacer,
     /// Requests sent, retries included.
     pub calls: u64,
 }
 
 impl FreshserviceClient {
-    /// A client for the configured account; `stop` interrupts waits.
+    /// A client for the configured account on the real clock; `stop`
+    /// interrupts waits.
     pub fn new(
         config: &FreshserviceConfig,
         stop: Arc<AtomicBool>,
@@ -110,21 +101,25 @@ impl FreshserviceClient {
         })?;
         // The API key is the user name and "X" the password.
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:X", key.expose()));
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(config.request_timeout))
-            .user_agent(concat!("codex/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         Ok(FreshserviceClient {
-            agent,
+            agent: agent(config.request_timeout),
             base,
             authorization: format!("Basic {token}"),
             limiters: CallKind::ALL.map(|_| Limiter::new(config.max_requests_per_minute)),
             workspace_id: config.workspace_id.unwrap_or(0),
-            stop,
+            pacer: Pacer::new(stop),
             calls: 0,
         })
+    }
+
+    /// The same client counting its rate limits and sleeping its waits on
+    /// `clock`.
+    #[cfg(test)]
+    pub fn with_clock(self, clock: Arc<dyn super::clock::Clock>) -> FreshserviceClient {
+        FreshserviceClient {
+            pacer: self.pacer.with_clock(clock),
+            ..self
+        }
     }
 
     /// The absolute URL of an API path such as `/tickets?…`.
@@ -229,13 +224,12 @@ impl FreshserviceClient {
     /// account's limit headers.
     fn get(&mut self, url: &str) -> Result<Answer, SyncError> {
         let kind = CallKind::of(url);
-        let mut failures = 0;
-        let mut rate_limited = 0;
+        let mut retries = Retries::new(Provider::Freshservice);
         loop {
-            let delay = self.limiters[kind.index()].delay();
-            self.wait(delay)?;
+            let delay = self.limiters[kind.index()].delay(self.pacer.now());
+            self.pacer.wait(delay)?;
             self.calls += 1;
-            self.limiters[kind.index()].sent();
+            self.limiters[kind.index()].sent(self.pacer.now());
             let result = self
                 .agent
                 .get(url)
@@ -253,10 +247,14 @@ impl FreshserviceClient {
                             .map(str::to_string)
                     };
                     let number = |name: &str| header(name).and_then(|v| v.trim().parse().ok());
-                    self.limiters[kind.index()]
-                        .reported(number("X-RateLimit-Total"), number("X-RateLimit-Remaining"));
-                    let retry_after =
-                        header("Retry-After").and_then(|v| v.trim().parse::<u64>().ok());
+                    self.limiters[kind.index()].reported(
+                        self.pacer.now(),
+                        number("X-RateLimit-Total"),
+                        number("X-RateLimit-Remaining"),
+                    );
+                    let retry_after = header("Retry-After")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
                     let next = header("Link").as_deref().and_then(next_link);
                     match status {
                         401 | 403 => {
@@ -266,20 +264,12 @@ impl FreshserviceClient {
                             )));
                         }
                         429 => {
-                            rate_limited += 1;
-                            if rate_limited > MAX_RATE_LIMITED {
-                                return Err(SyncError::Api(format!(
-                                    "{} is still rate limited after {MAX_RATE_LIMITED} waits",
-                                    path_of(url)
-                                )));
-                            }
-                            let wait =
-                                Duration::from_secs(retry_after.unwrap_or(60)).min(MAX_RETRY_AFTER);
+                            let wait = retries.rate_limited(path_of(url), retry_after)?;
                             log::warn!(
                                 "freshservice: rate limited; waiting {}s as Retry-After asks",
                                 wait.as_secs()
                             );
-                            self.wait(wait)?;
+                            self.pacer.wait(wait)?;
                             continue;
                         }
                         500..=599 => format!("{} answered {status}", path_of(url)),
@@ -301,24 +291,8 @@ impl FreshserviceClient {
                 }
                 Err(error) => format!("{}: {error}", path_of(url)),
             };
-            failures += 1;
-            if failures >= ATTEMPTS {
-                return Err(SyncError::Api(format!(
-                    "{error} (gave up after {ATTEMPTS} attempts)"
-                )));
-            }
-            let delay = BACKOFF * 2u32.pow(failures - 1);
-            log::warn!(
-                "freshservice: {error}; retrying in {} ms",
-                delay.as_millis()
-            );
-            self.wait(delay)?;
+            retries.failed(error, &self.pacer)?;
         }
-    }
-
-    /// Sleeps, waking early (with an error) when shutdown is requested.
-    fn wait(&self, duration: Duration) -> Result<(), SyncError> {
-        super::wait_unless_stopped(&self.stop, duration)
     }
 }
 
@@ -342,7 +316,7 @@ impl FreshservicePoll<'_> {
     fn listing(
         &mut self,
         mut url: String,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
+        page: &mut PageSink<'_>,
         to_event: impl Fn(&Json) -> Option<TicketEvent>,
     ) -> Result<(), SyncError> {
         loop {
@@ -357,11 +331,7 @@ impl FreshservicePoll<'_> {
 }
 
 impl PollSource for FreshservicePoll<'_> {
-    fn changes(
-        &mut self,
-        since: &str,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
-    ) -> Result<(), SyncError> {
+    fn changes(&mut self, since: &str, page: &mut PageSink<'_>) -> Result<(), SyncError> {
         let url = self.client.listing_url(&format!(
             "/tickets?updated_since={}&order_by=updated_at&order_type=asc&per_page=100",
             utf8_percent_encode(since, QUERY_VALUE)
@@ -385,15 +355,12 @@ impl PollSource for FreshservicePoll<'_> {
         )
     }
 
-    fn deletions(
-        &mut self,
-        since: &str,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
-    ) -> Result<(), SyncError> {
+    fn deletions(&mut self, since: &str, page: &mut PageSink<'_>) -> Result<(), SyncError> {
         let config = self.config;
-        for (filter, spam) in [("deleted", false), ("spam", true)] {
+        for removal in Removal::ALL {
             let url = self.client.listing_url(&format!(
-                "/tickets?filter={filter}&updated_since={}&per_page=100",
+                "/tickets?filter={}&updated_since={}&per_page=100",
+                removal.flag(),
                 utf8_percent_encode(since, QUERY_VALUE)
             ));
             self.listing(url, page, |ticket| {
@@ -402,7 +369,7 @@ impl PollSource for FreshservicePoll<'_> {
                     .get("updated_at")
                     .and_then(Json::as_str)
                     .and_then(|s| timestamp::normalize(s).ok());
-                Some(freshservice::deleted_event(id, updated_at, spam, config))
+                Some(freshservice::deleted_event(id, updated_at, removal, config))
             })?;
         }
         Ok(())
@@ -422,7 +389,7 @@ impl PollSource for FreshservicePoll<'_> {
             None => Ok(Some(freshservice::deleted_event(
                 ticket_id,
                 Some(timestamp::now()),
-                false,
+                Removal::Deleted,
                 self.config,
             ))),
         }
@@ -494,7 +461,7 @@ fn without_workspace(url: &str) -> String {
 /// share it).
 struct Limiter {
     max: usize,
-    sent: VecDeque<Instant>,
+    sent: MinuteWindow,
     slow_until: Option<Instant>,
     /// `X-RateLimit-Total` last reported for this kind.
     total: Option<u64>,
@@ -506,7 +473,7 @@ impl Limiter {
     fn new(max_per_minute: u32) -> Limiter {
         Limiter {
             max: max_per_minute.max(1) as usize,
-            sent: VecDeque::new(),
+            sent: MinuteWindow::default(),
             slow_until: None,
             total: None,
             remaining: None,
@@ -522,36 +489,24 @@ impl Limiter {
         }
     }
 
-    /// How long to wait before the next request.
-    fn delay(&mut self) -> Duration {
-        let now = Instant::now();
-        while self
-            .sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-        {
-            self.sent.pop_front();
+    /// How long from `now` to wait before the next request.
+    fn delay(&mut self, now: Instant) -> Duration {
+        let per_minute = self.per_minute();
+        let delay = self.sent.delay(now, per_minute);
+        match self.slow_until {
+            Some(until) => delay.max(until.saturating_duration_since(now)),
+            None => delay,
         }
-        let mut delay = Duration::ZERO;
-        if self.sent.len() >= self.per_minute() {
-            if let Some(oldest) = self.sent.front() {
-                delay = (*oldest + Duration::from_secs(60)).saturating_duration_since(now);
-            }
-        }
-        if let Some(until) = self.slow_until {
-            delay = delay.max(until.saturating_duration_since(now));
-        }
-        delay
     }
 
-    fn sent(&mut self) {
-        self.sent.push_back(Instant::now());
+    fn sent(&mut self, now: Instant) {
+        self.sent.sent(now);
     }
 
     /// Takes in this kind's headers. Near the end of its budget, the next
     /// request of this kind waits long enough for the budget to refill by a
     /// few requests, at the rate its own total refills.
-    fn reported(&mut self, total: Option<u64>, remaining: Option<u64>) {
+    fn reported(&mut self, now: Instant, total: Option<u64>, remaining: Option<u64>) {
         if total.is_some() {
             self.total = total;
         }
@@ -560,13 +515,15 @@ impl Limiter {
         };
         self.remaining = Some(remaining);
         self.slow_until = (remaining <= REMAINING_LOW)
-            .then(|| Instant::now() + Duration::from_secs(60) * 3 / self.per_minute() as u32);
+            .then(|| now + Duration::from_secs(60) * 3 / self.per_minute() as u32);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::psa::client::fake::FakeApi;
+    use crate::psa::clock::{Clock, ManualClock};
 
     #[test]
     fn link_headers() {
@@ -586,30 +543,27 @@ mod tests {
 
     #[test]
     fn limiter_keeps_under_the_budget() {
+        let now = Instant::now();
         let mut limiter = Limiter::new(2);
-        assert_eq!(limiter.delay(), Duration::ZERO);
-        limiter.sent();
-        limiter.sent();
-        assert!(limiter.delay() > Duration::from_secs(59));
+        assert_eq!(limiter.delay(now), Duration::ZERO);
+        limiter.sent(now);
+        limiter.sent(now);
+        assert_eq!(limiter.delay(now), Duration::from_secs(60));
         let mut limiter = Limiter::new(60);
-        limiter.reported(None, Some(1));
-        assert!(limiter.delay() >= Duration::from_millis(2900));
-        limiter.reported(None, Some(30));
-        assert_eq!(limiter.delay(), Duration::ZERO);
+        limiter.reported(now, None, Some(1));
+        assert_eq!(limiter.delay(now), Duration::from_secs(3));
+        limiter.reported(now, None, Some(30));
+        assert_eq!(limiter.delay(now), Duration::ZERO);
         // The account's own total for the kind caps it, and paces it.
         let mut limiter = Limiter::new(600);
-        limiter.reported(Some(3), Some(50));
+        limiter.reported(now, Some(3), Some(50));
         for _ in 0..3 {
-            limiter.sent();
+            limiter.sent(now);
         }
-        assert!(limiter.delay() > Duration::from_secs(59));
+        assert_eq!(limiter.delay(now), Duration::from_secs(60));
         let mut limiter = Limiter::new(600);
-        limiter.reported(Some(30), Some(1));
-        assert!(
-            limiter.delay() >= Duration::from_millis(5900),
-            "{:?}",
-            limiter.delay()
-        );
+        limiter.reported(now, Some(30), Some(1));
+        assert_eq!(limiter.delay(now), Duration::from_secs(6));
     }
 
     #[test]
@@ -637,14 +591,74 @@ mod tests {
         let mut client =
             FreshserviceClient::new(&config.freshservice, Arc::new(AtomicBool::new(false)))
                 .unwrap();
-        client.limiters[CallKind::ListTickets.index()].reported(Some(140), Some(1));
-        client.limiters[CallKind::ViewTicket.index()].reported(Some(160), Some(150));
-        assert!(client.limiters[CallKind::ListTickets.index()].delay() > Duration::ZERO);
+        let now = Instant::now();
+        client.limiters[CallKind::ListTickets.index()].reported(now, Some(140), Some(1));
+        client.limiters[CallKind::ViewTicket.index()].reported(now, Some(160), Some(150));
+        assert!(client.limiters[CallKind::ListTickets.index()].delay(now) > Duration::ZERO);
         assert_eq!(
-            client.limiters[CallKind::ViewTicket.index()].delay(),
+            client.limiters[CallKind::ViewTicket.index()].delay(now),
             Duration::ZERO
         );
         assert_eq!(client.budget(CallKind::ListTickets), (Some(140), Some(1)));
+    }
+
+    #[test]
+    fn never_more_than_max_requests_per_minute_in_any_minute() {
+        let started = Instant::now();
+        let clock = Arc::new(ManualClock::new());
+        // Four pages of changes linked by rel="next"; empty deleted and
+        // spam listings.
+        let api = FakeApi::start(clock.clone(), |url, base| {
+            let page: u32 = url
+                .split(['?', '&'])
+                .find_map(|p| p.strip_prefix("page="))
+                .map_or(1, |p| p.parse().unwrap());
+            let response = tiny_http::Response::from_string(r#"{"tickets": []}"#);
+            if page >= 4 || url.contains("filter=") {
+                return response;
+            }
+            let link = format!("<{base}/api/v2/tickets?page={}>; rel=\"next\"", page + 1);
+            response.with_header(tiny_http::Header::from_bytes("Link", link).unwrap())
+        });
+        let base = format!("{}/api/v2", api.base);
+        let config = crate::config::Config::from_ini(
+            &format!(
+                "[freshservice]\napi_base = {base}\napi_key = k\nmax_requests_per_minute = 4\n"
+            ),
+            None,
+            &|_| None,
+        )
+        .unwrap()
+        .config;
+        let client =
+            FreshserviceClient::new(&config.freshservice, Arc::new(AtomicBool::new(false)))
+                .unwrap()
+                .with_clock(clock.clone());
+        let start = clock.now();
+        // A run: four pages of changes, then the deleted and spam listings.
+        let mut poll = FreshservicePoll {
+            client,
+            config: &config.freshservice,
+        };
+        poll.changes("2024-01-01T00:00:00Z", &mut |_| Ok(()))
+            .unwrap();
+        poll.deletions("2024-01-01T00:00:00Z", &mut |_| Ok(()))
+            .unwrap();
+        let arrivals: Vec<Duration> = api.arrivals().into_iter().map(|at| at - start).collect();
+        assert_eq!(arrivals.len(), 6, "{arrivals:?}");
+        assert_eq!(poll.calls(), 6);
+        // With 4 a minute, the first four go at once and the fifth waits
+        // for the first to age out, no longer.
+        assert!(arrivals[..4].iter().all(|at| at.is_zero()), "{arrivals:?}");
+        assert_eq!(arrivals[4], Duration::from_secs(60), "{arrivals:?}");
+        for window in arrivals.windows(5) {
+            assert!(
+                window[4] - window[0] >= Duration::from_secs(60),
+                "5 requests within a minute: {arrivals:?}"
+            );
+        }
+        // The minute passed on the manual clock, not in real time.
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[test]

@@ -55,6 +55,22 @@ pub fn parse(body: &[u8]) -> Result<Value, JsonError> {
     Ok(value)
 }
 
+/// The two kinds of `,`-separated list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum List {
+    Object,
+    Array,
+}
+
+impl List {
+    fn close(self) -> char {
+        match self {
+            List::Object => '}',
+            List::Array => ']',
+        }
+    }
+}
+
 /// Where a string stands, which decides what may follow its closing quote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Context {
@@ -182,77 +198,100 @@ impl Parser<'_> {
     }
 
     fn object(&mut self) -> Result<Value, JsonError> {
-        self.bump(); // '{'
         let mut map = Map::new();
-        loop {
-            self.skip_ws();
-            match self.peek() {
-                Some('}') => {
-                    self.bump();
-                    return Ok(Value::Object(map));
-                }
-                // A stray comma (trailing, or doubled) is skipped.
-                Some(',') => {
-                    self.bump();
-                    continue;
-                }
-                None => return Err(self.error("the object is not closed: '}' is missing")),
-                Some(_) => {}
+        self.list(List::Object, |parser| {
+            // A stray comma (trailing, or doubled) is skipped.
+            if parser.peek() == Some(',') {
+                parser.bump();
+                return Ok(false);
             }
-            let key = if self.peek() == Some('"') {
-                self.string(Context::Key)?
+            let key = if parser.peek() == Some('"') {
+                parser.string(Context::Key)?
             } else {
-                self.bare_key()?
+                parser.bare_key()?
             };
-            self.skip_ws();
-            if self.peek() != Some(':') {
-                return Err(self.error(&format!("expected ':' after the key \"{key}\"")));
+            parser.skip_ws();
+            if parser.peek() != Some(':') {
+                return Err(parser.error(&format!("expected ':' after the key \"{key}\"")));
             }
-            self.bump();
-            let value = self.value(Context::ObjectValue)?;
+            parser.bump();
+            let value = parser.value(Context::ObjectValue)?;
             map.insert(key, value);
-            self.skip_ws();
-            match self.peek() {
-                Some(',') => {
-                    self.bump();
-                }
-                Some('}') => {}
-                // A missing comma between members is forgiven.
-                Some('"') => {}
-                None => return Err(self.error("the object is not closed: '}' is missing")),
-                Some(c) => {
-                    return Err(self.error(&format!("expected ',' or '}}' but found '{c}'")));
-                }
+            Ok(true)
+        })?;
+        Ok(Value::Object(map))
+    }
+
+    fn array(&mut self) -> Result<Value, JsonError> {
+        let mut items = Vec::new();
+        self.list(List::Array, |parser| {
+            items.push(parser.value(Context::ArrayItem)?);
+            Ok(true)
+        })?;
+        Ok(Value::Array(items))
+    }
+
+    /// Reads a list from its opening bracket to its closing one, `member`
+    /// by `member`; one that returns true has read a member, which a
+    /// separator must follow.
+    fn list(
+        &mut self,
+        list: List,
+        mut member: impl FnMut(&mut Self) -> Result<bool, JsonError>,
+    ) -> Result<(), JsonError> {
+        self.bump(); // '{' or '['
+        loop {
+            if self.closes(list)? {
+                return Ok(());
+            }
+            if member(self)? {
+                self.separator(list)?;
             }
         }
     }
 
-    fn array(&mut self) -> Result<Value, JsonError> {
-        self.bump(); // '['
-        let mut items = Vec::new();
-        loop {
-            self.skip_ws();
-            match self.peek() {
-                Some(']') => {
-                    self.bump();
-                    return Ok(Value::Array(items));
-                }
-                None => return Err(self.error("the array is not closed: ']' is missing")),
-                _ => {}
+    /// Skips white space; true (and past it) when `list` closes here.
+    fn closes(&mut self, list: List) -> Result<bool, JsonError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(c) if c == list.close() => {
+                self.bump();
+                Ok(true)
             }
-            items.push(self.value(Context::ArrayItem)?);
-            self.skip_ws();
-            match self.peek() {
-                Some(',') => {
-                    self.bump();
-                }
-                Some(']') => {}
-                None => return Err(self.error("the array is not closed: ']' is missing")),
-                Some(c) => {
-                    return Err(self.error(&format!("expected ',' or ']' but found '{c}'")));
-                }
-            }
+            None => Err(self.unclosed(list)),
+            Some(_) => Ok(false),
         }
+    }
+
+    /// What follows a member or an item: a comma (stepped past) or the end
+    /// of the list (left for `closes`). In an object, a missing comma
+    /// between members is forgiven.
+    fn separator(&mut self, list: List) -> Result<(), JsonError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(',') => {
+                self.bump();
+                Ok(())
+            }
+            Some(c) if c == list.close() => Ok(()),
+            Some('"') if list == List::Object => Ok(()),
+            None => Err(self.unclosed(list)),
+            Some(c) => Err(self.error(&format!(
+                "expected ',' or '{}' but found '{c}'",
+                list.close()
+            ))),
+        }
+    }
+
+    fn unclosed(&self, list: List) -> JsonError {
+        let name = match list {
+            List::Object => "object",
+            List::Array => "array",
+        };
+        self.error(&format!(
+            "the {name} is not closed: '{}' is missing",
+            list.close()
+        ))
     }
 
     /// A quoted string. A raw `"` inside one (a subject such as `Printer

@@ -1,16 +1,19 @@
 //! PSA providers and the ticket event every delivery and poll result is
 //! normalized into before it reaches the writer.
 
+pub(crate) mod client;
+pub mod clock;
 pub mod freshservice;
 pub mod freshservice_api;
 pub mod lenient_json;
+pub mod normalize;
 pub mod superops;
 pub mod superops_api;
 pub mod webhook_body;
 
 use std::fmt;
 
-pub use freshservice::{Normalized, Rejection};
+pub use normalize::{Normalized, Rejection};
 
 use crate::config::Config;
 
@@ -90,24 +93,9 @@ impl fmt::Display for Provider {
     }
 }
 
-/// Sleeps `duration` between API calls (a backoff, a rate-limit wait),
-/// waking early with `Interrupted` when shutdown is requested through `stop`.
-pub(crate) fn wait_unless_stopped(
-    stop: &std::sync::atomic::AtomicBool,
-    duration: std::time::Duration,
-) -> Result<(), crate::error::SyncError> {
-    let deadline = std::time::Instant::now() + duration;
-    loop {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(crate::error::SyncError::Interrupted);
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            return Ok(());
-        }
-        std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(100)));
-    }
-}
+/// Where a poll source hands each page of events it lists: the sync run,
+/// which applies them.
+pub type PageSink<'a> = dyn FnMut(Vec<TicketEvent>) -> Result<(), crate::error::SyncError> + 'a;
 
 /// The polling half of a provider: what a sync run asks of a PSA's API.
 /// A run lists changes since its cursor, applies them, and (in a full run)
@@ -119,7 +107,7 @@ pub trait PollSource {
     fn changes(
         &mut self,
         since: &str,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), crate::error::SyncError>,
+        page: &mut PageSink<'_>,
     ) -> Result<(), crate::error::SyncError>;
 
     /// Lists the tickets deleted (or marked spam) at or after `since`,
@@ -128,7 +116,7 @@ pub trait PollSource {
     fn deletions(
         &mut self,
         since: &str,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), crate::error::SyncError>,
+        page: &mut PageSink<'_>,
     ) -> Result<(), crate::error::SyncError> {
         let _ = (since, page);
         Ok(())

@@ -1,6 +1,6 @@
-//! SuperOps: its status and priority names, and turning a ticket from its
-//! GraphQL API (`getTicketList`, `getTicket`) or a webhook body into a
-//! `TicketEvent`.
+//! SuperOps: turning a ticket from its GraphQL API (`getTicketList`,
+//! `getTicket`) or a webhook body into a `TicketEvent`, its status and
+//! priority names read through the maps of `[superops]` in `config`.
 //!
 //! SuperOps tickets carry `ticketId`, `status` and `priority` as names the
 //! account chooses, `updatedTime` without a zone offset, and `requester`,
@@ -11,12 +11,13 @@
 
 use serde_json::{Map, Value as Json};
 
-use super::freshservice::{
-    Normalized, Rejection, parse_id, read_event, text_field, timestamp_field,
+use super::normalize::{
+    Code, Envelope, Normalized, Rejection, api_event, finish, plain_fields, read_value,
 };
-use super::webhook_body::{Body, WebhookFields, scan_ticket_id as scan_body};
+use super::webhook_body::{Body, FIELD_KEYS, WebhookFields, scan_ticket_id as scan_body};
 use super::{EventKind, Field, Provider, Source, TicketEvent, Value};
 use crate::config::{NameMap, SuperopsConfig};
+use crate::error::PsaError;
 
 /// The status stored for a ticket SuperOps says no longer exists. Its
 /// `status_id` is Freshservice's deleted id, which readers already treat
@@ -41,60 +42,58 @@ fn priority_id(normalized: &str) -> Option<i64> {
     }
 }
 
-/// Where SuperOps' own keys carry Codex's fields; Codex's names (the
-/// guide's) are read after these.
+/// Where SuperOps' own keys carry a Codex body field (a name from
+/// `FIELD_KEYS`); Codex's names (the guide's) are read after these.
+fn superops_keys_of(field: &str) -> &'static [&'static str] {
+    match field {
+        "ticket_id" => &["ticketId", "ticket.ticketId"],
+        "event" => &["eventType", "event_name"],
+        "updated_at" => &["updatedTime"],
+        "created_at" => &["createdTime"],
+        // Before the guide's `status_id`: SuperOps' status is a name.
+        "status" => &["status"],
+        "priority" => &["priority"],
+        "ticket_type" => &["ticketType", "requestType"],
+        "requester_id" => &["requester.userId", "requesterId"],
+        "requester_name" => &["requester.name", "requesterName"],
+        "requester_email" => &["requester.email", "requesterEmail"],
+        "responder_id" => &["technician.userId", "technicianId", "technician.id"],
+        "group_id" => &["techGroup.groupId", "techGroupId", "techGroup.id"],
+        "department_id" => &["client.accountId", "clientId", "accountId", "client.id"],
+        _ => &[],
+    }
+}
+
+/// SuperOps' keys as the mapping a body reads before Codex's own keys.
 fn superops_keys() -> &'static WebhookFields {
     static KEYS: std::sync::OnceLock<WebhookFields> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| {
-        let mut fields = WebhookFields::default();
-        for (field, keys) in [
-            ("ticket_id", &["ticketId", "ticket.ticketId"][..]),
-            ("event", &["eventType", "event_name"][..]),
-            ("updated_at", &["updatedTime"][..]),
-            ("created_at", &["createdTime"][..]),
-            ("status", &["status"][..]),
-            ("priority", &["priority"][..]),
-            ("ticket_type", &["ticketType", "requestType"][..]),
-            ("requester_id", &["requester.userId", "requesterId"][..]),
-            ("requester_name", &["requester.name", "requesterName"][..]),
-            (
-                "requester_email",
-                &["requester.email", "requesterEmail"][..],
-            ),
-            (
-                "responder_id",
-                &["technician.userId", "technicianId", "technician.id"][..],
-            ),
-            (
-                "group_id",
-                &["techGroup.groupId", "techGroupId", "techGroup.id"][..],
-            ),
-            (
-                "department_id",
-                &["client.accountId", "clientId", "accountId", "client.id"][..],
-            ),
-        ] {
-            let keys = keys.iter().map(|k| k.to_string()).collect();
-            // The field names above are Codex's own: insert cannot refuse them.
-            let _ = fields.insert(field, keys);
-        }
-        fields
+        let keys = FIELD_KEYS
+            .iter()
+            .map(|(field, _)| (field.to_string(), superops_keys_of(field)))
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(field, keys)| (field, keys.iter().map(|k| k.to_string()).collect()))
+            .collect();
+        WebhookFields { keys }
     })
 }
 
-/// Ticket fields read from a body or an API ticket, by Codex name.
-const FIELDS: &[(&str, Field)] = &[
-    ("subject", Field::Subject),
-    ("description", Field::Description),
-    ("ticket_type", Field::TicketType),
-    ("requester_email", Field::RequesterEmail),
-    ("requester_name", Field::RequesterName),
-    ("requester_id", Field::RequesterId),
-    ("responder_id", Field::ResponderId),
-    ("group_id", Field::GroupId),
-    ("department_id", Field::DepartmentId),
-    ("created_at", Field::CreatedAt),
-];
+/// What a SuperOps webhook body must carry, and how the answers and
+/// warnings about it name things.
+const ENVELOPE: Envelope = Envelope {
+    provider: Provider::SuperOps,
+    not_an_object: "the body must be a JSON object such as {\"ticketId\": \"123\", \"status\": \"Open\", \"updatedTime\": \"2024-01-15T10:30:00\"}",
+    missing_id: "ticketId (or ticket_id) is required",
+    id_name: "ticketId",
+    warn_without_event: false,
+    version_hint: "",
+};
+
+/// Whether SuperOps tickets carry a field under Codex's name: they have no
+/// due dates and no escalation flag.
+fn carried(field: &Field) -> bool {
+    !matches!(field, Field::DueBy | Field::FrDueBy | Field::IsEscalated)
+}
 
 /// Normalizes a webhook body. Only a body without a readable ticket id is
 /// refused; anything else odd is a warning.
@@ -103,103 +102,43 @@ pub fn normalize_webhook(
     config: &SuperopsConfig,
     received_at: &str,
 ) -> Result<Normalized, Rejection> {
-    let Some(top) = body.as_object() else {
-        return Err(Rejection {
-            message: "the body must be a JSON object such as {\"ticketId\": \"123\", \"status\": \"Open\", \"updatedTime\": \"2024-01-15T10:30:00\"}"
-                .to_string(),
-            event: None,
-        });
-    };
-    let top = with_scalars_parsed(top);
+    let top = with_scalars_parsed(ENVELOPE.object(body)?);
     let body = Body::webhook(&top, superops_keys());
-    let mut warnings = Vec::new();
-    // A SuperOps workflow body often names no event: it is an update.
-    let (kind, event_name) = match body.find("event") {
-        None => (EventKind::Updated, None),
-        found => read_event(found, &mut warnings),
-    };
-    let reject = |message: String| Rejection {
-        message,
-        event: event_name.clone(),
-    };
-    let ticket_id = match body.find("ticket_id") {
-        None => return Err(reject("ticketId (or ticket_id) is required".to_string())),
-        Some((key, value)) => match parse_id(value) {
-            Ok(Some(id)) => id,
-            Ok(None) => return Err(reject(format!("{key} is empty; ticketId is required"))),
-            Err(message) => return Err(reject(format!("{key}: {message}"))),
-        },
-    };
-    let mut event = TicketEvent::new(Provider::SuperOps, ticket_id, kind, Source::Webhook);
-    if let Some((key, value)) = body.find("updated_at") {
-        match timestamp_field(value, &config.timezone) {
-            Ok(None) => {}
-            Ok(Some((ts, note))) => {
-                event.updated_at = Some(ts);
-                warnings.extend(note.map(|n| format!("{key}: {n}")));
-            }
-            Err(message) => {
-                warnings.push(format!(
-                    "{key}: {message}; applied with the time Codex received it ({received_at}) as its version"
-                ));
-                event.updated_at = Some(received_at.to_string());
-            }
-        }
-    }
+    let (mut event, mut warnings) = ENVELOPE.open(&body, &config.timezone, received_at)?;
     apply(&body, config, &mut event, &mut warnings);
-    if kind == EventKind::Deleted {
+    if event.kind == EventKind::Deleted {
         mark_deleted(&mut event);
     }
-    finish(&mut event, config, received_at);
-    Ok(Normalized { event, warnings })
+    Ok(Normalized::finished(
+        event,
+        warnings,
+        &config.done_statuses,
+        received_at,
+    ))
 }
 
 /// Normalizes one ticket from `getTicketList` or `getTicket`.
-pub fn normalize_api_ticket(ticket: &Json, config: &SuperopsConfig) -> Result<Normalized, String> {
-    let object = ticket
-        .as_object()
-        .ok_or_else(|| "a ticket in the API answer is not a JSON object".to_string())?;
-    let object = with_scalars_parsed(object);
-    let ticket_id = match object.get("ticketId").map(parse_id) {
-        Some(Ok(Some(id))) => id,
-        _ => return Err("a ticket in the API answer has no usable ticketId".to_string()),
-    };
-    let mut event = TicketEvent::new(
-        Provider::SuperOps,
-        ticket_id,
-        EventKind::Updated,
-        Source::Poll,
-    );
-    event.updated_at = match object
-        .get("updatedTime")
-        .map(|v| timestamp_field(v, &config.timezone))
-    {
-        Some(Ok(Some((ts, _)))) => Some(ts),
-        _ => {
-            return Err(format!(
-                "ticket {ticket_id} in the API answer has no usable updatedTime"
-            ));
-        }
-    };
+pub fn normalize_api_ticket(
+    ticket: &Json,
+    config: &SuperopsConfig,
+) -> Result<Normalized, PsaError> {
+    let object = with_scalars_parsed(ticket.as_object().ok_or(PsaError::TicketNotAnObject)?);
+    let (provider, zone) = (Provider::SuperOps, &config.timezone);
+    let mut event = api_event(provider, &object, "ticketId", "updatedTime", zone)?;
     let mut warnings = Vec::new();
     let body = Body::webhook(&object, superops_keys());
     apply(&body, config, &mut event, &mut warnings);
     let received_at = event.updated_at.clone().unwrap_or_default();
-    finish(&mut event, config, &received_at);
-    Ok(Normalized { event, warnings })
+    let done = &config.done_statuses;
+    Ok(Normalized::finished(event, warnings, done, &received_at))
 }
 
 /// A SuperOps client's `accountId` (a numeric string, often 19 digits) as
 /// the department id the predecessor's `companies.external_id` matches.
 /// Strict, unlike ticket ids: a prefix or a fraction is not read past, so
 /// an id that only looks like another client's never finds that company.
-fn client_account_id(value: &Json) -> Result<Option<i64>, String> {
-    let unusable = |shown: String| {
-        Err(format!(
-            "{shown} is not an account id Codex can store (a whole number from 1 to {})",
-            i64::MAX
-        ))
-    };
+fn client_account_id(value: &Json) -> Result<Option<i64>, PsaError> {
+    let unusable = |shown: String| Err(PsaError::NotAnAccountId { shown });
     match value {
         Json::Null => Ok(None),
         Json::Number(n) => match n.as_i64() {
@@ -231,7 +170,7 @@ pub fn deleted_event(ticket_id: i64, updated_at: String, config: &SuperopsConfig
     );
     event.updated_at = Some(updated_at.clone());
     mark_deleted(&mut event);
-    finish(&mut event, config, &updated_at);
+    finish(&mut event, &config.done_statuses, &updated_at);
     event
 }
 
@@ -276,78 +215,70 @@ fn apply(
             }
         }
     }
-    for (name, field) in FIELDS {
-        let Some((key, value)) = body.find(name) else {
+    for field in plain_fields().filter(carried) {
+        let Some((key, value)) = body.find(field.column()) else {
             continue;
         };
-        let parsed = match field.kind() {
-            super::Kind::Text if *field == Field::CreatedAt => {
-                timestamp_field(value, &config.timezone).map(|v| v.map(|(ts, _)| Value::Text(ts)))
-            }
-            super::Kind::Text => text_field(value, true).map(|v| v.map(Value::Text)),
-            super::Kind::Int if *field == Field::DepartmentId => {
-                client_account_id(value).map(|v| v.map(Value::Int))
-            }
-            super::Kind::Int => parse_id(value).map(|v| v.map(Value::Int)),
-            super::Kind::Bool => continue,
+        let parsed = match field {
+            Field::DepartmentId => client_account_id(value).map(|v| v.map(Value::Int)),
+            field => read_value(field, value, &config.timezone, true),
         };
         match parsed {
-            Ok(value) => event.set(*field, value),
+            Ok(value) => event.set(field, value),
             // The ticket's client is one Codex cannot name: keeping the
             // old department would file it under the old company.
-            Err(message) if *field == Field::DepartmentId => {
-                event.set(*field, None);
+            Err(error) if field == Field::DepartmentId => {
+                event.set(field, None);
                 warnings.push(format!(
-                    "{key}: {message}; stored without a client (department_id and company_account_number empty)"
+                    "{key}: {error}; stored without a client (department_id and company_account_number empty)"
                 ));
             }
-            Err(message) => warnings.push(format!("{key}: {message}; left unchanged")),
+            Err(error) => warnings.push(format!("{key}: {error}; left unchanged")),
         }
     }
-    if let Some((key, value)) = body.find("status") {
-        match name_of(
-            key,
+    for code in Code::ALL {
+        let Some((key, value)) = body.find(code.name()) else {
+            continue;
+        };
+        let map = match code {
+            Code::Status => &config.statuses,
+            Code::Priority => &config.priorities,
+        };
+        let name = match name_of(
+            &key,
             value,
-            &config.statuses,
-            "[superops.statuses]",
+            map,
+            &code.section(Provider::SuperOps),
             warnings,
         ) {
-            Ok(status) => {
-                event.set(Field::Status, status.map(Value::Text));
-                // SuperOps statuses have no numeric id; clearing it also
-                // undoes a deleted mark when a ticket is restored.
-                event.set(Field::StatusId, None);
+            Ok(name) => name,
+            Err(error) => {
+                warnings.push(format!("{key}: {error}; left unchanged"));
+                continue;
             }
-            Err(message) => warnings.push(message),
-        }
-    }
-    if let Some((key, value)) = body.find("priority") {
-        match name_of(
-            key,
-            value,
-            &config.priorities,
-            "[superops.priorities]",
-            warnings,
-        ) {
-            Ok(priority) => {
-                let id = priority.as_deref().and_then(priority_id);
-                event.set(Field::Priority, priority.map(Value::Text));
-                event.set(Field::PriorityId, id.map(Value::Int));
-            }
-            Err(message) => warnings.push(message),
-        }
+        };
+        // SuperOps statuses have no numeric id; clearing it also undoes a
+        // deleted mark when a ticket is restored. A priority's id orders
+        // SuperOps tickets among Freshservice's.
+        let id = match code {
+            Code::Status => None,
+            Code::Priority => name.as_deref().and_then(priority_id),
+        };
+        let (name_field, id_field) = code.fields();
+        event.set(name_field, name.map(Value::Text));
+        event.set(id_field, id.map(Value::Int));
     }
 }
 
 /// The normalized name for a status or priority as SuperOps names it; an
 /// unknown name is kept as it is, with a warning.
 fn name_of(
-    key: String,
+    key: &str,
     value: &Json,
     map: &NameMap,
     section: &str,
     warnings: &mut Vec<String>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, PsaError> {
     let text = match value {
         Json::Null => return Ok(None),
         Json::String(s) => super::webhook_body::html_unescape(s.trim()),
@@ -355,9 +286,17 @@ fn name_of(
         // `{"name": "Open"}` where a tool sends the whole object.
         Json::Object(o) => match o.get("name").and_then(Json::as_str) {
             Some(name) => name.trim().to_string(),
-            None => return Err(format!("{key}: {value} has no name; left unchanged")),
+            None => {
+                return Err(PsaError::NoName {
+                    shown: value.to_string(),
+                });
+            }
         },
-        other => return Err(format!("{key}: {other} is not a name; left unchanged")),
+        other => {
+            return Err(PsaError::NotAName {
+                shown: other.to_string(),
+            });
+        }
     };
     if text.is_empty() {
         return Ok(None);
@@ -378,19 +317,6 @@ fn name_of(
 fn mark_deleted(event: &mut TicketEvent) {
     event.set(Field::Status, Some(Value::Text(DELETED_STATUS.to_string())));
     event.set(Field::StatusId, Some(Value::Int(DELETED_STATUS_ID)));
-}
-
-/// Sets `closed_at` when the event moves the ticket to a done status.
-fn finish(event: &mut TicketEvent, config: &SuperopsConfig, received_at: &str) {
-    let done = event
-        .status()
-        .is_some_and(|status| config.done_statuses.iter().any(|d| d == status));
-    event.closed_at = done.then(|| {
-        event
-            .updated_at
-            .clone()
-            .unwrap_or_else(|| received_at.to_string())
-    });
 }
 
 #[cfg(test)]
@@ -516,7 +442,7 @@ mod tests {
             json!(98765432109876543210_u128 as f64),
             json!(true),
         ] {
-            let message = client_account_id(&value).unwrap_err();
+            let message = client_account_id(&value).unwrap_err().to_string();
             assert!(message.contains("account id"), "{value}: {message}");
         }
         // An unusable id clears the client: the old company no longer holds.
@@ -529,6 +455,14 @@ mod tests {
             "{:?}",
             normalized.warnings
         );
+    }
+
+    #[test]
+    fn superops_keys_are_read_for_thirteen_codex_fields() {
+        let keys = &superops_keys().keys;
+        assert_eq!(keys.len(), 13, "{keys:?}");
+        assert_eq!(keys["status"], ["status"]);
+        assert_eq!(keys["ticket_id"], ["ticketId", "ticket.ticketId"]);
     }
 
     #[test]

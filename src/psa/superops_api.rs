@@ -4,34 +4,20 @@
 //! SuperOps answers errors as HTTP 200 with `errors[].extensions.clientError`
 //! (a list of `{code, param}`); a bad token is a 401.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
+use super::client::{MAX_BODY, MinuteWindow, Pacer, Retries, agent};
 use super::superops::{self, TICKET_FIELDS};
-use super::{PollSource, TicketEvent};
+use super::{PageSink, PollSource, Provider, TicketEvent};
 use crate::config::SuperopsConfig;
 use crate::error::SyncError;
 
 /// Largest page `getTicketList` serves.
 pub const PAGE_SIZE: u64 = 100;
-/// Attempts for a request that meets a network error or a 5xx.
-const ATTEMPTS: u32 = 4;
-/// First retry delay; doubled on each further retry.
-const BACKOFF: Duration = Duration::from_millis(500);
-/// `rate_limit_exceeded` answers tolerated for one request before the run
-/// gives up (the next run starts over from the unchanged cursor).
-const MAX_RATE_LIMITED: u32 = 5;
-/// Wait after `rate_limit_exceeded` when no `Retry-After` says otherwise;
-/// SuperOps counts its limit per minute.
-const RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
-/// A `Retry-After` is honoured up to this long.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
-/// Largest API answer read (a page of 100 tickets).
-const MAX_BODY: u64 = 32 * 1024 * 1024;
 
 /// One page of `getTicketList`.
 #[derive(Debug, Clone, Default)]
@@ -57,13 +43,15 @@ pub struct SuperopsClient {
     authorization: String,
     subdomain: String,
     max_per_minute: usize,
-    sent: VecDeque<Instant>,
-    stop: Arc<AtomicBool>,
+    sent: MinuteWindow,
+    pacer: Pacer,
     /// Requests sent, retries included.
     pub calls: u64,
 }
 
 impl SuperopsClient {
+    /// A client for the configured account on the real clock; `stop`
+    /// interrupts waits.
     pub fn new(
         config: &SuperopsConfig,
         stop: Arc<AtomicBool>,
@@ -75,22 +63,26 @@ impl SuperopsClient {
             .subdomain
             .clone()
             .ok_or_else(|| SyncError::Protocol("[superops] subdomain is not set".to_string()))?;
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(config.request_timeout))
-            .user_agent(concat!("codex/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         Ok(SuperopsClient {
-            agent,
+            agent: agent(config.request_timeout),
             url: config.api_url.clone(),
             authorization: format!("Bearer {}", token.expose()),
             subdomain,
             max_per_minute: config.max_requests_per_minute.max(1) as usize,
-            sent: VecDeque::new(),
-            stop,
+            sent: MinuteWindow::default(),
+            pacer: Pacer::new(stop),
             calls: 0,
         })
+    }
+
+    /// The same client counting its rate limit and sleeping its waits on
+    /// `clock`.
+    #[cfg(test)]
+    pub fn with_clock(self, clock: Arc<dyn super::clock::Clock>) -> SuperopsClient {
+        SuperopsClient {
+            pacer: self.pacer.with_clock(clock),
+            ..self
+        }
     }
 
     /// One page (from 1) of all tickets, most recently updated first.
@@ -154,7 +146,7 @@ impl SuperopsClient {
                     "getTicket {id}: the answer has no ticket and no error"
                 ))),
             },
-            Err(errors) if codes(&errors).iter().any(|c| c == "entity_does_not_exist") => {
+            Err(errors) if codes(&errors).contains(&ErrorCode::EntityDoesNotExist) => {
                 Ok(Lookup::Gone)
             }
             Err(errors) => Err(client_errors(&format!("getTicket {id}"), &errors)),
@@ -176,13 +168,12 @@ impl SuperopsClient {
     ) -> Result<Result<Json, Vec<Json>>, SyncError> {
         let body =
             json!({"operationName": operation, "query": query, "variables": variables}).to_string();
-        let mut failures = 0;
-        let mut rate_limited = 0;
+        let mut retries = Retries::new(Provider::SuperOps);
         loop {
-            let delay = self.delay();
-            self.wait(delay)?;
+            let delay = self.sent.delay(self.pacer.now(), self.max_per_minute);
+            self.pacer.wait(delay)?;
             self.calls += 1;
-            self.sent.push_back(Instant::now());
+            self.sent.sent(self.pacer.now());
             let result = self
                 .agent
                 .post(&self.url)
@@ -213,8 +204,7 @@ impl SuperopsClient {
                             )));
                         }
                         (429, _) => {
-                            rate_limited += 1;
-                            self.rate_limited(operation, rate_limited, retry_after)?;
+                            self.rate_limited(operation, &mut retries, retry_after)?;
                             continue;
                         }
                         (200, Ok(text)) => {
@@ -233,18 +223,14 @@ impl SuperopsClient {
                                 }
                             };
                             let found = codes(&errors);
-                            if found.iter().any(|c| c == "rate_limit_exceeded") {
-                                rate_limited += 1;
-                                self.rate_limited(operation, rate_limited, retry_after)?;
+                            if found.contains(&ErrorCode::RateLimitExceeded) {
+                                self.rate_limited(operation, &mut retries, retry_after)?;
                                 continue;
                             }
-                            if found
-                                .iter()
-                                .any(|c| c == "forbidden" || c == "unauthorized")
-                            {
+                            if found.iter().any(ErrorCode::refuses_credentials) {
                                 return Err(SyncError::BadCredentials(format!(
                                     "{operation}: SuperOps refused the request ({}): check [superops] api_token and subdomain",
-                                    found.join(", ")
+                                    joined(&found)
                                 )));
                             }
                             return Ok(Err(errors));
@@ -264,59 +250,23 @@ impl SuperopsClient {
                 }
                 Err(error) => format!("{operation}: {error}"),
             };
-            failures += 1;
-            if failures >= ATTEMPTS {
-                return Err(SyncError::Api(format!(
-                    "{error} (gave up after {ATTEMPTS} attempts)"
-                )));
-            }
-            let delay = BACKOFF * 2u32.pow(failures - 1);
-            log::warn!("superops: {error}; retrying in {} ms", delay.as_millis());
-            self.wait(delay)?;
+            retries.failed(error, &self.pacer)?;
         }
     }
 
     /// Waits out a rate limit, or gives up after too many.
     fn rate_limited(
-        &mut self,
+        &self,
         operation: &str,
-        count: u32,
+        retries: &mut Retries,
         retry_after: Option<Duration>,
     ) -> Result<(), SyncError> {
-        if count > MAX_RATE_LIMITED {
-            return Err(SyncError::Api(format!(
-                "{operation} is still rate limited after {MAX_RATE_LIMITED} waits"
-            )));
-        }
-        let wait = retry_after.unwrap_or(RATE_LIMIT_WAIT).min(MAX_RETRY_AFTER);
+        let wait = retries.rate_limited(operation, retry_after)?;
         log::warn!(
             "superops: rate_limit_exceeded; waiting {}s before retrying {operation}",
             wait.as_secs()
         );
-        self.wait(wait)
-    }
-
-    /// How long to wait to stay under `max_requests_per_minute`.
-    fn delay(&mut self) -> Duration {
-        let now = Instant::now();
-        while self
-            .sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-        {
-            self.sent.pop_front();
-        }
-        match self.sent.front() {
-            Some(oldest) if self.sent.len() >= self.max_per_minute => {
-                (*oldest + Duration::from_secs(60)).saturating_duration_since(now)
-            }
-            _ => Duration::ZERO,
-        }
-    }
-
-    /// Sleeps, waking early (with an error) when shutdown is requested.
-    fn wait(&self, duration: Duration) -> Result<(), SyncError> {
-        super::wait_unless_stopped(&self.stop, duration)
+        self.pacer.wait(wait)
     }
 }
 
@@ -328,11 +278,7 @@ pub struct SuperopsPoll<'a> {
 }
 
 impl PollSource for SuperopsPoll<'_> {
-    fn changes(
-        &mut self,
-        since: &str,
-        page: &mut dyn FnMut(Vec<TicketEvent>) -> Result<(), SyncError>,
-    ) -> Result<(), SyncError> {
+    fn changes(&mut self, since: &str, page: &mut PageSink<'_>) -> Result<(), SyncError> {
         let mut number = 1;
         loop {
             let listed = self.client.ticket_page(number)?;
@@ -395,30 +341,69 @@ impl PollSource for SuperopsPoll<'_> {
     }
 }
 
-/// The `clientError` codes of a GraphQL error list.
-fn codes(errors: &[Json]) -> Vec<String> {
+/// A code of a GraphQL error answer; the ones Codex acts on by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ErrorCode {
+    /// Too many requests this minute: waited out and retried.
+    RateLimitExceeded,
+    /// `getTicket` for a ticket that does not exist (any more).
+    EntityDoesNotExist,
+    /// The token is not allowed what it asked.
+    Forbidden,
+    /// The token or subdomain is not accepted.
+    Unauthorized,
+    /// Any other, shown in the error with the answer's message.
+    Other(String),
+}
+
+impl ErrorCode {
+    fn of(code: &str) -> ErrorCode {
+        match code {
+            "rate_limit_exceeded" => ErrorCode::RateLimitExceeded,
+            "entity_does_not_exist" => ErrorCode::EntityDoesNotExist,
+            "forbidden" => ErrorCode::Forbidden,
+            "unauthorized" => ErrorCode::Unauthorized,
+            other => ErrorCode::Other(other.to_string()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::RateLimitExceeded => "rate_limit_exceeded",
+            ErrorCode::EntityDoesNotExist => "entity_does_not_exist",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Other(code) => code,
+        }
+    }
+
+    /// Whether retrying with the same credentials cannot help.
+    fn refuses_credentials(&self) -> bool {
+        matches!(self, ErrorCode::Forbidden | ErrorCode::Unauthorized)
+    }
+}
+
+/// Codes as a message lists them: `a, b`.
+fn joined(codes: &[ErrorCode]) -> String {
+    let codes: Vec<&str> = codes.iter().map(ErrorCode::as_str).collect();
+    codes.join(", ")
+}
+
+/// The codes of a GraphQL error list: each error's `clientError` codes
+/// (a list or a single object), then its `extensions.code`.
+fn codes(errors: &[Json]) -> Vec<ErrorCode> {
+    let code = |e: &Json| e.get("code").and_then(Json::as_str).map(ErrorCode::of);
     let mut out = Vec::new();
     for error in errors {
         let Some(extensions) = error.get("extensions") else {
             continue;
         };
         match extensions.get("clientError") {
-            Some(Json::Array(list)) => out.extend(
-                list.iter()
-                    .filter_map(|e| e.get("code").and_then(Json::as_str))
-                    .map(str::to_string),
-            ),
-            Some(Json::Object(one)) => {
-                out.extend(one.get("code").and_then(Json::as_str).map(str::to_string));
-            }
+            Some(Json::Array(list)) => out.extend(list.iter().filter_map(code)),
+            Some(one @ Json::Object(_)) => out.extend(code(one)),
             _ => {}
         }
-        out.extend(
-            extensions
-                .get("code")
-                .and_then(Json::as_str)
-                .map(str::to_string),
-        );
+        out.extend(code(extensions));
     }
     out
 }
@@ -438,7 +423,7 @@ fn client_errors(operation: &str, errors: &[Json]) -> SyncError {
         if codes.is_empty() {
             String::new()
         } else {
-            format!(" ({})", codes.join(", "))
+            format!(" ({})", joined(&codes))
         }
     ))
 }
@@ -446,6 +431,57 @@ fn client_errors(operation: &str, errors: &[Json]) -> SyncError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::psa::client::fake::FakeApi;
+    use crate::psa::clock::{Clock, ManualClock};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
+
+    #[test]
+    fn the_rate_limit_and_its_waits_pass_on_the_clock() {
+        let started = Instant::now();
+        let clock = Arc::new(ManualClock::new());
+        // The first answer says the account's limit is spent; then tickets.
+        let answered = AtomicU32::new(0);
+        let api = FakeApi::start(clock.clone(), move |_, _| {
+            let body = if answered.fetch_add(1, Ordering::Relaxed) == 0 {
+                r#"{"errors": [{"message": "slow down", "extensions": {"clientError": [{"code": "rate_limit_exceeded"}]}}]}"#
+            } else {
+                r#"{"data": {"getTicket": {"ticketId": "7", "updatedTime": "2024-01-15T10:30:00"}}}"#
+            };
+            tiny_http::Response::from_string(body)
+        });
+        let config = crate::config::Config::from_ini(
+            &format!(
+                "[superops]\napi_url = {}/msp\napi_token = t\nsubdomain = acme\nmax_requests_per_minute = 2\n",
+                api.base
+            ),
+            None,
+            &|_| None,
+        )
+        .unwrap()
+        .config;
+        let mut client = SuperopsClient::new(&config.superops, Arc::new(AtomicBool::new(false)))
+            .unwrap()
+            .with_clock(clock.clone());
+        let start = clock.now();
+        for id in [7, 7, 7] {
+            assert!(matches!(client.ticket(id), Ok(Lookup::Found(_))));
+        }
+        let arrivals: Vec<Duration> = api.arrivals().into_iter().map(|at| at - start).collect();
+        // The rate-limited request is retried after a minute (no
+        // Retry-After); with 2 a minute, the third lookup waits for the
+        // retry to age out.
+        assert_eq!(
+            arrivals,
+            [0, 60, 60, 120].map(Duration::from_secs),
+            "{arrivals:?}"
+        );
+        for window in arrivals.windows(3) {
+            assert!(window[2] - window[0] >= Duration::from_secs(60));
+        }
+        assert_eq!(client.calls, 4);
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
 
     #[test]
     fn client_error_codes_are_read_in_either_shape() {
@@ -455,7 +491,12 @@ mod tests {
         ];
         assert_eq!(
             codes(&errors),
-            ["rate_limit_exceeded", "entity_does_not_exist"]
+            [ErrorCode::RateLimitExceeded, ErrorCode::EntityDoesNotExist]
+        );
+        let other = json!({"extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}});
+        assert_eq!(
+            codes(&[other]),
+            [ErrorCode::Other("GRAPHQL_VALIDATION_FAILED".to_string())]
         );
         let error = client_errors("getTicket 5", &errors[1..]).to_string();
         assert!(

@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value as Json};
 
+use super::normalize::parse_id;
 pub use crate::config::{FIELD_KEYS, WebhookFields};
 
 /// Keys a nested body is commonly wrapped in.
@@ -151,7 +152,7 @@ pub fn foreign_ids(body: &Json) -> Vec<i64> {
             if WRAPPERS.contains(&key.to_ascii_lowercase().as_str()) {
                 continue;
             }
-            if let Some(Ok(Some(id))) = inner.get("id").map(super::freshservice::parse_id) {
+            if let Some(Ok(Some(id))) = inner.get("id").map(parse_id) {
                 out.push(id);
             }
             if depth > 0 {
@@ -259,8 +260,7 @@ pub fn scan_ticket_id(body: &[u8], custom: &WebhookFields, foreign: &[i64]) -> O
             let end = value
                 .find([',', '}', '"', '\n', '\r', ']'])
                 .unwrap_or(value.len());
-            if let Ok(Some(id)) = super::freshservice::parse_id(&Json::String(value[..end].into()))
-            {
+            if let Ok(Some(id)) = parse_id(&Json::String(value[..end].into())) {
                 if !foreign.contains(&id) {
                     return Some(id);
                 }
