@@ -29,9 +29,10 @@ use self::value::{
 use crate::error::{ConfigError, InvalidValue};
 
 pub use self::tables::{CodeTable, FIELD_KEYS, NameMap, WebhookFields, slug};
+#[cfg(test)]
+use self::value::mask_url_password;
 pub use self::value::{
-    DatabaseUrl, PostgresUrl, Secret, format_duration, mask_url_password, parse_duration,
-    parse_networks,
+    DatabaseUrl, PostgresUrl, Secret, format_duration, parse_duration, parse_networks,
 };
 
 /// Environment variable naming the configuration file.

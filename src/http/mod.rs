@@ -23,7 +23,7 @@ use socket2::{Domain, Socket, Type};
 use tiny_http::{Limits, Server};
 
 use crate::config::ServerConfig;
-pub use routes::{AppState, Current};
+pub use routes::AppState;
 
 /// How often an idle worker checks whether the server is stopping.
 const POLL: Duration = Duration::from_millis(200);

@@ -15,8 +15,8 @@ use super::auth::{self, RateLimiter};
 use super::response::{ApiError, json_response, send};
 use crate::config::Config;
 use crate::psa::{Field, Provider, TicketEvent, Value as PsaValue, lenient_json, webhook_body};
+use crate::status::StatusBoard;
 use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
-use crate::sync::SyncStatus;
 use crate::timestamp;
 
 /// The configuration in force and what is built from it; replaced whole
@@ -24,13 +24,14 @@ use crate::timestamp;
 pub struct Current {
     pub config: Arc<Config>,
     pub limiter: Arc<RateLimiter>,
-    pub sync: Arc<SyncStatus>,
 }
 
 /// What every worker shares.
 pub struct AppState {
     current: RwLock<Arc<Current>>,
     pub store: StoreClient,
+    /// What health reports.
+    pub status: Arc<StatusBoard>,
     /// When a stop began: requests read from then on are refused.
     drain_started: OnceLock<Instant>,
     /// Requests being handled, not counting those refused while draining.
@@ -38,14 +39,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: StoreClient, sync: Arc<SyncStatus>) -> AppState {
+    pub fn new(config: Arc<Config>, store: StoreClient, status: Arc<StatusBoard>) -> AppState {
         AppState {
             current: RwLock::new(Arc::new(Current {
                 limiter: Arc::new(RateLimiter::new(config.webhooks.rate_limit_per_minute)),
                 config,
-                sync,
             })),
             store,
+            status,
             drain_started: OnceLock::new(),
             in_flight: AtomicUsize::new(0),
         }
@@ -60,7 +61,7 @@ impl AppState {
 
     /// Puts a reloaded configuration in force for the next request; the
     /// rate limiter's buckets are kept unless the limit changed.
-    pub fn replace(&self, config: Arc<Config>, sync: Arc<SyncStatus>) {
+    pub fn replace(&self, config: Arc<Config>) {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         let limiter = if current.config.webhooks.rate_limit_per_minute
             == config.webhooks.rate_limit_per_minute
@@ -69,11 +70,7 @@ impl AppState {
         } else {
             Arc::new(RateLimiter::new(config.webhooks.rate_limit_per_minute))
         };
-        *current = Arc::new(Current {
-            config,
-            limiter,
-            sync,
-        });
+        *current = Arc::new(Current { config, limiter });
     }
 
     /// Starts refusing requests read from now on; returns when that began.
@@ -136,7 +133,7 @@ pub fn handle(state: &AppState, mut request: Request) {
         store: &state.store,
         config: &current.config,
         limiter: &current.limiter,
-        sync: &current.sync,
+        status: &state.status,
     };
     let peer = request
         .remote_addr()
@@ -210,7 +207,7 @@ struct Scope<'a> {
     store: &'a StoreClient,
     config: &'a Config,
     limiter: &'a RateLimiter,
-    sync: &'a SyncStatus,
+    status: &'a StatusBoard,
 }
 
 fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
@@ -267,27 +264,22 @@ fn endpoints(base_path: &str) -> Value {
     Value::Object(endpoints)
 }
 
+/// `/webhooks/health`: what the configuration in force says about
+/// webhooks and endpoints, and the service's status (database, polling,
+/// coverage), published by the writer and the pollers: a writer stuck on
+/// a frozen database cannot delay this answer.
 fn health(state: &Scope) -> Value {
     let config = state.config;
-    // Published by the writer, never asked of it: a writer stuck on a
-    // frozen database cannot delay this answer.
-    let problem = state.store.health().problem();
-    let database = problem.is_none();
     let mut body = json!({
-        "status": if database { "ok" } else { "degraded" },
         "webhooks_enabled": config.webhooks.enabled,
         "secret_configured": !config.webhooks.secrets.is_empty(),
         "ip_allowlist_enabled": !config.webhooks.allowed_ips.is_empty(),
         "supported_providers": supported_providers(),
         "endpoints": endpoints(&config.server.base_path),
-        "database": if database { "ok" } else { "unavailable" },
         "timestamp": timestamp::now(),
     });
     if let Some(map) = body.as_object_mut() {
-        if let Some(problem) = problem {
-            map.insert("database_error".into(), problem.into());
-        }
-        map.extend(state.sync.health_fields(state.store));
+        map.extend(state.status.status().health_fields());
     }
     body
 }

@@ -147,6 +147,7 @@ impl FreshserviceClient {
 
     /// The budget of one kind of call as the account last reported it:
     /// (`X-RateLimit-Total`, `X-RateLimit-Remaining`).
+    #[cfg(test)]
     pub fn budget(&self, kind: CallKind) -> (Option<u64>, Option<u64>) {
         let limiter = &self.limiters[kind.index()];
         (limiter.total, limiter.remaining)

@@ -57,11 +57,6 @@ impl<'a> Body<'a> {
         body
     }
 
-    /// Whether the ticket sat under a wrapper key rather than at the top.
-    pub fn is_nested(&self) -> bool {
-        self.layers.len() > 1
-    }
-
     /// The key and value a field is carried in, if any: the admin's keys,
     /// then Codex's, then Freshdesk's `ticket_` ones. A name that is not in
     /// [`FIELD_KEYS`] is a key itself (an API ticket's).

@@ -139,10 +139,6 @@ impl Client {
         self.run(limit, self.client.simple_query("")).map(|_| ())
     }
 
-    pub fn prepare(&self, query: &str) -> Result<Statement, Error> {
-        self.run(self.timeout, self.client.prepare(query))
-    }
-
     pub fn batch_execute(&self, query: &str) -> Result<(), Error> {
         self.run(self.timeout, self.client.batch_execute(query))
     }

@@ -11,13 +11,16 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
+use super::diff::classify;
+use super::ids;
 use super::migrate::{self, Existing, Family};
 use super::pg_client::{self, Client, Transaction};
+use super::records::{
+    Outcome, Snapshot, SyncRun, SyncState, Tombstone, UnknownValue, WebhookCounts, WriteItem,
+};
 use super::schema::{ColumnDef, Dialect};
 use super::sql::{self, Param};
-use super::{
-    Backend, Outcome, Snapshot, SyncRun, SyncState, Tombstone, WebhookCounts, WriteItem, classify,
-};
+use super::{Backend, Reads};
 use crate::config::PostgresUrl;
 use crate::error::StoreError;
 use crate::psa::{EventKind, Field, Kind, Provider, TicketEvent, Value};
@@ -55,7 +58,6 @@ pub struct PostgresBackend {
 struct Statements {
     upsert: Statement,
     journal: Statement,
-    select: Statement,
     tombstone_select: Statement,
     tombstone_upsert: Statement,
     tombstone_delete: Statement,
@@ -283,10 +285,6 @@ fn prepare(tx: &mut Transaction<'_>, companies: bool) -> Result<Statements, pg_c
             "INSERT INTO webhook_events ({}) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
              $4::text[], $5::int8[], $6::text[], $7::text[], $8::bytea[])",
             sql::JOURNAL_COLUMNS
-        ))?,
-        select: tx.prepare(&format!(
-            "SELECT {} FROM ticket_details {key}",
-            sql::snapshot_columns("")
         ))?,
         tombstone_select: tx.prepare(&format!(
             "SELECT last_updated_at::text, status::text, status_id::int8, closed_at::text FROM ticket_tombstones {key}"
@@ -696,18 +694,74 @@ impl Backend for PostgresBackend {
         Ok(deleted.unwrap_or(0))
     }
 
-    fn ticket(
-        &mut self,
-        provider: Provider,
-        ticket_id: i64,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        let row = self
-            .client
-            .query_opt(&self.statements.select, &[&ticket_id, &provider.as_str()])
-            .map_err(map_error)?;
-        row.map(|row| read_snapshot(&row, 0))
-            .transpose()
+    fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "INSERT INTO sync_state (provider, cursor, last_reconcile_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (provider) DO UPDATE SET cursor = excluded.cursor, last_reconcile_at = excluded.last_reconcile_at",
+                &[&provider.as_str(), &state.cursor, &state.last_reconcile_at],
+            )
+            .map(|_| ())
             .map_err(map_error)
+    }
+
+    fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError> {
+        self.client
+            .query_one(
+                "INSERT INTO sync_runs (provider, kind, started_at, outcome) VALUES ($1, $2, $3, $4) RETURNING id",
+                &[&run.provider, &run.kind.as_str(), &run.started_at, &run.outcome.as_str()],
+            )
+            .map(|row| row.get(0))
+            .map_err(map_error)
+    }
+
+    fn finish_run(&mut self, run: &SyncRun) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "UPDATE sync_runs SET finished_at = $2, outcome = $3, tickets_seen = $4, tickets_changed = $5, \
+                 missed_by_webhooks = $6, missed_ticket_ids = $7, api_calls = $8, error = $9 WHERE id = $1",
+                &[
+                    &run.id,
+                    &run.finished_at,
+                    &run.outcome.as_str(),
+                    &run.tickets_seen,
+                    &run.tickets_changed,
+                    &run.missed_by_webhooks,
+                    &ids::join_ids(&run.missed_ticket_ids),
+                    &run.api_calls,
+                    &run.error,
+                ],
+            )
+            .map(|_| ())
+            .map_err(map_error)
+    }
+}
+
+/// A second, small connection for reads that need no ordering with
+/// writes (the poller's schedule, status), so they never wait in the
+/// writer's queue. Each call has the client-side deadline of the writer's.
+pub struct PostgresReader {
+    client: Client,
+}
+
+impl PostgresReader {
+    pub fn connect(url: &PostgresUrl) -> Result<PostgresReader, StoreError> {
+        Ok(PostgresReader {
+            client: open_client(url)?,
+        })
+    }
+}
+
+/// A column holding one of an enum's stored texts.
+fn parsed<T: FromStr<Err = UnknownValue>>(row: &Row, at: usize) -> Result<T, StoreError> {
+    row.get::<_, &str>(at)
+        .parse()
+        .map_err(|error: UnknownValue| StoreError::Statement(error.to_string()))
+}
+
+impl Reads for PostgresReader {
+    fn verify(&mut self) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn active_tickets(
@@ -773,48 +827,6 @@ impl Backend for PostgresBackend {
             .unwrap_or_default())
     }
 
-    fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError> {
-        self.client
-            .execute(
-                "INSERT INTO sync_state (provider, cursor, last_reconcile_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (provider) DO UPDATE SET cursor = excluded.cursor, last_reconcile_at = excluded.last_reconcile_at",
-                &[&provider.as_str(), &state.cursor, &state.last_reconcile_at],
-            )
-            .map(|_| ())
-            .map_err(map_error)
-    }
-
-    fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError> {
-        self.client
-            .query_one(
-                "INSERT INTO sync_runs (provider, kind, started_at, outcome) VALUES ($1, $2, $3, $4) RETURNING id",
-                &[&run.provider, &run.kind, &run.started_at, &run.outcome],
-            )
-            .map(|row| row.get(0))
-            .map_err(map_error)
-    }
-
-    fn finish_run(&mut self, run: &SyncRun) -> Result<(), StoreError> {
-        self.client
-            .execute(
-                "UPDATE sync_runs SET finished_at = $2, outcome = $3, tickets_seen = $4, tickets_changed = $5, \
-                 missed_by_webhooks = $6, missed_ticket_ids = $7, api_calls = $8, error = $9 WHERE id = $1",
-                &[
-                    &run.id,
-                    &run.finished_at,
-                    &run.outcome,
-                    &run.tickets_seen,
-                    &run.tickets_changed,
-                    &run.missed_by_webhooks,
-                    &super::join_ids(&run.missed_ticket_ids),
-                    &run.api_calls,
-                    &run.error,
-                ],
-            )
-            .map(|_| ())
-            .map_err(map_error)
-    }
-
     fn recent_runs(
         &mut self,
         provider: Option<Provider>,
@@ -829,23 +841,24 @@ impl Backend for PostgresBackend {
                 &[&provider.map(Provider::as_str), &limit],
             )
             .map_err(map_error)?;
-        Ok(rows
-            .iter()
-            .map(|row| SyncRun {
-                id: row.get(0),
-                provider: row.get(1),
-                kind: row.get(2),
-                started_at: row.get(3),
-                finished_at: row.get(4),
-                outcome: row.get(5),
-                tickets_seen: row.get(6),
-                tickets_changed: row.get(7),
-                missed_by_webhooks: row.get(8),
-                missed_ticket_ids: super::split_ids(row.get::<_, Option<&str>>(9)),
-                api_calls: row.get(10),
-                error: row.get(11),
+        rows.iter()
+            .map(|row| {
+                Ok(SyncRun {
+                    id: row.get(0),
+                    provider: row.get(1),
+                    kind: parsed(row, 2)?,
+                    started_at: row.get(3),
+                    finished_at: row.get(4),
+                    outcome: parsed(row, 5)?,
+                    tickets_seen: row.get(6),
+                    tickets_changed: row.get(7),
+                    missed_by_webhooks: row.get(8),
+                    missed_ticket_ids: ids::split_ids(row.get::<_, Option<&str>>(9)),
+                    api_calls: row.get(10),
+                    error: row.get(11),
+                })
             })
-            .collect())
+            .collect()
     }
 
     fn missed_since(&mut self, provider: Provider, since: &str) -> Result<i64, StoreError> {

@@ -48,6 +48,7 @@ pub fn statements(dialect: Dialect) -> Vec<String> {
 }
 
 /// The version written in `schema.sql`'s header.
+#[cfg(test)]
 pub fn file_version() -> Option<i64> {
     SCHEMA_SQL
         .lines()

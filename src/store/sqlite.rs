@@ -1,20 +1,25 @@
 //! Embedded SQLite: WAL mode with `synchronous=FULL`, so a committed batch
 //! is on disk before anyone is told so.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
 
+use super::diff::classify;
+use super::ids;
 use super::migrate::{self, Existing, Family};
+use super::records::{
+    JournalEntry, Outcome, Snapshot, SyncRun, SyncState, Tombstone, UnknownValue, WebhookCounts,
+    WriteItem,
+};
 use super::schema::{self, ColumnDef, Dialect};
 use super::sql::{self, Param};
 use super::sqlite_file::{self, OpenFile};
-use super::{
-    Backend, JournalEntry, Outcome, Snapshot, SyncRun, SyncState, Tombstone, WebhookCounts,
-    WriteItem, classify,
-};
+use super::{Backend, Reads};
 use crate::error::StoreError;
 use crate::psa::{EventKind, Field, Kind, Provider, TicketEvent, Value};
 use crate::timestamp;
@@ -652,18 +657,121 @@ impl Backend for SqliteBackend {
             .map_err(map_error)
     }
 
-    fn ticket(
-        &mut self,
-        provider: Provider,
-        ticket_id: i64,
-    ) -> Result<Option<Snapshot>, StoreError> {
+    fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError> {
         self.conn
-            .prepare_cached(&self.select_sql)
-            .and_then(|mut stmt| {
-                stmt.query_row(params![ticket_id, provider.as_str()], read_snapshot)
-                    .optional()
-            })
+            .execute(
+                "INSERT INTO sync_state (provider, cursor, last_reconcile_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (provider) DO UPDATE SET cursor = excluded.cursor, last_reconcile_at = excluded.last_reconcile_at",
+                params![provider.as_str(), state.cursor, state.last_reconcile_at],
+            )
+            .map(|_| ())
             .map_err(map_error)
+    }
+
+    fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "INSERT INTO sync_runs (provider, kind, started_at, outcome) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                params![run.provider, run.kind.as_str(), run.started_at, run.outcome.as_str()],
+                |row| row.get(0),
+            )
+            .map_err(map_error)
+    }
+
+    fn finish_run(&mut self, run: &SyncRun) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE sync_runs SET finished_at = ?2, outcome = ?3, tickets_seen = ?4, tickets_changed = ?5, \
+                 missed_by_webhooks = ?6, missed_ticket_ids = ?7, api_calls = ?8, error = ?9 WHERE id = ?1",
+                params![
+                    run.id,
+                    run.finished_at,
+                    run.outcome.as_str(),
+                    run.tickets_seen,
+                    run.tickets_changed,
+                    run.missed_by_webhooks,
+                    ids::join_ids(&run.missed_ticket_ids),
+                    run.api_calls,
+                    run.error
+                ],
+            )
+            .map(|_| ())
+            .map_err(map_error)
+    }
+}
+
+/// A read connection beside the writer's: WAL lets it read while the
+/// writer commits, so reads never wait in the writer's queue.
+pub struct SqliteReader {
+    conn: Connection,
+    path: PathBuf,
+    /// The database file as opened (device, inode): the path must still
+    /// name it at each read.
+    file: (u64, u64),
+}
+
+impl SqliteReader {
+    /// Opens the database for reading. It must exist and be the one Codex
+    /// recorded; the writer creates and migrates it.
+    pub fn open(path: &Path) -> Result<SqliteReader, StoreError> {
+        let recorded = sqlite_file::recorded_id(path)?;
+        sqlite_file::check_exists(path, recorded.as_deref())?;
+        // Read-write without create: a read-only connection could not
+        // take part in WAL when the -shm file is missing.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .and_then(|conn| {
+                conn.busy_timeout(Duration::from_secs(5))?;
+                conn.execute_batch("PRAGMA query_only = 1")?;
+                Ok(conn)
+            })
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot open SQLite database {} for reading: {e}",
+                    path.display()
+                ))
+            })?;
+        let file = file_id(path)?;
+        if let Some(recorded) = &recorded {
+            sqlite_file::check_id(path, recorded, database_id(&conn)?.as_deref())?;
+        }
+        Ok(SqliteReader {
+            conn,
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+}
+
+/// A column holding one of an enum's stored texts.
+fn parsed<T: std::str::FromStr<Err = UnknownValue>>(
+    row: &Row<'_>,
+    at: usize,
+) -> rusqlite::Result<T> {
+    row.get::<_, String>(at)?.parse().map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(at, rusqlite::types::Type::Text, Box::new(error))
+    })
+}
+
+/// The device and inode of the file at `path`.
+fn file_id(path: &Path) -> Result<(u64, u64), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| StoreError::Unavailable(format!("cannot stat {}: {e}", path.display())))
+}
+
+impl Reads for SqliteReader {
+    /// The writer keeps the file it was writing when it is deleted or
+    /// replaced (see `OpenFile`); the reader only lets go of it.
+    fn verify(&mut self) -> Result<(), StoreError> {
+        match file_id(&self.path) {
+            Ok(file) if file == self.file => Ok(()),
+            _ => Err(StoreError::WrongDatabase(format!(
+                "the SQLite database {} was deleted or replaced; the read connection to it was closed",
+                self.path.display()
+            ))),
+        }
     }
 
     fn active_tickets(
@@ -733,48 +841,6 @@ impl Backend for SqliteBackend {
             .map_err(map_error)
     }
 
-    fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO sync_state (provider, cursor, last_reconcile_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (provider) DO UPDATE SET cursor = excluded.cursor, last_reconcile_at = excluded.last_reconcile_at",
-                params![provider.as_str(), state.cursor, state.last_reconcile_at],
-            )
-            .map(|_| ())
-            .map_err(map_error)
-    }
-
-    fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError> {
-        self.conn
-            .query_row(
-                "INSERT INTO sync_runs (provider, kind, started_at, outcome) VALUES (?1, ?2, ?3, ?4) RETURNING id",
-                params![run.provider, run.kind, run.started_at, run.outcome],
-                |row| row.get(0),
-            )
-            .map_err(map_error)
-    }
-
-    fn finish_run(&mut self, run: &SyncRun) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE sync_runs SET finished_at = ?2, outcome = ?3, tickets_seen = ?4, tickets_changed = ?5, \
-                 missed_by_webhooks = ?6, missed_ticket_ids = ?7, api_calls = ?8, error = ?9 WHERE id = ?1",
-                params![
-                    run.id,
-                    run.finished_at,
-                    run.outcome,
-                    run.tickets_seen,
-                    run.tickets_changed,
-                    run.missed_by_webhooks,
-                    super::join_ids(&run.missed_ticket_ids),
-                    run.api_calls,
-                    run.error
-                ],
-            )
-            .map(|_| ())
-            .map_err(map_error)
-    }
-
     fn recent_runs(
         &mut self,
         provider: Option<Provider>,
@@ -793,16 +859,14 @@ impl Backend for SqliteBackend {
                 Ok(SyncRun {
                     id: row.get(0)?,
                     provider: row.get(1)?,
-                    kind: row.get(2)?,
+                    kind: parsed(row, 2)?,
                     started_at: row.get(3)?,
                     finished_at: row.get(4)?,
-                    outcome: row.get(5)?,
+                    outcome: parsed(row, 5)?,
                     tickets_seen: row.get(6)?,
                     tickets_changed: row.get(7)?,
                     missed_by_webhooks: row.get(8)?,
-                    missed_ticket_ids: super::split_ids(
-                        row.get::<_, Option<String>>(9)?.as_deref(),
-                    ),
+                    missed_ticket_ids: ids::split_ids(row.get::<_, Option<String>>(9)?.as_deref()),
                     api_calls: row.get(10)?,
                     error: row.get(11)?,
                 })

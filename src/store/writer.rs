@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 
-use super::{
-    Backend, Command, DbHealth, FirstConnection, JournalEntry, Outcome, StoreClient, WriteItem,
-};
+use super::command::{Command, Reply, StoreClient};
+use super::db_health::DbHealth;
+use super::records::{JournalEntry, Outcome, WriteItem};
+use super::{Backend, FirstConnection};
 use crate::config::DatabaseUrl;
 use crate::error::StoreError;
 use crate::timestamp;
@@ -70,7 +71,7 @@ pub fn spawn_writer(
         .name("codex-writer".to_string())
         .spawn(move || writer.run())?;
     Ok(WriterHandle {
-        client: StoreClient { tx, health },
+        client: StoreClient::new(tx, health),
         thread,
     })
 }
@@ -92,9 +93,9 @@ struct Writer {
 }
 
 /// Where a batch's outcomes go.
-enum Reply {
-    One(oneshot::Sender<Result<Outcome, StoreError>>),
-    Many(oneshot::Sender<Result<Vec<Outcome>, StoreError>>, usize),
+enum Batched {
+    One(Reply<Outcome>),
+    Many(Reply<Vec<Outcome>>, usize),
 }
 
 impl Writer {
@@ -167,21 +168,23 @@ impl Writer {
         commands
     }
 
+    /// Applies the batch's writes in one transaction, answers them, then
+    /// runs the sync bookkeeping commands in the order they came.
     fn process(&mut self, commands: Vec<Command>) {
         let mut items = Vec::new();
         let mut replies = Vec::new();
-        let mut jobs = Vec::new();
+        let mut bookkeeping = Vec::new();
         for command in commands {
             match command {
                 Command::Write { item, reply } => {
                     items.push(*item);
-                    replies.push(Reply::One(reply));
+                    replies.push(Batched::One(reply));
                 }
                 Command::WriteMany { items: many, reply } => {
-                    replies.push(Reply::Many(reply, many.len()));
+                    replies.push(Batched::Many(reply, many.len()));
                     items.extend(many);
                 }
-                Command::Job(job) => jobs.push(job),
+                other => bookkeeping.push(other),
             }
         }
         if !items.is_empty() {
@@ -194,11 +197,11 @@ impl Writer {
             let mut results = results.into_iter();
             for reply in replies {
                 match reply {
-                    Reply::One(tx) => {
+                    Batched::One(tx) => {
                         let result = results.next().unwrap_or(Err(StoreError::Stopped));
                         let _ = tx.send(result);
                     }
-                    Reply::Many(tx, count) => {
+                    Batched::Many(tx, count) => {
                         let chunk: Result<Vec<Outcome>, StoreError> =
                             results.by_ref().take(count).collect();
                         let _ = tx.send(chunk);
@@ -206,15 +209,44 @@ impl Writer {
                 }
             }
         }
-        for job in jobs {
-            let result = match self.backend() {
-                Ok(backend) => job(Ok(backend.as_mut())),
-                Err(error) => job(Err(error)),
-            };
-            if let Some(error) = result {
-                self.lost(&error);
+        for command in bookkeeping {
+            match command {
+                Command::StartRun { run, reply } => {
+                    let result = self.call(|backend| backend.start_run(&run));
+                    let _ = reply.send(result);
+                }
+                Command::FinishRun { run, reply } => {
+                    let result = self.call(|backend| backend.finish_run(&run));
+                    let _ = reply.send(result);
+                }
+                Command::SaveSyncState {
+                    provider,
+                    state,
+                    reply,
+                } => {
+                    let result = self.call(|backend| backend.save_sync_state(provider, &state));
+                    let _ = reply.send(result);
+                }
+                Command::Write { .. } | Command::WriteMany { .. } => {
+                    unreachable!("writes were taken into the batch above")
+                }
             }
         }
+    }
+
+    /// Runs one statement outside the batch; a failure that leaves the
+    /// connection in doubt drops it.
+    fn call<T>(
+        &mut self,
+        statement: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = self
+            .backend()
+            .and_then(|backend| statement(backend.as_mut()));
+        if let Err(error) = &result {
+            self.lost(error);
+        }
+        result
     }
 
     /// Applies a batch; if it fails for a reason of its own (not the

@@ -5,263 +5,29 @@
 //! demonstrably work. It also measures how well they work: a change the
 //! poll finds before any webhook delivered it was missed by webhooks.
 
-mod report;
 mod run;
 
-pub use report::status_report;
-pub use run::{RunKind, run_sync};
+pub use run::{check_credentials, run_sync};
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use serde_json::{Map, Value, json};
 
-use crate::config::Config;
+use crate::config::{Config, format_duration};
 use crate::error::StoreError;
 use crate::psa::Provider;
-use crate::store::{Backend, Leadership, StoreClient, SyncRun, postgres::poller_lock};
+use crate::status::{Role, StatusBoard, Stored};
+use crate::store::{
+    Leadership, Reader, RunKind, RunOutcome, StoreClient, SyncRun, postgres::poller_lock,
+};
 use crate::timestamp;
 
-/// Coverage is measured over this window.
-pub(crate) const COVERAGE_WINDOW_SECS: u64 = 24 * 3600;
-/// How long a write or bookkeeping call to the writer may take.
+/// How long a write or bookkeeping call to the writer, or a read the
+/// poller waits out an outage for, may take.
 pub(crate) const STORE_WAIT: Duration = Duration::from_secs(60);
-
-/// How long health answers reuse the coverage last read from the database
-/// (by a health answer or the poller's schedule check), so that a flood of
-/// unauthenticated health checks costs the writer one query a second.
-const COVERAGE_CACHE: Duration = Duration::from_secs(1);
-/// How long a health answer waits for the coverage query: health answers
-/// within a second even while the writer is busy, and without coverage
-/// when it cannot get it in time.
-const COVERAGE_WAIT: Duration = Duration::from_millis(300);
-
-/// What `/webhooks/health` reports about polling: one entry per provider.
-pub struct SyncStatus {
-    providers: Vec<ProviderStatus>,
-}
-
-/// What `/webhooks/health` reports about one provider's polling.
-pub struct ProviderStatus {
-    provider: Provider,
-    configured: bool,
-    webhooks_enabled: bool,
-    inner: Mutex<StatusInner>,
-    /// Coverage and the last run as read from the database, and when.
-    from_db: Mutex<Option<(Instant, Coverage, Option<SyncRun>)>>,
-}
-
-#[derive(Default)]
-struct StatusInner {
-    role: &'static str,
-    interval: Option<Duration>,
-    interval_reason: String,
-    next_sync_at: Option<String>,
-    last_run: Option<SyncRun>,
-}
-
-/// Webhook coverage of one provider over the last 24 hours.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Coverage {
-    /// Changes that arrived by webhook (before any poll saw them).
-    pub by_webhook: i64,
-    /// Changes the poll found first.
-    pub missed: i64,
-    /// `by_webhook / (by_webhook + missed)`; `None` without changes.
-    pub ratio: Option<f64>,
-    /// Tickets whose changes the last run found before any webhook.
-    pub missed_last_run: Vec<i64>,
-    /// When a delivery last reached Codex and was processed.
-    pub last_webhook_at: Option<String>,
-}
-
-impl SyncStatus {
-    pub fn new(config: &Config) -> SyncStatus {
-        SyncStatus {
-            providers: Provider::ALL
-                .into_iter()
-                .map(|provider| ProviderStatus::new(config, provider))
-                .collect(),
-        }
-    }
-
-    /// The status of one provider.
-    pub fn provider(&self, provider: Provider) -> &ProviderStatus {
-        self.providers
-            .iter()
-            .find(|p| p.provider == provider)
-            .expect("SyncStatus::new makes an entry for every provider")
-    }
-
-    /// The fields `/webhooks/health` adds about polling and coverage: every
-    /// provider's under `providers` and `webhook_coverage`, and at the top
-    /// (as the predecessor's readers expect) those of the first provider
-    /// that polls, else Freshservice's.
-    pub fn health_fields(&self, store: &StoreClient) -> Map<String, Value> {
-        let mut map = Map::new();
-        let mut providers = Map::new();
-        let mut coverage = Map::new();
-        let main = self
-            .providers
-            .iter()
-            .find(|p| p.configured)
-            .unwrap_or(&self.providers[0])
-            .provider;
-        let mut ask = true;
-        for status in &self.providers {
-            let mut fields = status.health_fields(store, &mut ask);
-            if status.provider == main {
-                map.extend(fields.clone());
-            }
-            if let Some(value) = fields.remove("webhook_coverage") {
-                coverage.insert(status.provider.as_str().into(), value);
-            }
-            fields.remove("polling_interval_seconds");
-            providers.insert(status.provider.as_str().into(), Value::Object(fields));
-        }
-        map.insert("webhook_coverage".into(), Value::Object(coverage));
-        map.insert("providers".into(), Value::Object(providers));
-        map
-    }
-}
-
-impl ProviderStatus {
-    fn new(config: &Config, provider: Provider) -> ProviderStatus {
-        let configured = provider.polling(config);
-        ProviderStatus {
-            provider,
-            configured,
-            webhooks_enabled: config.webhooks.enabled,
-            inner: Mutex::new(StatusInner {
-                role: if configured { "starting" } else { "disabled" },
-                ..StatusInner::default()
-            }),
-            from_db: Mutex::new(None),
-        }
-    }
-
-    fn remember(&self, coverage: &Coverage, run: Option<&SyncRun>) {
-        *self.from_db.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), coverage.clone(), run.cloned()));
-    }
-
-    /// Coverage and the newest run, from the database: what the journal and
-    /// `sync_runs` hold, whoever wrote them (this instance's poller, another
-    /// instance's, `codex sync --once`). Read at most once a second;
-    /// `None` while the database cannot answer.
-    /// `ask` is cleared when the database did not answer in time, so that
-    /// one health answer waits for it at most once, whatever the number of
-    /// providers.
-    fn coverage(&self, store: &StoreClient, ask: &mut bool) -> Option<(Coverage, Option<SyncRun>)> {
-        let cached = self.from_db.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, coverage, run)) = cached.as_ref() {
-            if at.elapsed() < COVERAGE_CACHE {
-                return Some((coverage.clone(), run.clone()));
-            }
-        }
-        if !*ask || !store.health().is_available() {
-            return None;
-        }
-        let provider = self.provider;
-        let read = store.call_once(COVERAGE_WAIT, move |backend| {
-            read_coverage(backend, provider)
-        });
-        match read {
-            Ok((coverage, run)) => {
-                drop(cached);
-                self.remember(&coverage, run.as_ref());
-                Some((coverage, run))
-            }
-            Err(error) => {
-                log::debug!("health: cannot read webhook coverage: {error}");
-                *ask = false;
-                None
-            }
-        }
-    }
-
-    fn update(&self, change: impl FnOnce(&mut StatusInner)) {
-        change(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-
-    /// This provider's polling, last run and coverage.
-    fn health_fields(&self, store: &StoreClient, ask: &mut bool) -> Map<String, Value> {
-        let from_db = self.coverage(store, ask);
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut map = Map::new();
-        // The newest run: this instance's own, else whatever the database
-        // holds (another instance's, or `codex sync --once`).
-        let last = match (
-            &inner.last_run,
-            from_db.as_ref().and_then(|(_, r)| r.as_ref()),
-        ) {
-            (Some(own), Some(stored)) if stored.id > own.id => Some(stored),
-            (Some(own), _) => Some(own),
-            (None, stored) => stored,
-        };
-        map.insert(
-            "polling".into(),
-            json!({
-                "enabled": self.configured,
-                "role": inner.role,
-                "interval_seconds": inner.interval.map(|d| d.as_secs()),
-                "interval_reason": inner.interval_reason,
-                "next_sync_at": inner.next_sync_at,
-                "last_sync": last.map(run_json),
-            }),
-        );
-        map.insert(
-            "polling_interval_seconds".into(),
-            json!(inner.interval.map(|d| d.as_secs())),
-        );
-        map.insert(
-            "last_sync_at".into(),
-            json!(last.and_then(|r| r.finished_at.clone())),
-        );
-        map.insert(
-            "last_sync_outcome".into(),
-            json!(last.map(|r| r.outcome.clone())),
-        );
-        let coverage = from_db
-            .as_ref()
-            .map(|(c, _)| coverage_json(c, self.webhooks_enabled));
-        map.insert("webhook_coverage".into(), json!(coverage));
-        map
-    }
-}
-
-/// A run as JSON, for health and `codex sync --once`.
-pub fn run_json(run: &SyncRun) -> Value {
-    json!({
-        "id": run.id,
-        "provider": run.provider,
-        "kind": run.kind,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "outcome": run.outcome,
-        "tickets_seen": run.tickets_seen,
-        "tickets_changed": run.tickets_changed,
-        "missed_by_webhooks": run.missed_by_webhooks,
-        "missed_ticket_ids": run.missed_ticket_ids,
-        "api_calls": run.api_calls,
-        "error": run.error,
-    })
-}
-
-fn coverage_json(coverage: &Coverage, webhooks_enabled: bool) -> Value {
-    json!({
-        "webhooks_enabled": webhooks_enabled,
-        "window_hours": COVERAGE_WINDOW_SECS / 3600,
-        "coverage": coverage.ratio,
-        "changes_by_webhook": coverage.by_webhook,
-        "changes_missed": coverage.missed,
-        "missed_ticket_ids_last_run": coverage.missed_last_run,
-        "last_webhook_at": coverage.last_webhook_at,
-    })
-}
 
 /// The running poller threads, one per polled provider.
 pub struct Poller {
@@ -287,7 +53,7 @@ impl Poller {
 pub fn spawn_poller(
     config: Arc<Config>,
     store: StoreClient,
-    status: Arc<SyncStatus>,
+    board: Arc<StatusBoard>,
 ) -> std::io::Result<Poller> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut poller = Poller {
@@ -295,11 +61,11 @@ pub fn spawn_poller(
         stop: stop.clone(),
     };
     for provider in Provider::polled(&config) {
-        let (config, store, status, stop) =
-            (config.clone(), store.clone(), status.clone(), stop.clone());
+        let (config, store, board, stop) =
+            (config.clone(), store.clone(), board.clone(), stop.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("codex-poller-{provider}"))
-            .spawn(move || poll_loop(&config, &store, status.provider(provider), provider, stop));
+            .spawn(move || poll_loop(&config, &store, &board, provider, stop));
         match spawned {
             Ok(thread) => poller.threads.push(thread),
             Err(error) => {
@@ -316,10 +82,12 @@ pub fn spawn_poller(
 struct Assessment {
     interval: Duration,
     reason: String,
-    coverage: Coverage,
+    /// Webhook coverage over the last 24 hours (`None` without changes).
+    coverage: Option<f64>,
+    /// What the database holds: the newest run, the sync state.
+    stored: Stored,
     /// When the last run (of any instance) started.
     last_started_at: Option<Timestamp>,
-    last_run: Option<SyncRun>,
     reconcile_due: bool,
     /// No sync has completed yet (no cursor).
     first: bool,
@@ -328,10 +96,13 @@ struct Assessment {
 fn poll_loop(
     config: &Config,
     store: &StoreClient,
-    status: &ProviderStatus,
+    board: &StatusBoard,
     provider: Provider,
     stop: Arc<AtomicBool>,
 ) {
+    // The poller's own read connection: its schedule reads never wait in
+    // the writer's queue.
+    let mut reader = Reader::new(&config.database.url, store.health_handle());
     let mut leadership = Leadership::new(&config.database.url, poller_lock(provider));
     let scheduler = &config.scheduler;
     // Checks often enough to follow the short interval closely and to take
@@ -343,22 +114,22 @@ fn poll_loop(
     while !stop.load(Ordering::SeqCst) {
         let leader = leadership.check();
         let mut next_check = Instant::now() + check_every;
-        match assess(config, store, provider) {
+        let role = if leader { Role::Leader } else { Role::Standby };
+        match assess(config, &mut reader, provider) {
             Ok(assessment) => {
                 let low = assessment
                     .coverage
-                    .ratio
                     .is_some_and(|r| r < scheduler.min_webhook_coverage);
                 if low && !below_coverage {
                     log::warn!(
                         "{provider}: webhook coverage is {:.0}% over the last 24 h (minimum {:.0}%): {} changes reached Codex only by polling \
                          (last run: tickets {:?}). Check that the {provider} workflows are active, that their X-Webhook-Secret \
                          matches [webhooks] secret, and that [webhooks] allowed_ips admits {provider}; polling every {} meanwhile",
-                        assessment.coverage.ratio.unwrap_or(0.0) * 100.0,
+                        assessment.coverage.unwrap_or(0.0) * 100.0,
                         scheduler.min_webhook_coverage * 100.0,
-                        assessment.coverage.missed,
-                        assessment.coverage.missed_last_run,
-                        crate::config::format_duration(scheduler.ticket_sync_interval),
+                        assessment.stored.missed,
+                        assessment.stored.missed_last_run(),
+                        format_duration(scheduler.ticket_sync_interval),
                     );
                 }
                 below_coverage = low;
@@ -374,14 +145,14 @@ fn poll_loop(
                             .ok()
                     })
                     .unwrap_or_else(Timestamp::now);
-                status.remember(&assessment.coverage, assessment.last_run.as_ref());
-                status.update(|s| {
-                    s.role = if leader { "leader" } else { "standby" };
+                board.remember(provider, &assessment.stored);
+                board.update_poller(provider, |s| {
+                    s.role = role;
                     s.interval = Some(assessment.interval);
                     s.interval_reason = assessment.reason.clone();
                     s.next_sync_at = leader.then(|| timestamp::format(due));
                     if s.last_run.is_none() {
-                        s.last_run = assessment.last_run.clone();
+                        s.last_run = assessment.stored.runs.first().cloned();
                     }
                 });
                 if leader && Timestamp::now() >= due {
@@ -399,12 +170,12 @@ fn poll_loop(
                         RunKind::Incremental
                     };
                     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_sync(config, store, provider, kind, stop.clone())
+                        run_sync(config, store, &mut reader, provider, kind, stop.clone())
                     }));
                     match attempt {
                         Ok(run) => {
                             log_run(&run);
-                            status.update(|s| s.last_run = Some(run));
+                            board.update_poller(provider, |s| s.last_run = Some(run));
                         }
                         Err(_) => log::error!("a sync run panicked; polling goes on"),
                     }
@@ -418,10 +189,15 @@ fn poll_loop(
             }
             Err(error) => {
                 log::warn!("poller: cannot read the schedule: {error}");
-                status.update(|s| s.role = if leader { "leader" } else { "standby" });
+                board.update_poller(provider, |s| s.role = role);
             }
         }
         while !stop.load(Ordering::SeqCst) && Instant::now() < next_check {
+            // A reader must not hold on to a database the writer found
+            // unusable (a deleted SQLite file is the writer's to keep).
+            if store.health().problem().is_some() {
+                reader.disconnect();
+            }
             std::thread::sleep(
                 Duration::from_millis(100)
                     .min(next_check.saturating_duration_since(Instant::now())),
@@ -431,8 +207,8 @@ fn poll_loop(
 }
 
 fn log_run(run: &SyncRun) {
-    match run.outcome.as_str() {
-        "ok" => log::info!(
+    match run.outcome {
+        RunOutcome::Ok => log::info!(
             "sync {} {} run {}: {} tickets seen, {} changed, {} missed by webhooks, {} API calls",
             run.provider,
             run.kind,
@@ -442,7 +218,7 @@ fn log_run(run: &SyncRun) {
             run.missed_by_webhooks,
             run.api_calls
         ),
-        _ => log::error!(
+        RunOutcome::Failed | RunOutcome::Running => log::error!(
             "sync {} {} run {} failed after {} API calls: {}",
             run.provider,
             run.kind,
@@ -457,22 +233,20 @@ fn log_run(run: &SyncRun) {
 /// the last run.
 fn assess(
     config: &Config,
-    store: &StoreClient,
+    reader: &mut Reader,
     provider: Provider,
 ) -> Result<Assessment, StoreError> {
-    let scheduler = config.scheduler.clone();
+    let scheduler = &config.scheduler;
     let window_start = timestamp::seconds_ago(scheduler.webhook_healthy_window.as_secs());
-    let ((coverage, last_run), recent, state) = store.call(STORE_WAIT, move |backend| {
+    let (stored, recent) = reader.read_waiting(STORE_WAIT, |r| {
         Ok((
-            read_coverage(backend, provider)?,
-            backend.webhook_counts(provider, &window_start)?,
-            backend.sync_state(provider)?,
+            Stored::read(r, provider, 1)?,
+            r.webhook_counts(provider, &window_start)?,
         ))
     })?;
+    let coverage = stored.coverage();
     let webhooks_recent = recent.last_processed_at.is_some();
-    let coverage_ok = coverage
-        .ratio
-        .is_none_or(|r| r >= scheduler.min_webhook_coverage);
+    let coverage_ok = coverage.is_none_or(|r| r >= scheduler.min_webhook_coverage);
     let (interval, reason) = if !config.webhooks.enabled {
         (
             scheduler.ticket_sync_interval,
@@ -483,7 +257,7 @@ fn assess(
             scheduler.ticket_sync_interval,
             format!(
                 "no webhook delivery in the last {}",
-                crate::config::format_duration(scheduler.webhook_healthy_window)
+                format_duration(scheduler.webhook_healthy_window)
             ),
         )
     } else if !coverage_ok {
@@ -491,7 +265,7 @@ fn assess(
             scheduler.ticket_sync_interval,
             format!(
                 "webhook coverage {:.0}% is below {:.0}%",
-                coverage.ratio.unwrap_or(0.0) * 100.0,
+                coverage.unwrap_or(0.0) * 100.0,
                 scheduler.min_webhook_coverage * 100.0
             ),
         )
@@ -501,7 +275,12 @@ fn assess(
             "webhooks are delivering".to_string(),
         )
     };
-    let reconcile_due = match state.last_reconcile_at.as_deref().map(timestamp::parse) {
+    let reconcile_due = match stored
+        .state
+        .last_reconcile_at
+        .as_deref()
+        .map(timestamp::parse)
+    {
         Some(Ok(last)) => {
             Timestamp::now().duration_since(last)
                 >= SignedDuration::try_from(scheduler.reconcile_interval)
@@ -513,35 +292,12 @@ fn assess(
         interval,
         reason,
         coverage,
-        last_started_at: last_run
-            .as_ref()
+        last_started_at: stored
+            .runs
+            .first()
             .and_then(|r| timestamp::parse(&r.started_at).ok()),
-        last_run,
         reconcile_due,
-        first: state.cursor.is_none(),
+        first: stored.state.cursor.is_none(),
+        stored,
     })
-}
-
-/// Webhook coverage over the last 24 hours, from what the journal and
-/// `sync_runs` hold, and the newest run.
-pub(crate) fn read_coverage(
-    backend: &mut dyn Backend,
-    provider: Provider,
-) -> Result<(Coverage, Option<SyncRun>), StoreError> {
-    let day_start = timestamp::seconds_ago(COVERAGE_WINDOW_SECS);
-    let day = backend.webhook_counts(provider, &day_start)?;
-    let missed = backend.missed_since(provider, &day_start)?;
-    let last_run = backend.recent_runs(Some(provider), 1)?.into_iter().next();
-    let total = day.applied + missed;
-    let coverage = Coverage {
-        by_webhook: day.applied,
-        missed,
-        ratio: (total > 0).then(|| day.applied as f64 / total as f64),
-        missed_last_run: last_run
-            .as_ref()
-            .map(|r| r.missed_ticket_ids.clone())
-            .unwrap_or_default(),
-        last_webhook_at: day.last_processed_at.clone(),
-    };
-    Ok((coverage, last_run))
 }

@@ -16,7 +16,7 @@ use crate::psa::freshservice;
 use crate::psa::freshservice_api::{FreshserviceClient, FreshservicePoll, QUERY_VALUE};
 use crate::psa::superops_api::{SuperopsClient, SuperopsPoll};
 use crate::psa::{PollSource, Provider, TicketEvent};
-use crate::store::{StoreClient, SyncRun, SyncState, WriteItem};
+use crate::store::{Reader, RunKind, RunOutcome, StoreClient, SyncRun, SyncState, WriteItem};
 use crate::timestamp;
 
 /// Listings ask for changes since the cursor minus this, so that a ticket
@@ -29,122 +29,138 @@ const MAX_FILTER_PAGES: u64 = 10;
 /// Freshservice's filter query is at most this long.
 const MAX_QUERY: usize = 512;
 
-/// What a run does; recorded in `sync_runs.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunKind {
-    /// The timer's first run: the listing of everything since
-    /// `initial_sync_days`, nothing else (it has just seen every ticket).
-    Initial,
-    /// The listing of what changed since the cursor.
-    Incremental,
-    /// The listing, the deleted and spam listings, and the reconcile of
-    /// locally active tickets against the active-status listing. `codex
-    /// sync --once` always runs this.
-    Full,
-}
-
-impl RunKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunKind::Initial => "initial",
-            RunKind::Incremental => "incremental",
-            RunKind::Full => "full",
-        }
-    }
-}
-
-/// Runs one sync of `kind` and records it in `sync_runs`. `stop`
-/// interrupts it between requests.
+/// Runs one sync of `kind` and records it in `sync_runs`: the writes go
+/// through the writer, the reads through `reader`. `stop` interrupts it
+/// between requests.
 pub fn run_sync(
     config: &Config,
     store: &StoreClient,
+    reader: &mut Reader,
     provider: Provider,
     kind: RunKind,
     stop: Arc<AtomicBool>,
 ) -> SyncRun {
-    let mut run = SyncRun {
-        provider: provider.as_str().to_string(),
-        kind: kind.as_str().to_string(),
-        started_at: timestamp::now(),
-        outcome: "running".to_string(),
-        ..SyncRun::default()
-    };
-    let record = run.clone();
-    match store.call(STORE_WAIT, move |backend| backend.start_run(&record)) {
+    let mut run = SyncRun::starting(provider, kind);
+    match store.start_run(&run, STORE_WAIT) {
         Ok(id) => run.id = id,
         Err(error) => {
-            run.outcome = "failed".to_string();
+            run.outcome = RunOutcome::Failed;
             run.error = Some(format!("cannot record the run: {error}"));
             run.finished_at = Some(timestamp::now());
             return run;
         }
     }
-    let result = match provider {
-        Provider::Freshservice => FreshserviceClient::new(&config.freshservice, stop.clone())
-            .and_then(|client| {
-                let mut sync = Sync {
-                    config,
-                    store,
-                    source: FreshservicePoll {
-                        client,
-                        config: &config.freshservice,
-                    },
-                    run: &mut run,
-                    stop,
-                };
-                let result = sync.steps(kind);
-                sync.run.api_calls = sync.source.calls() as i64;
-                result
-            }),
-        Provider::SuperOps => {
-            SuperopsClient::new(&config.superops, stop.clone()).and_then(|client| {
-                let mut source = SuperopsPoll {
-                    client,
-                    config: &config.superops,
-                };
-                let settings = PollSettings {
-                    initial_sync_days: config.superops.initial_sync_days,
-                    reconcile_max_tickets: config.superops.reconcile_max_tickets,
-                    done_statuses: config.superops.done_statuses.clone(),
-                };
-                let result = poll_steps(
-                    config,
-                    store,
-                    provider,
-                    &settings,
-                    &mut source,
-                    &mut run,
-                    kind,
-                    &stop,
-                );
-                run.api_calls = source.calls() as i64;
-                result
-            })
-        }
-    };
+    let result = Source::open(config, provider, stop.clone()).and_then(|mut source| {
+        let mut sync = Sync {
+            config,
+            store,
+            reader,
+            run: &mut run,
+            stop: &stop,
+        };
+        let result = sync.steps(&mut source, kind);
+        run.api_calls = source.poll().calls() as i64;
+        result
+    });
     run.finished_at = Some(timestamp::now());
     match result {
-        Ok(()) => run.outcome = "ok".to_string(),
+        Ok(()) => run.outcome = RunOutcome::Ok,
         Err(error) => {
-            run.outcome = "failed".to_string();
+            run.outcome = RunOutcome::Failed;
             run.error = Some(error.to_string());
         }
     }
-    let record = run.clone();
-    if let Err(error) = store.call(STORE_WAIT, move |backend| backend.finish_run(&record)) {
+    if let Err(error) = store.finish_run(&run, STORE_WAIT) {
         log::error!("cannot record the end of sync run {}: {error}", run.id);
     }
     run
 }
 
-/// One Freshservice run in progress: the `PollSource` steps, and a
-/// reconcile narrowed by the active-status filter, which Freshservice has.
+/// Asks `provider`'s API whether it accepts the configured credentials
+/// (`codex check-config`), with the client a sync would use; returns the
+/// address it asked.
+pub fn check_credentials(config: &Config, provider: Provider) -> Result<String, SyncError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    match Source::open(config, provider, stop)? {
+        Source::Freshservice(mut source) => {
+            source.client.check_credentials()?;
+            Ok(config.freshservice.api_base_url().unwrap_or_default())
+        }
+        Source::SuperOps(mut source) => {
+            source.client.check_credentials()?;
+            Ok(config.superops.api_url.clone())
+        }
+    }
+}
+
+/// A provider's polling client, with what sets it apart in a full run.
+enum Source<'a> {
+    /// Freshservice lists deleted and spam tickets, and filters by status:
+    /// the reconcile looks up the locally active tickets its active-status
+    /// filter leaves out.
+    Freshservice(Box<FreshservicePoll<'a>>),
+    /// SuperOps lists neither: a full run lists every ticket, and the
+    /// reconcile looks up the locally active tickets that listing left out.
+    SuperOps(SuperopsPoll<'a>),
+}
+
+impl<'a> Source<'a> {
+    fn open(
+        config: &'a Config,
+        provider: Provider,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Self, SyncError> {
+        Ok(match provider {
+            Provider::Freshservice => Source::Freshservice(Box::new(FreshservicePoll {
+                client: FreshserviceClient::new(&config.freshservice, stop)?,
+                config: &config.freshservice,
+            })),
+            Provider::SuperOps => Source::SuperOps(SuperopsPoll {
+                client: SuperopsClient::new(&config.superops, stop)?,
+                config: &config.superops,
+            }),
+        })
+    }
+
+    fn poll(&mut self) -> &mut dyn PollSource {
+        match self {
+            Source::Freshservice(source) => source.as_mut(),
+            Source::SuperOps(source) => source,
+        }
+    }
+}
+
+/// A provider's polling settings, as a run needs them.
+struct PollSettings {
+    initial_sync_days: u32,
+    reconcile_max_tickets: u32,
+    done_statuses: Vec<String>,
+}
+
+impl PollSettings {
+    fn of(config: &Config, provider: Provider) -> PollSettings {
+        match provider {
+            Provider::Freshservice => PollSettings {
+                initial_sync_days: config.freshservice.initial_sync_days,
+                reconcile_max_tickets: config.freshservice.reconcile_max_tickets,
+                done_statuses: config.freshservice.done_statuses.clone(),
+            },
+            Provider::SuperOps => PollSettings {
+                initial_sync_days: config.superops.initial_sync_days,
+                reconcile_max_tickets: config.superops.reconcile_max_tickets,
+                done_statuses: config.superops.done_statuses.clone(),
+            },
+        }
+    }
+}
+
+/// One run in progress.
 struct Sync<'a> {
     config: &'a Config,
     store: &'a StoreClient,
-    source: FreshservicePoll<'a>,
+    reader: &'a mut Reader,
     run: &'a mut SyncRun,
-    stop: Arc<AtomicBool>,
+    stop: &'a AtomicBool,
 }
 
 /// Whether a poll change counts as missed by webhooks: with webhooks on,
@@ -155,11 +171,21 @@ struct MissedRule {
 }
 
 impl Sync<'_> {
-    fn steps(&mut self, kind: RunKind) -> Result<(), SyncError> {
-        let provider = Provider::Freshservice;
+    /// The changes since the cursor (minus the overlap). A full run also
+    /// lists the deletions the API can list and, unless
+    /// `reconcile_max_tickets` is 0, looks up each locally active ticket
+    /// the PSA no longer lists as active, marking it deleted only on the
+    /// API's word that it does not exist. The cursor moves only when every
+    /// step succeeded.
+    fn steps(&mut self, source: &mut Source<'_>, kind: RunKind) -> Result<(), SyncError> {
+        let provider = match source {
+            Source::Freshservice(_) => Provider::Freshservice,
+            Source::SuperOps(_) => Provider::SuperOps,
+        };
+        let settings = PollSettings::of(self.config, provider);
         let state = self
-            .store
-            .call(STORE_WAIT, move |b| b.sync_state(provider))?;
+            .reader
+            .read_waiting(STORE_WAIT, |r| r.sync_state(provider))?;
         let rule = MissedRule {
             counts: self.config.webhooks.enabled && state.cursor.is_some(),
         };
@@ -167,19 +193,25 @@ impl Sync<'_> {
             Some(Ok(cursor)) => cursor.checked_sub(OVERLAP).unwrap_or(cursor),
             _ => Timestamp::now()
                 .checked_sub(SignedDuration::from_hours(
-                    24 * i64::from(self.config.freshservice.initial_sync_days),
+                    24 * i64::from(settings.initial_sync_days),
                 ))
                 .unwrap_or(Timestamp::UNIX_EPOCH),
         };
         let since = timestamp::format(since);
+        let reconcile = kind == RunKind::Full && settings.reconcile_max_tickets > 0;
+        // A full run of a PSA without an active-status filter lists every
+        // ticket (every timestamp sorts after the empty string).
+        let lists_everything = reconcile && matches!(source, Source::SuperOps(_));
+        let full = match source {
+            Source::Freshservice(_) => kind == RunKind::Full,
+            Source::SuperOps(_) => reconcile,
+        };
         let mut cursor = state.cursor.clone();
+        let mut listed = HashSet::new();
 
         // 1. Everything updated since the cursor, oldest first.
-        let (store, run, stop) = (self.store, &mut *self.run, &self.stop);
-        self.source.changes(&since, &mut |events| {
-            interrupted(stop)?;
-            apply_events(store, run, events, &rule, Some(&mut cursor))
-        })?;
+        let list_since = if lists_everything { "" } else { since.as_str() };
+        self.listing(source, list_since, &rule, &mut listed, Some(&mut cursor))?;
 
         let mut new_state = SyncState {
             cursor,
@@ -189,109 +221,129 @@ impl Sync<'_> {
             // The first sync has just listed everything there is: nothing is
             // known locally that it could have missed.
             new_state.last_reconcile_at = Some(timestamp::now());
-        } else if kind == RunKind::Full {
+        } else if full {
             // 2. Tickets deleted or marked spam since the last full run: a
             // full run happens every reconcile_interval, which keeps a quiet
             // account at one API call per incremental run.
-            let since = match state.last_reconcile_at.as_deref().map(timestamp::parse) {
+            let deleted_since = match state.last_reconcile_at.as_deref().map(timestamp::parse) {
                 Some(Ok(last)) => timestamp::format(last.checked_sub(OVERLAP).unwrap_or(last)),
                 _ => since.clone(),
             };
-            let (store, run, stop) = (self.store, &mut *self.run, &self.stop);
-            self.source.deletions(&since, &mut |events| {
-                interrupted(stop)?;
-                apply_events(store, run, events, &rule, None)
-            })?;
+            self.listing(source, &deleted_since, &rule, &mut listed, None)?;
             // 3. Locally active tickets the PSA no longer lists as active.
-            self.reconcile(&rule)?;
+            if reconcile {
+                let remote = match source {
+                    Source::Freshservice(fs) => self.remote_active(fs, &rule)?,
+                    Source::SuperOps(_) => Some(listed),
+                };
+                if let Some(remote) = remote {
+                    self.look_up_missing(source.poll(), provider, &settings, &remote, &rule)?;
+                }
+            }
             new_state.last_reconcile_at = Some(timestamp::now());
         }
 
         // The run is complete: only now does the cursor move.
         self.store
-            .call(STORE_WAIT, move |b| b.save_sync_state(provider, &new_state))?;
+            .save_sync_state(provider, &new_state, STORE_WAIT)?;
         Ok(())
     }
 
-    fn check_stop(&self) -> Result<(), SyncError> {
-        interrupted(&self.stop)
-    }
-
-    /// Writes events through the writer and counts what they changed.
-    fn apply(
+    /// Applies a listing page by page, noting the tickets it listed: the
+    /// changes since `since` when given the run's `cursor` (which it moves),
+    /// else the deletions since `since`.
+    fn listing(
         &mut self,
-        events: Vec<TicketEvent>,
+        source: &mut Source<'_>,
+        since: &str,
         rule: &MissedRule,
-        cursor: Option<&mut Option<String>>,
+        listed: &mut HashSet<i64>,
+        mut cursor: Option<&mut Option<String>>,
     ) -> Result<(), SyncError> {
-        apply_events(self.store, self.run, events, rule, cursor)
+        let (store, run, stop) = (self.store, &mut *self.run, self.stop);
+        let changes = cursor.is_some();
+        let mut page = |events: Vec<TicketEvent>| {
+            interrupted(stop)?;
+            listed.extend(events.iter().map(|e| e.ticket_id));
+            apply_events(store, run, events, rule, cursor.as_deref_mut())
+        };
+        if changes {
+            source.poll().changes(since, &mut page)
+        } else {
+            source.poll().deletions(since, &mut page)
+        }
     }
 
     /// Looks up, one by one (at most `reconcile_max_tickets`), the tickets
-    /// stored as active that the PSA's active-status filter does not
-    /// return. Only a 404 for the ticket itself marks it deleted: a short or
-    /// failed listing proves nothing.
-    fn reconcile(&mut self, rule: &MissedRule) -> Result<(), SyncError> {
-        let provider = Provider::Freshservice;
-        let fs = &self.config.freshservice;
-        if fs.reconcile_max_tickets == 0 {
-            return Ok(());
-        }
-        let active_ids: Vec<i64> = fs
-            .statuses
-            .ids()
-            .filter(|(_, name)| !fs.done_statuses.iter().any(|d| d == name))
-            .map(|(id, _)| id)
-            .collect();
-        let Some(remote) = self.remote_active(&active_ids, rule)? else {
-            return Ok(());
-        };
-        let done = fs.done_statuses.clone();
-        let local = self.store.call(STORE_WAIT, move |b| {
-            b.active_tickets(provider, &done, 1_000_000)
-        })?;
+    /// stored as active that are not in `remote`. Only the API's word that
+    /// a ticket does not exist marks it deleted: a short or failed listing
+    /// proves nothing.
+    fn look_up_missing(
+        &mut self,
+        source: &mut dyn PollSource,
+        provider: Provider,
+        settings: &PollSettings,
+        remote: &HashSet<i64>,
+        rule: &MissedRule,
+    ) -> Result<(), SyncError> {
+        let done = &settings.done_statuses;
+        let local = self
+            .reader
+            .read_waiting(STORE_WAIT, |r| r.active_tickets(provider, done, 1_000_000))?;
         let candidates: Vec<i64> = local
             .into_iter()
             .map(|(id, _)| id)
             .filter(|id| !remote.contains(id))
-            .take(fs.reconcile_max_tickets as usize)
             .collect();
-        if !candidates.is_empty() {
+        let max = settings.reconcile_max_tickets as usize;
+        if candidates.len() > max {
+            log::warn!(
+                "reconcile: {provider}: {} locally active tickets to look up; checking {max} this run (reconcile_max_tickets)",
+                candidates.len(),
+            );
+        } else if !candidates.is_empty() {
             log::info!(
-                "reconcile: looking up {} tickets no longer listed as active",
+                "reconcile: {provider}: looking up {} tickets no longer listed as active",
                 candidates.len()
             );
         }
-        for id in candidates {
-            self.check_stop()?;
-            if let Some(event) = self.source.lookup(id)? {
-                self.apply(vec![event], rule, None)?;
+        for id in candidates.into_iter().take(max) {
+            interrupted(self.stop)?;
+            if let Some(event) = source.lookup(id)? {
+                apply_events(self.store, self.run, vec![event], rule, None)?;
             }
         }
         Ok(())
     }
 
-    /// Ids the active-status filter returns, or `None` when the listing is
-    /// incomplete (then nothing is concluded from it). The tickets it lists
-    /// are applied as they come: the listing settles them, and only the
-    /// locally active tickets it leaves out need looking up.
+    /// Ids Freshservice's active-status filter returns, or `None` when the
+    /// listing is incomplete (then nothing is concluded from it). The
+    /// tickets it lists are applied as they come: the listing settles
+    /// them, and only the locally active tickets it leaves out need
+    /// looking up.
     fn remote_active(
         &mut self,
-        status_ids: &[i64],
+        source: &mut FreshservicePoll<'_>,
         rule: &MissedRule,
     ) -> Result<Option<HashSet<i64>>, SyncError> {
-        let config = self.config;
+        let fs = &self.config.freshservice;
+        let status_ids: Vec<i64> = fs
+            .statuses
+            .ids()
+            .filter(|(_, name)| !fs.done_statuses.iter().any(|d| d == name))
+            .map(|(id, _)| id)
+            .collect();
         let mut remote = HashSet::new();
-        for query in filter_queries(status_ids) {
+        for query in filter_queries(&status_ids) {
             let mut seen = 0u64;
             let mut page_number = 1;
             loop {
-                self.check_stop()?;
-                let url = self.source.client.listing_url(&format!(
+                interrupted(self.stop)?;
+                let url = source.client.listing_url(&format!(
                     "/tickets/filter?query={}&page={page_number}",
                     utf8_percent_encode(&format!("\"{query}\""), QUERY_VALUE)
                 ));
-                let page = self.source.client.page(&url)?;
+                let page = source.client.page(&url)?;
                 seen += page.tickets.len() as u64;
                 if page
                     .total
@@ -313,12 +365,12 @@ impl Sync<'_> {
                     .tickets
                     .iter()
                     .filter_map(|t| {
-                        freshservice::normalize_api_ticket(t, &config.freshservice)
+                        freshservice::normalize_api_ticket(t, fs)
                             .ok()
                             .map(|n| n.event)
                     })
                     .collect();
-                self.apply(events, rule, None)?;
+                apply_events(self.store, self.run, events, rule, None)?;
                 let more = match page.total {
                     Some(total) => seen < total && !page.tickets.is_empty(),
                     None => page.next.is_some(),
@@ -388,104 +440,6 @@ fn apply_events(
             *cursor = newest;
         }
     }
-    Ok(())
-}
-
-/// A provider's polling settings, as a generic run needs them.
-struct PollSettings {
-    initial_sync_days: u32,
-    reconcile_max_tickets: u32,
-    done_statuses: Vec<String>,
-}
-
-/// A run against any `PollSource`: the changes since the cursor (minus
-/// the overlap). A full run (unless `reconcile_max_tickets` is 0) lists
-/// every ticket instead, then looks up each locally active ticket that
-/// complete listing did not return, and marks it deleted only on the API's
-/// word that it does not exist. The cursor moves only when every step
-/// succeeded.
-#[allow(clippy::too_many_arguments)]
-fn poll_steps(
-    config: &Config,
-    store: &StoreClient,
-    provider: Provider,
-    settings: &PollSettings,
-    source: &mut dyn PollSource,
-    run: &mut SyncRun,
-    kind: RunKind,
-    stop: &AtomicBool,
-) -> Result<(), SyncError> {
-    let check_stop = || interrupted(stop);
-    let state = store.call(STORE_WAIT, move |b| b.sync_state(provider))?;
-    let rule = MissedRule {
-        counts: config.webhooks.enabled && state.cursor.is_some(),
-    };
-    let since = match state.cursor.as_deref().map(timestamp::parse) {
-        Some(Ok(cursor)) => cursor.checked_sub(OVERLAP).unwrap_or(cursor),
-        _ => Timestamp::now()
-            .checked_sub(SignedDuration::from_hours(
-                24 * i64::from(settings.initial_sync_days),
-            ))
-            .unwrap_or(Timestamp::UNIX_EPOCH),
-    };
-    let since = timestamp::format(since);
-    let mut cursor = state.cursor.clone();
-    let reconcile = kind == RunKind::Full && settings.reconcile_max_tickets > 0;
-    // Every timestamp sorts after the empty string: the whole listing.
-    let list_since = if reconcile { "" } else { since.as_str() };
-    let mut listed = HashSet::new();
-    source.changes(list_since, &mut |events| {
-        check_stop()?;
-        listed.extend(events.iter().map(|e| e.ticket_id));
-        apply_events(store, run, events, &rule, Some(&mut cursor))
-    })?;
-
-    let mut new_state = SyncState {
-        cursor,
-        last_reconcile_at: state.last_reconcile_at.clone(),
-    };
-    if kind == RunKind::Initial {
-        new_state.last_reconcile_at = Some(timestamp::now());
-    } else if reconcile {
-        // Deletions the API can list, since the last full run.
-        let deleted_since = match state.last_reconcile_at.as_deref().map(timestamp::parse) {
-            Some(Ok(last)) => timestamp::format(last.checked_sub(OVERLAP).unwrap_or(last)),
-            _ => since.clone(),
-        };
-        source.deletions(&deleted_since, &mut |events| {
-            check_stop()?;
-            listed.extend(events.iter().map(|e| e.ticket_id));
-            apply_events(store, run, events, &rule, None)
-        })?;
-        let done = settings.done_statuses.clone();
-        let local = store.call(STORE_WAIT, move |b| {
-            b.active_tickets(provider, &done, 1_000_000)
-        })?;
-        let candidates: Vec<i64> = local
-            .into_iter()
-            .map(|(id, _)| id)
-            .filter(|id| !listed.contains(id))
-            .collect();
-        if candidates.len() > settings.reconcile_max_tickets as usize {
-            log::warn!(
-                "reconcile: {provider}: {} locally active tickets to look up; checking {} this run (reconcile_max_tickets)",
-                candidates.len(),
-                settings.reconcile_max_tickets
-            );
-        }
-        for id in candidates
-            .into_iter()
-            .take(settings.reconcile_max_tickets as usize)
-        {
-            check_stop()?;
-            if let Some(event) = source.lookup(id)? {
-                apply_events(store, run, vec![event], &rule, None)?;
-            }
-        }
-        new_state.last_reconcile_at = Some(timestamp::now());
-    }
-    // The run is complete: only now does the cursor move.
-    store.call(STORE_WAIT, move |b| b.save_sync_state(provider, &new_state))?;
     Ok(())
 }
 

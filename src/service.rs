@@ -1,0 +1,202 @@
+//! Start-up wiring: the store (writer and reader) that every command
+//! opens the same way, and the running service around it.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, unbounded};
+
+use crate::config::Config;
+use crate::error::StoreError;
+use crate::http::{AppState, HttpServer};
+use crate::psa::Provider;
+use crate::reload;
+use crate::status::{StatusBoard, StatusThread};
+use crate::store::{self, Reader, WriterHandle};
+use crate::sync::{self, Poller};
+
+/// Why the service (or a command that opens the store) could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The database cannot be used and waiting will not fix it (a newer
+    /// schema, a SQLite file that is not the one Codex created, a failed
+    /// migration).
+    Store(StoreError),
+    /// A thread (writer, poller, status, HTTP worker) could not be started.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Store(error) => write!(f, "{error}"),
+            StartError::Io(error) => write!(f, "cannot start: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A thread that panicked during an ordered shutdown; the others were
+/// still stopped and joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownError {
+    /// The threads that panicked: "an HTTP worker", "the poller", ...
+    pub panicked: Vec<&'static str>,
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self
+            .panicked
+            .iter()
+            .map(|name| format!("{name} panicked"))
+            .collect();
+        f.write_str(&names.join("; "))
+    }
+}
+
+impl std::error::Error for ShutdownError {}
+
+/// The store as every command opens it: the writer thread (which owns the
+/// writing connection) and a read connection.
+pub(crate) struct Store {
+    pub writer: WriterHandle,
+    pub reader: Reader,
+}
+
+/// Opens and migrates the database, starts the writer, and makes a reader.
+/// A database that cannot be reached does not stop this: the writer
+/// connects when it can (and callers see `Unavailable` meanwhile). One
+/// that waiting will not fix does.
+pub(crate) fn open_store(config: &Config) -> Result<Store, StartError> {
+    let url = &config.database.url;
+    let first = store::connect_at_start(url).map_err(StartError::Store)?;
+    let connected = first.is_ok();
+    let writer = store::spawn_writer(first, url.clone(), config.webhooks.journal_retention_days)
+        .map_err(StartError::Io)?;
+    let mut reader = Reader::new(url, writer.client.health_handle());
+    // Opened now, so that the service's descriptors are all taken at
+    // start. Failing here is no worse than at the first read, which
+    // tries again.
+    if connected {
+        if let Err(error) = reader.connect() {
+            log::warn!("cannot open the read connection yet: {error}");
+        }
+    }
+    Ok(Store { writer, reader })
+}
+
+/// The running service: HTTP workers, the writer, the poller, the status
+/// thread.
+pub struct Service {
+    http: HttpServer,
+    writer: WriterHandle,
+    poller: Option<Poller>,
+    board: Arc<StatusBoard>,
+    status: StatusThread,
+    fatal: Receiver<String>,
+}
+
+/// Starts the service on `listener` (bound by the caller, so tests can use
+/// port 0): opens the store, then starts the status thread, the poller
+/// (when configured) and the HTTP workers. Codex answers 503 while the
+/// database cannot be reached.
+pub fn run(config: Config, listener: TcpListener) -> Result<Service, StartError> {
+    let config = Arc::new(config);
+    let Store { writer, reader } = open_store(&config)?;
+    let board = Arc::new(StatusBoard::new(&config, writer.client.health_handle()));
+    let status = StatusThread::spawn(board.clone(), reader).map_err(StartError::Io)?;
+    let (fatal_tx, fatal) = unbounded();
+    let poller = spawn_poller(&config, &writer, &board)?;
+    let state = Arc::new(AppState::new(
+        config.clone(),
+        writer.client.clone(),
+        board.clone(),
+    ));
+    let http = HttpServer::start(listener, state, config.server.threads, fatal_tx)
+        .map_err(StartError::Io)?;
+    Ok(Service {
+        http,
+        writer,
+        poller,
+        board,
+        status,
+        fatal,
+    })
+}
+
+/// Starts the poller when any provider is polled.
+fn spawn_poller(
+    config: &Arc<Config>,
+    writer: &WriterHandle,
+    board: &Arc<StatusBoard>,
+) -> Result<Option<Poller>, StartError> {
+    if Provider::polled(config).is_empty() {
+        return Ok(None);
+    }
+    sync::spawn_poller(config.clone(), writer.client.clone(), board.clone())
+        .map(Some)
+        .map_err(StartError::Io)
+}
+
+impl Service {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
+    /// Puts a reloaded configuration in force without dropping a
+    /// connection: requests read from now on use it; the poller restarts
+    /// when polling settings changed. Returns what changed.
+    pub fn reload(&mut self, config: Config) -> Result<reload::Plan, StartError> {
+        let state = self.http.state();
+        let current = state.current();
+        let mut plan = reload::plan(&current.config, config);
+        let config = Arc::new(std::mem::take(&mut plan.config));
+        if plan.polling_changed {
+            if let Some(poller) = self.poller.take() {
+                if poller.stop().is_err() {
+                    log::error!("the poller panicked");
+                }
+            }
+            self.board.reset(&config);
+            self.poller = spawn_poller(&config, &self.writer, &self.board)?;
+        }
+        log::set_max_level(config.server.log_level);
+        state.replace(config);
+        Ok(plan)
+    }
+
+    /// Receives a message when the service cannot go on (an HTTP worker found the server gone).
+    pub fn fatal(&self) -> &Receiver<String> {
+        &self.fatal
+    }
+
+    /// Ordered shutdown: stop taking requests and finish those in flight,
+    /// stop the poller and the status thread, then let the writer commit
+    /// what is queued and stop.
+    pub fn shutdown(self) -> Result<(), ShutdownError> {
+        let mut panicked = Vec::new();
+        self.writer.client.health().close();
+        if self.http.stop().is_err() {
+            panicked.push("an HTTP worker");
+        }
+        if let Some(poller) = self.poller {
+            if poller.stop().is_err() {
+                panicked.push("the poller");
+            }
+        }
+        if self.status.stop().is_err() {
+            panicked.push("the status thread");
+        }
+        if self.writer.join().is_err() {
+            panicked.push("the writer");
+        }
+        if panicked.is_empty() {
+            Ok(())
+        } else {
+            Err(ShutdownError { panicked })
+        }
+    }
+}
