@@ -3,7 +3,6 @@
 //! `status`, `migrate`, `gen-secret`. Those that use the database open it
 //! as the service does (`service::open_store`).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,86 +21,80 @@ use crate::status::{Status, run_json};
 use crate::store::{self, RunKind, RunOutcome};
 use crate::sync::{check_credentials, run_sync};
 
-/// Why a one-shot command failed.
-#[derive(Debug)]
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// The configuration file cannot be found, read or accepted.
+    #[error("{0}")]
     Config(ConfigError),
     /// `serve`: the address in `[server] bind` cannot be listened on (in
     /// use, not this machine's, a privileged port).
+    #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
     /// The signal handlers or the thread that receives signals could not
     /// be installed.
+    #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
     /// The store could not be opened, or `serve` could not start (see
     /// `StartError`).
+    #[error("{0}")]
     Start(StartError),
     /// `serve`: the service could not go on (an HTTP worker found the
     /// server gone); it was shut down in order.
+    #[error("{0}")]
     Fatal(String),
     /// `serve`: a thread panicked while the service shut down.
+    #[error("{0}")]
     Shutdown(ShutdownError),
     /// `check-config`: the database cannot be used as `serve` would.
+    #[error("database: {0}")]
     Check(StoreError),
     /// The database refused or could not answer a read or write.
+    #[error("{0}")]
     Store(StoreError),
     /// `sync --provider` names a provider Codex does not know.
+    #[error("unknown provider '{0}'; use one of {names}", names = provider_names())]
     UnknownProvider(String),
     /// `sync` was asked for a provider (or, with `None`, any provider)
     /// whose account is not configured.
+    #[error("{}", not_configured(*.0))]
     NotConfigured(Option<Provider>),
     /// `check-config`: a PSA refused the credentials or could not be reached.
+    #[error("{0}: {1}")]
     Credentials(Provider, SyncError),
     /// `sync --once`: one or more runs failed, each with its error.
+    #[error("{}", failures(.0))]
     SyncFailed(Vec<(Provider, String)>),
     /// The system has no randomness to make a secret with.
+    #[error("no randomness available: {0}")]
     NoRandomness(getrandom::Error),
 }
 
-impl fmt::Display for CommandError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CommandError::Config(error) => write!(f, "{error}"),
-            CommandError::Listen(addr, error) => write!(f, "cannot listen on {addr}: {error}"),
-            CommandError::Signals(error) => {
-                write!(f, "cannot install the signal handlers: {error}")
-            }
-            CommandError::Start(error) => write!(f, "{error}"),
-            CommandError::Fatal(message) => f.write_str(message),
-            CommandError::Shutdown(error) => write!(f, "{error}"),
-            CommandError::Check(error) => write!(f, "database: {error}"),
-            CommandError::Store(error) => write!(f, "{error}"),
-            CommandError::UnknownProvider(name) => {
-                let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
-                write!(
-                    f,
-                    "unknown provider '{name}'; use one of {}",
-                    names.join(", ")
-                )
-            }
-            CommandError::NotConfigured(Some(provider)) => write!(
-                f,
-                "no {provider} account is configured: {}",
-                setup_hint(*provider)
-            ),
-            CommandError::NotConfigured(None) => {
-                let hints: Vec<&str> = Provider::ALL.into_iter().map(setup_hint).collect();
-                write!(f, "no PSA account is configured: {}", hints.join("; or "))
-            }
-            CommandError::Credentials(provider, error) => write!(f, "{provider}: {error}"),
-            CommandError::SyncFailed(failures) => {
-                let lines: Vec<String> = failures
-                    .iter()
-                    .map(|(provider, error)| format!("{provider} sync failed: {error}"))
-                    .collect();
-                f.write_str(&lines.join("; "))
-            }
-            CommandError::NoRandomness(error) => write!(f, "no randomness available: {error}"),
+fn provider_names() -> String {
+    let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+    names.join(", ")
+}
+
+fn not_configured(provider: Option<Provider>) -> String {
+    match provider {
+        Some(provider) => format!(
+            "no {provider} account is configured: {}",
+            setup_hint(provider)
+        ),
+        None => {
+            let hints: Vec<&str> = Provider::ALL.into_iter().map(setup_hint).collect();
+            format!("no PSA account is configured: {}", hints.join("; or "))
         }
     }
 }
 
-impl std::error::Error for CommandError {}
+fn failures(failures: &[(Provider, String)]) -> String {
+    let lines: Vec<String> = failures
+        .iter()
+        .map(|(provider, error)| format!("{provider} sync failed: {error}"))
+        .collect();
+    lines.join("; ")
+}
 
 /// What to set to configure a provider's account.
 fn setup_hint(provider: Provider) -> &'static str {

@@ -1,7 +1,6 @@
 //! Start-up wiring: the store (writer and reader) that every command
 //! opens the same way, and the running service around it.
 
-use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
@@ -17,47 +16,26 @@ use crate::store::{self, Reader, WriterHandle};
 use crate::sync::{self, Poller};
 
 /// Why the service (or a command that opens the store) could not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The database cannot be used and waiting will not fix it (a newer
     /// schema, a SQLite file that is not the one Codex created, a failed
     /// migration).
+    #[error("{0}")]
     Store(StoreError),
     /// A thread (writer, poller, status, HTTP worker) could not be started.
+    #[error("cannot start: {0}")]
     Io(std::io::Error),
 }
 
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Store(error) => write!(f, "{error}"),
-            StartError::Io(error) => write!(f, "cannot start: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
-
 /// A thread that panicked during an ordered shutdown; the others were
 /// still stopped and joined.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.panicked.join(" panicked; ") + " panicked")]
 pub struct ShutdownError {
     /// The threads that panicked: "an HTTP worker", "the poller", ...
     pub panicked: Vec<&'static str>,
 }
-
-impl fmt::Display for ShutdownError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<String> = self
-            .panicked
-            .iter()
-            .map(|name| format!("{name} panicked"))
-            .collect();
-        f.write_str(&names.join("; "))
-    }
-}
-
-impl std::error::Error for ShutdownError {}
 
 /// The store as every command opens it: the writer thread (which owns the
 /// writing connection) and a read connection.

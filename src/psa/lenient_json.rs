@@ -11,21 +11,12 @@
 use serde_json::{Map, Number, Value};
 
 /// Where and why a body could not be read even leniently.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
 pub struct JsonError {
     pub line: usize,
     pub column: usize,
     pub message: String,
-}
-
-impl std::fmt::Display for JsonError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "line {}, column {}: {}",
-            self.line, self.column, self.message
-        )
-    }
 }
 
 /// Nesting deeper than this is refused rather than risking the stack.

@@ -254,19 +254,12 @@ pub enum RunOutcome {
 }
 
 /// A stored text that is not one of an enum's values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {column} '{value}'")]
 pub struct UnknownValue {
     pub column: &'static str,
     pub value: String,
 }
-
-impl std::fmt::Display for UnknownValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unknown {} '{}'", self.column, self.value)
-    }
-}
-
-impl std::error::Error for UnknownValue {}
 
 /// The text an enum is stored as, and back.
 macro_rules! stored_as {
