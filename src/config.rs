@@ -39,6 +39,8 @@ pub use self::value::{
 pub const ENV_CONFIG: &str = "CODEX_CONFIG";
 /// Environment variable overriding `[webhooks] secret`.
 pub const ENV_WEBHOOK_SECRET: &str = "CODEX_WEBHOOK_SECRET";
+/// Environment variable overriding `[api] tokens`.
+pub const ENV_API_TOKENS: &str = "CODEX_API_TOKENS";
 /// Environment variable overriding `[database] connection_string`.
 pub const ENV_DATABASE_URL: &str = "CODEX_DATABASE_URL";
 /// Environment variable overriding `[freshservice] api_key`.
@@ -220,6 +222,16 @@ settings! {
         /// Requests per minute per client IP; 0 turns the limit off.
         rate_limit_per_minute: u32 = "600", Now, |v| number(v, 0, 100_000_000);
         journal_retention_days: u32 = "30", Restart, |v| number(v, 1, 36_500);
+    }
+
+    /// `[api]`: the predecessor's ticket read API (`/api/...`); off unless
+    /// `tokens` or `core_url` is set.
+    [api] ApiConfig {
+        /// Bearer tokens accepted (several during a rotation).
+        tokens: Vec<Secret> = "", Now, secrets, env ENV_API_TOKENS;
+        /// The suite's identity service: its RS256 tokens are accepted too.
+        core_url: Option<String> = "", Now,
+            optional(|v| url(v, "https://core.example.com"));
     }
 
     /// `[freshservice]`: a Freshservice account polled over its REST API.

@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::fake_freshservice::{FakeFreshservice, ticket};
-use common::{Backend, Codex, SECRET, TestDb, base_config, run_codex, run_codex_in, wait_until};
+use common::{
+    Backend, Codex, SECRET, TestDb, base_config, fixture, predecessor_db, run_codex, run_codex_in,
+    wait_until,
+};
 use serde_json::json;
 
 for_each_backend!(
@@ -26,23 +29,6 @@ for_each_backend!(
     codex_schema_1_is_upgraded_in_place,
     predecessor_database_left_half_migrated_by_codex_1_is_completed,
 );
-
-fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// The predecessor's tables, created by its exact DDL.
-fn predecessor_db(backend: &Backend) -> TestDb {
-    let db = TestDb::new(backend);
-    let ddl = if db.is_postgres() {
-        "predecessor/ddl-postgresql.sql"
-    } else {
-        "predecessor/ddl-sqlite.sql"
-    };
-    db.execute(&fixture(ddl));
-    db
-}
 
 /// The predecessor's 30 columns, in its order.
 const PREDECESSOR_COLUMNS: [&str; 30] = [

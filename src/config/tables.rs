@@ -52,6 +52,15 @@ impl CodeTable {
             .map(|(id, _)| *id)
     }
 
+    /// The display name of a normalized name (`open` -> `Open`), when the
+    /// table gives one.
+    pub fn display(&self, name: &str) -> Option<&str> {
+        self.entries
+            .values()
+            .find(|e| e.name == name)
+            .and_then(|e| e.display.as_deref())
+    }
+
     pub fn ids(&self) -> impl Iterator<Item = (i64, &str)> {
         self.entries.iter().map(|(id, e)| (*id, e.name.as_str()))
     }

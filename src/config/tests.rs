@@ -392,6 +392,7 @@ fn secrets_and_their_variables_are_declared() {
         secrets,
         [
             ("[webhooks] secret".to_string(), Some(ENV_WEBHOOK_SECRET)),
+            ("[api] tokens".to_string(), Some(ENV_API_TOKENS)),
             (
                 "[freshservice] api_key".to_string(),
                 Some(ENV_FRESHSERVICE_API_KEY)

@@ -7,7 +7,9 @@
 //! deadline) before a worker sees it: a slow or hostile client holds its own
 //! connection, never a worker.
 
+mod api;
 pub mod auth;
+mod jwt;
 pub mod response;
 mod routes;
 

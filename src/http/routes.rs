@@ -1,5 +1,6 @@
-//! Routes: `/webhooks/health`, `/webhooks/test`, `/webhooks/<provider>/ticket`,
-//! each answered with and without `[server] base_path`.
+//! Routes: `/webhooks/health`, `/webhooks/test`, `/webhooks/<provider>/ticket`
+//! and the read API under `/api/` (`api.rs`), each answered with and without
+//! `[server] base_path`.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +12,7 @@ use std::io::Read;
 use serde_json::{Value, json};
 use tiny_http::{Method, Request};
 
+use super::api::{self, ReadApi};
 use super::auth::{self, RateLimiter};
 use super::response::{ApiError, json_response, send};
 use crate::config::Config;
@@ -36,6 +38,8 @@ pub struct AppState {
     drain_started: OnceLock<Instant>,
     /// Requests being handled, not counting those refused while draining.
     in_flight: AtomicUsize,
+    /// The read API's connections and token verifier.
+    api: ReadApi,
 }
 
 impl AppState {
@@ -43,8 +47,9 @@ impl AppState {
         AppState {
             current: RwLock::new(Arc::new(Current {
                 limiter: Arc::new(RateLimiter::new(config.webhooks.rate_limit_per_minute)),
-                config,
+                config: config.clone(),
             })),
+            api: ReadApi::new(&config.database.url, store.health_handle()),
             store,
             status,
             drain_started: OnceLock::new(),
@@ -107,10 +112,13 @@ enum Route {
     Health,
     Test,
     Ticket(Provider),
+    /// The read API; the path without the base path.
+    Api(String),
 }
 
 /// Answers one request.
-pub fn handle(state: &AppState, mut request: Request) {
+pub fn handle(app: &AppState, mut request: Request) {
+    let state = app;
     let started = Instant::now();
     if state
         .drain_started
@@ -149,8 +157,17 @@ pub fn handle(state: &AppState, mut request: Request) {
     let path = url.split(['?', '#']).next().unwrap_or_default();
     log::debug!("{} {path} from {client_ip}", request.method());
 
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or_default();
     let result = match route(&state.config.server.base_path, path) {
         Err(error) => Err(error),
+        Ok(Route::Api(path)) => match request.method() {
+            Method::Get | Method::Head => {
+                api::answer(&app.api, state.config, &request, &path, query)
+                    .map(|body| json_response(200, &body))
+            }
+            _ => Err(method_not_allowed("GET")),
+        },
         Ok(Route::Health) => match request.method() {
             Method::Get | Method::Head => Ok(json_response(200, &health(state))),
             _ => Err(method_not_allowed("GET")),
@@ -219,6 +236,9 @@ fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
         path
     };
     let path = path.trim_end_matches('/');
+    if api::is_api_path(path) {
+        return Ok(Route::Api(path.to_string()));
+    }
     match path {
         "/webhooks/health" => return Ok(Route::Health),
         "/webhooks/test" => return Ok(Route::Test),

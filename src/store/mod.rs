@@ -22,6 +22,7 @@ mod records;
 mod schema;
 mod sql;
 mod sqlite;
+mod tickets;
 mod writer;
 
 use crate::config::{Config, DatabaseUrl};
@@ -35,6 +36,7 @@ pub use reader::Reader;
 pub use records::{
     JournalEntry, Outcome, RunKind, RunOutcome, SyncRun, SyncState, WebhookCounts, WriteItem,
 };
+pub use tickets::{Position, TicketPage, TicketQuery, TicketRow};
 pub use writer::{WriterHandle, spawn_writer};
 
 /// A database Codex can keep tickets in, as the writer uses it.
@@ -66,6 +68,24 @@ pub trait Reads: Send {
     /// Fails when the connection reads something other than Codex's
     /// database (a SQLite file replaced under it); it is then reopened.
     fn verify(&mut self) -> Result<(), StoreError>;
+
+    /// A page of tickets for the read API, and how many match its filters.
+    fn tickets(&mut self, query: &TicketQuery) -> Result<TicketPage, StoreError>;
+
+    /// The ticket with the PSA's id `external_id` (of `source` when given).
+    fn ticket(
+        &mut self,
+        external_id: i64,
+        source: Option<&str>,
+    ) -> Result<Option<TicketRow>, StoreError>;
+
+    /// A company's tickets (last updated in `year` when given), or `None`
+    /// when the company is not known.
+    fn company_tickets(
+        &mut self,
+        account_number: &str,
+        year: Option<&str>,
+    ) -> Result<Option<Vec<TicketRow>>, StoreError>;
 
     /// Tickets not in a done status, with their stored status ids.
     fn active_tickets(

@@ -12,6 +12,7 @@ use super::records::{
     Outcome, Snapshot, SyncRun, SyncState, Tombstone, UnknownValue, WebhookCounts, WriteItem,
 };
 use super::sql::{self, Param};
+use super::tickets::{self, TicketPage, TicketQuery, TicketRow};
 use super::{Backend, Reads};
 use crate::error::StoreError;
 use crate::psa::{Field, Kind, Provider, Value};
@@ -62,6 +63,18 @@ impl Cells {
             Cell::Null => Ok(None),
             Cell::Text(text) => Ok(Some(text.clone())),
             _ => Err(self.mismatch(at, "text")),
+        }
+    }
+
+    /// A number; an integer column reads as one too.
+    pub fn float(&self, at: usize) -> Result<Option<f64>, StoreError> {
+        match self.cell(at)? {
+            Cell::Null => Ok(None),
+            Cell::Float(x) => Ok(Some(*x)),
+            // Ticket hours fit an f64 exactly.
+            #[allow(clippy::cast_precision_loss)]
+            Cell::Int(n) => Ok(Some(*n as f64)),
+            _ => Err(self.mismatch(at, "a number")),
         }
     }
 
@@ -355,6 +368,26 @@ impl<E: Engine> Backend for E {
 impl<R: ReadConnection> Reads for R {
     fn verify(&mut self) -> Result<(), StoreError> {
         self.verify_source()
+    }
+
+    fn tickets(&mut self, query: &TicketQuery) -> Result<TicketPage, StoreError> {
+        tickets::page(self.reads(), query)
+    }
+
+    fn ticket(
+        &mut self,
+        external_id: i64,
+        source: Option<&str>,
+    ) -> Result<Option<TicketRow>, StoreError> {
+        tickets::by_external_id(self.reads(), external_id, source)
+    }
+
+    fn company_tickets(
+        &mut self,
+        account_number: &str,
+        year: Option<&str>,
+    ) -> Result<Option<Vec<TicketRow>>, StoreError> {
+        tickets::of_company(self.reads(), account_number, year)
     }
 
     fn active_tickets(

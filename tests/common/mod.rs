@@ -278,6 +278,24 @@ pub fn with_dbname(url: &str, name: &str) -> String {
     format!("{host}/{name}{query}")
 }
 
+/// A file of tests/fixtures.
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A database with the predecessor's tables, created by its exact DDL.
+pub fn predecessor_db(backend: &Backend) -> TestDb {
+    let db = TestDb::new(backend);
+    let ddl = if db.is_postgres() {
+        "predecessor/ddl-postgresql.sql"
+    } else {
+        "predecessor/ddl-sqlite.sql"
+    };
+    db.execute(&fixture(ddl));
+    db
+}
+
 /// A running `codex serve`.
 pub struct Codex {
     child: Option<Child>,

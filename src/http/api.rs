@@ -1,0 +1,502 @@
+//! The predecessor's ticket read API, for the suite's services that read
+//! tickets over HTTP (its dashboard and billing services):
+//!
+//! - `GET /api/tickets`: a page of tickets, newest first, filtered by
+//!   `company_id`, `status`, `priority`, and, beyond the predecessor,
+//!   `source` and `updated_since`; paged by `limit`/`offset` or by `cursor`
+//!   (the previous page's `next_cursor`, a keyset position);
+//! - `GET /api/ticket/<id>`: one ticket by the PSA's id;
+//! - `GET /api/companies/<account_number>/tickets`: a company's tickets.
+//!
+//! Field names and empty values are the predecessor's. A ticket Codex does
+//! not hold is 404: a read never calls the PSA. Reads use read connections
+//! of their own, never the writer's. Every request needs a bearer token:
+//! one of `[api] tokens`, or a suite JWT when `[api] core_url` is set.
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use percent_encoding::percent_decode_str;
+use serde_json::{Value, json};
+use tiny_http::Request;
+
+use super::auth;
+use super::jwt::Verifier;
+use super::response::ApiError;
+use crate::config::{Config, DatabaseUrl};
+use crate::error::StoreError;
+use crate::psa::Provider;
+use crate::store::{DbHealth, Position, Reader, Reads, TicketQuery, TicketRow};
+use crate::timestamp;
+
+/// Rows a page holds unless `limit` says otherwise (the predecessor's).
+const DEFAULT_LIMIT: i64 = 50;
+/// The most rows one page may hold.
+const MAX_LIMIT: i64 = 1000;
+/// Read connections kept open between requests.
+const IDLE_READERS: usize = 4;
+
+/// What the read API keeps between requests: idle read connections and
+/// the JWT verifier (with its cached keys) of the Core in force.
+pub struct ReadApi {
+    url: DatabaseUrl,
+    health: Arc<DbHealth>,
+    idle: Mutex<Vec<Reader>>,
+    verifier: Mutex<Option<Arc<Verifier>>>,
+}
+
+impl ReadApi {
+    pub fn new(url: &DatabaseUrl, health: Arc<DbHealth>) -> ReadApi {
+        ReadApi {
+            url: url.clone(),
+            health,
+            idle: Mutex::new(Vec::new()),
+            verifier: Mutex::new(None),
+        }
+    }
+
+    /// Runs `read` on an idle read connection, or a new one.
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&mut dyn Reads) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut reader = idle.unwrap_or_else(|| Reader::new(&self.url, self.health.clone()));
+        let result = reader.read(read);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(reader);
+        }
+        result
+    }
+
+    /// The verifier for `core_url`, made anew when the URL changed (a reload).
+    fn verifier(&self, core_url: &str) -> Arc<Verifier> {
+        let mut current = self.verifier.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted = Verifier::new(core_url);
+        match &*current {
+            Some(verifier) if verifier.jwks_url() == wanted.jwks_url() => verifier.clone(),
+            _ => current.insert(Arc::new(wanted)).clone(),
+        }
+    }
+}
+
+/// True when `path` (base path removed) is one of the API's.
+pub fn is_api_path(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// Answers a GET or HEAD of the read API: `path` without the base path,
+/// `query` the text after `?`.
+pub fn answer(
+    api: &ReadApi,
+    config: &Config,
+    request: &Request,
+    path: &str,
+    query: &str,
+) -> Result<Value, ApiError> {
+    if config.api.tokens.is_empty() && config.api.core_url.is_none() {
+        return Err(ApiError::new(404, "the read API is off").with(
+            "detail",
+            "set [api] tokens (see `codex gen-secret`) or [api] core_url in codex.conf",
+        ));
+    }
+    authenticate(api, config, request)?;
+    let params = Params::parse(query);
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
+    match segments.as_slice() {
+        ["tickets"] => tickets(api, &params),
+        ["ticket", id] => ticket(api, config, id, &params),
+        ["companies", account, "tickets"] => company_tickets(api, &decode(account), &params),
+        _ => Err(ApiError::new(404, format!("no endpoint at {path}")).with(
+            "endpoints",
+            json!([
+                "/api/tickets",
+                "/api/ticket/<id>",
+                "/api/companies/<account_number>/tickets"
+            ]),
+        )),
+    }
+}
+
+/// A bearer token: one of `[api] tokens` (compared in constant time), or a
+/// JWT from the configured Core.
+fn authenticate(api: &ReadApi, config: &Config, request: &Request) -> Result<(), ApiError> {
+    let unauthorized = |message: &str| {
+        ApiError::new(401, message).header("WWW-Authenticate", "Bearer realm=\"codex\"")
+    };
+    let header = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str());
+    let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return Err(unauthorized(
+            "send Authorization: Bearer <token> (one of [api] tokens, or a token from Core)",
+        ));
+    };
+    let token = token.trim();
+    if !config.api.tokens.is_empty() && auth::secret_matches(token, &config.api.tokens) {
+        return Ok(());
+    }
+    let Some(core_url) = &config.api.core_url else {
+        return Err(unauthorized("the token is not one of [api] tokens"));
+    };
+    api.verifier(core_url)
+        .verify(token)
+        .map_err(|error| unauthorized(&error.to_string()))
+}
+
+/// `GET /api/tickets`.
+fn tickets(api: &ReadApi, params: &Params) -> Result<Value, ApiError> {
+    let limit = params.number("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
+    let offset = params.number("offset", 0, 0, i64::MAX)?;
+    let after = params.get("cursor").map(decode_cursor).transpose()?;
+    if after.is_some() && offset > 0 {
+        return Err(ApiError::new(400, "give cursor or offset, not both"));
+    }
+    let source = match params.get("source") {
+        None => None,
+        Some(name) => Some(
+            Provider::from_name(name)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        400,
+                        format!("source '{name}' is not a provider Codex knows"),
+                    )
+                    .with("sources", Provider::ALL.map(Provider::as_str).to_vec())
+                })?
+                .as_str()
+                .to_string(),
+        ),
+    };
+    let updated_since = params
+        .get("updated_since")
+        .map(|text| {
+            timestamp::normalize(text).map_err(|error| {
+                ApiError::new(400, format!("updated_since: {error}"))
+                    .with("example", "2024-01-15T10:30:00Z")
+            })
+        })
+        .transpose()?;
+    let query = TicketQuery {
+        company: params.get("company_id").map(str::to_string),
+        status: params.get("status").map(str::to_string),
+        priority: params.get("priority").map(str::to_string),
+        source,
+        updated_since,
+        after,
+        limit,
+        offset,
+    };
+    let page = api.read(|r| r.tickets(&query)).map_err(read_error)?;
+    let next_cursor = match page.tickets.last() {
+        Some(last) if i64::try_from(page.tickets.len()) == Ok(limit) => {
+            Value::from(encode_cursor(&last.position()))
+        }
+        _ => Value::Null,
+    };
+    Ok(json!({
+        "tickets": page.tickets.iter().map(list_fields).collect::<Vec<_>>(),
+        "count": page.tickets.len(),
+        "total": page.total,
+        "offset": offset,
+        "limit": limit,
+        "next_cursor": next_cursor,
+    }))
+}
+
+/// `GET /api/ticket/<id>`.
+fn ticket(api: &ReadApi, config: &Config, id: &str, params: &Params) -> Result<Value, ApiError> {
+    let id: i64 =
+        id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+            ApiError::new(404, "Ticket not found").with("detail", "not a ticket id")
+        })?;
+    let source = params.get("source").map(str::to_string);
+    let row = api
+        .read(|r| r.ticket(id, source.as_deref()))
+        .map_err(read_error)?;
+    let row = row.ok_or_else(|| ApiError::new(404, "Ticket not found"))?;
+    Ok(detail_fields(&row, config))
+}
+
+/// `GET /api/companies/<account_number>/tickets`.
+fn company_tickets(api: &ReadApi, account: &str, params: &Params) -> Result<Value, ApiError> {
+    let year = params.get("year").map(str::to_string);
+    if let Some(year) = &year {
+        if year.len() != 4 || !year.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::new(
+                400,
+                format!("year '{year}' is not a year such as 2024"),
+            ));
+        }
+    }
+    let rows = api
+        .read(|r| r.company_tickets(account, year.as_deref()))
+        .map_err(read_error)?
+        .ok_or_else(|| ApiError::new(404, "Company not found"))?;
+    Ok(Value::Array(rows.iter().map(company_fields).collect()))
+}
+
+/// The fields every answer gives a ticket, under the predecessor's names.
+fn shared_fields(row: &TicketRow) -> serde_json::Map<String, Value> {
+    let fields = json!({
+        "ticket_number": row.ticket_number,
+        "subject": row.subject,
+        "description_text": row.description_text,
+        "status": row.status,
+        "priority": row.priority,
+        "requester_email": row.requester_email,
+        "requester_name": row.requester_name,
+        "created_at": row.created_at,
+        "last_updated_at": row.last_updated_at,
+        "closed_at": row.closed_at,
+        "total_hours_spent": row.total_hours_spent.unwrap_or(0.0),
+    });
+    match fields {
+        Value::Object(map) => map,
+        _ => unreachable!("json! of an object literal is an object"),
+    }
+}
+
+/// `shared_fields` with `more`.
+fn with_fields(row: &TicketRow, more: Value) -> Value {
+    let mut fields = shared_fields(row);
+    if let Value::Object(more) = more {
+        fields.extend(more);
+    }
+    Value::Object(fields)
+}
+
+/// A ticket in `/api/tickets`: `id` is the row id.
+fn list_fields(row: &TicketRow) -> Value {
+    with_fields(
+        row,
+        json!({
+            "id": row.id,
+            "company_id": row.company_account_number,
+            "company_compliance_level": compliance(row),
+        }),
+    )
+}
+
+/// A ticket in `/api/ticket/<id>`: `id` is the PSA's id.
+fn detail_fields(row: &TicketRow, config: &Config) -> Value {
+    let text = |name: &Option<String>, status| {
+        name.as_deref()
+            .map(|name| display(config, &row.source, name, status))
+    };
+    with_fields(
+        row,
+        json!({
+            "id": row.external_id,
+            "description": row.description,
+            "status_text": text(&row.status, true),
+            "priority_text": text(&row.priority, false),
+            "company_id": row.company_account_number,
+            "company_name": row.company_name,
+            "company_compliance_level": compliance(row),
+            "conversations": json_list(row.conversations.as_deref()),
+            "notes": json_list(row.notes.as_deref()),
+            "source": row.source,
+        }),
+    )
+}
+
+/// A ticket in a company's list: `ticket_id` is the row id.
+fn company_fields(row: &TicketRow) -> Value {
+    with_fields(
+        row,
+        json!({
+            "ticket_id": row.id,
+            "description": row.description,
+            "conversations": json_list(row.conversations.as_deref()),
+            "notes": json_list(row.notes.as_deref()),
+        }),
+    )
+}
+
+/// The company's compliance level; "standard" when it has none.
+fn compliance(row: &TicketRow) -> &str {
+    row.compliance_level
+        .as_deref()
+        .filter(|level| !level.is_empty())
+        .unwrap_or("standard")
+}
+
+/// A normalized status or priority as people read it: Freshservice's
+/// display name from the configured table, else the name in title case
+/// (`waiting_customer` -> `Waiting Customer`).
+fn display(config: &Config, source: &str, name: &str, status: bool) -> String {
+    if source == Provider::Freshservice.as_str() {
+        let table = if status {
+            &config.freshservice.statuses
+        } else {
+            &config.freshservice.priorities
+        };
+        if let Some(display) = table.display(name) {
+            return display.to_string();
+        }
+    }
+    name.split('_')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut chars = w.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_uppercase().chain(chars).collect()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A JSON array kept in a text column; `[]` when empty or not an array.
+fn json_list(text: Option<&str>) -> Value {
+    text.and_then(|t| serde_json::from_str::<Value>(t).ok())
+        .filter(Value::is_array)
+        .unwrap_or_else(|| json!([]))
+}
+
+fn read_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::Unavailable(_) | StoreError::Timeout | StoreError::Overloaded => {
+            ApiError::new(503, "the database is unavailable; retry later")
+                .header("Retry-After", "10")
+        }
+        other => {
+            log::error!("read API: {other}");
+            ApiError::new(500, "the tickets could not be read; see the Codex log")
+        }
+    }
+}
+
+/// A keyset position as an opaque cursor.
+fn encode_cursor(position: &Position) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{}", position.id, position.last_updated_at))
+}
+
+fn decode_cursor(text: &str) -> Result<Position, ApiError> {
+    let bad = || {
+        ApiError::new(400, "cursor is not one this API gave").with(
+            "detail",
+            "pass the next_cursor of the previous answer unchanged",
+        )
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (id, last_updated_at) = text.split_once('|').ok_or_else(bad)?;
+    Ok(Position {
+        id: id.parse().map_err(|_| bad())?,
+        last_updated_at: last_updated_at.to_string(),
+    })
+}
+
+/// A path segment or query value, percent-decoded (`+` is a space in a query).
+fn decode(text: &str) -> String {
+    percent_decode_str(text).decode_utf8_lossy().into_owned()
+}
+
+/// The query string's parameters; the first of a repeated name counts.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(query: &str) -> Params {
+        Params(
+            query
+                .split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    (
+                        decode(&name.replace('+', " ")),
+                        decode(&value.replace('+', " ")),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// A parameter's value; an empty one counts as not given.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn number(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+        let Some(text) = self.get(name) else {
+            return Ok(default);
+        };
+        text.parse::<i64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    400,
+                    format!("{name} must be a whole number from {min} to {max}, not '{text}'"),
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_comes_back_as_the_position_it_was_made_from() {
+        let position = Position {
+            last_updated_at: "2024-01-15T10:30:00Z".into(),
+            id: 42,
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&position)).unwrap(), position);
+        assert_eq!(decode_cursor("!!").unwrap_err().status, 400);
+        assert_eq!(
+            decode_cursor(&URL_SAFE_NO_PAD.encode("x|y"))
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn query_parameters_are_decoded_and_empty_ones_are_absent() {
+        let params = Params::parse("company_id=ACME%20Co&status=&limit=5&company_id=other&q=a+b");
+        assert_eq!(params.get("company_id"), Some("ACME Co"));
+        assert_eq!(params.get("status"), None);
+        assert_eq!(params.get("q"), Some("a b"));
+        assert_eq!(params.number("limit", 50, 1, 1000).unwrap(), 5);
+        assert_eq!(params.number("offset", 0, 0, 9).unwrap(), 0);
+        let params = Params::parse("limit=0");
+        let error = params.number("limit", 50, 1, 1000).unwrap_err();
+        assert!(
+            error.message().contains("from 1 to 1000"),
+            "{}",
+            error.message()
+        );
+    }
+
+    #[test]
+    fn names_without_a_display_name_read_in_title_case() {
+        let config = Config::default();
+        assert_eq!(display(&config, "freshservice", "open", true), "Open");
+        assert_eq!(
+            display(&config, "superops", "waiting_on_customer", true),
+            "Waiting On Customer"
+        );
+    }
+
+    #[test]
+    fn conversations_that_are_not_a_json_array_read_as_empty() {
+        assert_eq!(json_list(None), json!([]));
+        assert_eq!(json_list(Some("")), json!([]));
+        assert_eq!(json_list(Some("{\"a\":1}")), json!([]));
+        assert_eq!(
+            json_list(Some("[{\"body\":\"hi\"}]")),
+            json!([{"body": "hi"}])
+        );
+    }
+}
