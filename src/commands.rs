@@ -1,6 +1,7 @@
 //! The commands the binary offers: `serve` (the service until SIGTERM,
 //! reloading on SIGHUP) and the one-shot `check-config`, `sync --once`,
-//! `status`, `migrate`, `gen-secret`. Those that use the database open it
+//! `status`, `migrate`, `gen-secret` (`send-test` and `backup` have modules
+//! of their own). Those that use the database open it
 //! as the service does (`service::open_store`).
 
 use std::net::SocketAddr;
@@ -13,9 +14,11 @@ use serde_json::Value;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::backup::BackupError;
 use crate::config::Config;
 use crate::error::{ConfigError, StoreError, SyncError};
 use crate::psa::Provider;
+use crate::send_test::SendTestError;
 use crate::service::{Service, ShutdownError, StartError, open_store, run};
 use crate::status::{Status, run_json};
 use crate::store::{self, RunKind, RunOutcome};
@@ -68,6 +71,15 @@ pub enum CommandError {
     /// The system has no randomness to make a secret with.
     #[error("no randomness available: {0}")]
     NoRandomness(getrandom::Error),
+    /// `send-test`: the delivery could not be sent, or was refused.
+    #[error("{0}")]
+    SendTest(#[from] SendTestError),
+    /// `backup`: no copy was written.
+    #[error("{0}")]
+    Backup(#[from] BackupError),
+    /// The command line asks for something the command does not do.
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn provider_names() -> String {

@@ -21,18 +21,21 @@
 
 #![forbid(unsafe_code)]
 
+mod backup;
 mod commands;
 mod config;
 mod error;
 mod http;
 mod psa;
 mod reload;
+mod send_test;
 mod service;
 mod status;
 mod store;
 mod sync;
 mod timestamp;
 
+pub use backup::{BackupError, backup};
 pub use commands::{
     CommandError, check_config, gen_secret, load_config, migrate, serve, status, sync_once,
     sync_providers,
@@ -40,4 +43,5 @@ pub use commands::{
 pub use config::Config;
 pub use http::bind;
 pub use reload::Plan;
+pub use send_test::{SendTestError, TestEvent, send_test};
 pub use service::{Service, ShutdownError, StartError, run};

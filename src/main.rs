@@ -31,6 +31,35 @@ enum Command {
     Sync(SyncArgs),
     /// Print the last sync runs, webhook counts and coverage.
     Status(ConfigArg),
+    /// Post the guide's Freshservice template with the configured secret to
+    /// the running Codex and say what the answer means.
+    SendTest(SendTestArgs),
+    /// Write a consistent copy of the SQLite database while Codex runs, and
+    /// check it (for PostgreSQL: print the pg_dump command to use).
+    Backup(BackupArgs),
+}
+
+#[derive(clap::Args)]
+struct SendTestArgs {
+    /// Which of the guide's workflows to imitate.
+    #[arg(long, value_name = "EVENT", default_value = "updated",
+          value_parser = ["created", "updated", "deleted"])]
+    event: String,
+    /// Post here instead of the configured endpoint
+    /// (http://<[server] bind><[server] base_path>/webhooks/freshservice/ticket).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(clap::Args)]
+struct BackupArgs {
+    /// Where the copy goes; an existing file is never overwritten.
+    #[arg(value_name = "PATH")]
+    path: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(clap::Args)]
@@ -110,6 +139,25 @@ fn execute(command: Command) -> Result<(), CommandError> {
         Command::Status(args) => {
             let config = codex::load_config(args.config.as_deref())?;
             print!("{}", codex::status(&config)?);
+            Ok(())
+        }
+        Command::SendTest(args) => {
+            let config = codex::load_config(args.config.config.as_deref())?;
+            let event = codex::TestEvent::from_name(&args.event)
+                .ok_or_else(|| CommandError::Usage(format!("unknown event '{}'", args.event)))?;
+            let exchange = codex::send_test(&config, event, args.url.as_deref())?;
+            println!(
+                "{} answered {} {}",
+                exchange.url, exchange.status, exchange.answer
+            );
+            println!("{}", exchange.meaning);
+            Ok(())
+        }
+        Command::Backup(args) => {
+            let config = codex::load_config(args.config.config.as_deref())?;
+            for line in codex::backup(&config, &args.path)?.lines {
+                println!("{line}");
+            }
             Ok(())
         }
     }
