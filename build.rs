@@ -8,11 +8,14 @@
 //!   binaries, and fail, not skip, when they are missing).
 //! - `codex_mount_tests`: `CODEX_TEST_MOUNTS=1`, the tests may mount small
 //!   filesystems (tmpfs; needs root) to fill a disk or make it read-only.
+//! - `codex_prometheus_tests`: `CODEX_TEST_PROMETHEUS_PYTHON` names a
+//!   Python with `prometheus_client`, whose parser reads `/metrics`.
 
 fn main() {
     for (variable, cfg) in [
         ("CODEX_TEST_DATABASE_URL", "codex_postgres_tests"),
         ("CODEX_TEST_MOUNTS", "codex_mount_tests"),
+        ("CODEX_TEST_PROMETHEUS_PYTHON", "codex_prometheus_tests"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         println!("cargo::rerun-if-env-changed={variable}");

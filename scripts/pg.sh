@@ -83,4 +83,20 @@ test_env() {
   if [ "$(id -u)" -eq 0 ]; then
     export CODEX_TEST_MOUNTS=1
   fi
+  if [ -z "${CODEX_TEST_PROMETHEUS_PYTHON:-}" ]; then
+    prometheus_parser && export CODEX_TEST_PROMETHEUS_PYTHON="$PROM_PYTHON"
+  fi
+}
+
+# A Python with the Prometheus client's text parser, for the /metrics
+# tests: a virtual environment under target/ (rebuilt when missing), with
+# prometheus_client from PyPI. Sets PROM_PYTHON.
+prometheus_parser() {
+  local venv=target/prometheus-venv
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+    echo "making $venv with prometheus_client (the /metrics tests parse with it)" >&2
+    python3 -m venv "$venv" >&2 || return 1
+    "$venv/bin/pip" install -q --disable-pip-version-check prometheus_client >&2 || return 1
+  fi
+  PROM_PYTHON="$(pwd)/$venv/bin/python"
 }

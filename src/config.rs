@@ -41,6 +41,8 @@ pub const ENV_CONFIG: &str = "CODEX_CONFIG";
 pub const ENV_WEBHOOK_SECRET: &str = "CODEX_WEBHOOK_SECRET";
 /// Environment variable overriding `[api] tokens`.
 pub const ENV_API_TOKENS: &str = "CODEX_API_TOKENS";
+/// Environment variable overriding `[status] token`.
+pub const ENV_STATUS_TOKEN: &str = "CODEX_STATUS_TOKEN";
 /// Environment variable overriding `[database] connection_string`.
 pub const ENV_DATABASE_URL: &str = "CODEX_DATABASE_URL";
 /// Environment variable overriding `[freshservice] api_key`.
@@ -232,6 +234,14 @@ settings! {
         /// The suite's identity service: its RS256 tokens are accepted too.
         core_url: Option<String> = "", Now,
             optional(|v| url(v, "https://core.example.com"));
+    }
+
+    /// `[status]`: who may see `/status` and `/metrics`.
+    [status] StatusConfig {
+        /// Clients that need no token (CIDRs); loopback by default.
+        allowed_ips: Vec<IpNet> = "127.0.0.0/8, ::1/128", Now, parse_networks;
+        /// Opens them from anywhere: as a bearer token or the password of HTTP Basic.
+        token: Option<Secret> = "", Now, optional(secret), env ENV_STATUS_TOKEN;
     }
 
     /// `[freshservice]`: a Freshservice account polled over its REST API.

@@ -26,6 +26,7 @@ mod commands;
 mod config;
 mod error;
 mod http;
+mod metrics;
 mod psa;
 mod reload;
 mod send_test;

@@ -393,6 +393,7 @@ fn secrets_and_their_variables_are_declared() {
         [
             ("[webhooks] secret".to_string(), Some(ENV_WEBHOOK_SECRET)),
             ("[api] tokens".to_string(), Some(ENV_API_TOKENS)),
+            ("[status] token".to_string(), Some(ENV_STATUS_TOKEN)),
             (
                 "[freshservice] api_key".to_string(),
                 Some(ENV_FRESHSERVICE_API_KEY)

@@ -71,6 +71,11 @@ impl ReadApi {
         result
     }
 
+    /// Rows in the delivery journal, for `/metrics`.
+    pub fn read_journal_rows(&self) -> Result<i64, StoreError> {
+        self.read(|r| r.journal_rows())
+    }
+
     /// The verifier for `core_url`, made anew when the URL changed (a reload).
     fn verifier(&self, core_url: &str) -> Arc<Verifier> {
         let mut current = self.verifier.lock().unwrap_or_else(|p| p.into_inner());

@@ -10,6 +10,7 @@
 mod api;
 pub mod auth;
 mod jwt;
+mod operator;
 pub mod response;
 mod routes;
 

@@ -91,6 +91,15 @@ pub fn json_response(status: u16, body: &Value) -> Response<Cursor<Vec<u8>>> {
     response
 }
 
+/// A response of `content_type` text.
+pub fn text_response(status: u16, content_type: &str, body: String) -> Response<Cursor<Vec<u8>>> {
+    let mut response = Response::from_data(body.into_bytes()).with_status_code(StatusCode(status));
+    if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
+        response.add_header(header);
+    }
+    response
+}
+
 /// Sends `response`; with `close`, with `Connection: close`, and the
 /// connection is closed after it.
 pub fn send(

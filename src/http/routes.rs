@@ -14,8 +14,10 @@ use tiny_http::{Method, Request};
 
 use super::api::{self, ReadApi};
 use super::auth::{self, RateLimiter};
-use super::response::{ApiError, json_response, send};
+use super::operator;
+use super::response::{ApiError, json_response, send, text_response};
 use crate::config::Config;
+use crate::metrics::{self, RouteKind, Scraped};
 use crate::psa::{Field, Provider, TicketEvent, Value as PsaValue, lenient_json, webhook_body};
 use crate::status::StatusBoard;
 use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
@@ -114,6 +116,20 @@ enum Route {
     Ticket(Provider),
     /// The read API; the path without the base path.
     Api(String),
+    /// Prometheus metrics.
+    Metrics,
+}
+
+impl Route {
+    fn kind(&self) -> RouteKind {
+        match self {
+            Route::Health => RouteKind::Health,
+            Route::Test => RouteKind::Test,
+            Route::Ticket(_) => RouteKind::Delivery,
+            Route::Api(_) => RouteKind::Api,
+            Route::Metrics => RouteKind::Operator,
+        }
+    }
 }
 
 /// Answers one request.
@@ -159,8 +175,17 @@ pub fn handle(app: &AppState, mut request: Request) {
 
     let query = url.split_once('?').map_or("", |(_, q)| q);
     let query = query.split('#').next().unwrap_or_default();
-    let result = match route(&state.config.server.base_path, path) {
+    let route = route(&state.config.server.base_path, path);
+    let kind = route.as_ref().map_or(RouteKind::Other, Route::kind);
+    let result = match route {
         Err(error) => Err(error),
+        Ok(Route::Metrics) => match request.method() {
+            Method::Get | Method::Head => {
+                operator::allow(&state.config.status, client_ip, &request)
+                    .map(|()| text_response(200, metrics::CONTENT_TYPE, scrape(app, state)))
+            }
+            _ => Err(method_not_allowed("GET")),
+        },
         Ok(Route::Api(path)) => match request.method() {
             Method::Get | Method::Head => {
                 api::answer(&app.api, state.config, &request, &path, query)
@@ -194,6 +219,14 @@ pub fn handle(app: &AppState, mut request: Request) {
                     .and_then(|body| deliver(state, provider, client_ip, body));
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
                 match &outcome {
+                    Ok(delivered) => metrics::metrics().delivery(
+                        provider,
+                        delivered.body["status"].as_str().unwrap_or("accepted"),
+                        delivered.status,
+                    ),
+                    Err(error) => metrics::metrics().delivery(provider, "refused", error.status),
+                }
+                match &outcome {
                     Ok(delivered) => log::info!(
                         "{provider} ticket={} event={} outcome={} status={} {elapsed:.1}ms ip={client_ip}",
                         delivered.body["ticket_id"],
@@ -216,6 +249,31 @@ pub fn handle(app: &AppState, mut request: Request) {
     if let Err(error) = send(request, response, false) {
         log::debug!("could not send the response to {client_ip}: {error}");
     }
+    metrics::metrics().request(kind, started.elapsed());
+}
+
+/// The metrics text, with what is read at scrape time: the database's
+/// state from the writer, coverage from the status board, the journal's
+/// size from a read connection.
+fn scrape(app: &AppState, state: &Scope) -> String {
+    let status = state.status.status();
+    let coverage = status
+        .providers
+        .iter()
+        .map(|p| (p.provider, p.stored.as_ref().and_then(|s| s.coverage())))
+        .collect();
+    let journal_rows = match app.api.read_journal_rows() {
+        Ok(rows) => Some(rows),
+        Err(error) => {
+            log::debug!("metrics: cannot count the journal: {error}");
+            None
+        }
+    };
+    metrics::metrics().render(&Scraped {
+        database_up: state.store.health().problem().is_none(),
+        coverage,
+        journal_rows,
+    })
 }
 
 /// What one request is handled with: the configuration in force when it
@@ -240,6 +298,7 @@ fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
         return Ok(Route::Api(path.to_string()));
     }
     match path {
+        "/metrics" => return Ok(Route::Metrics),
         "/webhooks/health" => return Ok(Route::Health),
         "/webhooks/test" => return Ok(Route::Test),
         _ => {}

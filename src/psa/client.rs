@@ -129,6 +129,7 @@ impl Retries {
         retry_after: Option<Duration>,
     ) -> Result<Duration, SyncError> {
         self.rate_limited += 1;
+        crate::metrics::metrics().rate_limit_wait(self.provider);
         if self.rate_limited > MAX_RATE_LIMITED {
             return Err(SyncError::Api(format!(
                 "{what} is still rate limited after {MAX_RATE_LIMITED} waits"

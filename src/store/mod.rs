@@ -69,6 +69,9 @@ pub trait Reads: Send {
     /// database (a SQLite file replaced under it); it is then reopened.
     fn verify(&mut self) -> Result<(), StoreError>;
 
+    /// Rows in the delivery journal (`webhook_events`).
+    fn journal_rows(&mut self) -> Result<i64, StoreError>;
+
     /// A page of tickets for the read API, and how many match its filters.
     fn tickets(&mut self, query: &TicketQuery) -> Result<TicketPage, StoreError>;
 

@@ -236,6 +236,8 @@ pub const RUNS_RECENT: &str = "SELECT id, provider, kind, started_at, finished_a
 pub const MISSED_SINCE: &str = "SELECT CAST(coalesce(sum(missed_by_webhooks), 0) AS BIGINT) \
      FROM sync_runs WHERE provider = ?1 AND started_at >= ?2 AND outcome = 'ok'";
 
+pub const JOURNAL_ROWS: &str = "SELECT CAST(count(*) AS BIGINT) FROM webhook_events";
+
 pub const META_GET: &str = "SELECT value FROM codex_meta WHERE key = ?1";
 
 pub const META_SET: &str = "INSERT INTO codex_meta (key, value) VALUES (?1, ?2) \
@@ -262,6 +264,7 @@ pub fn all(dialect: Dialect) -> Vec<String> {
             RUN_FINISH,
             RUNS_RECENT,
             MISSED_SINCE,
+            JOURNAL_ROWS,
             META_GET,
             META_SET,
         ]
@@ -368,6 +371,12 @@ impl<E: Engine> Backend for E {
 impl<R: ReadConnection> Reads for R {
     fn verify(&mut self) -> Result<(), StoreError> {
         self.verify_source()
+    }
+
+    fn journal_rows(&mut self) -> Result<i64, StoreError> {
+        Ok(one(self.reads().query(JOURNAL_ROWS, &[])?)?
+            .int(0)?
+            .unwrap_or_default())
     }
 
     fn tickets(&mut self, query: &TicketQuery) -> Result<TicketPage, StoreError> {

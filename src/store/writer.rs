@@ -158,6 +158,7 @@ impl Writer {
     /// it. While one batch commits the next accumulates, so batches grow
     /// with the load by themselves (group commit).
     fn gather(&self, first: Command) -> Vec<Command> {
+        crate::metrics::metrics().queue_depth(self.rx.len() + 1);
         let mut commands = vec![first];
         while commands.len() < MAX_BATCH {
             match self.rx.try_recv() {
@@ -193,7 +194,9 @@ impl Writer {
                     journal.sanitize();
                 }
             }
+            let started = Instant::now();
             let results = self.apply(&items);
+            crate::metrics::metrics().commit(items.len(), started.elapsed());
             let mut results = results.into_iter();
             for reply in replies {
                 match reply {

@@ -12,6 +12,7 @@ use percent_encoding::utf8_percent_encode;
 use super::STORE_WAIT;
 use crate::config::Config;
 use crate::error::SyncError;
+use crate::metrics;
 use crate::psa::freshservice;
 use crate::psa::freshservice_api::{FreshserviceClient, FreshservicePoll, QUERY_VALUE};
 use crate::psa::superops_api::{SuperopsClient, SuperopsPoll};
@@ -47,6 +48,7 @@ pub fn run_sync(
             run.outcome = RunOutcome::Failed;
             run.error = Some(format!("cannot record the run: {error}"));
             run.finished_at = Some(timestamp::now());
+            metrics::metrics().sync_run(provider, run.outcome.as_str());
             return run;
         }
     }
@@ -73,6 +75,9 @@ pub fn run_sync(
     if let Err(error) = store.finish_run(&run, STORE_WAIT) {
         log::error!("cannot record the end of sync run {}: {error}", run.id);
     }
+    let metrics = metrics::metrics();
+    metrics.sync_run(provider, run.outcome.as_str());
+    metrics.api_calls(provider, run.api_calls);
     run
 }
 
