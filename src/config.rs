@@ -335,9 +335,9 @@ impl Config {
     ) -> Result<Loaded, ConfigError> {
         let origin = origin(source.as_deref());
         let map = read_ini(text, &origin)?;
-        let mut warnings = unknown_keys(&map, &origin);
+        let mut warnings = Vec::new();
         let mut config = Config::default();
-        let mut problems = Vec::new();
+        let mut problems = unknown_names(&map);
         for setting in SETTINGS {
             for (place, key, text) in texts(setting, &map, env) {
                 if let Err(error) = (setting.set)(&mut config, &key, &text) {
@@ -474,17 +474,21 @@ fn read_ini(text: &str, origin: &str) -> Result<IniMap, ConfigError> {
     })
 }
 
-/// A warning for every section and key Codex does not read, with the
-/// known name it most likely meant.
-fn unknown_keys(map: &IniMap, origin: &str) -> Vec<String> {
-    let mut warnings = Vec::new();
+/// A problem for every section and key Codex does not read, with what was
+/// most likely meant: a key of another section says where it belongs; a
+/// typo (transposed letters included) is answered with the closest known
+/// name of any section.
+fn unknown_names(map: &IniMap) -> Vec<String> {
+    let mut sections: Vec<&str> = SETTINGS.iter().map(|s| s.section).collect();
+    sections.dedup();
+    let mut problems = Vec::new();
     for (section, keys) in BTreeMap::from_iter(map) {
         let settings: Vec<&Setting> = SETTINGS.iter().filter(|s| s.section == section).collect();
         if settings.is_empty() {
-            let known = SETTINGS.iter().map(|s| s.section);
-            let hint = did_you_mean(section, known).map(|s| format!("; did you mean [{s}]?"));
-            warnings.push(format!(
-                "{origin}: unknown section [{section}] is ignored{}",
+            let hint = did_you_mean(section, sections.iter().copied())
+                .map(|s| format!("; did you mean [{s}]?"));
+            problems.push(format!(
+                "[{section}] is not a section Codex reads{}",
                 hint.unwrap_or_default()
             ));
             continue;
@@ -497,26 +501,49 @@ fn unknown_keys(map: &IniMap, origin: &str) -> Vec<String> {
             if known.contains(&key.as_str()) {
                 continue;
             }
-            // A close name in the section, else the same name in another one.
-            let hint = did_you_mean(key, known.iter().copied())
-                .map(str::to_string)
-                .or_else(|| Some(SETTINGS.iter().find(|s| s.key == Some(key))?.name()));
-            warnings.push(format!(
-                "{origin}: unknown key [{section}] {key} is ignored{}",
-                hint.map(|h| format!("; did you mean {h}?"))
-                    .unwrap_or_default()
+            problems.push(format!(
+                "[{section}] {key} is not a key Codex reads{}",
+                key_hint(key, &known)
             ));
         }
     }
-    warnings
+    problems
+}
+
+/// What an unknown key most likely meant: the same key in another
+/// section, else a close key in its own section, else a close key of
+/// another section.
+fn key_hint(key: &str, known_here: &[&str]) -> String {
+    let elsewhere: Vec<&str> = SETTINGS
+        .iter()
+        .filter(|s| s.key == Some(key))
+        .map(|s| s.section)
+        .collect();
+    if !elsewhere.is_empty() {
+        let sections: Vec<String> = elsewhere.iter().map(|s| format!("[{s}]")).collect();
+        return format!("; `{key}` belongs in {}", sections.join(" or "));
+    }
+    if let Some(name) = did_you_mean(key, known_here.iter().copied()) {
+        return format!("; did you mean {name}?");
+    }
+    let everywhere = SETTINGS.iter().filter_map(|s| s.key);
+    match did_you_mean(key, everywhere) {
+        Some(name) => {
+            let section = SETTINGS.iter().find(|s| s.key == Some(name));
+            let section = section.map_or("", |s| s.section);
+            format!("; did you mean [{section}] {name}?")
+        }
+        None => String::new(),
+    }
 }
 
 /// The known name closest to `unknown`, when it is close enough to be a
-/// typo of it (a third of its letters or fewer differ).
+/// typo of it: a third of its letters or fewer differ, counting two
+/// swapped letters as one difference (`bnid` is one from `bind`).
 fn did_you_mean<'a>(unknown: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let most = (unknown.len() / 3).max(1);
+    let most = (unknown.chars().count() / 3).max(1);
     known
-        .map(|name| (strsim::levenshtein(unknown, name), name))
+        .map(|name| (strsim::osa_distance(unknown, name), name))
         .filter(|(distance, _)| *distance <= most)
         .min()
         .map(|(_, name)| name)
