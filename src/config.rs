@@ -424,6 +424,18 @@ impl FreshserviceConfig {
     }
 }
 
+/// Whether the configuration file at `path` sets `[section] key`; false
+/// when it cannot be read.
+pub fn file_sets(path: &Path, section: &str, key: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    read_ini(&text, "")
+        .ok()
+        .and_then(|map| Some(map.get(section)?.contains_key(key)))
+        .unwrap_or(false)
+}
+
 fn origin(source: Option<&Path>) -> String {
     source.map_or_else(
         || "built-in defaults".to_string(),

@@ -659,6 +659,14 @@ pub fn run_codex_in(
     )
 }
 
+/// Runs `codex migrate` with the configuration at `conf` when its SQLite
+/// database does not exist yet: `sync --once` and `status` never create
+/// one.
+pub fn migrate_once(conf: &Path) {
+    let (status, _, err) = run_codex(&["migrate", "--config", conf.to_str().unwrap()], &[]);
+    assert!(status.success(), "codex migrate: {err}");
+}
+
 /// Fails naming the acknowledged deliveries missing from `stored`.
 pub fn assert_all_stored(stored: &std::collections::HashSet<i64>, acknowledged: &[i64]) {
     let lost: Vec<_> = acknowledged
