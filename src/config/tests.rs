@@ -481,3 +481,12 @@ fn secrets_and_their_variables_are_declared() {
     let database = SETTINGS.iter().find(|s| s.section == "database").unwrap();
     assert_eq!(database.env, Some(ENV_DATABASE_URL));
 }
+
+/// What `codex gen-secret` makes always passes the check it points to.
+#[test]
+fn generated_secrets_are_always_strong() {
+    for _ in 0..2000 {
+        let secret = crate::commands::gen_secret().unwrap();
+        assert_eq!(value::strong_secret(&secret), Ok(()), "{secret}");
+    }
+}
