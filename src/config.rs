@@ -350,7 +350,17 @@ impl Config {
             return Err(ConfigError::Invalid { origin, problems });
         }
         if source.is_none() {
-            warnings.push("no configuration file found; using built-in defaults".to_string());
+            let database = match &config.database.url {
+                DatabaseUrl::Sqlite(path) => {
+                    let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                    format!("SQLite {}", path.display())
+                }
+                url => url.masked(),
+            };
+            warnings.push(format!(
+                "no configuration file found (looked for {}); using built-in defaults, database {database}",
+                SEARCH_PATH.join(", ")
+            ));
         }
         config.source = source;
         Ok(Loaded { config, warnings })

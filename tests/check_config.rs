@@ -271,6 +271,14 @@ fn status_and_sync_on_a_missing_database_create_nothing() {
         "{err}"
     );
     assert!(err.contains("built-in default"), "{err}");
+    // The log says where the embedded default is, in full.
+    assert!(
+        err.contains(&format!(
+            "using built-in defaults, database SQLite {}",
+            full.display()
+        )),
+        "{err}"
+    );
     assert!(err.contains("codex migrate"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
