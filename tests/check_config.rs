@@ -351,3 +351,92 @@ fn version_works_as_a_command() {
     assert_eq!(out, flag);
     assert!(out.starts_with("codex "), "{out}");
 }
+
+/// Runs codex as a user other than the owner of the files: as root, as
+/// `nobody` (through `setpriv`); otherwise as the current user, the
+/// files' write bits then being taken away instead.
+fn run_as_other(args: &[&str]) -> (bool, String) {
+    let mut command = match running_as_root() {
+        true => {
+            let mut command = Command::new("setpriv");
+            command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+            command.arg(env!("CARGO_BIN_EXE_codex"));
+            command
+        }
+        false => Command::new(env!("CARGO_BIN_EXE_codex")),
+    };
+    let output = command
+        .args(args)
+        .env_remove("CODEX_CONFIG")
+        .env_remove("CODEX_WEBHOOK_SECRET")
+        .env_remove("CODEX_DATABASE_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.success(), err)
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid() == 0
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn permission_denied_on_the_database_names_the_path_and_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("codex.db");
+    let conf = dir.path().join("codex.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[server]\nbind = 127.0.0.1:0\n[database]\nconnection_string = sqlite:///{}\n\
+             [webhooks]\nenabled = true\nsecret = {SECRET}\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    chmod(&conf, 0o644);
+    let user = match running_as_root() {
+        true => "Codex runs as user nobody (uid 65534)",
+        false => "Codex runs as ",
+    };
+    let conf = conf.to_str().unwrap();
+
+    // No database yet, and a directory Codex may not create it in.
+    chmod(&data, 0o555);
+    for command in ["check-config", "serve"] {
+        let (ok, err) = run_as_other(&[command, "--config", conf]);
+        assert!(!ok, "{command} succeeded");
+        assert!(
+            err.contains(&format!("permission denied on {}: {user}", data.display())),
+            "{command}: {err}"
+        );
+    }
+    assert!(!db.exists());
+
+    // A database Codex may not write.
+    chmod(&data, 0o755);
+    let (status, _, err) = run_codex(&["migrate", "--config", conf], &[]);
+    assert!(status.success(), "{err}");
+    for file in std::fs::read_dir(&data).unwrap() {
+        chmod(&file.unwrap().path(), 0o444);
+    }
+    chmod(&data, 0o555);
+    for command in ["check-config", "serve", "status"] {
+        let (ok, err) = run_as_other(&[command, "--config", conf]);
+        assert!(!ok, "{command} succeeded");
+        assert!(
+            err.contains(&format!("permission denied on {}: {user}", db.display())),
+            "{command}: {err}"
+        );
+    }
+    chmod(&data, 0o755);
+}
