@@ -508,7 +508,8 @@ fn unknown_names(map: &IniMap) -> Vec<String> {
         let settings: Vec<&Setting> = SETTINGS.iter().filter(|s| s.section == section).collect();
         if settings.is_empty() {
             let hint = did_you_mean(section, sections.iter().copied())
-                .map(|s| format!("; did you mean [{s}]?"));
+                .map(|s| format!("; did you mean [{s}]?"))
+                .or_else(|| home_of(keys).map(|s| format!("; its keys belong in [{s}]")));
             problems.push(format!(
                 "[{section}] is not a section Codex reads{}",
                 hint.unwrap_or_default()
@@ -530,6 +531,19 @@ fn unknown_names(map: &IniMap) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The one section every key of `keys` belongs to, if there is one.
+fn home_of(keys: &HashMap<String, Option<String>>) -> Option<&'static str> {
+    let mut homes = keys.keys().map(|key| {
+        let mut found = SETTINGS.iter().filter(|s| s.key == Some(key.as_str()));
+        match (found.next(), found.next()) {
+            (Some(only), None) => Some(only.section),
+            _ => None,
+        }
+    });
+    let first = homes.next()??;
+    homes.all(|home| home == Some(first)).then_some(first)
 }
 
 /// What an unknown key most likely meant: the same key in another

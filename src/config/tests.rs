@@ -121,7 +121,7 @@ fn unknown_names_are_answered_with_the_likely_one() {
     let error = load(
         "[server]\nbindd = 1\nbnid = 2\nread_timout = 5s\nsecret = x\nzzz = 1\ndomian = y\n\
          [webhook]\nenabled = true\n[freshservice.statuses]\n11 = awaiting_parts\n[extra]\nx = 1\n\
-         [webhooks]\nenabled = true\nsecert = z\n",
+         [webhooks]\nenabled = true\nsecert = z\n[hooks]\nallowed_ips = 10.0.0.1\nlog_payloads = true\n",
     )
     .err()
     .expect("unknown names are refused");
@@ -136,6 +136,7 @@ fn unknown_names_are_answered_with_the_likely_one() {
         "[server] domian is not a key Codex reads; did you mean [freshservice] domain?",
         "[webhook] is not a section Codex reads; did you mean [webhooks]?",
         "[extra] is not a section Codex reads\n",
+        "[hooks] is not a section Codex reads; its keys belong in [webhooks]",
         // Every problem at once: the hint comes with the error it explains.
         "[webhooks] secert is not a key Codex reads; did you mean secret?",
         "[webhooks] enabled = true but no secret is set",
