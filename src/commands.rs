@@ -1,7 +1,8 @@
 //! The commands the binary offers: `serve` (the service until SIGTERM,
 //! reloading on SIGHUP) and the one-shot `check-config`, `sync --once`,
-//! `status`, `migrate`, `gen-secret`. Those that use the database open it
-//! as the service does (`service::open_store`).
+//! `status`, `migrate`, `gen-secret`, `version`. Those that use the
+//! database check it first (`preflight`) and open it as the service does
+//! (`service::open_store`).
 
 use std::path::Path;
 use std::sync::Arc;
