@@ -99,7 +99,7 @@ PY
     {
       printf '[server]\nbind = 127.0.0.1:%s\n' "$port"
       printf '[database]\nconnection_string = sqlite:///%s\n' "$WORK/day.db"
-      printf '[webhooks]\nenabled = %s\nsecret = bench-secret-0123456789abcdef\n' "$webhooks"
+      printf '[webhooks]\nenabled = %s\nsecret = Bch6Rt3Yu8Io1Pa5Sd9Fg2Hj7Kl4Zx0Cv\n' "$webhooks"
       cat "$WORK/account.conf"
       printf 'max_requests_per_minute = %s\ninitial_sync_days = 3650\n' "$day_rate"
       printf '[scheduler]\nticket_sync_interval = 250ms\nticket_sync_interval_with_webhooks = 3s\n'
@@ -118,7 +118,7 @@ PY
       if [ "$webhooks" = true ]; then
         # A duplicate delivery every simulated 20 minutes: webhooks are working.
         curl -s -o /dev/null -X POST "http://127.0.0.1:$port/webhooks/$provider/ticket" \
-          -H "X-Webhook-Secret: bench-secret-0123456789abcdef" -H "Content-Type: application/json" \
+          -H "X-Webhook-Secret: Bch6Rt3Yu8Io1Pa5Sd9Fg2Hj7Kl4Zx0Cv" -H "Content-Type: application/json" \
           -d "$(delivery "$provider")"
       fi
       sleep 1

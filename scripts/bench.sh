@@ -21,7 +21,7 @@ DURATION=${DURATION:-20s}
 COLD=${COLD:-10s}
 CONNECTIONS=${CONNECTIONS:-"8 64"}
 WRK_THREADS=${WRK_THREADS:-2}
-SECRET=bench-secret-0123456789abcdef
+SECRET=Bch6Rt3Yu8Io1Pa5Sd9Fg2Hj7Kl4Zx0Cv
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk (Debian package)" >&2

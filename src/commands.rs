@@ -1,10 +1,9 @@
 //! The commands the binary offers: `serve` (the service until SIGTERM,
 //! reloading on SIGHUP) and the one-shot `check-config`, `sync --once`,
-//! `status`, `migrate`, `gen-secret` (`send-test` and `backup` have modules
-//! of their own). Those that use the database open it
-//! as the service does (`service::open_store`).
+//! `status`, `migrate`, `gen-secret`, `version` (`send-test` and `backup`
+//! have modules of their own). Those that use the database check it first
+//! (`preflight`) and open it as the service does (`service::open_store`).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -15,8 +14,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::backup::BackupError;
-use crate::config::Config;
+use crate::config::{Config, ENV_WEBHOOK_SECRET, format_duration};
 use crate::error::{ConfigError, StoreError, SyncError};
+use crate::preflight::{self, PreflightError};
 use crate::psa::Provider;
 use crate::send_test::SendTestError;
 use crate::service::{Service, ShutdownError, StartError, open_store, run};
@@ -30,10 +30,14 @@ pub enum CommandError {
     /// The configuration file cannot be found, read or accepted.
     #[error("{0}")]
     Config(ConfigError),
-    /// `serve`: the address in `[server] bind` cannot be listened on (in
-    /// use, not this machine's, a privileged port).
-    #[error("cannot listen on {0}: {1}")]
-    Listen(SocketAddr, std::io::Error),
+    /// The database or the address cannot be used as the command needs
+    /// (see `PreflightError`); nothing was changed.
+    #[error("{0}")]
+    Preflight(#[from] PreflightError),
+    /// `check-config`: what would keep `serve` from starting or from
+    /// taking deliveries, every problem found.
+    #[error("{}", problems(.0))]
+    CheckFailed(Vec<String>),
     /// The signal handlers or the thread that receives signals could not
     /// be installed.
     #[error("cannot install the signal handlers: {0}")]
@@ -100,6 +104,16 @@ fn not_configured(provider: Option<Provider>) -> String {
     }
 }
 
+fn problems(problems: &[String]) -> String {
+    match problems {
+        [one] => one.clone(),
+        _ => {
+            let lines: Vec<String> = problems.iter().map(|p| format!("\n  - {p}")).collect();
+            format!("{} problems:{}", problems.len(), lines.concat())
+        }
+    }
+}
+
 fn failures(failures: &[(Provider, String)]) -> String {
     let lines: Vec<String> = failures
         .iter()
@@ -139,10 +153,10 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, CommandError> {
 /// again on SIGHUP.
 pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
     let config = load_config(path)?;
-    let addr = config.server.bind;
-    let listener = crate::http::bind(addr).map_err(|e| CommandError::Listen(addr, e))?;
+    preflight::serve_database(&config)?;
+    let listener = preflight::listen(config.server.bind)?;
     let signals = signals()?;
-    let database = config.database.url.masked();
+    let database = database_name(&config);
     let webhooks = config.webhooks.enabled;
     let mut service = run(config, listener).map_err(CommandError::Start)?;
     log::info!(
@@ -216,19 +230,93 @@ fn reload(service: &mut Service, path: Option<&Path>) {
     }
 }
 
-/// `codex check-config`: checks, without changing anything, that `serve`
-/// can use the database and that each configured PSA accepts its
-/// credentials. `say` gets a line per check passed.
-pub fn check_config(config: &Config, mut say: impl FnMut(&str)) -> Result<(), CommandError> {
-    let database = store::check(&config.database.url).map_err(CommandError::Check)?;
-    say(&format!("database: {database}"));
-    for provider in Provider::ALL.into_iter().filter(|p| p.configured(config)) {
-        let checked_at = check_credentials(config, provider)
-            .map_err(|error| CommandError::Credentials(provider, error))?;
-        say(&format!("{provider}: credentials accepted by {checked_at}"));
+/// The database as logs and `check-config` name it: a SQLite file by its
+/// absolute path, PostgreSQL with its password masked.
+pub fn database_name(config: &Config) -> String {
+    match preflight::sqlite_file(config) {
+        Some(file) => format!("SQLite {}", file.path.display()),
+        None => config.database.url.masked(),
     }
-    say("configuration is valid");
-    Ok(())
+}
+
+/// What `serve` would do with `config`, one line each: the address, the
+/// database, the webhooks and each provider. `check-config` prints it
+/// first.
+pub fn plan(config: &Config) -> Vec<String> {
+    let server = &config.server;
+    let base = format!("http://{}{}", server.bind, server.base_path);
+    let mut lines = vec![format!("serve would listen on {base} ([server] bind)")];
+    let chosen_by = preflight::sqlite_file(config).map(|f| format!(", {}", f.chosen_by));
+    lines.push(format!(
+        "  database: {}{}",
+        database_name(config),
+        chosen_by.unwrap_or_default()
+    ));
+    let secrets = config.webhooks.secrets.len();
+    lines.push(match config.webhooks.enabled {
+        true => format!(
+            "  webhooks: enabled, {secrets} secret{}, deliveries to {base}/webhooks/<provider>/ticket",
+            if secrets == 1 { "" } else { "s" }
+        ),
+        false => "  webhooks: disabled ([webhooks] enabled = false): deliveries are refused".into(),
+    });
+    let polled = Provider::polled(config);
+    for provider in Provider::ALL {
+        let line = match (provider.configured(config), polled.contains(&provider)) {
+            (true, true) => format!(
+                "polled every {} ({} while webhooks cover it)",
+                format_duration(config.scheduler.ticket_sync_interval),
+                format_duration(config.scheduler.ticket_sync_interval_with_webhooks)
+            ),
+            (true, false) => {
+                "configured, not polled ([scheduler] sync_tickets_enabled = false)".into()
+            }
+            (false, _) => "not configured".into(),
+        };
+        lines.push(format!("  {provider}: {line}"));
+    }
+    lines
+}
+
+/// `codex check-config`: checks, without changing anything, that `serve`
+/// would start and take deliveries: the address can be listened on (and
+/// is let go), the database can be used (and may be created where it is
+/// missing), each configured PSA accepts its credentials, and webhooks or
+/// polling bring tickets in. Every check runs; `say` gets a line per check
+/// passed, and the error lists every one that failed.
+pub fn check_config(config: &Config, mut say: impl FnMut(&str)) -> Result<(), CommandError> {
+    let mut problems = Vec::new();
+    match preflight::try_listen(config.server.bind) {
+        Ok(()) => say(&format!("address: {} is free", config.server.bind)),
+        Err(error) => problems.push(error.to_string()),
+    }
+    let database = preflight::serve_database(config)
+        .map_err(CommandError::Preflight)
+        .and_then(|()| store::check(&config.database.url).map_err(CommandError::Check));
+    match database {
+        Ok(database) => say(&format!("database: {database}")),
+        Err(error) => problems.push(error.to_string()),
+    }
+    for provider in Provider::ALL.into_iter().filter(|p| p.configured(config)) {
+        match check_credentials(config, provider) {
+            Ok(checked_at) => say(&format!("{provider}: credentials accepted by {checked_at}")),
+            Err(error) => problems.push(CommandError::Credentials(provider, error).to_string()),
+        }
+    }
+    if !config.webhooks.enabled && Provider::polled(config).is_empty() {
+        problems.push(format!(
+            "serve would start but take no deliveries: webhooks are disabled and no PSA is polled; \
+             set [webhooks] enabled = true and secret (run `codex gen-secret` for one) or \
+             {ENV_WEBHOOK_SECRET}, or configure [freshservice] or [superops]"
+        ));
+    }
+    match problems.is_empty() {
+        true => {
+            say("configuration is valid: serve would start and take deliveries");
+            Ok(())
+        }
+        false => Err(CommandError::CheckFailed(problems)),
+    }
 }
 
 /// The providers `sync --once` runs: the one named, or every configured one.
@@ -260,6 +348,7 @@ pub fn sync_once(
     providers: &[Provider],
     mut report: impl FnMut(&Value),
 ) -> Result<(), CommandError> {
+    preflight::existing_database(config)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGTERM, SIGINT] {
         signal_hook::flag::register(signal, stop.clone()).map_err(CommandError::Signals)?;
@@ -292,6 +381,7 @@ pub fn sync_once(
 
 /// `codex status`: the status, read now, as text.
 pub fn status(config: &Config) -> Result<String, CommandError> {
+    preflight::existing_database(config)?;
     let store = open_store(config).map_err(CommandError::Start)?;
     let (writer, mut reader) = (store.writer, store.reader);
     let status = Status::read_now(config, &mut reader);
@@ -302,11 +392,34 @@ pub fn status(config: &Config) -> Result<String, CommandError> {
     Ok(status.map_err(CommandError::Store)?.report())
 }
 
-/// `codex migrate`: creates or upgrades the schema (logging each change)
-/// and returns the version in place. With `adopt`, a SQLite file that is
+/// What `codex migrate` did.
+pub struct Migrated {
+    /// The schema version in place.
+    pub version: i64,
+    /// The SQLite file it created (with its directory when that was
+    /// missing too), absolute; `None` when the database was there.
+    pub created: Option<std::path::PathBuf>,
+}
+
+/// `codex migrate`: creates the database when it is missing (SQLite: the
+/// file, and its directory), creates or upgrades the schema (logging each
+/// change) and returns what it did. With `adopt`, a SQLite file that is
 /// missing or not the one Codex created is accepted as Codex's database.
-pub fn migrate(config: &Config, adopt: bool) -> Result<i64, CommandError> {
-    store::migrate(config, adopt).map_err(CommandError::Store)
+pub fn migrate(config: &Config, adopt: bool) -> Result<Migrated, CommandError> {
+    let file = preflight::sqlite_file(config).filter(|file| !file.path.exists());
+    if let Some(directory) = file.as_ref().and_then(|f| f.path.parent()) {
+        std::fs::create_dir_all(directory).map_err(|error| {
+            CommandError::Store(crate::error::StoreError::Unavailable(format!(
+                "cannot create directory {}: {error}",
+                directory.display()
+            )))
+        })?;
+    }
+    let version = store::migrate(config, adopt).map_err(CommandError::Store)?;
+    Ok(Migrated {
+        version,
+        created: file.map(|file| file.path),
+    })
 }
 
 /// `codex gen-secret`: a new random webhook secret, 64 hex digits.

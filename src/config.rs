@@ -24,7 +24,7 @@ use self::tables::{
 };
 use self::value::{
     Show, address, base_path, duration_within, flag, fraction, host, log_level, names, number,
-    optional, secret, secrets, url, zone,
+    optional, secret, secrets, strong, url, zone,
 };
 use crate::error::{ConfigError, InvalidValue};
 
@@ -241,7 +241,7 @@ settings! {
         /// Clients that need no token (CIDRs); loopback by default.
         allowed_ips: Vec<IpNet> = "127.0.0.0/8, ::1/128", Now, parse_networks;
         /// Opens them from anywhere: as a bearer token or the password of HTTP Basic.
-        token: Option<Secret> = "", Now, optional(secret), env ENV_STATUS_TOKEN;
+        token: Option<Secret> = "", Now, optional(strong), env ENV_STATUS_TOKEN;
     }
 
     /// `[freshservice]`: a Freshservice account polled over its REST API.
@@ -357,9 +357,9 @@ impl Config {
     ) -> Result<Loaded, ConfigError> {
         let origin = origin(source.as_deref());
         let map = read_ini(text, &origin)?;
-        let mut warnings = unknown_keys(&map, &origin);
+        let mut warnings = Vec::new();
         let mut config = Config::default();
-        let mut problems = Vec::new();
+        let mut problems = unknown_names(&map);
         for setting in SETTINGS {
             for (place, key, text) in texts(setting, &map, env) {
                 if let Err(error) = (setting.set)(&mut config, &key, &text) {
@@ -372,7 +372,17 @@ impl Config {
             return Err(ConfigError::Invalid { origin, problems });
         }
         if source.is_none() {
-            warnings.push("no configuration file found; using built-in defaults".to_string());
+            let database = match &config.database.url {
+                DatabaseUrl::Sqlite(path) => {
+                    let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                    format!("SQLite {}", path.display())
+                }
+                url => url.masked(),
+            };
+            warnings.push(format!(
+                "no configuration file found (looked for {}); using built-in defaults, database {database}",
+                SEARCH_PATH.join(", ")
+            ));
         }
         config.source = source;
         Ok(Loaded { config, warnings })
@@ -446,6 +456,18 @@ impl FreshserviceConfig {
     }
 }
 
+/// Whether the configuration file at `path` sets `[section] key`; false
+/// when it cannot be read.
+pub fn file_sets(path: &Path, section: &str, key: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    read_ini(&text, "")
+        .ok()
+        .and_then(|map| Some(map.get(section)?.contains_key(key)))
+        .unwrap_or(false)
+}
+
 fn origin(source: Option<&Path>) -> String {
     source.map_or_else(
         || "built-in defaults".to_string(),
@@ -496,17 +518,22 @@ fn read_ini(text: &str, origin: &str) -> Result<IniMap, ConfigError> {
     })
 }
 
-/// A warning for every section and key Codex does not read, with the
-/// known name it most likely meant.
-fn unknown_keys(map: &IniMap, origin: &str) -> Vec<String> {
-    let mut warnings = Vec::new();
+/// A problem for every section and key Codex does not read, with what was
+/// most likely meant: a key of another section says where it belongs; a
+/// typo (transposed letters included) is answered with the closest known
+/// name of any section.
+fn unknown_names(map: &IniMap) -> Vec<String> {
+    let mut sections: Vec<&str> = SETTINGS.iter().map(|s| s.section).collect();
+    sections.dedup();
+    let mut problems = Vec::new();
     for (section, keys) in BTreeMap::from_iter(map) {
         let settings: Vec<&Setting> = SETTINGS.iter().filter(|s| s.section == section).collect();
         if settings.is_empty() {
-            let known = SETTINGS.iter().map(|s| s.section);
-            let hint = did_you_mean(section, known).map(|s| format!("; did you mean [{s}]?"));
-            warnings.push(format!(
-                "{origin}: unknown section [{section}] is ignored{}",
+            let hint = did_you_mean(section, sections.iter().copied())
+                .map(|s| format!("; did you mean [{s}]?"))
+                .or_else(|| home_of(keys).map(|s| format!("; its keys belong in [{s}]")));
+            problems.push(format!(
+                "[{section}] is not a section Codex reads{}",
                 hint.unwrap_or_default()
             ));
             continue;
@@ -519,26 +546,62 @@ fn unknown_keys(map: &IniMap, origin: &str) -> Vec<String> {
             if known.contains(&key.as_str()) {
                 continue;
             }
-            // A close name in the section, else the same name in another one.
-            let hint = did_you_mean(key, known.iter().copied())
-                .map(str::to_string)
-                .or_else(|| Some(SETTINGS.iter().find(|s| s.key == Some(key))?.name()));
-            warnings.push(format!(
-                "{origin}: unknown key [{section}] {key} is ignored{}",
-                hint.map(|h| format!("; did you mean {h}?"))
-                    .unwrap_or_default()
+            problems.push(format!(
+                "[{section}] {key} is not a key Codex reads{}",
+                key_hint(key, &known)
             ));
         }
     }
-    warnings
+    problems
+}
+
+/// The one section every key of `keys` belongs to, if there is one.
+fn home_of(keys: &HashMap<String, Option<String>>) -> Option<&'static str> {
+    let mut homes = keys.keys().map(|key| {
+        let mut found = SETTINGS.iter().filter(|s| s.key == Some(key.as_str()));
+        match (found.next(), found.next()) {
+            (Some(only), None) => Some(only.section),
+            _ => None,
+        }
+    });
+    let first = homes.next()??;
+    homes.all(|home| home == Some(first)).then_some(first)
+}
+
+/// What an unknown key most likely meant: the same key in another
+/// section, else a close key in its own section, else a close key of
+/// another section.
+fn key_hint(key: &str, known_here: &[&str]) -> String {
+    let elsewhere: Vec<&str> = SETTINGS
+        .iter()
+        .filter(|s| s.key == Some(key))
+        .map(|s| s.section)
+        .collect();
+    if !elsewhere.is_empty() {
+        let sections: Vec<String> = elsewhere.iter().map(|s| format!("[{s}]")).collect();
+        return format!("; `{key}` belongs in {}", sections.join(" or "));
+    }
+    if let Some(name) = did_you_mean(key, known_here.iter().copied()) {
+        return format!("; did you mean {name}?");
+    }
+    let everywhere = SETTINGS.iter().filter_map(|s| s.key);
+    match did_you_mean(key, everywhere) {
+        Some(name) => {
+            let section = SETTINGS.iter().find(|s| s.key == Some(name));
+            let section = section.map_or("", |s| s.section);
+            format!("; did you mean [{section}] {name}?")
+        }
+        None => String::new(),
+    }
 }
 
 /// The known name closest to `unknown`, when it is close enough to be a
-/// typo of it (a third of its letters or fewer differ).
+/// typo of it: a third of its letters or fewer differ, counting two
+/// swapped letters as one difference (`bnid` is one from `bind`).
 fn did_you_mean<'a>(unknown: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let most = (unknown.len() / 3).max(1);
+    let most = (unknown.chars().count() / 3).max(1);
     known
-        .map(|name| (strsim::levenshtein(unknown, name), name))
+        .map(|name| (strsim::osa_distance(unknown, name), name))
         .filter(|(distance, _)| *distance <= most)
         .min()
         .map(|(_, name)| name)

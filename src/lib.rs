@@ -17,7 +17,8 @@
 //! state, active tickets, coverage) it reads on a `store::Reader` of its
 //! own. `status` is the one status type that `/webhooks/health` and
 //! `codex status` render. `config` reads `codex.conf` and `reload`
-//! applies a changed one; `service` wires it all together.
+//! applies a changed one; `preflight` checks the database path and the
+//! address before a command changes anything; `service` wires it all together.
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ mod config;
 mod error;
 mod http;
 mod metrics;
+mod preflight;
 mod psa;
 mod reload;
 mod send_test;
@@ -38,8 +40,8 @@ mod timestamp;
 
 pub use backup::{BackupError, backup};
 pub use commands::{
-    CommandError, check_config, gen_secret, load_config, migrate, serve, status, sync_once,
-    sync_providers,
+    CommandError, Migrated, check_config, database_name, gen_secret, load_config, migrate, plan,
+    serve, status, sync_once, sync_providers,
 };
 pub use config::Config;
 pub use http::bind;

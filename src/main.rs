@@ -31,6 +31,8 @@ enum Command {
     Sync(SyncArgs),
     /// Print the last sync runs, webhook counts and coverage.
     Status(ConfigArg),
+    /// Print the version (as --version does).
+    Version,
     /// Post the guide's Freshservice template with the configured secret to
     /// the running Codex and say what the answer means.
     SendTest(SendTestArgs),
@@ -113,11 +115,19 @@ fn execute(command: Command) -> Result<(), CommandError> {
         Command::Serve(args) => codex::serve(args.config.as_deref()),
         Command::Migrate(args) => {
             let config = codex::load_config(args.config.config.as_deref())?;
-            let version = codex::migrate(&config, args.adopt)?;
+            let migrated = codex::migrate(&config, args.adopt)?;
+            if let Some(path) = &migrated.created {
+                println!("created the SQLite database {}", path.display());
+            }
             println!(
-                "schema version {version} is in place on {}",
-                config.database.url.masked()
+                "schema version {} is in place on {}",
+                migrated.version,
+                codex::database_name(&config)
             );
+            Ok(())
+        }
+        Command::Version => {
+            println!("codex {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
         Command::GenSecret => {
@@ -126,8 +136,12 @@ fn execute(command: Command) -> Result<(), CommandError> {
         }
         Command::CheckConfig(args) => {
             let config = codex::load_config(args.config.as_deref())?;
-            print!("{}", config.render_masked());
-            codex::check_config(&config, |line| eprintln!("{line}"))
+            // What serve would do comes first; the checks follow, then the
+            // whole configuration.
+            println!("{}\n", codex::plan(&config).join("\n"));
+            let checked = codex::check_config(&config, |line| eprintln!("{line}"));
+            print!("\n{}", config.render_masked());
+            checked
         }
         Command::Sync(args) => {
             let config = codex::load_config(args.config.config.as_deref())?;

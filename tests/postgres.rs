@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_freshservice::FakeFreshservice;
 use common::pg_cluster::{PASSWORD, PgCluster};
-use common::{Backend, Codex, TestDb, run_codex, try_deliver, wait_until};
+use common::{Backend, Codex, SECRET, TestDb, run_codex, try_deliver, wait_until};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
@@ -292,7 +292,11 @@ fn bad_credentials_and_hosts_are_named_without_the_password() {
     let conf = dir.path().join("good.conf");
     std::fs::write(
         &conf,
-        format!("[database]\nconnection_string = {}\n", cluster.url()),
+        format!(
+            "[server]\nbind = 127.0.0.1:0\n[webhooks]\nenabled = true\nsecret = {SECRET}\n\
+             [database]\nconnection_string = {}\n",
+            cluster.url()
+        ),
     )
     .unwrap();
     let (status, out, err) = run_codex(&["check-config", "--config", conf.to_str().unwrap()], &[]);

@@ -210,7 +210,7 @@ fn sighup_reloads_without_dropping_a_connection() {
     assert_eq!(client.deliver(1, SECRET).unwrap().status, 201);
     assert!(!codex.logs().contains("DEBUG"), "{}", codex.logs());
 
-    let new_secret = "rotated-secret-9876543210fedcba";
+    let new_secret = "Rot4Wd8Qp2Yt6Mn1Bv9Cx3Zr7Ls5Kf0Ej";
     std::fs::write(
         &codex.config_path,
         base_config(
@@ -272,7 +272,7 @@ fn sighup_with_an_invalid_file_keeps_the_configuration_in_force() {
         &codex.config_path,
         base_config(
             &db,
-            "[server]\nthreads = many\n[webhooks]\nsecret = another-secret-0123456789\nallowed_ips = nonsense\n",
+            "[server]\nthreads = many\n[webhooks]\nsecret = Ano5Gh2Jk8Lq3Wr9Ty4Ui7Op1As6Df0Zx\nallowed_ips = nonsense\n",
         ),
     )
     .unwrap();
@@ -294,7 +294,7 @@ fn sighup_with_an_invalid_file_keeps_the_configuration_in_force() {
     assert_eq!(answer.status, 201, "{}", answer.body);
     assert_eq!(
         client
-            .deliver(3, "another-secret-0123456789")
+            .deliver(3, "Ano5Gh2Jk8Lq3Wr9Ty4Ui7Op1As6Df0Zx")
             .unwrap()
             .status,
         401

@@ -29,6 +29,7 @@ for_each_backend!(
 fn sync_once(db: &TestDb, config: &str, args: &[&str]) -> (bool, Vec<Value>, String) {
     let conf = db.dir.path().join("sync.conf");
     std::fs::write(&conf, base_config(db, config)).unwrap();
+    common::migrate_once(&conf);
     let mut all = vec!["sync", "--once", "--config", conf.to_str().unwrap()];
     all.extend_from_slice(args);
     let (status, out, err) = run_codex(&all, &[]);

@@ -33,6 +33,7 @@ fn sync_once(db: &TestDb, fake: &FakeFreshservice, extra: &str) -> (bool, Value,
         .path()
         .join(format!("sync-{}.conf", fake.addr.port()));
     std::fs::write(&conf, base_config(db, &format!("{}{extra}", fake.config()))).unwrap();
+    common::migrate_once(&conf);
     let (status, out, err) =
         run_codex(&["sync", "--once", "--config", conf.to_str().unwrap()], &[]);
     let run: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));

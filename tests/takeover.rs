@@ -973,7 +973,7 @@ fn config_is_found_where_the_predecessor_kept_it() {
     std::fs::write(
         dir.path().join("instance/codex.conf"),
         format!(
-            "[database]\nconnection_string = sqlite:///{}\n[webhooks]\nenabled = true\nsecret = {SECRET}\n",
+            "[server]\nbind = 127.0.0.1:0\n[database]\nconnection_string = sqlite:///{}\n[webhooks]\nenabled = true\nsecret = {SECRET}\n",
             db_path.display()
         ),
     )
@@ -989,14 +989,21 @@ fn config_is_found_where_the_predecessor_kept_it() {
         "{out}"
     );
 
-    std::fs::write(dir.path().join("codex.conf"), "[server]\nthreads = 3\n").unwrap();
+    // Each sets what check-config needs to pass: a free address, and
+    // webhooks to take deliveries from.
+    let rest = format!("bind = 127.0.0.1:0\n[webhooks]\nenabled = true\nsecret = {SECRET}\n");
+    std::fs::write(
+        dir.path().join("codex.conf"),
+        format!("[server]\nthreads = 3\n{rest}"),
+    )
+    .unwrap();
     let (status, out, err) = run_codex_in(dir.path(), &["check-config"], &[]);
     assert!(status.success(), "{err}");
     assert!(err.contains("configuration read from codex.conf"), "{err}");
     assert!(out.contains("threads = 3"), "{out}");
 
     let elsewhere = dir.path().join("elsewhere.conf");
-    std::fs::write(&elsewhere, "[server]\nthreads = 5\n").unwrap();
+    std::fs::write(&elsewhere, format!("[server]\nthreads = 5\n{rest}")).unwrap();
     let (status, out, err) = run_codex_in(
         dir.path(),
         &["check-config"],

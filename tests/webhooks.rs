@@ -807,22 +807,35 @@ fn secrets_stay_out_of_logs_and_journal(backend: Backend) {
 
 fn rotation_accepts_every_configured_secret(backend: Backend) {
     let db = TestDb::new(&backend);
-    let codex = Codex::start(&db, "[webhooks]\nsecret = old-secret-1 , new-secret-2\n");
-    for secret in ["old-secret-1", "new-secret-2"] {
+    let codex = Codex::start(
+        &db,
+        "[webhooks]\nsecret = Old1Tq8Lm3Vx7Rb2Nc5Hd9Jf4Pw6Zs0Ga , New2Wd4Qp8Yt1Mn6Bv3Cx9Zr5Ls7Kf0Ej\n",
+    );
+    for secret in [
+        "Old1Tq8Lm3Vx7Rb2Nc5Hd9Jf4Pw6Zs0Ga",
+        "New2Wd4Qp8Yt1Mn6Bv3Cx9Zr5Ls7Kf0Ej",
+    ] {
         assert_eq!(codex.test_auth(&[("X-Webhook-Secret", secret)]).status, 200);
     }
     assert_eq!(
         codex
-            .test_auth(&[("X-Webhook-Secret", "old-secret-1 , new-secret-2")])
+            .test_auth(&[(
+                "X-Webhook-Secret",
+                "Old1Tq8Lm3Vx7Rb2Nc5Hd9Jf4Pw6Zs0Ga , New2Wd4Qp8Yt1Mn6Bv3Cx9Zr5Ls7Kf0Ej"
+            )])
             .status,
         401
     );
     drop(codex);
     // The environment overrides the file.
-    let codex = Codex::start_with_env(&db, "", &[("CODEX_WEBHOOK_SECRET", "from-environment")]);
+    let codex = Codex::start_with_env(
+        &db,
+        "",
+        &[("CODEX_WEBHOOK_SECRET", "Env3Hs7Kd1Pq9Wm5Zt2Xc8Vb4Nj6Lr0Fy")],
+    );
     assert_eq!(
         codex
-            .test_auth(&[("X-Webhook-Secret", "from-environment")])
+            .test_auth(&[("X-Webhook-Secret", "Env3Hs7Kd1Pq9Wm5Zt2Xc8Vb4Nj6Lr0Fy")])
             .status,
         200
     );

@@ -3,7 +3,7 @@
 -- the one before it (one second later), so each is a real new version.
 -- Environment: CODEX_BENCH_SECRET (the X-Webhook-Secret to send).
 
-local secret = os.getenv("CODEX_BENCH_SECRET") or "bench-secret"
+local secret = os.getenv("CODEX_BENCH_SECRET") or "Bch6Rt3Yu8Io1Pa5Sd9Fg2Hj7Kl4Zx0Cv"
 local tickets = 20000
 local statuses = {2, 3, 8, 9, 13}
 local prefixes = {}

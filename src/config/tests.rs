@@ -1,5 +1,8 @@
 use super::*;
 
+/// A secret that passes `strong_secret`.
+const STRONG: &str = "Tst7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga";
+
 fn load(text: &str) -> Result<Loaded, ConfigError> {
     Config::from_ini(text, Some(PathBuf::from("test.conf")), &|_| None)
 }
@@ -64,7 +67,9 @@ fn a_default_that_disagrees_with_the_example_is_caught() {
 #[test]
 fn rendering_lists_every_key_masks_secrets_and_reads_back() {
     let env = |name: &str| match name {
-        ENV_WEBHOOK_SECRET => Some("hook-secret-1, hook-secret-2".to_string()),
+        ENV_WEBHOOK_SECRET => {
+            Some("Hk1Tq8Lm3Vx7Rb2Nc5Hd9Jf4Pw6Zs0Ga, Hk2Wd4Qp8Yt1Mn6Bv3Cx9Zr5Ls7Kf0Ej".to_string())
+        }
         ENV_DATABASE_URL => Some("postgresql://codex:pg-password@db/codex".to_string()),
         ENV_FRESHSERVICE_API_KEY => Some("fs-key".to_string()),
         ENV_SUPEROPS_API_TOKEN => Some("so-token".to_string()),
@@ -76,7 +81,13 @@ fn rendering_lists_every_key_masks_secrets_and_reads_back() {
                 [superops]\nsubdomain = acme\n[scheduler]\nreconcile_interval = 90m\n";
     let config = Config::from_ini(text, None, &env).unwrap().config;
     let rendered = config.render_masked();
-    for secret in ["hook-secret", "pg-password", "fs-key", "so-token"] {
+    for secret in [
+        "Hk1Tq8Lm3Vx7",
+        "Hk2Wd4Qp8Yt1",
+        "pg-password",
+        "fs-key",
+        "so-token",
+    ] {
         assert!(!rendered.contains(secret), "{secret} in\n{rendered}");
     }
     for line in [
@@ -107,19 +118,28 @@ fn rendering_lists_every_key_masks_secrets_and_reads_back() {
 
 #[test]
 fn unknown_names_are_answered_with_the_likely_one() {
-    let loaded = load(
-        "[server]\nbindd = 1\nread_timout = 5s\nsecret = x\nzzz = 1\n\
-         [webhook]\nenabled = true\n[freshservice.statuses]\n11 = awaiting_parts\n[extra]\nx = 1\n",
+    let error = load(
+        "[server]\nbindd = 1\nbnid = 2\nread_timout = 5s\nsecret = x\nzzz = 1\ndomian = y\n\
+         [webhook]\nenabled = true\n[freshservice.statuses]\n11 = awaiting_parts\n[extra]\nx = 1\n\
+         [webhooks]\nenabled = true\nsecert = z\n[hooks]\nrate_limit_per_minute = 5\nlog_payloads = true\n",
     )
-    .unwrap();
-    let warnings = loaded.warnings.join("\n");
+    .err()
+    .expect("unknown names are refused");
+    let warnings = error.to_string();
     for expected in [
-        "test.conf: unknown key [server] bindd is ignored; did you mean bind?",
-        "unknown key [server] read_timout is ignored; did you mean read_timeout?",
-        "unknown key [server] secret is ignored; did you mean [webhooks] secret?",
-        "unknown key [server] zzz is ignored\n",
-        "unknown section [webhook] is ignored; did you mean [webhooks]?",
-        "unknown section [extra] is ignored\n",
+        "test.conf: invalid configuration:",
+        "[server] bindd is not a key Codex reads; did you mean bind?",
+        "[server] bnid is not a key Codex reads; did you mean bind?",
+        "[server] read_timout is not a key Codex reads; did you mean read_timeout?",
+        "[server] secret is not a key Codex reads; `secret` belongs in [webhooks]",
+        "[server] zzz is not a key Codex reads\n",
+        "[server] domian is not a key Codex reads; did you mean [freshservice] domain?",
+        "[webhook] is not a section Codex reads; did you mean [webhooks]?",
+        "[extra] is not a section Codex reads\n",
+        "[hooks] is not a section Codex reads; its keys belong in [webhooks]",
+        // Every problem at once: the hint comes with the error it explains.
+        "[webhooks] secert is not a key Codex reads; did you mean secret?",
+        "[webhooks] enabled = true but no secret is set",
     ] {
         assert!(
             format!("{warnings}\n").contains(expected),
@@ -134,6 +154,10 @@ fn unknown_names_are_answered_with_the_likely_one() {
     assert_eq!(
         did_you_mean("colour", ["bind", "threads"].into_iter()),
         None
+    );
+    assert_eq!(
+        did_you_mean("secert", ["secret"].into_iter()),
+        Some("secret")
     );
 }
 
@@ -154,8 +178,8 @@ fn the_environment_is_named_when_its_value_is_wrong() {
     );
     // An empty variable does not override the file.
     let env = |name: &str| (name == ENV_WEBHOOK_SECRET).then(String::new);
-    let loaded = Config::from_ini("[webhooks]\nsecret = from-file\n", None, &env).unwrap();
-    assert_eq!(loaded.config.webhooks.secrets[0].expose(), "from-file");
+    let loaded = Config::from_ini(&format!("[webhooks]\nsecret = {STRONG}\n"), None, &env).unwrap();
+    assert_eq!(loaded.config.webhooks.secrets[0].expose(), STRONG);
 }
 
 #[test]
@@ -200,7 +224,14 @@ fn enabled_without_secret_is_refused() {
 
 #[test]
 fn secrets_are_trimmed_split_and_kept_literally() {
-    let loaded = load("[webhooks]\nenabled = true\nsecret =  old#1 , new;2  \n").unwrap();
+    let (old, new) = (
+        "Old#1Tq8Lm3Vx7Rb2Nc5Hd9Jf4Pw6Zs0G",
+        "New;2Wd4Qp8Yt1Mn6Bv3Cx9Zr5Ls7Kf0E",
+    );
+    let loaded = load(&format!(
+        "[webhooks]\nenabled = true\nsecret =  {old} , {new}  \n"
+    ))
+    .unwrap();
     let secrets: Vec<_> = loaded
         .config
         .webhooks
@@ -208,32 +239,78 @@ fn secrets_are_trimmed_split_and_kept_literally() {
         .iter()
         .map(|s| s.expose().to_string())
         .collect();
-    assert_eq!(secrets, ["old#1", "new;2"]);
+    assert_eq!(secrets, [old, new]);
     let rendered = loaded.config.render_masked();
     assert!(
-        !rendered.contains("old#1") && !rendered.contains("new;2"),
+        !rendered.contains(old) && !rendered.contains(new),
         "{rendered}"
     );
-    assert!(!format!("{:?}", loaded.config).contains("old#1"));
+    assert!(!format!("{:?}", loaded.config).contains(old));
 }
 
 #[test]
 fn environment_overrides_file() {
     let env = |name: &str| match name {
-        ENV_WEBHOOK_SECRET => Some("from-env".to_string()),
+        ENV_WEBHOOK_SECRET => Some(STRONG.to_string()),
         ENV_DATABASE_URL => Some("sqlite:////tmp/x.db".to_string()),
         _ => None,
     };
     let loaded = Config::from_ini("[webhooks]\nsecret = file\n", None, &env).unwrap();
-    assert_eq!(loaded.config.webhooks.secrets[0].expose(), "from-env");
+    assert_eq!(loaded.config.webhooks.secrets[0].expose(), STRONG);
     assert_eq!(loaded.config.database.url.masked(), "sqlite:////tmp/x.db");
 }
 
 #[test]
-fn unknown_keys_warn() {
-    let loaded = load("[server]\nbindd = 1\n[extra]\nx = 1\n").unwrap();
-    assert!(loaded.warnings.iter().any(|w| w.contains("[server] bindd")));
-    assert!(loaded.warnings.iter().any(|w| w.contains("[extra]")));
+fn weak_secrets_are_refused_with_the_fix() {
+    for (secret, why) in [
+        ("abc", "is 3 characters long"),
+        ("password123", "is 11 characters long"),
+        ("YOUR_SECRET_HERE", "is 16 characters long"),
+        ("YOUR_SECRET_HERE_YOUR_SECRET_HERE", "placeholder"),
+        ("change-me-0123456789-0123456789-0", "placeholder"),
+        (
+            "abcdefghijklmnopqrstuvwxyzabcdefgh",
+            "one kind of character",
+        ),
+        ("01234567890123456789012345678901", "one kind of character"),
+        (
+            "ab12ab12ab12ab12ab12ab12ab12ab12ab",
+            "repeats 4 different characters",
+        ),
+        ("Password-Secret-Webhook-2024-0987", "common words"),
+        ("test-secret-0123456789abcdef", "is 28 characters long"),
+    ] {
+        let error = load(&format!("[webhooks]\nsecret = {secret}\n"))
+            .err()
+            .unwrap_or_else(|| panic!("{secret} accepted"))
+            .to_string();
+        assert!(error.contains(why), "{secret}: {error}");
+        assert!(error.contains("codex gen-secret"), "{secret}: {error}");
+        assert!(!error.contains(secret), "the secret is quoted: {error}");
+    }
+    // One weak secret among several is named by its place.
+    let error = load(&format!("[webhooks]\nsecret = {STRONG}, abc\n"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("[webhooks] secret: secret 2 of 2 is 3 characters"),
+        "{error}"
+    );
+    // The environment variable is held to the same rule.
+    let env = |name: &str| (name == ENV_WEBHOOK_SECRET).then(|| "password123".to_string());
+    let error = Config::from_ini("", None, &env).err().unwrap().to_string();
+    assert!(
+        error.contains("CODEX_WEBHOOK_SECRET: the secret is 11"),
+        "{error}"
+    );
+    // What `codex gen-secret` prints passes; so does a mixed 32-character one.
+    for secret in [
+        "3f9c2a71d04be85693fa1c7e20d4b6a88e5f01c3b27d49a6f8e0c5b13a7d2e94",
+        STRONG,
+    ] {
+        assert_eq!(value::strong_secret(secret), Ok(()), "{secret}");
+    }
 }
 
 #[test]
@@ -406,4 +483,13 @@ fn secrets_and_their_variables_are_declared() {
     );
     let database = SETTINGS.iter().find(|s| s.section == "database").unwrap();
     assert_eq!(database.env, Some(ENV_DATABASE_URL));
+}
+
+/// What `codex gen-secret` makes always passes the check it points to.
+#[test]
+fn generated_secrets_are_always_strong() {
+    for _ in 0..2000 {
+        let secret = crate::commands::gen_secret().unwrap();
+        assert_eq!(value::strong_secret(&secret), Ok(()), "{secret}");
+    }
 }

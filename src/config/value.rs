@@ -251,14 +251,151 @@ pub fn names(text: &str) -> Result<Vec<String>, InvalidValue> {
     Ok(split_list(text).map(str::to_ascii_lowercase).collect())
 }
 
-/// One secret or several, comma-separated (for rotating), taken literally.
+/// One secret or several, comma-separated (for rotating), taken literally;
+/// each must pass `strong_secret`.
 pub fn secrets(text: &str) -> Result<Vec<Secret>, InvalidValue> {
-    Ok(split_list(text).map(Secret::new).collect())
+    let list: Vec<&str> = split_list(text).collect();
+    for (n, secret) in list.iter().enumerate() {
+        if let Err(InvalidValue(why)) = strong_secret(secret) {
+            let which = match list.len() {
+                1 => "the secret".to_string(),
+                _ => format!("secret {} of {}", n + 1, list.len()),
+            };
+            return invalid!("{which} {why}");
+        }
+    }
+    Ok(list.into_iter().map(Secret::new).collect())
+}
+
+/// The fewest characters a secret Codex checks may have: `codex gen-secret`
+/// prints 64.
+pub const MIN_SECRET_CHARS: usize = 32;
+
+/// Placeholders seen in documentation and examples (README's among them),
+/// lower case, separators removed: a secret containing one is a copy of an
+/// example, not a secret.
+const PLACEHOLDERS: &[&str] = &[
+    "yoursecret",
+    "secrethere",
+    "changeme",
+    "replaceme",
+    "placeholder",
+    "example",
+    "insertsecret",
+    "yourkey",
+    "yourtoken",
+    "xxxxxx",
+    "dummy",
+];
+
+/// Words a person picks when asked for a secret. A secret whose letters
+/// are only these (digits and punctuation aside) is guessable whatever its
+/// length.
+const WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pass",
+    "secret",
+    "secrets",
+    "webhook",
+    "webhooks",
+    "hook",
+    "codex",
+    "admin",
+    "test",
+    "testing",
+    "token",
+    "key",
+    "api",
+    "freshservice",
+    "superops",
+    "letmein",
+    "qwerty",
+    "abc",
+    "welcome",
+    "default",
+    "bench",
+    "rotated",
+    "another",
+    "new",
+    "old",
+    "signing",
+];
+
+/// Checks that a secret Codex verifies (a webhook or signing secret) is
+/// worth the name: at least `MIN_SECRET_CHARS` characters, not a
+/// placeholder, and not visibly low in entropy (one character class only,
+/// a few distinct characters repeated, or nothing but common words and
+/// digits). The message never quotes the secret. Secrets a PSA issues (API
+/// keys and tokens) are not Codex's to judge and are not checked.
+pub fn strong_secret(secret: &str) -> Result<(), InvalidValue> {
+    let fix = "run `codex gen-secret` for a strong one";
+    let chars = secret.chars().count();
+    if chars < MIN_SECRET_CHARS {
+        return invalid!("is {chars} characters long; it needs at least {MIN_SECRET_CHARS}: {fix}");
+    }
+    let letters: String = secret
+        .chars()
+        .filter(char::is_ascii_alphabetic)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let squeezed: String = secret
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if PLACEHOLDERS.iter().any(|p| squeezed.contains(p)) {
+        return invalid!("is a placeholder from an example, not a secret: {fix}");
+    }
+    let classes = [
+        secret.chars().any(|c| c.is_ascii_lowercase()),
+        secret.chars().any(|c| c.is_ascii_uppercase()),
+        secret.chars().any(|c| c.is_ascii_digit()),
+        secret.chars().any(|c| !c.is_ascii_alphanumeric()),
+    ];
+    if classes.iter().filter(|&&present| present).count() < 2 {
+        return invalid!("uses one kind of character only; {fix}");
+    }
+    let mut distinct: Vec<char> = secret.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 10 {
+        return invalid!("repeats {} different characters; {fix}", distinct.len());
+    }
+    if letters.is_empty() || only_words(&letters) {
+        return invalid!("is common words and digits, easy to guess; {fix}");
+    }
+    Ok(())
+}
+
+/// True when `letters` splits entirely into `WORDS`.
+fn only_words(letters: &str) -> bool {
+    // ends[i]: the first i letters split into words.
+    let mut ends = vec![false; letters.len() + 1];
+    ends[0] = true;
+    for i in 0..letters.len() {
+        if !ends[i] {
+            continue;
+        }
+        for word in WORDS {
+            if letters[i..].starts_with(word) {
+                ends[i + word.len()] = true;
+            }
+        }
+    }
+    ends[letters.len()]
 }
 
 /// One secret, trimmed.
 pub fn secret(text: &str) -> Result<Secret, InvalidValue> {
     Ok(Secret::new(text.trim()))
+}
+
+/// A secret Codex checks that people choose (not one a PSA issued): held
+/// to `strong_secret`.
+pub fn strong(text: &str) -> Result<Secret, InvalidValue> {
+    strong_secret(text.trim())?;
+    secret(text)
 }
 
 /// `parse` for a value that may be left empty (`None`).

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const SECRET: &str = "Tst7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga";
 
 /// Which database a test runs against.
 #[derive(Debug, Clone)]
@@ -675,6 +675,14 @@ pub fn run_codex_in(
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs `codex migrate` with the configuration at `conf` when its SQLite
+/// database does not exist yet: `sync --once` and `status` never create
+/// one.
+pub fn migrate_once(conf: &Path) {
+    let (status, _, err) = run_codex(&["migrate", "--config", conf.to_str().unwrap()], &[]);
+    assert!(status.success(), "codex migrate: {err}");
 }
 
 /// Fails naming the acknowledged deliveries missing from `stored`.

@@ -48,8 +48,8 @@ impl Leadership for AlwaysLeads {
 }
 
 impl SqliteBackend {
-    /// Opens (creating if need be) the database file and brings its schema
-    /// up to date.
+    /// Opens (creating the file, in an existing directory, if need be) the
+    /// database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteBackend, StoreError> {
         let unavailable = |e: rusqlite::Error| {
             StoreError::Unavailable(format!(
@@ -57,13 +57,16 @@ impl SqliteBackend {
                 path.display()
             ))
         };
+        // A file is created where none is, but never a directory: a path
+        // into a directory that does not exist is a mistake, not a wish.
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot create directory {}: {e}",
+            if !parent.is_dir() {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot create SQLite database {}: the directory {} does not exist",
+                    path.display(),
                     parent.display()
-                ))
-            })?;
+                )));
+            }
         }
         let recorded = file::recorded_id(path)?;
         file::check_exists(path, recorded.as_deref())?;
