@@ -10,12 +10,15 @@
 //!   filesystems (tmpfs; needs root) to fill a disk or make it read-only.
 //! - `codex_prometheus_tests`: `CODEX_TEST_PROMETHEUS_PYTHON` names a
 //!   Python with `prometheus_client`, whose parser reads `/metrics`.
+//! - `codex_browser_tests`: `CODEX_TEST_CHROMIUM` names a headless
+//!   Chromium that renders the status page.
 
 fn main() {
     for (variable, cfg) in [
         ("CODEX_TEST_DATABASE_URL", "codex_postgres_tests"),
         ("CODEX_TEST_MOUNTS", "codex_mount_tests"),
         ("CODEX_TEST_PROMETHEUS_PYTHON", "codex_prometheus_tests"),
+        ("CODEX_TEST_CHROMIUM", "codex_browser_tests"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         println!("cargo::rerun-if-env-changed={variable}");

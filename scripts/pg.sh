@@ -83,9 +83,25 @@ test_env() {
   if [ "$(id -u)" -eq 0 ]; then
     export CODEX_TEST_MOUNTS=1
   fi
+  if [ -z "${CODEX_TEST_CHROMIUM:-}" ]; then
+    browser && export CODEX_TEST_CHROMIUM="$BROWSER_BIN"
+  fi
   if [ -z "${CODEX_TEST_PROMETHEUS_PYTHON:-}" ]; then
     prometheus_parser && export CODEX_TEST_PROMETHEUS_PYTHON="$PROM_PYTHON"
   fi
+}
+
+# Debian's headless Chromium, for the status page tests: installed when
+# missing. Sets BROWSER_BIN.
+browser() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "chromium not found; installing Debian's chromium package (the status page tests use it)" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2 || return 1
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2 || return 1
+  fi
+  BROWSER_BIN="$(command -v chromium)"
 }
 
 # A Python with the Prometheus client's text parser, for the /metrics

@@ -21,7 +21,9 @@ use serde_json::{Map, Value, json};
 use crate::config::{Config, format_duration};
 use crate::error::StoreError;
 use crate::psa::Provider;
-use crate::store::{DbHealth, Reader, Reads, SyncRun, SyncState, WebhookCounts};
+use crate::store::{
+    DbHealth, Delivery, DeliveryCount, Reader, Reads, SyncRun, SyncState, WebhookCounts,
+};
 use crate::timestamp;
 
 /// Coverage is measured over this window.
@@ -38,6 +40,8 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Runs health shows (the newest), and `codex status` lists.
 const HEALTH_RUNS: i64 = 1;
 const REPORT_RUNS: i64 = 10;
+/// Deliveries `codex status` lists.
+const REPORT_DELIVERIES: usize = 10;
 
 /// The state of the service at one moment.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +53,36 @@ pub struct Status {
     pub webhooks_enabled: bool,
     /// One entry per provider, in `Provider::ALL` order.
     pub providers: Vec<ProviderStatus>,
+    /// How long the service has run; `None` outside `serve`.
+    pub uptime: Option<Duration>,
+    /// The last deliveries and runs; `None` unless asked for (the status
+    /// page, `codex status`) or when the database could not answer.
+    pub activity: Option<Activity>,
+}
+
+/// What happened lately, from the journal and `sync_runs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    /// The newest deliveries, newest first (never a body).
+    pub deliveries: Vec<Delivery>,
+    /// Deliveries per ten minutes and outcome over the coverage window.
+    pub counts: Vec<DeliveryCount>,
+    /// The newest runs of every provider, newest first.
+    pub runs: Vec<SyncRun>,
+}
+
+impl Activity {
+    /// Deliveries and runs the status page lists.
+    pub const DELIVERIES: i64 = 50;
+    pub const RUNS: i64 = 20;
+
+    pub fn read(reads: &mut dyn Reads) -> Result<Activity, StoreError> {
+        Ok(Activity {
+            deliveries: reads.recent_deliveries(Self::DELIVERIES)?,
+            counts: reads.delivery_counts(&timestamp::seconds_ago(COVERAGE_WINDOW_SECS))?,
+            runs: reads.recent_runs(None, Self::RUNS)?,
+        })
+    }
 }
 
 /// One provider's polling, and what the database holds about it.
@@ -199,11 +233,14 @@ impl Status {
                 stored: Some(stored),
             });
         }
+        let activity = reads.read(Activity::read)?;
         Ok(Status {
             database_problem: None,
             database_name: config.database.url.masked().to_string(),
             webhooks_enabled: config.webhooks.enabled,
             providers,
+            uptime: None,
+            activity: Some(activity),
         })
     }
 
@@ -350,8 +387,37 @@ impl Status {
                 let _ = writeln!(out, "    {}", run_line(run));
             }
         }
+        if let Some(activity) = &self.activity {
+            let _ = writeln!(out, "\nlast deliveries:");
+            if activity.deliveries.is_empty() {
+                let _ = writeln!(out, "  none");
+            }
+            for delivery in activity.deliveries.iter().take(REPORT_DELIVERIES) {
+                let _ = writeln!(out, "  {}", delivery_line(delivery));
+            }
+        }
         out
     }
+}
+
+/// One delivery on one line, for `codex status`.
+fn delivery_line(delivery: &Delivery) -> String {
+    format!(
+        "{} {} ticket {} {} -> {} ({}){}",
+        delivery.received_at,
+        delivery.provider,
+        delivery
+            .ticket_id
+            .map_or_else(|| "-".to_string(), |id| id.to_string()),
+        delivery.event.as_deref().unwrap_or("-"),
+        delivery.outcome,
+        delivery.status_code(),
+        delivery
+            .error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    )
 }
 
 /// One run on one line, for `codex status`.
@@ -426,6 +492,7 @@ pub struct StatusBoard {
     /// Asks the status thread for a refresh (one pending at most).
     refresh: Sender<()>,
     requests: Receiver<()>,
+    started: Instant,
 }
 
 impl StatusBoard {
@@ -446,6 +513,7 @@ impl StatusBoard {
             refreshed: Condvar::new(),
             refresh,
             requests,
+            started: Instant::now(),
         }
     }
 
@@ -486,6 +554,8 @@ impl StatusBoard {
             database_problem,
             database_name: self.database_name.clone(),
             webhooks_enabled: *lock(&self.webhooks_enabled),
+            uptime: Some(self.started.elapsed()),
+            activity: None,
             providers: Provider::ALL
                 .into_iter()
                 .zip(pollers)
@@ -635,6 +705,8 @@ mod tests {
             database_problem: None,
             database_name: "codex.db".to_string(),
             webhooks_enabled: true,
+            uptime: None,
+            activity: None,
             providers: vec![
                 ProviderStatus {
                     provider: Provider::Freshservice,

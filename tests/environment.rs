@@ -3,7 +3,7 @@
 //! those tests as ignored (see build.rs and scripts/test.sh).
 
 /// Which optional test environments this build of the tests has.
-const ENVIRONMENTS: [(&str, bool); 3] = [
+const ENVIRONMENTS: [(&str, bool); 4] = [
     (
         "CODEX_TEST_DATABASE_URL (the PostgreSQL tests)",
         cfg!(codex_postgres_tests),
@@ -15,6 +15,10 @@ const ENVIRONMENTS: [(&str, bool); 3] = [
     (
         "CODEX_TEST_PROMETHEUS_PYTHON (the /metrics parser tests)",
         cfg!(codex_prometheus_tests),
+    ),
+    (
+        "CODEX_TEST_CHROMIUM (the status page browser tests)",
+        cfg!(codex_browser_tests),
     ),
 ];
 

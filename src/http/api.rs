@@ -27,6 +27,7 @@ use super::response::ApiError;
 use crate::config::{Config, DatabaseUrl};
 use crate::error::StoreError;
 use crate::psa::Provider;
+use crate::status::Activity;
 use crate::store::{DbHealth, Position, Reader, Reads, TicketQuery, TicketRow};
 use crate::timestamp;
 
@@ -69,6 +70,11 @@ impl ReadApi {
             idle.push(reader);
         }
         result
+    }
+
+    /// The last deliveries and runs, for the status page.
+    pub fn read_activity(&self) -> Result<Activity, StoreError> {
+        self.read(Activity::read)
     }
 
     /// Rows in the delivery journal, for `/metrics`.

@@ -13,6 +13,7 @@ mod jwt;
 mod operator;
 pub mod response;
 mod routes;
+mod status_page;
 
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -91,6 +91,19 @@ pub fn json_response(status: u16, body: &Value) -> Response<Cursor<Vec<u8>>> {
     response
 }
 
+/// A 302 to `location` (a path of Codex's own).
+pub fn redirect(location: &str) -> Response<Cursor<Vec<u8>>> {
+    let mut response = text_response(
+        302,
+        "text/plain; charset=utf-8",
+        format!("see {location}\n"),
+    );
+    if let Ok(header) = Header::from_bytes(&b"Location"[..], location.as_bytes()) {
+        response.add_header(header);
+    }
+    response
+}
+
 /// A response of `content_type` text.
 pub fn text_response(status: u16, content_type: &str, body: String) -> Response<Cursor<Vec<u8>>> {
     let mut response = Response::from_data(body.into_bytes()).with_status_code(StatusCode(status));

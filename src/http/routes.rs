@@ -15,7 +15,8 @@ use tiny_http::{Method, Request};
 use super::api::{self, ReadApi};
 use super::auth::{self, RateLimiter};
 use super::operator;
-use super::response::{ApiError, json_response, send, text_response};
+use super::response::{ApiError, json_response, redirect, send, text_response};
+use super::status_page;
 use crate::config::Config;
 use crate::metrics::{self, RouteKind, Scraped};
 use crate::psa::{Field, Provider, TicketEvent, Value as PsaValue, lenient_json, webhook_body};
@@ -118,6 +119,10 @@ enum Route {
     Api(String),
     /// Prometheus metrics.
     Metrics,
+    /// The status page.
+    Status,
+    /// `/`: redirects to the status page.
+    Root,
 }
 
 impl Route {
@@ -127,7 +132,7 @@ impl Route {
             Route::Test => RouteKind::Test,
             Route::Ticket(_) => RouteKind::Delivery,
             Route::Api(_) => RouteKind::Api,
-            Route::Metrics => RouteKind::Operator,
+            Route::Metrics | Route::Status | Route::Root => RouteKind::Operator,
         }
     }
 }
@@ -179,6 +184,33 @@ pub fn handle(app: &AppState, mut request: Request) {
     let kind = route.as_ref().map_or(RouteKind::Other, Route::kind);
     let result = match route {
         Err(error) => Err(error),
+        Ok(Route::Root) => match request.method() {
+            Method::Get | Method::Head => {
+                let location = format!("{}/status", state.config.server.base_path);
+                Ok(redirect(&location))
+            }
+            _ => Err(method_not_allowed("GET")),
+        },
+        Ok(Route::Status) => match request.method() {
+            Method::Get | Method::Head => {
+                operator::allow(&state.config.status, client_ip, &request).map(|()| {
+                    let mut status = state.status.status();
+                    status.activity = match app.api.read_activity() {
+                        Ok(activity) => Some(activity),
+                        Err(error) => {
+                            log::debug!("status page: cannot read the activity: {error}");
+                            None
+                        }
+                    };
+                    text_response(
+                        200,
+                        "text/html; charset=utf-8",
+                        status_page::render(&status),
+                    )
+                })
+            }
+            _ => Err(method_not_allowed("GET")),
+        },
         Ok(Route::Metrics) => match request.method() {
             Method::Get | Method::Head => {
                 operator::allow(&state.config.status, client_ip, &request)
@@ -299,6 +331,8 @@ fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
     }
     match path {
         "/metrics" => return Ok(Route::Metrics),
+        "/status" => return Ok(Route::Status),
+        "" => return Ok(Route::Root),
         "/webhooks/health" => return Ok(Route::Health),
         "/webhooks/test" => return Ok(Route::Test),
         _ => {}

@@ -8,6 +8,7 @@
 //! `records` holds what is stored and answered, `diff` what an upsert did,
 //! `sqlite` and `postgres` the two backends.
 
+mod activity;
 mod command;
 mod db_health;
 mod dialect;
@@ -29,6 +30,7 @@ use crate::config::{Config, DatabaseUrl};
 use crate::error::StoreError;
 use crate::psa::Provider;
 
+pub use activity::{Delivery, DeliveryCount};
 pub use command::StoreClient;
 pub use db_health::DbHealth;
 pub use journal::JournalOutcome;
@@ -68,6 +70,12 @@ pub trait Reads: Send {
     /// Fails when the connection reads something other than Codex's
     /// database (a SQLite file replaced under it); it is then reopened.
     fn verify(&mut self) -> Result<(), StoreError>;
+
+    /// The newest `limit` journaled deliveries, without their bodies.
+    fn recent_deliveries(&mut self, limit: i64) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Deliveries per ten-minute slot and outcome since `since`.
+    fn delivery_counts(&mut self, since: &str) -> Result<Vec<DeliveryCount>, StoreError>;
 
     /// Rows in the delivery journal (`webhook_events`).
     fn journal_rows(&mut self) -> Result<i64, StoreError>;

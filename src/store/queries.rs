@@ -5,6 +5,7 @@
 //! connection) and gets the rest of `Backend` from here; a read connection
 //! provides a `ReadConnection` and gets `Reads`.
 
+use super::activity::{self, Delivery, DeliveryCount};
 use super::dialect::Dialect;
 use super::ids;
 use super::journal::JournalOutcome;
@@ -270,6 +271,7 @@ pub fn all(dialect: Dialect) -> Vec<String> {
         ]
         .map(str::to_string),
     );
+    all.extend(activity::STATEMENTS.map(str::to_string));
     all
 }
 
@@ -371,6 +373,14 @@ impl<E: Engine> Backend for E {
 impl<R: ReadConnection> Reads for R {
     fn verify(&mut self) -> Result<(), StoreError> {
         self.verify_source()
+    }
+
+    fn recent_deliveries(&mut self, limit: i64) -> Result<Vec<Delivery>, StoreError> {
+        activity::recent(self.reads(), limit)
+    }
+
+    fn delivery_counts(&mut self, since: &str) -> Result<Vec<DeliveryCount>, StoreError> {
+        activity::counts(self.reads(), since)
     }
 
     fn journal_rows(&mut self) -> Result<i64, StoreError> {
