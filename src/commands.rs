@@ -3,10 +3,11 @@
 //! `status`, `migrate`, `gen-secret`. Those that use the database open it
 //! as the service does (`service::open_store`).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use serde_json::Value;
@@ -20,6 +21,7 @@ use crate::service::{Service, ShutdownError, StartError, open_store, run};
 use crate::status::{Status, run_json};
 use crate::store::{self, RunKind, RunOutcome};
 use crate::sync::{check_credentials, run_sync};
+use crate::systemd;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +33,12 @@ pub enum CommandError {
     /// use, not this machine's, a privileged port).
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
-    /// The signal handlers or the thread that receives signals could not
-    /// be installed.
+    /// `serve`: systemd passed a socket (`LISTEN_FDS`) that is not a TCP
+    /// listening socket.
+    #[error("cannot use the socket systemd passed: {0}")]
+    PassedSocket(std::io::Error),
+    /// The signal handlers or the thread that receives signals (or the
+    /// watchdog's) could not be installed.
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
     /// The store could not be opened, or `serve` could not start (see
@@ -65,6 +71,9 @@ pub enum CommandError {
     /// `sync --once`: one or more runs failed, each with its error.
     #[error("{}", failures(.0))]
     SyncFailed(Vec<(Provider, String)>),
+    /// `man-pages`: the pages could not be written into the directory.
+    #[error("cannot write the man pages into {}: {}", .0.display(), .1)]
+    ManPages(std::path::PathBuf, std::io::Error),
     /// The system has no randomness to make a secret with.
     #[error("no randomness available: {0}")]
     NoRandomness(getrandom::Error),
@@ -127,8 +136,7 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, CommandError> {
 /// again on SIGHUP.
 pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
     let config = load_config(path)?;
-    let addr = config.server.bind;
-    let listener = crate::http::bind(addr).map_err(|e| CommandError::Listen(addr, e))?;
+    let listener = listen(config.server.bind)?;
     let signals = signals()?;
     let database = config.database.url.masked();
     let webhooks = config.webhooks.enabled;
@@ -138,15 +146,38 @@ pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
         service.local_addr(),
         if webhooks { "enabled" } else { "disabled" }
     );
+    // systemd hears READY=1 once the database answered too; until then
+    // the loop looks again every tick.
+    let mut watchdog = None;
     let fatal = loop {
+        if watchdog.is_none() && service.database_ready() {
+            systemd::ready();
+            watchdog =
+                Some(systemd::Watchdog::spawn(service.db_health()).map_err(CommandError::Signals)?);
+        }
+        let tick = match watchdog {
+            Some(_) => crossbeam_channel::never(),
+            None => crossbeam_channel::after(Duration::from_millis(100)),
+        };
         crossbeam_channel::select! {
             recv(signals) -> signal => match signal {
-                Ok(SIGHUP) => reload(&mut service, path),
+                Ok(SIGHUP) => {
+                    systemd::reloading();
+                    reload(&mut service, path);
+                    if watchdog.is_some() {
+                        systemd::ready();
+                    }
+                }
                 _ => break None,
             },
             recv(service.fatal()) -> message => break message.ok(),
+            recv(tick) -> _ => {}
         }
     };
+    if let Some(Some(watchdog)) = watchdog {
+        watchdog.stop();
+    }
+    systemd::stopping();
     match &fatal {
         None => log::info!("shutting down: answering the requests already read, 503 to new ones"),
         Some(message) => log::error!("{message}; shutting down"),
@@ -154,6 +185,23 @@ pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
     service.shutdown().map_err(CommandError::Shutdown)?;
     log::info!("stopped");
     fatal.map_or(Ok(()), |message| Err(CommandError::Fatal(message)))
+}
+
+/// The listening socket: the one systemd passed (socket activation), else
+/// `[server] bind`.
+fn listen(bind: SocketAddr) -> Result<TcpListener, CommandError> {
+    match systemd::passed_listener().map_err(CommandError::PassedSocket)? {
+        Some(listener) => {
+            let addr = listener
+                .local_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            log::info!(
+                "serving on the socket systemd passed ({addr}); [server] bind = {bind} is not used"
+            );
+            Ok(listener)
+        }
+        None => crate::http::bind(bind).map_err(|e| CommandError::Listen(bind, e)),
+    }
 }
 
 /// SIGTERM, SIGINT and SIGHUP, delivered on a channel.

@@ -17,7 +17,8 @@
 //! state, active tickets, coverage) it reads on a `store::Reader` of its
 //! own. `status` is the one status type that `/webhooks/health` and
 //! `codex status` render. `config` reads `codex.conf` and `reload`
-//! applies a changed one; `service` wires it all together.
+//! applies a changed one; `service` wires it all together, and `systemd`
+//! tells systemd how it goes and takes the socket it passes.
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +32,7 @@ mod service;
 mod status;
 mod store;
 mod sync;
+mod systemd;
 mod timestamp;
 
 pub use commands::{
