@@ -136,11 +136,14 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, CommandError> {
 /// again on SIGHUP.
 pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
     let config = load_config(path)?;
-    let listener = listen(config.server.bind)?;
+    let (listener, passed) = listen(config.server.bind)?;
     let signals = signals()?;
     let database = config.database.url.masked();
     let webhooks = config.webhooks.enabled;
     let mut service = run(config, listener).map_err(CommandError::Start)?;
+    if passed {
+        service.leave_backlog_queued();
+    }
     log::info!(
         "listening on http://{} (database {database}, webhooks {})",
         service.local_addr(),
@@ -187,9 +190,9 @@ pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
     fatal.map_or(Ok(()), |message| Err(CommandError::Fatal(message)))
 }
 
-/// The listening socket: the one systemd passed (socket activation), else
-/// `[server] bind`.
-fn listen(bind: SocketAddr) -> Result<TcpListener, CommandError> {
+/// The listening socket: the one systemd passed (socket activation; then
+/// `true`), else `[server] bind`.
+fn listen(bind: SocketAddr) -> Result<(TcpListener, bool), CommandError> {
     match systemd::passed_listener().map_err(CommandError::PassedSocket)? {
         Some(listener) => {
             let addr = listener
@@ -198,9 +201,11 @@ fn listen(bind: SocketAddr) -> Result<TcpListener, CommandError> {
             log::info!(
                 "serving on the socket systemd passed ({addr}); [server] bind = {bind} is not used"
             );
-            Ok(listener)
+            Ok((listener, true))
         }
-        None => crate::http::bind(bind).map_err(|e| CommandError::Listen(bind, e)),
+        None => crate::http::bind(bind)
+            .map(|listener| (listener, false))
+            .map_err(|e| CommandError::Listen(bind, e)),
     }
 }
 

@@ -157,6 +157,13 @@ impl Service {
         self.writer.client.health_handle()
     }
 
+    /// Leaves connections still queued on the listening socket at shutdown
+    /// for the next process: systemd passed the socket and keeps it open
+    /// across restarts.
+    pub fn leave_backlog_queued(&mut self) {
+        self.http.leave_backlog_queued();
+    }
+
     /// Receives a message when the service cannot go on (an HTTP worker found the server gone).
     pub fn fatal(&self) -> &Receiver<String> {
         &self.fatal
