@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use sd_notify::NotifyState;
 
 use crate::store::DbHealth;
@@ -74,22 +74,10 @@ impl Watchdog {
         let thread = std::thread::Builder::new()
             .name("codex-watchdog".to_string())
             .spawn(move || {
-                let mut seen = health.turns();
-                let mut stuck_logged = false;
-                while stopped.recv_timeout(every).is_err_and(|e| e.is_timeout()) {
-                    let turns = health.turns();
-                    if turns != seen {
-                        seen = turns;
-                        stuck_logged = false;
-                        send(&[NotifyState::Watchdog]);
-                    } else if !stuck_logged {
-                        stuck_logged = true;
-                        log::error!(
-                            "the writer has made no progress for {} ms; the watchdog is no longer fed",
-                            every.as_millis()
-                        );
-                    }
-                }
+                let progress = || health.turns();
+                keep_alive(&progress, every, &stopped, &|| {
+                    send(&[NotifyState::Watchdog])
+                });
             })?;
         Ok(Some(Watchdog { stop, thread }))
     }
@@ -100,5 +88,67 @@ impl Watchdog {
         if self.thread.join().is_err() {
             log::error!("the watchdog thread panicked");
         }
+    }
+}
+
+/// Every `every` until `stopped` says so: `ping` when `progress` moved
+/// since the last look, else (once per stall) an error in the log.
+fn keep_alive(
+    progress: &dyn Fn() -> u64,
+    every: Duration,
+    stopped: &Receiver<()>,
+    ping: &dyn Fn(),
+) {
+    let mut seen = progress();
+    let mut stall_logged = false;
+    while stopped.recv_timeout(every).is_err_and(|e| e.is_timeout()) {
+        let now = progress();
+        if now != seen {
+            seen = now;
+            stall_logged = false;
+            ping();
+        } else if !stall_logged {
+            stall_logged = true;
+            log::error!(
+                "the writer has made no progress for {} ms; the watchdog is no longer fed",
+                every.as_millis()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    #[test]
+    fn the_watchdog_is_fed_only_while_the_writer_moves() {
+        let turns = Arc::new(AtomicU64::new(0));
+        let pings = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = bounded::<()>(1);
+        let (t, p) = (turns.clone(), pings.clone());
+        let thread = std::thread::spawn(move || {
+            keep_alive(
+                &|| t.load(Ordering::SeqCst),
+                Duration::from_millis(10),
+                &stopped,
+                &|| {
+                    p.fetch_add(1, Ordering::SeqCst);
+                },
+            )
+        });
+        // A stuck writer: several intervals pass, no ping.
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(pings.load(Ordering::SeqCst), 0);
+        // It moves again: pinged.
+        turns.fetch_add(1, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pings.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pings.load(Ordering::SeqCst), 1);
+        stop.send(()).unwrap();
+        thread.join().unwrap();
     }
 }
