@@ -37,8 +37,8 @@ pub enum CommandError {
     /// listening socket.
     #[error("cannot use the socket systemd passed: {0}")]
     PassedSocket(std::io::Error),
-    /// The signal handlers or the thread that receives signals (or the
-    /// watchdog's) could not be installed.
+    /// The signal handlers or the thread that receives signals could not
+    /// be installed.
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
     /// The store could not be opened, or `serve` could not start (see
@@ -151,23 +151,26 @@ pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
     );
     // systemd hears READY=1 once the database answered too; until then
     // the loop looks again every tick.
-    let mut watchdog = None;
+    let (mut ready, mut watchdog) = (false, None);
     let fatal = loop {
-        if watchdog.is_none() && service.database_ready() {
+        if !ready && service.database_ready() {
+            ready = true;
             systemd::ready();
-            watchdog =
-                Some(systemd::Watchdog::spawn(service.db_health()).map_err(CommandError::Signals)?);
+            watchdog = systemd::Watchdog::spawn(service.db_health()).unwrap_or_else(|error| {
+                log::error!("cannot start the watchdog thread: {error}");
+                None
+            });
         }
-        let tick = match watchdog {
-            Some(_) => crossbeam_channel::never(),
-            None => crossbeam_channel::after(Duration::from_millis(100)),
+        let tick = match ready {
+            true => crossbeam_channel::never(),
+            false => crossbeam_channel::after(Duration::from_millis(100)),
         };
         crossbeam_channel::select! {
             recv(signals) -> signal => match signal {
                 Ok(SIGHUP) => {
                     systemd::reloading();
                     reload(&mut service, path);
-                    if watchdog.is_some() {
+                    if ready {
                         systemd::ready();
                     }
                 }
@@ -177,7 +180,7 @@ pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
             recv(tick) -> _ => {}
         }
     };
-    if let Some(Some(watchdog)) = watchdog {
+    if let Some(watchdog) = watchdog {
         watchdog.stop();
     }
     systemd::stopping();
