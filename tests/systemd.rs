@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{Backend, Codex, TestDb, base_config, seed_body, wait_until};
 
 /// A secret only the credential file holds.
-const CREDENTIAL_SECRET: &str = "Tst7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga";
+const CREDENTIAL_SECRET: &str = "Crd2Wq8Er4Ty6Ui0Op3As5Df7Gh9Jk1Lz";
 
 /// The notify socket a test binds, and every message received on it.
 struct NotifySocket {
