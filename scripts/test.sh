@@ -16,3 +16,7 @@ test_env
 
 echo "== cargo test (SQLite and PostgreSQL at ${CODEX_TEST_DATABASE_URL})"
 cargo test --workspace --quiet "$@"
+
+# The Debian package and the tarball (as root, as in CI; skipped otherwise).
+echo "== scripts/package-test.sh"
+scripts/package-test.sh

@@ -4,9 +4,11 @@
 //! have modules of their own). Those that use the database check it first
 //! (`preflight`) and open it as the service does (`service::open_store`).
 
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use serde_json::Value;
@@ -23,6 +25,7 @@ use crate::service::{Service, ShutdownError, StartError, open_store, run};
 use crate::status::{Status, run_json};
 use crate::store::{self, RunKind, RunOutcome};
 use crate::sync::{check_credentials, run_sync};
+use crate::systemd;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,10 @@ pub enum CommandError {
     /// taking deliveries, every problem found.
     #[error("{}", problems(.0))]
     CheckFailed(Vec<String>),
+    /// `serve`: systemd passed a socket (`LISTEN_FDS`) that is not a TCP
+    /// listening socket.
+    #[error("cannot use the socket systemd passed: {0}")]
+    PassedSocket(std::io::Error),
     /// The signal handlers or the thread that receives signals could not
     /// be installed.
     #[error("cannot install the signal handlers: {0}")]
@@ -72,6 +79,9 @@ pub enum CommandError {
     /// `sync --once`: one or more runs failed, each with its error.
     #[error("{}", failures(.0))]
     SyncFailed(Vec<(Provider, String)>),
+    /// `man-pages`: the pages could not be written into the directory.
+    #[error("cannot write the man pages into {}: {}", .0.display(), .1)]
+    ManPages(std::path::PathBuf, std::io::Error),
     /// The system has no randomness to make a secret with.
     #[error("no randomness available: {0}")]
     NoRandomness(getrandom::Error),
@@ -154,25 +164,54 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, CommandError> {
 pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
     let config = load_config(path)?;
     preflight::serve_database(&config)?;
-    let listener = preflight::listen(config.server.bind)?;
+    let (listener, passed) = listen(config.server.bind)?;
     let signals = signals()?;
     let database = database_name(&config);
     let webhooks = config.webhooks.enabled;
     let mut service = run(config, listener).map_err(CommandError::Start)?;
+    if passed {
+        service.leave_backlog_queued();
+    }
     log::info!(
         "listening on http://{} (database {database}, webhooks {})",
         service.local_addr(),
         if webhooks { "enabled" } else { "disabled" }
     );
+    // systemd hears READY=1 once the database answered too; until then
+    // the loop looks again every tick.
+    let (mut ready, mut watchdog) = (false, None);
     let fatal = loop {
+        if !ready && service.database_ready() {
+            ready = true;
+            systemd::ready();
+            watchdog = systemd::Watchdog::spawn(service.db_health()).unwrap_or_else(|error| {
+                log::error!("cannot start the watchdog thread: {error}");
+                None
+            });
+        }
+        let tick = match ready {
+            true => crossbeam_channel::never(),
+            false => crossbeam_channel::after(Duration::from_millis(100)),
+        };
         crossbeam_channel::select! {
             recv(signals) -> signal => match signal {
-                Ok(SIGHUP) => reload(&mut service, path),
+                Ok(SIGHUP) => {
+                    systemd::reloading();
+                    reload(&mut service, path);
+                    if ready {
+                        systemd::ready();
+                    }
+                }
                 _ => break None,
             },
             recv(service.fatal()) -> message => break message.ok(),
+            recv(tick) -> _ => {}
         }
     };
+    if let Some(watchdog) = watchdog {
+        watchdog.stop();
+    }
+    systemd::stopping();
     match &fatal {
         None => log::info!("shutting down: answering the requests already read, 503 to new ones"),
         Some(message) => log::error!("{message}; shutting down"),
@@ -180,6 +219,23 @@ pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
     service.shutdown().map_err(CommandError::Shutdown)?;
     log::info!("stopped");
     fatal.map_or(Ok(()), |message| Err(CommandError::Fatal(message)))
+}
+
+/// The listening socket: the one systemd passed (socket activation; then
+/// `true`), else `[server] bind`.
+fn listen(bind: SocketAddr) -> Result<(TcpListener, bool), CommandError> {
+    match systemd::passed_listener().map_err(CommandError::PassedSocket)? {
+        Some(listener) => {
+            let addr = listener
+                .local_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            log::info!(
+                "serving on the socket systemd passed ({addr}); [server] bind = {bind} is not used"
+            );
+            Ok((listener, true))
+        }
+        None => Ok((preflight::listen(bind)?, false)),
+    }
 }
 
 /// SIGTERM, SIGINT and SIGHUP, delivered on a channel.

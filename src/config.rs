@@ -49,6 +49,9 @@ pub const ENV_DATABASE_URL: &str = "CODEX_DATABASE_URL";
 pub const ENV_FRESHSERVICE_API_KEY: &str = "CODEX_FRESHSERVICE_API_KEY";
 /// Environment variable overriding `[superops] api_token`.
 pub const ENV_SUPEROPS_API_TOKEN: &str = "CODEX_SUPEROPS_API_TOKEN";
+/// Where systemd puts the files of the unit's `LoadCredential=`; each
+/// secret's environment variable name is also its credential's name.
+pub const ENV_CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
 /// Where Codex looks for its configuration without `--config` or
 /// `$CODEX_CONFIG`, in order: its own file, the Python predecessor's
@@ -314,6 +317,35 @@ settings! {
     }
 }
 
+/// The override for a secret setting: the environment variable `name` when
+/// it is set and not empty, else the systemd credential of the same name
+/// (`$CREDENTIALS_DIRECTORY/<name>`, from the unit's `LoadCredential=`)
+/// when that file exists.
+fn secret_override(name: &str) -> Option<String> {
+    let from_env = std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    from_env.or_else(|| {
+        credential(
+            Path::new(&std::env::var_os(ENV_CREDENTIALS_DIRECTORY)?),
+            name,
+        )
+    })
+}
+
+/// The credential `name` in `dir` without its trailing newline; `None`
+/// when there is no such file (a missing credential is fine: the file's
+/// value stands). One that exists but cannot be read is logged.
+fn credential(dir: &Path, name: &str) -> Option<String> {
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_string()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => {
+            log::warn!("cannot read the credential {}: {error}", path.display());
+            None
+        }
+    }
+}
+
 /// A loaded configuration and the warnings found while reading it.
 pub struct Loaded {
     pub config: Config,
@@ -345,7 +377,7 @@ impl Config {
             })?,
             None => String::new(),
         };
-        Config::from_ini(&text, path, &|name| std::env::var(name).ok())
+        Config::from_ini(&text, path, &secret_override)
     }
 
     /// Reads configuration text; `env` supplies the environment overrides.

@@ -60,11 +60,17 @@ pub enum StoreError {
     #[error("database statement failed: {0}")]
     Statement(String),
     /// When `codex_meta` records a schema version newer than this binary's
-    /// (a newer Codex migrated the database): refused at start-up.
+    /// (a newer Codex migrated the database): refused at start-up, naming
+    /// the release that wrote it (`needs`: "0.2.0 or later").
     #[error(
-        "the database schema is version {found}, newer than this Codex supports ({supported}); upgrade Codex"
+        "the database schema is version {found}, newer than this Codex {} supports ({supported}); upgrade Codex to {needs} (or restore the copy of the database taken before the upgrade)",
+        env!("CARGO_PKG_VERSION")
     )]
-    SchemaTooNew { found: i64, supported: i64 },
+    SchemaTooNew {
+        found: i64,
+        supported: i64,
+        needs: String,
+    },
     /// When the migration cannot bring the schema up to date (a column of a
     /// type Codex cannot convert, values that are not ticket numbers, a
     /// statement the role may not run, a statement `serve` runs that does

@@ -18,7 +18,9 @@
 //! own. `status` is the one status type that `/webhooks/health` and
 //! `codex status` render. `config` reads `codex.conf` and `reload`
 //! applies a changed one; `preflight` checks the database path and the
-//! address before a command changes anything; `service` wires it all together.
+//! address before a command changes anything; `service` wires it all
+//! together, and `systemd` tells systemd how it goes and takes the socket
+//! it passes.
 
 #![forbid(unsafe_code)]
 
@@ -36,6 +38,7 @@ mod service;
 mod status;
 mod store;
 mod sync;
+mod systemd;
 mod timestamp;
 
 pub use backup::{BackupError, backup};

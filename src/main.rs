@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use codex::CommandError;
 
@@ -31,6 +31,13 @@ enum Command {
     Sync(SyncArgs),
     /// Print the last sync runs, webhook counts and coverage.
     Status(ConfigArg),
+    /// Write the man pages (codex.1 and one per command) into DIR; the
+    /// packages are built with it.
+    #[command(hide = true)]
+    ManPages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Print the version (as --version does).
     Version,
     /// Post the guide's Freshservice template with the configured secret to
@@ -174,5 +181,30 @@ fn execute(command: Command) -> Result<(), CommandError> {
             }
             Ok(())
         }
+        Command::ManPages { dir } => {
+            man_pages(&dir).map_err(|error| CommandError::ManPages(dir.clone(), error))
+        }
     }
+}
+
+/// Writes `codex.1` and `codex-<command>.1` for each visible command into
+/// `dir`, from the same definitions as `--help`.
+fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let command = Cli::command();
+    let mut pages = vec![(
+        "codex.1".to_string(),
+        clap_mangen::Man::new(command.clone()),
+    )];
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("codex-{}", sub.get_name());
+        let page = sub.clone().name(name.clone());
+        pages.push((format!("{name}.1"), clap_mangen::Man::new(page)));
+    }
+    for (file, page) in pages {
+        let mut text = Vec::new();
+        page.render(&mut text)?;
+        std::fs::write(dir.join(file), text)?;
+    }
+    Ok(())
 }

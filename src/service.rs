@@ -12,7 +12,7 @@ use crate::http::{AppState, HttpServer};
 use crate::psa::Provider;
 use crate::reload;
 use crate::status::{StatusBoard, StatusThread};
-use crate::store::{self, Reader, WriterHandle};
+use crate::store::{self, DbHealth, Reader, WriterHandle};
 use crate::sync::{self, Poller};
 
 /// Why the service (or a command that opens the store) could not start.
@@ -144,6 +144,24 @@ impl Service {
         log::set_max_level(config.server.log_level);
         state.replace(config);
         Ok(plan)
+    }
+
+    /// True once the database answered: the writer is connected and not
+    /// stuck on a call.
+    pub fn database_ready(&self) -> bool {
+        self.writer.client.health().problem().is_none()
+    }
+
+    /// The writer's published state (the watchdog follows its progress).
+    pub(crate) fn db_health(&self) -> Arc<DbHealth> {
+        self.writer.client.health_handle()
+    }
+
+    /// Leaves connections still queued on the listening socket at shutdown
+    /// for the next process: systemd passed the socket and keeps it open
+    /// across restarts.
+    pub fn leave_backlog_queued(&mut self) {
+        self.http.leave_backlog_queued();
     }
 
     /// Receives a message when the service cannot go on (an HTTP worker found the server gone).

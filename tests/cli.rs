@@ -114,11 +114,17 @@ fn migrate_is_idempotent_and_a_newer_schema_is_refused(backend: Backend) {
             .as_deref(),
         Some("2")
     );
+    assert_eq!(
+        db.value("SELECT value FROM codex_meta WHERE key = 'schema_written_by'")
+            .as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
     db.rows("UPDATE codex_meta SET value = '99' WHERE key = 'schema_version'");
+    db.rows("UPDATE codex_meta SET value = '9.8.7' WHERE key = 'schema_written_by'");
     let (status, _, err) = run_codex(&["serve", "--config", conf.to_str().unwrap()], &[]);
     assert!(!status.success());
     assert!(
-        err.contains("version 99") && err.contains("upgrade Codex"),
+        err.contains("version 99") && err.contains("upgrade Codex to 9.8.7 or later"),
         "{err}"
     );
     let (status, _, err) = run_codex(&["check-config", "--config", conf.to_str().unwrap()], &[]);

@@ -9,6 +9,7 @@
 
 mod api;
 pub mod auth;
+mod backlog;
 mod jwt;
 mod operator;
 pub mod response;
@@ -101,6 +102,10 @@ pub struct HttpServer {
     workers: Vec<JoinHandle<()>>,
     stopping: Arc<AtomicBool>,
     addr: SocketAddr,
+    /// The listening socket, kept so that what is still queued in its
+    /// backlog when the server stops can be answered before it closes;
+    /// `None` when systemd holds the socket (the next Codex answers them).
+    backlog: Option<TcpListener>,
 }
 
 impl HttpServer {
@@ -113,6 +118,7 @@ impl HttpServer {
         fatal: Sender<String>,
     ) -> std::io::Result<HttpServer> {
         let addr = listener.local_addr()?;
+        let backlog = Some(listener.try_clone()?);
         let limits = limits(&state.current().config.server);
         log::debug!(
             "serving at most {} connections at once",
@@ -140,7 +146,14 @@ impl HttpServer {
             workers,
             stopping,
             addr,
+            backlog,
         })
+    }
+
+    /// Leaves connections queued in the listen backlog at stop for the
+    /// next process (systemd passed the socket and keeps it open).
+    pub fn leave_backlog_queued(&mut self) {
+        self.backlog = None;
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -154,9 +167,11 @@ impl HttpServer {
     /// Drains, then stops: a request read before the drain began is
     /// answered as usual, one read after it gets a 503 with Retry-After;
     /// once the earlier ones are answered (or after `DRAIN_LIMIT`), the
-    /// listener closes, connections answer 503 themselves, and the workers
-    /// stop when nothing is queued.
-    pub fn stop(self) -> std::thread::Result<()> {
+    /// server stops accepting, connections answer 503 themselves, those
+    /// still in the listen backlog are answered 503 before the listener
+    /// closes (so none is reset), and the workers stop when nothing is
+    /// queued.
+    pub fn stop(mut self) -> std::thread::Result<()> {
         let started = self.state.begin_drain();
         let deadline = started + DRAIN_LIMIT;
         let idle = || self.state.in_flight() == 0 && self.server.queued_requests() == 0;
@@ -164,6 +179,12 @@ impl HttpServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.server.shut_down();
+        if let Some(listener) = self.backlog.take() {
+            let answered = backlog::answer_queued(listener);
+            if answered > 0 {
+                log::info!("answered {answered} connections from the listen backlog with 503");
+            }
+        }
         while Instant::now() < deadline && self.server.queued_requests() > 0 {
             std::thread::sleep(Duration::from_millis(20));
         }

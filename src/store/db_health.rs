@@ -23,6 +23,9 @@ pub struct DbHealth {
     /// Set at shutdown: callers stop retrying.
     closing: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Turns of the writer's loop: it moves at least every tick unless the
+    /// writer is stuck (the systemd watchdog follows it).
+    turns: AtomicU64,
 }
 
 impl DbHealth {
@@ -33,6 +36,7 @@ impl DbHealth {
             epoch: Instant::now(),
             closing: AtomicBool::new(false),
             last_error: Mutex::new(first_error.map(ToString::to_string)),
+            turns: AtomicU64::new(0),
         }
     }
 
@@ -76,6 +80,16 @@ impl DbHealth {
     /// True once the service is shutting down.
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
+    }
+
+    /// How many turns the writer's loop has made; it changes at least
+    /// every half second while the writer makes progress.
+    pub fn turns(&self) -> u64 {
+        self.turns.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn turn(&self) {
+        self.turns.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn begin_call(&self) {

@@ -230,14 +230,19 @@ pub enum Found {
 
 /// The version recorded in `codex_meta`, if Codex ever migrated the database.
 pub fn recorded_version(catalog: &mut dyn Catalog) -> Result<Option<i64>, StoreError> {
+    Ok(meta(catalog, schema::VERSION_KEY)?.and_then(|v| v.trim().parse().ok()))
+}
+
+/// The value of `key` in `codex_meta`, if the table and the key exist.
+fn meta(catalog: &mut dyn Catalog, key: &str) -> Result<Option<String>, StoreError> {
     if !catalog.table_exists("codex_meta")? {
         return Ok(None);
     }
     let rows = catalog
         .connection()
-        .query(queries::META_GET, &[Param::Text(Some(schema::VERSION_KEY))])?;
+        .query(queries::META_GET, &[Param::Text(Some(key))])?;
     Ok(match rows.first() {
-        Some(row) => row.text(0)?.and_then(|v| v.trim().parse().ok()),
+        Some(row) => row.text(0)?,
         None => None,
     })
 }
@@ -257,9 +262,14 @@ pub fn run(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
 fn plan(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
     let found = match recorded_version(catalog)? {
         Some(version) if version > schema::VERSION => {
+            let written_by = meta(catalog, schema::WRITTEN_BY_KEY)?
+                .map(|release| release.trim().to_string())
+                .filter(|release| !release.is_empty())
+                .map(|release| format!("{release} or later"));
             return Err(StoreError::SchemaTooNew {
                 found: version,
                 supported: schema::VERSION,
+                needs: written_by.unwrap_or_else(|| "a newer release".to_string()),
             });
         }
         Some(version) => Found::Codex(version),
@@ -331,13 +341,15 @@ fn plan(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
     }
 
     let version = schema::VERSION.to_string();
-    catalog.connection().execute(
-        queries::META_SET,
-        &[
-            Param::Text(Some(schema::VERSION_KEY)),
-            Param::Text(Some(&version)),
-        ],
-    )?;
+    for (key, value) in [
+        (schema::VERSION_KEY, version.as_str()),
+        (schema::WRITTEN_BY_KEY, env!("CARGO_PKG_VERSION")),
+    ] {
+        catalog.connection().execute(
+            queries::META_SET,
+            &[Param::Text(Some(key)), Param::Text(Some(value))],
+        )?;
+    }
     Ok(done)
 }
 

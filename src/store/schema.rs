@@ -12,6 +12,10 @@ pub const VERSION: i64 = 2;
 /// Key in `codex_meta` holding the version.
 pub const VERSION_KEY: &str = "schema_version";
 
+/// Key in `codex_meta` holding the Codex release that last migrated the
+/// database, so that an older binary can say which release it needs.
+pub const WRITTEN_BY_KEY: &str = "schema_written_by";
+
 /// One file of `migrations/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {

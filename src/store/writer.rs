@@ -101,6 +101,7 @@ enum Batched {
 impl Writer {
     fn run(mut self) {
         loop {
+            self.health.turn();
             // Reconnecting follows the backoff schedule, whether or not
             // work arrives: handlers fail fast while the database is
             // unavailable, so nothing else would try.

@@ -370,6 +370,13 @@ impl Codex {
         for (key, value) in env {
             command.env(key, value);
         }
+        Codex::spawn(command, config_path)
+    }
+
+    /// Starts `command` (a `codex serve`, possibly behind a wrapper that
+    /// passes it a socket) and waits for it to say where it listens.
+    pub fn spawn(mut command: Command, config_path: &Path) -> Codex {
+        command.stderr(Stdio::piped());
         let mut child = command.spawn().expect("start codex");
         let stderr = child.stderr.take().expect("stderr");
         let logs = Arc::new(Mutex::new(String::new()));

@@ -1,0 +1,133 @@
+//! The last step of a drain: the connections still waiting in the
+//! listen backlog once the server stopped accepting. Closing a listener
+//! with connections queued makes the kernel reset them, unanswered; so
+//! each is accepted, its request read, and answered 503 with Retry-After
+//! before the listener closes.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long one queued client may take to send its request, and then to
+/// close its side after the answer.
+const CLIENT_LIMIT: Duration = Duration::from_secs(2);
+/// The most of a queued request read before answering (a larger one is
+/// answered all the same; reading keeps the kernel from resetting).
+const MAX_READ: usize = 2 * 1024 * 1024;
+
+const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Retry-After: 5\r\n\
+Connection: close\r\n\
+Content-Type: application/json\r\n\
+Content-Length: 47\r\n\r\n\
+{\"error\":\"Codex is shutting down; retry later\"}";
+
+/// Accepts what is queued on `listener` until nothing is, answering each
+/// connection 503 on a thread of its own, then closes the listener and
+/// waits for the answers. Returns how many were answered.
+pub fn answer_queued(listener: TcpListener) -> usize {
+    if let Err(error) = listener.set_nonblocking(true) {
+        log::warn!("cannot drain the listen backlog: {error}");
+        return 0;
+    }
+    let mut answering: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let spawned = std::thread::Builder::new()
+                    .name("codex-backlog".to_string())
+                    .stack_size(64 * 1024)
+                    .spawn(move || answer(stream));
+                match spawned {
+                    Ok(thread) => answering.push(thread),
+                    Err(error) => log::warn!("cannot answer a queued connection: {error}"),
+                }
+            }
+            Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) if error.kind() == ErrorKind::ConnectionAborted => {}
+            Err(error) => {
+                log::warn!("draining the listen backlog stopped: {error}");
+                break;
+            }
+        }
+    }
+    drop(listener);
+    let answered = answering.len();
+    for thread in answering {
+        let _ = thread.join();
+    }
+    answered
+}
+
+/// Reads one request (head and, by Content-Length, body), answers 503,
+/// and closes only once the client has closed its side (or after
+/// `CLIENT_LIMIT`), so that no unread byte makes the kernel reset.
+fn answer(mut stream: TcpStream) {
+    let deadline = Instant::now() + CLIENT_LIMIT;
+    if stream.set_nonblocking(false).is_err() {
+        return;
+    }
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 8192];
+    while !request_complete(&received) && received.len() < MAX_READ {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        if stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .is_err()
+        {
+            return;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = stream.set_write_timeout(Some(CLIENT_LIMIT));
+    let _ = stream.write_all(ANSWER);
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(CLIENT_LIMIT));
+    while matches!(stream.read(&mut buffer), Ok(n) if n > 0) {}
+}
+
+/// Whether `received` holds a whole request: the head, and as many body
+/// bytes as its Content-Length says.
+fn request_complete(received: &[u8]) -> bool {
+    let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&received[..end]);
+    let length = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    received.len() >= end + 4 + length
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_complete_with_its_whole_body() {
+        assert!(!request_complete(b"POST / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(request_complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let head = b"POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\n";
+        assert!(!request_complete(&[&head[..], b"ab"].concat()));
+        assert!(request_complete(&[&head[..], b"abcd"].concat()));
+    }
+
+    #[test]
+    fn the_answer_says_its_length() {
+        let text = std::str::from_utf8(ANSWER).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+}
