@@ -11,7 +11,8 @@ use std::io::Read;
 use serde_json::{Value, json};
 use tiny_http::{Method, Request};
 
-use super::auth::{self, RateLimiter};
+use super::auth::RateLimiter;
+use super::gate;
 use super::response::{ApiError, json_response, send};
 use crate::config::Config;
 use crate::psa::{Field, Provider, TicketEvent, Value as PsaValue, lenient_json, webhook_body};
@@ -103,13 +104,16 @@ impl Drop for InFlight<'_> {
 /// about 15 s; answering 503 before that lets it retry cleanly.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
-enum Route {
+/// Where a request goes.
+pub(super) enum Route {
     Health,
     Test,
     Ticket(Provider),
 }
 
-/// Answers one request.
+/// Answers one request. Its head passed the gate (`gate.rs`) before its
+/// body was read: the route, method, rate limit, secret, allowlist, content
+/// type and declared length are settled.
 pub fn handle(state: &AppState, mut request: Request) {
     let started = Instant::now();
     if state
@@ -132,48 +136,50 @@ pub fn handle(state: &AppState, mut request: Request) {
     let state = &Scope {
         store: &state.store,
         config: &current.config,
-        limiter: &current.limiter,
         status: &state.status,
     };
-    let peer = request
-        .remote_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
-    let forwarded: Vec<&str> = request
+    let head = tiny_http::Head {
+        method: request.method(),
+        url: request.url(),
+        http_version: request.http_version(),
+        headers: request.headers(),
+        remote_addr: request.remote_addr().copied(),
+    };
+    let client_ip = gate::client_ip(state.config, &head);
+    let host = request
         .headers()
         .iter()
-        .filter(|h| h.field.equiv("X-Forwarded-For"))
-        .map(|h| h.value.as_str())
-        .collect();
-    let client_ip = auth::client_ip(peer, &forwarded, &state.config.server.trusted_proxies);
+        .find(|h| h.field.equiv("Host"))
+        .map(|h| h.value.as_str());
     let url = request.url().to_string();
-    let path = url.split(['?', '#']).next().unwrap_or_default();
-    log::debug!("{} {path} from {client_ip}", request.method());
+    let target = gate::request_path(&url, host);
+    log::debug!(
+        "{} {} from {client_ip}",
+        request.method(),
+        target.as_ref().map_or("-", |p| p)
+    );
 
-    let result = match route(&state.config.server.base_path, path) {
+    let result = match target.and_then(|path| route(&state.config.server.base_path, path)) {
         Err(error) => Err(error),
         Ok(Route::Health) => match request.method() {
             Method::Get | Method::Head => Ok(json_response(200, &health(state))),
             _ => Err(method_not_allowed("GET")),
         },
         Ok(Route::Test) => match request.method() {
-            Method::Post => authorize(state, &request, client_ip).map(|()| {
-                json_response(
-                    200,
-                    &json!({
-                        "status": "ok",
-                        "message": "Webhook authentication successful",
-                        "source_ip": client_ip.to_string(),
-                        "timestamp": timestamp::now(),
-                    }),
-                )
-            }),
+            Method::Post => Ok(json_response(
+                200,
+                &json!({
+                    "status": "ok",
+                    "message": "Webhook authentication successful",
+                    "source_ip": client_ip.to_string(),
+                    "timestamp": timestamp::now(),
+                }),
+            )),
             _ => Err(method_not_allowed("POST")),
         },
         Ok(Route::Ticket(provider)) => match request.method() {
             Method::Post => {
-                let outcome = authorize(state, &request, client_ip)
-                    .and_then(|()| check_content_type(&request))
-                    .and_then(|()| read_body(&mut request, state.config.server.max_body_bytes))
+                let outcome = read_body(&mut request, state.config.server.max_body_bytes)
                     .and_then(|body| deliver(state, provider, client_ip, body));
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
                 match &outcome {
@@ -206,11 +212,10 @@ pub fn handle(state: &AppState, mut request: Request) {
 struct Scope<'a> {
     store: &'a StoreClient,
     config: &'a Config,
-    limiter: &'a RateLimiter,
     status: &'a StatusBoard,
 }
 
-fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
+pub(super) fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
     let path = if !base_path.is_empty()
         && (path == base_path || path.starts_with(&format!("{base_path}/")))
     {
@@ -240,7 +245,7 @@ fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
         .with("endpoints", endpoints(base_path)))
 }
 
-fn method_not_allowed(allow: &'static str) -> ApiError {
+pub(super) fn method_not_allowed(allow: &'static str) -> ApiError {
     ApiError::new(405, format!("use {allow} for this endpoint")).header("Allow", allow)
 }
 
@@ -284,101 +289,11 @@ fn health(state: &Scope) -> Value {
     body
 }
 
-/// The checks every webhook request passes, in this order: enabled, rate
-/// limit (counting every request, so guessing secrets is throttled too),
-/// secret, allowlist.
-fn authorize(state: &Scope, request: &Request, client_ip: IpAddr) -> Result<(), ApiError> {
-    let webhooks = &state.config.webhooks;
-    if !webhooks.enabled {
-        return Err(ApiError::new(503, "Webhooks are disabled").with(
-            "detail",
-            "set [webhooks] enabled = true in codex.conf and restart Codex",
-        ));
-    }
-    if let Err(wait) = state.limiter.check(client_ip) {
-        return Err(ApiError::new(429, "Too many requests")
-            .with(
-                "detail",
-                format!(
-                    "more than {} requests a minute from {client_ip}",
-                    webhooks.rate_limit_per_minute
-                ),
-            )
-            .header("Retry-After", wait.to_string()));
-    }
-    let given = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("X-Webhook-Secret"))
-        .map(|h| h.value.as_str());
-    match given {
-        Some(given) if auth::secret_matches(given, &webhooks.secrets) => {}
-        Some(_) => {
-            return Err(ApiError::new(401, "Unauthorized").with(
-                "detail",
-                "the X-Webhook-Secret header does not match the configured secret",
-            ));
-        }
-        None => {
-            let has_authorization = request
-                .headers()
-                .iter()
-                .any(|h| h.field.equiv("Authorization"));
-            let detail = if has_authorization {
-                "send the secret in the X-Webhook-Secret header, not Authorization"
-            } else {
-                "the X-Webhook-Secret header is missing"
-            };
-            return Err(ApiError::new(401, "Unauthorized").with("detail", detail));
-        }
-    }
-    if !webhooks.allowed_ips.is_empty() && !auth::is_in(client_ip, &webhooks.allowed_ips) {
-        return Err(ApiError::new(403, "IP not allowed").with(
-            "detail",
-            format!("{client_ip} is not in [webhooks] allowed_ips"),
-        ));
-    }
-    Ok(())
-}
-
-/// JSON, or a missing content type; anything else is refused.
-fn check_content_type(request: &Request) -> Result<(), ApiError> {
-    let Some(header) = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Content-Type"))
-    else {
-        return Ok(());
-    };
-    let mime = header
-        .value
-        .as_str()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || mime.ends_with("+json") || mime == "text/json" {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            415,
-            format!("Content-Type {mime} is not JSON; send Content-Type: application/json"),
-        ))
-    }
-}
-
 /// The body, which tiny_http has read already (within `[server]
 /// body_timeout`); one over `max` was left unread or cut short, and its
 /// connection is closed after the answer.
 fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            413,
-            format!("the body is larger than {max} bytes ([server] max_body_bytes)"),
-        )
-        .with("max_body_bytes", max)
-    };
+    let too_large = || body_too_large(max);
     if request.body_length().is_some_and(|n| n > max) {
         return Err(too_large());
     }
@@ -392,6 +307,15 @@ fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
         return Err(too_large());
     }
     Ok(body)
+}
+
+/// The answer to a body over `[server] max_body_bytes`.
+pub(super) fn body_too_large(max: usize) -> ApiError {
+    ApiError::new(
+        413,
+        format!("the body is larger than {max} bytes ([server] max_body_bytes)"),
+    )
+    .with("max_body_bytes", max)
 }
 
 /// What a delivery came to: the answer, and the event for the log line.

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
+use crate::util::budget::{BodyBudget, Reservation};
 use crate::util::ChunkedReader;
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 
@@ -81,6 +82,10 @@ pub struct Request {
 
     // codex patch 9: when the request (head and body) had been read.
     received_at: Instant,
+
+    // codex patch 14: the body's share of the in-flight budget, given back
+    // when the request (and its body) is dropped.
+    _body_reservation: Option<Reservation>,
 }
 
 struct NotifyOnDrop<R> {
@@ -119,6 +124,10 @@ pub enum RequestCreationError {
     // (RFC 9112 section 6.3): answered with this status, connection closed.
     /// The request cannot be framed: answer with this status and close.
     Malformed(u16, &'static str),
+
+    // codex patch 14
+    /// The body does not fit in the in-flight budget: answer 503 and close.
+    OverBudget,
 }
 
 impl From<IoError> for RequestCreationError {
@@ -217,6 +226,7 @@ pub fn new_request<R, W>(
     interim: &mut dyn Write,
     writer: W,
     max_body_bytes: usize,
+    budget: &std::sync::Arc<BodyBudget>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -247,10 +257,29 @@ where
     // unread and the connection closed after the answer; a chunked one is
     // handed over cut at `max_body_bytes + 1` bytes, so that the handler sees
     // it is too large.
+    //
+    // codex patch 14: a body is read only once its size (a chunked one's:
+    // the most that is read of it) is reserved in the in-flight budget;
+    // else the request is refused before any byte of it is read and before
+    // a `100 Continue`.
     let mut close_connection = false;
     let body_length = match framing {
         Framing::Length(n) => Some(n),
         _ => None,
+    };
+    let reserve = match framing {
+        Framing::Length(n) if n > 0 && n <= max_body_bytes => n,
+        Framing::Chunked => max_body_bytes.saturating_add(1),
+        _ => 0,
+    };
+    let body_reservation = if reserve > 0 {
+        Some(
+            budget
+                .reserve(reserve)
+                .ok_or(RequestCreationError::OverBudget)?,
+        )
+    } else {
+        None
     };
     let reader: Box<dyn Read + Send + 'static> = {
         match framing {
@@ -299,6 +328,7 @@ where
         notify_when_responded: None,
         close_connection,
         received_at: Instant::now(),
+        _body_reservation: body_reservation,
     })
 }
 
