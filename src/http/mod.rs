@@ -76,7 +76,8 @@ pub fn limits(server: &ServerConfig) -> Limits {
         max_connections_per_ip: server
             .max_connections_per_ip
             .unwrap_or((max_connections / PER_IP_SHARE).max(MIN_PER_IP)),
-        first_byte_timeout: server.first_byte_timeout,
+        // A new connection never waits longer than a kept-alive one.
+        first_byte_timeout: server.first_byte_timeout.min(server.read_timeout),
         idle_timeout: server.read_timeout,
         header_timeout: server.header_timeout,
         body_timeout: server.body_timeout,
