@@ -334,7 +334,14 @@ fn a_thousand_idle_connections_from_one_address_do_not_stop_deliveries() {
                     *slot = connect_from(crowd_ip, addr).ok();
                 }
             }
-            let health = common::request(addr, "GET", "/webhooks/health", &[], b"");
+            // A health check from a third address is served too.
+            let mut health = connect_from(ip(127, 0, 0, 3), addr).unwrap();
+            write!(
+                health,
+                "GET /webhooks/health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let health = read_response(&mut health).unwrap();
             assert_eq!(health.status, 200, "{health:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
