@@ -156,3 +156,64 @@ impl Drop for SlotGuard {
         self.slots.lock().remove(self.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Refusal, Slots};
+    use crate::connection::Connection;
+    use std::io::Read;
+    use std::net::{IpAddr, TcpListener, TcpStream};
+    use std::sync::Arc;
+
+    /// A connected pair: the server's end as a `Connection`, and the client.
+    fn pair(listener: &TcpListener) -> (Arc<Connection>, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (Arc::new(Connection::from(server)), client)
+    }
+
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([192, 0, 2, last]))
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_share_unless_uncapped() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let slots = Slots::new(10, 2);
+        let (a, _ca) = pair(&listener);
+        let (b, _cb) = pair(&listener);
+        let (c, _cc) = pair(&listener);
+        let first = slots.admit(ip(1), true, a).ok().unwrap();
+        let _second = slots.admit(ip(1), true, b.clone()).ok().unwrap();
+        assert_eq!(
+            slots.admit(ip(1), true, c.clone()).err(),
+            Some(Refusal::AddressFull)
+        );
+        let _uncapped = slots.admit(ip(1), false, c.clone()).ok().unwrap();
+        drop(first);
+        let _again = slots.admit(ip(1), true, c).ok().unwrap();
+        assert_eq!(slots.open(), 3);
+    }
+
+    #[test]
+    fn the_oldest_idle_connection_makes_room_and_busy_ones_do_not() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let slots = Slots::new(2, 10);
+        let (a, mut ca) = pair(&listener);
+        let (b, _cb) = pair(&listener);
+        let (c, _cc) = pair(&listener);
+        let (d, _cd) = pair(&listener);
+        let oldest = slots.admit(ip(1), true, a).ok().unwrap();
+        let newer = slots.admit(ip(2), true, b).ok().unwrap();
+        let third = slots.admit(ip(3), true, c).ok().unwrap();
+        // `oldest` was shut down: its client sees the end of the stream.
+        let mut byte = [0u8];
+        assert_eq!(ca.read(&mut byte).unwrap_or(0), 0);
+        assert_eq!(slots.open(), 2);
+        newer.busy();
+        third.busy();
+        assert_eq!(slots.admit(ip(4), true, d).err(), Some(Refusal::Full));
+        drop(oldest);
+        assert_eq!(slots.open(), 2);
+    }
+}
