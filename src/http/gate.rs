@@ -38,17 +38,24 @@ impl Gate for HeadGate {
         let current = self.state.current();
         let error = decide(&current.config, &current.limiter, head).err()?;
         let client_ip = client_ip(&current.config, head);
-        if error.status == 404 || error.status == 405 {
-            log::debug!(
-                "refused at the head: status={} ip={client_ip}",
-                error.status
-            );
-        } else {
-            log::warn!(
-                "refused at the head: status={} ip={client_ip}: {}",
+        let delivery = request_path(head.url, header(head.headers, "Host"))
+            .and_then(|path| routes::route(&current.config.server.base_path, path));
+        match delivery {
+            // The same line as a delivery refused after its body was read.
+            Ok(Route::Ticket(provider)) => log::warn!(
+                "{provider} ticket=- event=- outcome=refused status={} ip={client_ip}: {}",
                 error.status,
                 error.message()
-            );
+            ),
+            _ if error.status == 404 || error.status == 405 => log::debug!(
+                "refused on the head: status={} ip={client_ip}",
+                error.status
+            ),
+            _ => log::warn!(
+                "refused on the head: status={} ip={client_ip}: {}",
+                error.status,
+                error.message()
+            ),
         }
         Some(error.into_response())
     }

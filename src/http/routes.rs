@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use std::io::Read;
-
 use serde_json::{Value, json};
 use tiny_http::{Method, Request};
 
@@ -293,18 +291,14 @@ fn health(state: &Scope) -> Value {
 /// body_timeout`); one over `max` was left unread or cut short, and its
 /// connection is closed after the answer.
 fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || body_too_large(max);
     if request.body_length().is_some_and(|n| n > max) {
-        return Err(too_large());
+        return Err(body_too_large(max));
     }
-    let mut body = Vec::with_capacity(request.body_length().unwrap_or(1024).min(max));
-    request
-        .as_reader()
-        .take(max as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|error| ApiError::new(400, format!("could not read the body: {error}")))?;
+    // Taken, not copied: the body held is the one the in-flight budget
+    // counted ([server] max_inflight_body_bytes).
+    let body = request.take_body();
     if body.len() > max {
-        return Err(too_large());
+        return Err(body_too_large(max));
     }
     Ok(body)
 }

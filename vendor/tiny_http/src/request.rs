@@ -49,7 +49,9 @@ use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 /// If you want to build fake requests to test your server, use [`TestRequest`](crate::test::TestRequest).
 pub struct Request {
     // where to read the body from
-    data_reader: Option<Box<dyn Read + Send + 'static>>,
+    // codex patch 9, 14: every body is read before the hand-off, so it is
+    // a buffer; `take_body` hands it over without a copy.
+    data_reader: Option<Cursor<Vec<u8>>>,
 
     // if this writer is empty, then the request has been answered
     response_writer: Option<Box<dyn Write + Send + 'static>>,
@@ -281,9 +283,9 @@ where
     } else {
         None
     };
-    let reader: Box<dyn Read + Send + 'static> = {
+    let reader: Cursor<Vec<u8>> = {
         match framing {
-            Framing::Empty | Framing::Length(0) => Box::new(io::empty()),
+            Framing::Empty | Framing::Length(0) => Cursor::new(Vec::new()),
             Framing::Length(n) if n <= max_body_bytes => {
                 if expects_continue {
                     send_continue(interim, &version)?;
@@ -294,11 +296,11 @@ where
                     let info = "Connection has been closed before we received enough data";
                     return Err(IoError::new(ErrorKind::ConnectionAborted, info).into());
                 }
-                Box::new(Cursor::new(body))
+                Cursor::new(body)
             }
             Framing::Length(_) => {
                 close_connection = true;
-                Box::new(io::empty())
+                Cursor::new(Vec::new())
             }
             Framing::Chunked => {
                 if expects_continue {
@@ -309,7 +311,7 @@ where
                     .take(max_body_bytes as u64 + 1)
                     .read_to_end(&mut body)?;
                 close_connection = body.len() > max_body_bytes;
-                Box::new(Cursor::new(body))
+                Cursor::new(body)
             }
         }
     };
@@ -452,6 +454,23 @@ impl Request {
         self.data_reader.as_mut().unwrap()
     }
 
+    // codex patch 14: the body without a copy, so that a body held by a
+    // worker is the one the in-flight budget counted (reading it through
+    // `as_reader` into a new buffer would hold it twice). Its reservation
+    // is given back when the request is dropped.
+    /// Takes the body, as read by the connection (what `as_reader` has not
+    /// yet read of it); the reader is empty afterwards.
+    pub fn take_body(&mut self) -> Vec<u8> {
+        let Some(cursor) = self.data_reader.as_mut() else {
+            return Vec::new();
+        };
+        let position = (cursor.position() as usize).min(cursor.get_ref().len());
+        let mut body = std::mem::take(cursor.get_mut());
+        cursor.set_position(0);
+        body.drain(..position);
+        body
+    }
+
     /// Turns the `Request` into a writer.
     ///
     /// The writer has a raw access to the stream to the user.
@@ -582,6 +601,20 @@ impl Drop for Request {
 #[cfg(test)]
 mod tests {
     use super::Request;
+
+    // codex patch 14
+    #[test]
+    fn the_body_is_taken_without_what_was_read() {
+        use std::io::Read;
+        let mut request: Request = crate::TestRequest::new().with_body("abcdef").into();
+        let mut first = [0u8; 2];
+        request.as_reader().read_exact(&mut first).unwrap();
+        assert_eq!(request.take_body(), b"cdef");
+        assert_eq!(request.take_body(), b"");
+        let mut rest = Vec::new();
+        request.as_reader().read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
 
     #[test]
     fn must_be_send() {
