@@ -605,7 +605,6 @@ mod tests {
     // codex patch 14
     #[test]
     fn the_body_is_taken_without_what_was_read() {
-        use std::io::Read;
         let mut request: Request = crate::TestRequest::new().with_body("abcdef").into();
         let mut first = [0u8; 2];
         request.as_reader().read_exact(&mut first).unwrap();
