@@ -9,8 +9,7 @@
 //! - `codex_mount_tests`: `CODEX_TEST_MOUNTS=1`, the tests may mount small
 //!   filesystems (tmpfs; needs root) to fill a disk or make it read-only.
 //! - `codex_release_tests`: `CODEX_TEST_RELEASE_BIN` names the release
-//!   binary, which the resource tests (`tests/resources.rs`) run; under CI
-//!   (`CI=true`) they always run, and fail when it is not named.
+//!   binary, which the resource tests (`tests/resources.rs`) run.
 
 fn main() {
     for (variable, cfg) in [
@@ -25,9 +24,7 @@ fn main() {
     }
     println!("cargo::rustc-check-cfg=cfg(codex_release_tests)");
     println!("cargo::rerun-if-env-changed=CODEX_TEST_RELEASE_BIN");
-    println!("cargo::rerun-if-env-changed=CI");
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
-    if set("CODEX_TEST_RELEASE_BIN") || std::env::var("CI").is_ok_and(|v| v == "true") {
+    if std::env::var("CODEX_TEST_RELEASE_BIN").is_ok_and(|value| !value.is_empty()) {
         println!("cargo::rustc-cfg=codex_release_tests");
     }
 }

@@ -3,7 +3,7 @@
 //! those tests as ignored (see build.rs and scripts/test.sh).
 
 /// Which optional test environments this build of the tests has.
-const ENVIRONMENTS: [(&str, bool); 2] = [
+const ENVIRONMENTS: [(&str, bool); 3] = [
     (
         "CODEX_TEST_DATABASE_URL (the PostgreSQL tests)",
         cfg!(codex_postgres_tests),
@@ -11,6 +11,10 @@ const ENVIRONMENTS: [(&str, bool); 2] = [
     (
         "CODEX_TEST_MOUNTS (the tmpfs tests)",
         cfg!(codex_mount_tests),
+    ),
+    (
+        "CODEX_TEST_RELEASE_BIN (the resource tests against the release binary)",
+        cfg!(codex_release_tests),
     ),
 ];
 

@@ -38,7 +38,8 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 /// The release binary. `scripts/test.sh` builds it and names it in
-/// `CODEX_TEST_RELEASE_BIN`; under CI these tests always run (build.rs).
+/// `CODEX_TEST_RELEASE_BIN` (build.rs turns that into the `cfg` these tests
+/// need; under CI its absence fails `tests/environment.rs`).
 fn release_binary() -> PathBuf {
     match std::env::var_os("CODEX_TEST_RELEASE_BIN") {
         Some(path) if !path.is_empty() => PathBuf::from(path),
