@@ -12,6 +12,8 @@
 //!   Python with `prometheus_client`, whose parser reads `/metrics`.
 //! - `codex_browser_tests`: `CODEX_TEST_CHROMIUM` names a headless
 //!   Chromium that renders the status page.
+//! - `codex_release_tests`: `CODEX_TEST_RELEASE_BIN` names the release
+//!   binary, which the resource tests (`tests/resources.rs`) run.
 
 fn main() {
     for (variable, cfg) in [
@@ -25,5 +27,10 @@ fn main() {
         if std::env::var(variable).is_ok_and(|value| !value.is_empty() && value != "0") {
             println!("cargo::rustc-cfg={cfg}");
         }
+    }
+    println!("cargo::rustc-check-cfg=cfg(codex_release_tests)");
+    println!("cargo::rerun-if-env-changed=CODEX_TEST_RELEASE_BIN");
+    if std::env::var("CODEX_TEST_RELEASE_BIN").is_ok_and(|value| !value.is_empty()) {
+        println!("cargo::rustc-cfg=codex_release_tests");
     }
 }

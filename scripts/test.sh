@@ -10,6 +10,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# The resource tests (tests/resources.rs) run against the release binary.
+echo "== cargo build --release"
+cargo build --release --quiet
+export CODEX_TEST_RELEASE_BIN="$PWD/target/release/codex"
+
 # shellcheck source=scripts/pg.sh
 . scripts/pg.sh
 test_env

@@ -197,7 +197,11 @@ settings! {
         /// Path prefix the proxy forwards (e.g. `/codex`); empty for none.
         base_path: String = "", Now, base_path;
         max_body_bytes: usize = "1048576", Restart, |v| number(v, 1024, 64 << 20);
+        /// Bytes of request bodies held at once, across all connections.
+        max_inflight_body_bytes: usize = "33554432", Restart, |v| number(v, 1024, 1 << 40);
         trusted_proxies: Vec<IpNet> = "", Now, parse_networks;
+        /// A new connection must send its first byte within this.
+        first_byte_timeout: Duration = "5s", Restart, |v| duration_within(v, 1, 3600);
         /// A connection that sends nothing for this long is closed.
         read_timeout: Duration = "30s", Restart, |v| duration_within(v, 1, 3600);
         /// How long a request line and headers may take once begun.
@@ -206,6 +210,9 @@ settings! {
         body_timeout: Duration = "30s", Restart, |v| duration_within(v, 1, 3600);
         /// Connections served at once; `None`: derived from the descriptor limit.
         max_connections: Option<usize> = "", Restart, optional(|v| number(v, 16, 1_000_000));
+        /// Connections from one client address at once; `None`: an eighth
+        /// of `max_connections`.
+        max_connections_per_ip: Option<usize> = "", Restart, optional(|v| number(v, 1, 1_000_000));
         /// The most detailed log messages written (`RUST_LOG` can only narrow it).
         log_level: log::LevelFilter = "info", Now, log_level;
     }
@@ -428,6 +435,7 @@ impl Config {
         let fs_endpoint = fs.domain.is_some() || fs.api_base.is_some();
         let polling = self.scheduler.sync_tickets_enabled;
         [
+            (self.server.max_inflight_body_bytes < self.server.max_body_bytes, format!("[server] max_inflight_body_bytes = {} is smaller than max_body_bytes = {}: no body of the largest size could ever be read", self.server.max_inflight_body_bytes, self.server.max_body_bytes)),
             (self.webhooks.enabled && self.webhooks.secrets.is_empty(), format!("[webhooks] enabled = true but no secret is set: set [webhooks] secret (see `codex gen-secret`) or {ENV_WEBHOOK_SECRET}")),
             (fs_endpoint && fs.api_key.is_none() && polling, format!("[freshservice] domain is set but api_key is not: set [freshservice] api_key or {ENV_FRESHSERVICE_API_KEY}, or sync_tickets_enabled = false")),
             (!fs_endpoint && fs.api_key.is_some(), "[freshservice] api_key is set but domain is not: set [freshservice] domain, such as yourcompany.freshservice.com".into()),

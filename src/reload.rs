@@ -129,10 +129,13 @@ mod tests {
                 "[server] bind",
                 "[server] threads",
                 "[server] max_body_bytes",
+                "[server] max_inflight_body_bytes",
+                "[server] first_byte_timeout",
                 "[server] read_timeout",
                 "[server] header_timeout",
                 "[server] body_timeout",
                 "[server] max_connections",
+                "[server] max_connections_per_ip",
                 "[database] connection_string",
                 "[webhooks] journal_retention_days",
             ]

@@ -3,7 +3,7 @@
 //! those tests as ignored (see build.rs and scripts/test.sh).
 
 /// Which optional test environments this build of the tests has.
-const ENVIRONMENTS: [(&str, bool); 4] = [
+const ENVIRONMENTS: [(&str, bool); 5] = [
     (
         "CODEX_TEST_DATABASE_URL (the PostgreSQL tests)",
         cfg!(codex_postgres_tests),
@@ -19,6 +19,10 @@ const ENVIRONMENTS: [(&str, bool); 4] = [
     (
         "CODEX_TEST_CHROMIUM (the status page browser tests)",
         cfg!(codex_browser_tests),
+    ),
+    (
+        "CODEX_TEST_RELEASE_BIN (the resource tests against the release binary)",
+        cfg!(codex_release_tests),
     ),
 ];
 

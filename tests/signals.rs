@@ -246,6 +246,8 @@ fn sighup_reloads_without_dropping_a_connection() {
     assert_eq!(client.deliver(2, new_secret).unwrap().status, 201);
     let old = client.deliver(3, SECRET).unwrap();
     assert_eq!(old.status, 401, "{old:?}");
+    // A refusal on the head closes its connection (its body is not read).
+    let mut client = Client::connect(codex.addr).unwrap();
     // The new rate limit: 4 a minute (refused requests count too), of
     // which 2 are spent.
     assert_eq!(client.deliver(4, new_secret).unwrap().status, 201);

@@ -67,7 +67,7 @@ fn quiet_connections_are_closed_and_an_idle_listener_keeps_accepting() {
         .unwrap();
     write!(
         stalled,
-        "POST /webhooks/freshservice/ticket HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+        "POST /webhooks/freshservice/ticket HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: {SECRET}\r\nContent-Length: 5000\r\n\r\n"
     )
     .unwrap();
     let mut answer = Vec::new();

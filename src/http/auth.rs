@@ -1,11 +1,12 @@
 //! Who is asking, and may they: client IP behind trusted proxies, the
 //! per-IP rate limit, the shared secret and the IP allowlist.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use hashlink::LruCache;
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 
@@ -67,10 +68,14 @@ pub fn secret_matches(given: &str, secrets: &[Secret]) -> bool {
 }
 
 /// A token bucket per client IP: `per_minute` requests a minute, with
-/// bursts up to the same number.
+/// bursts up to the same number. At most `BUCKETS` addresses are tracked:
+/// a new one replaces the one seen least recently, so memory is bounded
+/// (about 1.5 MiB) and each request costs O(1), however many addresses
+/// call. The map is keyed with a random SipHash key, so its addresses
+/// cannot be chosen to collide.
 pub struct RateLimiter {
     per_minute: u32,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<LruCache<IpAddr, Bucket, RandomState>>,
 }
 
 struct Bucket {
@@ -78,15 +83,15 @@ struct Bucket {
     updated: Instant,
 }
 
-/// Buckets kept before idle ones are swept, bounding memory when many
-/// addresses call.
-const SWEEP_AT: usize = 10_000;
+/// Addresses tracked at once. An evicted address starts again with a full
+/// bucket, so the limit holds exactly for the `BUCKETS` most recent callers.
+pub const BUCKETS: usize = 16_384;
 
 impl RateLimiter {
     pub fn new(per_minute: u32) -> RateLimiter {
         RateLimiter {
             per_minute,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(LruCache::with_hasher(BUCKETS, RandomState::new())),
         }
     }
 
@@ -102,15 +107,19 @@ impl RateLimiter {
         // A poisoned lock only means another thread panicked mid-update;
         // the map is still usable.
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= SWEEP_AT && !buckets.contains_key(&ip) {
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second < capacity
-            });
+        if !buckets.contains_key(&ip) {
+            // Evicts the least recently seen address when full.
+            buckets.insert(
+                ip,
+                Bucket {
+                    tokens: capacity,
+                    updated: now,
+                },
+            );
         }
-        let bucket = buckets.entry(ip).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
+        let bucket = buckets
+            .get_mut(&ip)
+            .expect("the bucket was inserted above, under the same lock");
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(capacity);
         bucket.updated = now;
@@ -184,5 +193,20 @@ mod tests {
         assert!((1..=30).contains(&wait), "{wait}");
         assert!(limiter.check(ip("2.2.2.2")).is_ok());
         assert!(RateLimiter::new(0).check(ip("1.1.1.1")).is_ok());
+    }
+
+    #[test]
+    fn rate_limit_buckets_are_bounded() {
+        let limiter = RateLimiter::new(1);
+        for n in 0..(BUCKETS as u32 + 1000) {
+            assert!(limiter.check(IpAddr::from(n.to_be_bytes())).is_ok());
+        }
+        let buckets = limiter.buckets.lock().unwrap();
+        assert_eq!(buckets.len(), BUCKETS);
+        drop(buckets);
+        // The most recent address is still limited; the oldest was evicted.
+        let last = IpAddr::from((BUCKETS as u32 + 999).to_be_bytes());
+        assert!(limiter.check(last).is_err());
+        assert!(limiter.check(IpAddr::from(0u32.to_be_bytes())).is_ok());
     }
 }

@@ -10,6 +10,7 @@
 mod api;
 pub mod auth;
 mod backlog;
+pub mod gate;
 mod jwt;
 mod operator;
 pub mod response;
@@ -41,6 +42,10 @@ const RESERVED_DESCRIPTORS: usize = 64;
 /// The most connections served at once unless `[server] max_connections`
 /// says otherwise (each costs a descriptor and a thread).
 const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// By default one client address may hold this share of the connections...
+const PER_IP_SHARE: usize = 8;
+/// ...and at least this many.
+const MIN_PER_IP: usize = 8;
 /// How long a stop waits for the requests read before it to be answered.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 
@@ -70,14 +75,21 @@ pub fn limits(server: &ServerConfig) -> Limits {
     let default = room.map_or(DEFAULT_MAX_CONNECTIONS, |room| {
         room.clamp(16, DEFAULT_MAX_CONNECTIONS)
     });
+    let max_connections = server.max_connections.unwrap_or(default);
     Limits {
-        max_connections: server.max_connections.unwrap_or(default),
+        max_connections,
+        max_connections_per_ip: server
+            .max_connections_per_ip
+            .unwrap_or((max_connections / PER_IP_SHARE).max(MIN_PER_IP)),
+        // A new connection never waits longer than a kept-alive one.
+        first_byte_timeout: server.first_byte_timeout.min(server.read_timeout),
         idle_timeout: server.read_timeout,
         header_timeout: server.header_timeout,
         body_timeout: server.body_timeout,
         write_timeout: WRITE_TIMEOUT,
         max_head_bytes: MAX_HEAD_BYTES,
         max_body_bytes: server.max_body_bytes,
+        max_inflight_body_bytes: server.max_inflight_body_bytes,
     }
 }
 
@@ -124,7 +136,8 @@ impl HttpServer {
             "serving at most {} connections at once",
             limits.max_connections
         );
-        let server = Server::from_listener_with_limits(listener, limits)
+        let gate = Arc::new(gate::HeadGate::new(state.clone()));
+        let server = Server::from_listener_with_gate(listener, limits, gate)
             .map(Arc::new)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let stopping = Arc::new(AtomicBool::new(false));

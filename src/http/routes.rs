@@ -7,14 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use std::io::Read;
-
 use serde_json::{Value, json};
 use tiny_http::{Method, Request};
 
 use super::api::{self, ReadApi};
-use super::auth::{self, RateLimiter};
-use super::operator;
+use super::auth::RateLimiter;
+use super::gate;
 use super::response::{ApiError, json_response, redirect, send, text_response};
 use super::status_page;
 use crate::config::Config;
@@ -111,7 +109,8 @@ impl Drop for InFlight<'_> {
 /// about 15 s; answering 503 before that lets it retry cleanly.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
-enum Route {
+/// Where a request goes.
+pub(super) enum Route {
     Health,
     Test,
     Ticket(Provider),
@@ -137,7 +136,9 @@ impl Route {
     }
 }
 
-/// Answers one request.
+/// Answers one request. Its head passed the gate (`gate.rs`) before its
+/// body was read: the route, method, rate limit, secret, allowlist, content
+/// type and declared length are settled.
 pub fn handle(app: &AppState, mut request: Request) {
     let state = app;
     let started = Instant::now();
@@ -161,26 +162,32 @@ pub fn handle(app: &AppState, mut request: Request) {
     let state = &Scope {
         store: &state.store,
         config: &current.config,
-        limiter: &current.limiter,
         status: &state.status,
     };
-    let peer = request
-        .remote_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
-    let forwarded: Vec<&str> = request
+    let head = tiny_http::Head {
+        method: request.method(),
+        url: request.url(),
+        http_version: request.http_version(),
+        headers: request.headers(),
+        remote_addr: request.remote_addr().copied(),
+    };
+    let client_ip = gate::client_ip(state.config, &head);
+    let host = request
         .headers()
         .iter()
-        .filter(|h| h.field.equiv("X-Forwarded-For"))
-        .map(|h| h.value.as_str())
-        .collect();
-    let client_ip = auth::client_ip(peer, &forwarded, &state.config.server.trusted_proxies);
+        .find(|h| h.field.equiv("Host"))
+        .map(|h| h.value.as_str());
     let url = request.url().to_string();
-    let path = url.split(['?', '#']).next().unwrap_or_default();
-    log::debug!("{} {path} from {client_ip}", request.method());
+    let target = gate::request_path(&url, host);
+    log::debug!(
+        "{} {} from {client_ip}",
+        request.method(),
+        target.as_ref().map_or("-", |p| p)
+    );
 
     let query = url.split_once('?').map_or("", |(_, q)| q);
     let query = query.split('#').next().unwrap_or_default();
-    let route = route(&state.config.server.base_path, path);
+    let route = target.and_then(|path| route(&state.config.server.base_path, path));
     let kind = route.as_ref().map_or(RouteKind::Other, Route::kind);
     let result = match route {
         Err(error) => Err(error),
@@ -193,29 +200,28 @@ pub fn handle(app: &AppState, mut request: Request) {
         },
         Ok(Route::Status) => match request.method() {
             Method::Get | Method::Head => {
-                operator::allow(&state.config.status, client_ip, &request).map(|()| {
-                    let mut status = state.status.status();
-                    status.activity = match app.api.read_activity() {
-                        Ok(activity) => Some(activity),
-                        Err(error) => {
-                            log::debug!("status page: cannot read the activity: {error}");
-                            None
-                        }
-                    };
-                    text_response(
-                        200,
-                        "text/html; charset=utf-8",
-                        status_page::render(&status),
-                    )
-                })
+                let mut status = state.status.status();
+                status.activity = match app.api.read_activity() {
+                    Ok(activity) => Some(activity),
+                    Err(error) => {
+                        log::debug!("status page: cannot read the activity: {error}");
+                        None
+                    }
+                };
+                Ok(text_response(
+                    200,
+                    "text/html; charset=utf-8",
+                    status_page::render(&status),
+                ))
             }
             _ => Err(method_not_allowed("GET")),
         },
         Ok(Route::Metrics) => match request.method() {
-            Method::Get | Method::Head => {
-                operator::allow(&state.config.status, client_ip, &request)
-                    .map(|()| text_response(200, metrics::CONTENT_TYPE, scrape(app, state)))
-            }
+            Method::Get | Method::Head => Ok(text_response(
+                200,
+                metrics::CONTENT_TYPE,
+                scrape(app, state),
+            )),
             _ => Err(method_not_allowed("GET")),
         },
         Ok(Route::Api(path)) => match request.method() {
@@ -230,24 +236,20 @@ pub fn handle(app: &AppState, mut request: Request) {
             _ => Err(method_not_allowed("GET")),
         },
         Ok(Route::Test) => match request.method() {
-            Method::Post => authorize(state, &request, client_ip).map(|()| {
-                json_response(
-                    200,
-                    &json!({
-                        "status": "ok",
-                        "message": "Webhook authentication successful",
-                        "source_ip": client_ip.to_string(),
-                        "timestamp": timestamp::now(),
-                    }),
-                )
-            }),
+            Method::Post => Ok(json_response(
+                200,
+                &json!({
+                    "status": "ok",
+                    "message": "Webhook authentication successful",
+                    "source_ip": client_ip.to_string(),
+                    "timestamp": timestamp::now(),
+                }),
+            )),
             _ => Err(method_not_allowed("POST")),
         },
         Ok(Route::Ticket(provider)) => match request.method() {
             Method::Post => {
-                let outcome = authorize(state, &request, client_ip)
-                    .and_then(|()| check_content_type(&request))
-                    .and_then(|()| read_body(&mut request, state.config.server.max_body_bytes))
+                let outcome = read_body(&mut request, state.config.server.max_body_bytes)
                     .and_then(|body| deliver(state, provider, client_ip, body));
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
                 match &outcome {
@@ -313,11 +315,10 @@ fn scrape(app: &AppState, state: &Scope) -> String {
 struct Scope<'a> {
     store: &'a StoreClient,
     config: &'a Config,
-    limiter: &'a RateLimiter,
     status: &'a StatusBoard,
 }
 
-fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
+pub(super) fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
     let path = if !base_path.is_empty()
         && (path == base_path || path.starts_with(&format!("{base_path}/")))
     {
@@ -353,7 +354,7 @@ fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
         .with("endpoints", endpoints(base_path)))
 }
 
-fn method_not_allowed(allow: &'static str) -> ApiError {
+pub(super) fn method_not_allowed(allow: &'static str) -> ApiError {
     ApiError::new(405, format!("use {allow} for this endpoint")).header("Allow", allow)
 }
 
@@ -397,114 +398,29 @@ fn health(state: &Scope) -> Value {
     body
 }
 
-/// The checks every webhook request passes, in this order: enabled, rate
-/// limit (counting every request, so guessing secrets is throttled too),
-/// secret, allowlist.
-fn authorize(state: &Scope, request: &Request, client_ip: IpAddr) -> Result<(), ApiError> {
-    let webhooks = &state.config.webhooks;
-    if !webhooks.enabled {
-        return Err(ApiError::new(503, "Webhooks are disabled").with(
-            "detail",
-            "set [webhooks] enabled = true in codex.conf and restart Codex",
-        ));
-    }
-    if let Err(wait) = state.limiter.check(client_ip) {
-        return Err(ApiError::new(429, "Too many requests")
-            .with(
-                "detail",
-                format!(
-                    "more than {} requests a minute from {client_ip}",
-                    webhooks.rate_limit_per_minute
-                ),
-            )
-            .header("Retry-After", wait.to_string()));
-    }
-    let given = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("X-Webhook-Secret"))
-        .map(|h| h.value.as_str());
-    match given {
-        Some(given) if auth::secret_matches(given, &webhooks.secrets) => {}
-        Some(_) => {
-            return Err(ApiError::new(401, "Unauthorized").with(
-                "detail",
-                "the X-Webhook-Secret header does not match the configured secret",
-            ));
-        }
-        None => {
-            let has_authorization = request
-                .headers()
-                .iter()
-                .any(|h| h.field.equiv("Authorization"));
-            let detail = if has_authorization {
-                "send the secret in the X-Webhook-Secret header, not Authorization"
-            } else {
-                "the X-Webhook-Secret header is missing"
-            };
-            return Err(ApiError::new(401, "Unauthorized").with("detail", detail));
-        }
-    }
-    if !webhooks.allowed_ips.is_empty() && !auth::is_in(client_ip, &webhooks.allowed_ips) {
-        return Err(ApiError::new(403, "IP not allowed").with(
-            "detail",
-            format!("{client_ip} is not in [webhooks] allowed_ips"),
-        ));
-    }
-    Ok(())
-}
-
-/// JSON, or a missing content type; anything else is refused.
-fn check_content_type(request: &Request) -> Result<(), ApiError> {
-    let Some(header) = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Content-Type"))
-    else {
-        return Ok(());
-    };
-    let mime = header
-        .value
-        .as_str()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || mime.ends_with("+json") || mime == "text/json" {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            415,
-            format!("Content-Type {mime} is not JSON; send Content-Type: application/json"),
-        ))
-    }
-}
-
 /// The body, which tiny_http has read already (within `[server]
 /// body_timeout`); one over `max` was left unread or cut short, and its
 /// connection is closed after the answer.
 fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            413,
-            format!("the body is larger than {max} bytes ([server] max_body_bytes)"),
-        )
-        .with("max_body_bytes", max)
-    };
     if request.body_length().is_some_and(|n| n > max) {
-        return Err(too_large());
+        return Err(body_too_large(max));
     }
-    let mut body = Vec::with_capacity(request.body_length().unwrap_or(1024).min(max));
-    request
-        .as_reader()
-        .take(max as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|error| ApiError::new(400, format!("could not read the body: {error}")))?;
+    // Taken, not copied: the body held is the one the in-flight budget
+    // counted ([server] max_inflight_body_bytes).
+    let body = request.take_body();
     if body.len() > max {
-        return Err(too_large());
+        return Err(body_too_large(max));
     }
     Ok(body)
+}
+
+/// The answer to a body over `[server] max_body_bytes`.
+pub(super) fn body_too_large(max: usize) -> ApiError {
+    ApiError::new(
+        413,
+        format!("the body is larger than {max} bytes ([server] max_body_bytes)"),
+    )
+    .with("max_body_bytes", max)
 }
 
 /// What a delivery came to: the answer, and the event for the log line.

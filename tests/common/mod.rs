@@ -356,7 +356,31 @@ impl Codex {
     }
 
     pub fn start_config(config_path: &Path, env: &[(&str, &str)]) -> Codex {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_codex"));
+        Codex::start_program(
+            config_path,
+            env,
+            Path::new(env!("CARGO_BIN_EXE_codex")),
+            &[],
+        )
+    }
+
+    /// Starts `program` (a codex binary) on `config_path`, run through
+    /// `wrapper` when it is not empty (such as `prlimit --nofile=1024 --`,
+    /// which executes it in its own place: the pid is codex's).
+    pub fn start_program(
+        config_path: &Path,
+        env: &[(&str, &str)],
+        program: &Path,
+        wrapper: &[&str],
+    ) -> Codex {
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
         command
             .args(["serve", "--config"])
             .arg(config_path)
@@ -583,6 +607,30 @@ pub fn try_request(
         .write_all(head.as_bytes())
         .map_err(|e| format!("send: {e}"))?;
     stream.write_all(body).map_err(|e| format!("send: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("receive: {e}"))?;
+    parse_response(&raw).ok_or_else(|| format!("bad response: {:?}", String::from_utf8_lossy(&raw)))
+}
+
+/// A connection to `addr` from the local address `from` (any address of
+/// 127.0.0.0/8 is this machine's), with a 30 s read timeout.
+pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect(&addr.into())?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    Ok(stream)
+}
+
+/// Reads one answer off `stream` until the server closes it.
+pub fn read_response(stream: &mut TcpStream) -> Result<Response, String> {
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)

@@ -2,7 +2,7 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::io::{BufReader, BufWriter, Cursor, ErrorKind, Read, Write};
 
 use std::net::{Shutdown, SocketAddr};
 use std::str::FromStr;
@@ -10,12 +10,13 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{HTTPVersion, Method};
+use crate::common::{HTTPVersion, HeaderField, Method};
 use crate::connection::Connection;
 use crate::util::refined_tcp_stream::Deadline;
+use crate::util::slots::SlotGuard;
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
-use crate::{Header, Limits, Request, Response, StatusCode};
+use crate::{Head, Header, Request, Response, Shared, StatusCode};
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -40,10 +41,19 @@ pub struct ClientConnection {
     // true if the connection goes through SSL
     secure: bool,
 
-    // codex patch 4, 5, 9: the bounds, the socket and its read deadline.
-    limits: Limits,
+    // codex patch 4, 5, 9, 13, 14: the bounds, the gate, the body budget,
+    // the socket and its read deadline.
+    shared: Arc<Shared>,
     socket: Arc<Connection>,
     deadline: Deadline,
+
+    // codex patch 15: the connection's slot, and whether a request began on
+    // it (before that, `first_byte_timeout` applies).
+    slot: SlotGuard,
+    started: bool,
+
+    // codex patch 3, 13: how much unread input `close` drains at most.
+    drain_limit: usize,
 
     // codex patch 11: answers written by workers, for this connection to send
     replies: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
@@ -111,10 +121,11 @@ impl Drop for ReplyWriter {
 }
 
 /// Why no request could be read.
-#[derive(Debug)]
 enum ReadError {
     // codex patch 5, 6: answered with this status, then the connection closes.
     Refused(u16, &'static str),
+    // codex patch 13: the gate answered the head; the body stays unread.
+    Gated(Response<Cursor<Vec<u8>>>),
     // codex patch 4: the connection closes without an answer (the client
     // went away, or kept an idle connection past the idle timeout).
     Closed,
@@ -137,17 +148,28 @@ impl ReadError {
 const MAX_LINE: usize = 8 * 1024;
 // codex patch 5: the most header fields in one request.
 const MAX_HEADERS: usize = 100;
+// codex patch 3: unread input drained before closing, so that the answer
+// is not destroyed by a reset.
+const DRAIN_BYTES: usize = 256 * 1024;
+// codex patch 13: what is drained of a body the gate refused.
+const GATED_DRAIN_BYTES: usize = 64 * 1024;
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the socket
     /// (codex patch 2, 4: one shared socket, with the write timeout set).
-    pub(crate) fn new(socket: Connection, limits: &Limits) -> ClientConnection {
+    pub(crate) fn new(
+        socket: Arc<Connection>,
+        shared: Arc<Shared>,
+        slot: SlotGuard,
+    ) -> ClientConnection {
         let (mut read_socket, write_socket) = RefinedTcpStream::new(socket);
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
         let deadline = read_socket.deadline();
         let socket = read_socket.socket();
-        socket.set_write_timeout(Some(limits.write_timeout)).ok();
+        socket
+            .set_write_timeout(Some(shared.limits.write_timeout))
+            .ok();
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -159,9 +181,12 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
-            limits: limits.clone(),
+            shared,
             socket,
             deadline,
+            slot,
+            started: false,
+            drain_limit: DRAIN_BYTES,
             replies: channel(),
         }
     }
@@ -241,10 +266,23 @@ impl ClientConnection {
         // byte of a request (and is closed quietly after it); the whole head
         // must then arrive within `header_timeout`, and the body within
         // `body_timeout`. Upstream had no deadline of its own.
-        self.deadline.set(Some(self.limits.idle_timeout));
+        // codex patch 15: a new connection must send its first byte within
+        // `first_byte_timeout`; while it waits for a request, the connection
+        // is idle and may be closed to make room for another.
+        let limits = &self.shared.limits;
+        let wait = if self.started {
+            limits.idle_timeout
+        } else {
+            limits.first_byte_timeout
+        };
+        self.slot.idle();
+        self.deadline.set(Some(wait));
         let mut first = self.read_byte().map_err(|e| ReadError::from_io(e, false))?;
-        self.deadline.set(Some(self.limits.header_timeout));
-        let mut budget = self.limits.max_head_bytes;
+        self.slot.busy();
+        self.started = true;
+        let limits = &self.shared.limits;
+        self.deadline.set(Some(limits.header_timeout));
+        let mut budget = limits.max_head_bytes;
         // Empty lines before a request line are skipped (RFC 9112 section
         // 2.2; some clients send a CRLF after a body), within the head's
         // budget.
@@ -273,10 +311,21 @@ impl ClientConnection {
                     "the request has too many header fields",
                 ));
             }
-            headers.push(match FromStr::from_str(line.as_str().trim()) {
-                Ok(h) => h,
-                _ => return Err(ReadError::Refused(400, "a header field is malformed")),
-            });
+            headers.push(parse_field_line(line.as_str())?);
+        }
+
+        // codex patch 13: the gate decides on the head before any byte of
+        // the body is read or a `100 Continue` sent.
+        let remote_addr = self.remote_addr.as_ref().ok().copied().flatten();
+        let head = Head {
+            method: &method,
+            url: &path,
+            http_version: &version,
+            headers: &headers,
+            remote_addr,
+        };
+        if let Some(response) = self.shared.gate.check(&head) {
+            return Err(ReadError::Gated(response));
         }
 
         // codex patch 11: the answer is written in memory and sent by the
@@ -293,18 +342,19 @@ impl ClientConnection {
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
-        self.deadline.set(Some(self.limits.body_timeout));
+        self.deadline.set(Some(self.shared.limits.body_timeout));
         let request = crate::request::new_request(
             self.secure,
             method,
             path,
             version,
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            remote_addr,
             data_source,
             &mut interim,
             writer,
-            self.limits.max_body_bytes,
+            self.shared.limits.max_body_bytes,
+            &self.shared.budget,
         );
         drop(interim);
         self.deadline.set(None);
@@ -318,23 +368,41 @@ impl ClientConnection {
                 RequestCreationError::Malformed(status, message) => {
                     ReadError::Refused(status, message)
                 }
+                RequestCreationError::OverBudget => ReadError::Refused(
+                    503,
+                    "too many request bodies are being read at once; retry later",
+                ),
             }
         })
     }
 
     // codex patch 5, 6: answers a request that cannot be served with
     // `status` and a plain-text reason, and closes the connection.
+    // A 503 (codex patch 14) says when to retry.
     fn refuse(&mut self, status: u16, message: &str) {
-        let writer = self.sink.next().unwrap();
-        let response = Response::from_string(message.to_owned())
-            .with_status_code(StatusCode(status))
-            .with_header(Header {
-                field: "Connection".parse().expect("a valid field name"),
-                value: AsciiString::from_ascii("close").expect("ASCII"),
+        let mut response =
+            Response::from_string(message.to_owned()).with_status_code(StatusCode(status));
+        if status == 503 {
+            response.add_header(Header {
+                field: "Retry-After".parse().expect("a valid field name"),
+                value: AsciiString::from_ascii("1").expect("ASCII"),
             });
+        }
+        self.answer_and_close(response);
+    }
+
+    // codex patch 13: writes `response` with `Connection: close`; the
+    // connection reads no further request.
+    fn answer_and_close(&mut self, mut response: Response<Cursor<Vec<u8>>>) {
+        response.add_header(Header {
+            field: "Connection".parse().expect("a valid field name"),
+            value: AsciiString::from_ascii("close").expect("ASCII"),
+        });
+        let writer = self.sink.next().unwrap();
         response
             .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
             .ok();
+        self.no_more_requests = true;
     }
 
     // codex patch 3, 4: closes the connection once its last answer is out:
@@ -349,6 +417,7 @@ impl ClientConnection {
             next_header_source,
             socket,
             deadline,
+            drain_limit,
             ..
         } = self;
         drop(sink);
@@ -356,7 +425,7 @@ impl ClientConnection {
         deadline.set(Some(Duration::from_secs(1)));
         let mut reader = next_header_source;
         let mut buf = [0u8; 4096];
-        let mut left: usize = 256 * 1024;
+        let mut left = drain_limit;
         while left > 0 {
             match reader.read(&mut buf) {
                 Ok(n) if n > 0 => left = left.saturating_sub(n),
@@ -383,7 +452,11 @@ impl Iterator for ClientConnection {
             Ok(rq) => rq,
             Err(ReadError::Refused(status, message)) => {
                 self.refuse(status, message);
-                self.no_more_requests = true;
+                return None;
+            }
+            Err(ReadError::Gated(response)) => {
+                self.answer_and_close(response);
+                self.drain_limit = GATED_DRAIN_BYTES;
                 return None;
             }
             Err(ReadError::Closed) => {
@@ -442,6 +515,51 @@ fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
     }
 }
 
+// codex patch 16: a header field line as RFC 9112 section 5 has it: a
+// token, a colon, and a value without control characters other than
+// horizontal tab. A line that begins with a space or tab continues the
+// previous one (obsolete line folding, section 5.2): refused, since a proxy
+// that unfolds it would see other fields than this server (upstream read a
+// folded ` Content-Length: 5` as a header of its own). Empty names and
+// control characters (a CR or NUL a proxy might treat differently) are
+// refused too.
+fn parse_field_line(line: &str) -> Result<Header, ReadError> {
+    if line.starts_with([' ', '\t']) {
+        return Err(ReadError::Refused(
+            400,
+            "a header field is folded over several lines (obsolete line folding)",
+        ));
+    }
+    let Some((name, value)) = line.split_once(':') else {
+        return Err(ReadError::Refused(400, "a header field has no colon"));
+    };
+    if name.is_empty() {
+        return Err(ReadError::Refused(400, "a header field has an empty name"));
+    }
+    if !name.bytes().all(is_tchar) {
+        return Err(ReadError::Refused(
+            400,
+            "a header field name is not a token",
+        ));
+    }
+    let value = value.trim_matches([' ', '\t']);
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(ReadError::Refused(
+            400,
+            "a header field value holds a control character",
+        ));
+    }
+    match (HeaderField::from_str(name), AsciiString::from_ascii(value)) {
+        (Ok(field), Ok(value)) => Ok(Header { field, value }),
+        _ => Err(ReadError::Refused(400, "a header field is malformed")),
+    }
+}
+
+// codex patch 16: RFC 9110 section 5.6.2's `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
     // codex patch 5: exactly three parts separated by single spaces.
     let mut parts = line.split(' ');
@@ -463,7 +581,9 @@ fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadE
 mod test {
     #[test]
     fn test_parse_request_line() {
-        let (method, path, ver) = super::parse_request_line("GET /hello HTTP/1.1").unwrap();
+        let (method, path, ver) = super::parse_request_line("GET /hello HTTP/1.1")
+            .ok()
+            .unwrap();
 
         assert!(method == crate::Method::Get);
         assert!(path == "/hello");
@@ -471,5 +591,25 @@ mod test {
 
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
+    }
+
+    // codex patch 16
+    #[test]
+    fn field_lines_are_strict() {
+        let ok = super::parse_field_line("X-Foo: \ta b\t ").ok().unwrap();
+        assert!(ok.field.equiv("x-foo"));
+        assert_eq!(ok.value.as_str(), "a b");
+        for bad in [
+            " Content-Length: 5",
+            "\tX-Foo: a",
+            ": value",
+            "X Foo: a",
+            "X-Foo a",
+            "X-Foo: a\u{1}b",
+            "X-Foo: a\u{7f}",
+            "X-Foo: \u{1b}[31m",
+        ] {
+            assert!(super::parse_field_line(bad).is_err(), "{:?}", bad);
+        }
     }
 }

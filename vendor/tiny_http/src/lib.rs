@@ -100,12 +100,13 @@
 )]
 
 use std::error::Error;
+use std::io::Cursor;
 use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -114,6 +115,8 @@ use std::time::{Duration, Instant};
 use client::ClientConnection;
 use connection::Connection;
 use std::io::{Read, Write};
+use util::budget::BodyBudget;
+use util::slots::{Refusal, Slots};
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
@@ -146,8 +149,11 @@ pub struct Server {
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
 
-    // codex patch 3: connections open now
-    open: Arc<AtomicUsize>,
+    // codex patch 3, 15: connections open now, per address and idle or not
+    slots: Arc<Slots>,
+
+    // codex patch 14: bytes of request bodies held now
+    budget: Arc<BodyBudget>,
 
     // codex patch 10: closed when the accept thread has closed the listener
     accept_ended: Mutex<mpsc::Receiver<()>>,
@@ -176,6 +182,51 @@ impl From<Request> for Message {
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
+
+// codex patch 13: the head gate.
+/// A request's line and headers, read before any byte of its body
+/// (codex patch 13).
+pub struct Head<'a> {
+    pub method: &'a Method,
+    pub url: &'a str,
+    pub http_version: &'a HTTPVersion,
+    pub headers: &'a [Header],
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// Decides on requests from their heads (codex patch 13) and on which
+/// addresses a connection cap applies to (codex patch 15).
+pub trait Gate: Send + Sync {
+    /// `None` lets the request go on: its body is read (within the budget
+    /// of codex patch 14, answering `Expect: 100-continue` first) and the
+    /// request queued for `recv`. `Some(response)` answers it at once with
+    /// `Connection: close`: its body is never read (at most 64 KiB of it are
+    /// drained so that the answer reaches the client) and no `100 Continue`
+    /// is sent.
+    fn check(&self, head: &Head<'_>) -> Option<Response<Cursor<Vec<u8>>>>;
+
+    /// Whether connections from `ip` count against
+    /// `Limits::max_connections_per_ip` (a trusted proxy's might not).
+    fn caps_address(&self, _ip: IpAddr) -> bool {
+        true
+    }
+}
+
+/// The gate of a server built without one: every head goes on.
+struct OpenGate;
+
+impl Gate for OpenGate {
+    fn check(&self, _head: &Head<'_>) -> Option<Response<Cursor<Vec<u8>>>> {
+        None
+    }
+}
+
+/// What every connection of a server shares (codex patch 13, 14).
+pub(crate) struct Shared {
+    pub(crate) limits: Limits,
+    pub(crate) gate: Arc<dyn Gate>,
+    pub(crate) budget: Arc<BodyBudget>,
+}
 
 pub struct IncomingRequests<'a> {
     server: &'a Server,
@@ -257,17 +308,33 @@ impl Server {
         listener: L,
         limits: Limits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_gate(listener, limits, Arc::new(OpenGate))
+    }
+
+    /// Like `from_listener_with_limits`, with every request's head shown to
+    /// `gate` before its body is read (codex patch 13).
+    pub fn from_listener_with_gate<L: Into<Listener>>(
+        listener: L,
+        limits: Limits,
+        gate: Arc<dyn Gate>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         let close_trigger = Arc::new(AtomicBool::new(false));
         let local_addr = listener.local_addr()?;
         log::debug!("Server listening on {}", local_addr);
 
         let messages = MessagesQueue::with_capacity(8);
-        let open = Arc::new(AtomicUsize::new(0));
+        let slots = Slots::new(limits.max_connections, limits.max_connections_per_ip);
+        let budget = BodyBudget::new(limits.max_inflight_body_bytes);
+        let shared = Arc::new(Shared {
+            limits,
+            gate,
+            budget: budget.clone(),
+        });
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        let inside_open = open.clone();
+        let inside_slots = slots.clone();
         let (accepting, accept_ended) = mpsc::channel::<()>();
         thread::Builder::new()
             .name("tiny-http-accept".to_string())
@@ -276,10 +343,10 @@ impl Server {
                 let _accepting = accepting;
                 accept_loop(
                     listener,
-                    &limits,
+                    &shared,
                     &inside_close_trigger,
                     &inside_messages,
-                    &inside_open,
+                    &inside_slots,
                 )
             })?;
 
@@ -287,14 +354,20 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
-            open,
+            slots,
+            budget,
             accept_ended: Mutex::new(accept_ended),
         })
     }
 
     /// The number of connections open now (codex patch 3).
     pub fn open_connections(&self) -> usize {
-        self.open.load(Relaxed)
+        self.slots.open()
+    }
+
+    /// Bytes of request bodies held now, read or being read (codex patch 14).
+    pub fn inflight_body_bytes(&self) -> usize {
+        self.budget.used()
     }
 
     /// Returns an iterator for all the incoming requests.
@@ -396,9 +469,18 @@ impl Server {
 /// connection, whatever the client sends.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Connections served at once; more are answered 503 and closed.
+    /// Connections served at once; beyond it the connection idle the
+    /// longest is closed to make room, or, when none is idle, the new one is
+    /// answered 503 and closed (codex patch 3, 15).
     pub max_connections: usize,
-    /// How long a connection may wait for the first byte of a request.
+    /// Connections from one client address at once; more are answered 503
+    /// and closed (codex patch 15).
+    pub max_connections_per_ip: usize,
+    /// How long a new connection may wait before the first byte of its first
+    /// request (codex patch 15).
+    pub first_byte_timeout: Duration,
+    /// How long a kept-alive connection may wait for the first byte of its
+    /// next request.
     pub idle_timeout: Duration,
     /// How long a request line and headers may take once begun.
     pub header_timeout: Duration,
@@ -412,38 +494,36 @@ pub struct Limits {
     /// is handed over; a larger one is left unread and the connection closed
     /// after the answer.
     pub max_body_bytes: usize,
+    /// Bytes of bodies held at once across all connections; a request whose
+    /// body does not fit is answered 503 with `Retry-After` before its body
+    /// is read (codex patch 14).
+    pub max_inflight_body_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 1024,
+            max_connections_per_ip: 128,
+            first_byte_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             max_head_bytes: 16 * 1024,
             max_body_bytes: 1024 * 1024,
+            max_inflight_body_bytes: 32 * 1024 * 1024,
         }
-    }
-}
-
-/// Counts an open connection while alive (codex patch 3).
-struct OpenConnection(Arc<AtomicUsize>);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
     }
 }
 
 // codex patch 1, 3: see `Server::from_listener_with_limits`.
 fn accept_loop(
     listener: Listener,
-    limits: &Limits,
+    shared: &Arc<Shared>,
     close: &AtomicBool,
     messages: &Arc<MessagesQueue<Message>>,
-    open: &Arc<AtomicUsize>,
+    slots: &Arc<Slots>,
 ) {
     log::debug!("Running accept thread");
     let mut pause = Duration::from_millis(10);
@@ -481,20 +561,29 @@ fn accept_loop(
                 continue;
             }
         };
-        if open.fetch_add(1, Relaxed) >= limits.max_connections {
-            open.fetch_sub(1, Relaxed);
-            refuse(&sock);
-            continue;
-        }
-        let guard = OpenConnection(open.clone());
+        // codex patch 15: a slot per connection, capped per address; when
+        // all are taken, the connection idle the longest makes room.
+        let sock = Arc::new(sock);
+        let address = sock
+            .peer_addr()
+            .ok()
+            .flatten()
+            .map(|addr| addr.ip().to_canonical());
+        let capped = address.is_some_and(|ip| shared.gate.caps_address(ip));
+        let slot = match slots.admit(address, capped, sock.clone()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                refuse(&sock, &refusal);
+                continue;
+            }
+        };
         let messages = messages.clone();
-        let client_limits = limits.clone();
+        let shared = shared.clone();
         let spawned = thread::Builder::new()
             .name("tiny-http-conn".to_string())
             .stack_size(256 * 1024)
             .spawn(move || {
-                let _guard = guard;
-                serve_connection(ClientConnection::new(sock, &client_limits), &messages);
+                serve_connection(ClientConnection::new(sock, shared, slot), &messages);
             });
         if let Err(e) = spawned {
             // The connection is closed with the closure that owned it.
@@ -505,19 +594,26 @@ fn accept_loop(
     log::debug!("Terminating accept thread");
 }
 
-// codex patch 3: answers a connection beyond `max_connections` with a 503
-// and closes it, without blocking the accept loop.
-fn refuse(sock: &Connection) {
+// codex patch 3, 15: answers a connection given no slot with a 503 and
+// closes it, without blocking the accept loop.
+fn refuse(sock: &Connection, refusal: &Refusal) {
+    let reason = match refusal {
+        Refusal::Full => "too many open connections; retry later",
+        Refusal::AddressFull => "too many connections from this address; retry later",
+    };
     let _ = sock.set_nonblocking(true);
     let mut writer = sock;
     let _ = writer.write_all(
-        concat!(
-            "HTTP/1.1 503 Service Unavailable\r\n",
-            "Retry-After: 1\r\n",
-            "Connection: close\r\n",
-            "Content-Type: text/plain\r\n",
-            "Content-Length: 38\r\n\r\n",
-            "too many open connections; retry later",
+        format!(
+            concat!(
+                "HTTP/1.1 503 Service Unavailable\r\n",
+                "Retry-After: 1\r\n",
+                "Connection: close\r\n",
+                "Content-Type: text/plain\r\n",
+                "Content-Length: {}\r\n\r\n{}",
+            ),
+            reason.len(),
+            reason
         )
         .as_bytes(),
     );

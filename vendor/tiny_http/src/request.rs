@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
+use crate::util::budget::{BodyBudget, Reservation};
 use crate::util::ChunkedReader;
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 
@@ -48,7 +49,9 @@ use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 /// If you want to build fake requests to test your server, use [`TestRequest`](crate::test::TestRequest).
 pub struct Request {
     // where to read the body from
-    data_reader: Option<Box<dyn Read + Send + 'static>>,
+    // codex patch 9, 14: every body is read before the hand-off, so it is
+    // a buffer; `take_body` hands it over without a copy.
+    data_reader: Option<Cursor<Vec<u8>>>,
 
     // if this writer is empty, then the request has been answered
     response_writer: Option<Box<dyn Write + Send + 'static>>,
@@ -81,6 +84,10 @@ pub struct Request {
 
     // codex patch 9: when the request (head and body) had been read.
     received_at: Instant,
+
+    // codex patch 14: the body's share of the in-flight budget, given back
+    // when the request (and its body) is dropped.
+    _body_reservation: Option<Reservation>,
 }
 
 struct NotifyOnDrop<R> {
@@ -119,6 +126,10 @@ pub enum RequestCreationError {
     // (RFC 9112 section 6.3): answered with this status, connection closed.
     /// The request cannot be framed: answer with this status and close.
     Malformed(u16, &'static str),
+
+    // codex patch 14
+    /// The body does not fit in the in-flight budget: answer 503 and close.
+    OverBudget,
 }
 
 impl From<IoError> for RequestCreationError {
@@ -217,6 +228,7 @@ pub fn new_request<R, W>(
     interim: &mut dyn Write,
     writer: W,
     max_body_bytes: usize,
+    budget: &std::sync::Arc<BodyBudget>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -247,14 +259,33 @@ where
     // unread and the connection closed after the answer; a chunked one is
     // handed over cut at `max_body_bytes + 1` bytes, so that the handler sees
     // it is too large.
+    //
+    // codex patch 14: a body is read only once its size (a chunked one's:
+    // the most that is read of it) is reserved in the in-flight budget;
+    // else the request is refused before any byte of it is read and before
+    // a `100 Continue`.
     let mut close_connection = false;
     let body_length = match framing {
         Framing::Length(n) => Some(n),
         _ => None,
     };
-    let reader: Box<dyn Read + Send + 'static> = {
+    let reserve = match framing {
+        Framing::Length(n) if n > 0 && n <= max_body_bytes => n,
+        Framing::Chunked => max_body_bytes.saturating_add(1),
+        _ => 0,
+    };
+    let body_reservation = if reserve > 0 {
+        Some(
+            budget
+                .reserve(reserve)
+                .ok_or(RequestCreationError::OverBudget)?,
+        )
+    } else {
+        None
+    };
+    let reader: Cursor<Vec<u8>> = {
         match framing {
-            Framing::Empty | Framing::Length(0) => Box::new(io::empty()),
+            Framing::Empty | Framing::Length(0) => Cursor::new(Vec::new()),
             Framing::Length(n) if n <= max_body_bytes => {
                 if expects_continue {
                     send_continue(interim, &version)?;
@@ -265,11 +296,11 @@ where
                     let info = "Connection has been closed before we received enough data";
                     return Err(IoError::new(ErrorKind::ConnectionAborted, info).into());
                 }
-                Box::new(Cursor::new(body))
+                Cursor::new(body)
             }
             Framing::Length(_) => {
                 close_connection = true;
-                Box::new(io::empty())
+                Cursor::new(Vec::new())
             }
             Framing::Chunked => {
                 if expects_continue {
@@ -280,7 +311,7 @@ where
                     .take(max_body_bytes as u64 + 1)
                     .read_to_end(&mut body)?;
                 close_connection = body.len() > max_body_bytes;
-                Box::new(Cursor::new(body))
+                Cursor::new(body)
             }
         }
     };
@@ -299,6 +330,7 @@ where
         notify_when_responded: None,
         close_connection,
         received_at: Instant::now(),
+        _body_reservation: body_reservation,
     })
 }
 
@@ -420,6 +452,23 @@ impl Request {
         }
 
         self.data_reader.as_mut().unwrap()
+    }
+
+    // codex patch 14: the body without a copy, so that a body held by a
+    // worker is the one the in-flight budget counted (reading it through
+    // `as_reader` into a new buffer would hold it twice). Its reservation
+    // is given back when the request is dropped.
+    /// Takes the body, as read by the connection (what `as_reader` has not
+    /// yet read of it); the reader is empty afterwards.
+    pub fn take_body(&mut self) -> Vec<u8> {
+        let Some(cursor) = self.data_reader.as_mut() else {
+            return Vec::new();
+        };
+        let position = (cursor.position() as usize).min(cursor.get_ref().len());
+        let mut body = std::mem::take(cursor.get_mut());
+        cursor.set_position(0);
+        body.drain(..position);
+        body
     }
 
     /// Turns the `Request` into a writer.
@@ -552,6 +601,19 @@ impl Drop for Request {
 #[cfg(test)]
 mod tests {
     use super::Request;
+
+    // codex patch 14
+    #[test]
+    fn the_body_is_taken_without_what_was_read() {
+        let mut request: Request = crate::TestRequest::new().with_body("abcdef").into();
+        let mut first = [0u8; 2];
+        request.as_reader().read_exact(&mut first).unwrap();
+        assert_eq!(request.take_body(), b"cdef");
+        assert_eq!(request.take_body(), b"");
+        let mut rest = Vec::new();
+        request.as_reader().read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
 
     #[test]
     fn must_be_send() {

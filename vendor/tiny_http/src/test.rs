@@ -75,6 +75,7 @@ impl From<TestRequest> for Request {
             &mut std::io::sink(),
             std::io::sink(),
             usize::MAX, // codex patch 9: a test body is read whole
+            &crate::util::budget::BodyBudget::new(usize::MAX), // codex patch 14
         )
         .unwrap()
     }

@@ -6,15 +6,34 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Limits, Response, Server};
+use tiny_http::{Gate, Head, Header, Limits, Response, Server};
+
+/// Answers `/refused` with 401 from the head (codex patch 13); leaves
+/// connections from 127.0.0.3 uncapped (codex patch 15).
+struct RefuseAtHead;
+
+impl Gate for RefuseAtHead {
+    fn check(&self, head: &Head<'_>) -> Option<Response<std::io::Cursor<Vec<u8>>>> {
+        (head.url == "/refused").then(|| Response::from_string("no").with_status_code(401))
+    }
+
+    fn caps_address(&self, ip: std::net::IpAddr) -> bool {
+        ip != std::net::IpAddr::from([127, 0, 0, 3])
+    }
+}
 
 /// A server on a free port with `workers` threads that answer each request
 /// with "<url> <body length>" (a `Connection: close` answer for
 /// `/close`), until the server is dropped.
 fn serve(limits: Limits, workers: usize) -> (SocketAddr, Arc<Server>) {
+    serve_gated(limits, workers, Arc::new(RefuseAtHead))
+}
+
+/// Like `serve`, with `gate` deciding on heads.
+fn serve_gated(limits: Limits, workers: usize, gate: Arc<dyn Gate>) -> (SocketAddr, Arc<Server>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = Arc::new(Server::from_listener_with_limits(listener, limits).unwrap());
+    let server = Arc::new(Server::from_listener_with_gate(listener, limits, gate).unwrap());
     for _ in 0..workers {
         let server: Weak<Server> = Arc::downgrade(&server);
         std::thread::spawn(move || {
@@ -53,6 +72,7 @@ fn limits() -> Limits {
         write_timeout: Duration::from_secs(2),
         max_head_bytes: 16 * 1024,
         max_body_bytes: 1024,
+        ..Limits::default()
     }
 }
 
@@ -143,11 +163,19 @@ fn patch3_connections_beyond_the_bound_get_503() {
     let (addr, server) = serve(
         Limits {
             max_connections: 2,
+            body_timeout: Duration::from_secs(10),
             ..limits()
         },
         1,
     );
-    let open = [connect(addr), connect(addr)];
+    // Two connections with a request in progress (a body still to come):
+    // neither is idle, so neither makes room (codex patch 15).
+    let mut open = [connect(addr), connect(addr)];
+    for stream in &mut open {
+        stream
+            .write_all(b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
+            .unwrap();
+    }
     assert!(wait_until(Duration::from_secs(5), || server
         .open_connections()
         == 2));
@@ -189,6 +217,7 @@ fn patch4_a_trickled_head_gets_408_and_an_idle_connection_is_closed() {
     let (addr, _server) = serve(
         Limits {
             idle_timeout: Duration::from_secs(1),
+            first_byte_timeout: Duration::from_secs(1),
             ..limits()
         },
         1,
@@ -451,4 +480,219 @@ fn patch12_upgrade_requests_are_served_as_http_1_1() {
     );
     assert!(answer.contains("/a 3"), "{}", answer);
     assert!(answer.ends_with("/close 0"), "{}", answer);
+}
+
+/// Connects to `addr` from the local address `from` (any of 127.0.0.0/8).
+fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local = SocketAddr::from((from, 0));
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// True when the server closed `stream` (without sending anything).
+fn closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8];
+    matches!(stream.read(&mut byte), Ok(0) | Err(_))
+}
+
+// codex patch 13: the gate answers a head at once, with `Connection:
+// close`; the body is not waited for, and no `100 Continue` is sent.
+#[test]
+fn patch13_the_gate_answers_a_head_before_its_body() {
+    let (addr, server) = serve(limits(), 1);
+    let mut stream = connect(addr);
+    stream
+        .write_all(
+            b"POST /refused HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1000\r\n\r\n",
+        )
+        .unwrap();
+    let answer = read_answer(&mut stream);
+    assert_eq!(status(&answer), 401, "{}", answer);
+    assert!(answer.contains("Connection: close"), "{}", answer);
+    assert!(answer.ends_with("no"), "{}", answer);
+    assert!(closed(&mut stream));
+
+    // A body that is sent anyway is not read (beyond a bounded drain).
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"POST /refused HTTP/1.1\r\nContent-Length: 1000\r\n\r\nabc")
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(status(&read_answer(&mut stream)), 401);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(server.queued_requests(), 0);
+    assert_eq!(server.inflight_body_bytes(), 0);
+
+    // Other requests go on as before.
+    assert!(exchange(
+        addr,
+        b"POST /close HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+    )
+    .ends_with("/close 3"));
+}
+
+// codex patch 14: a body that does not fit in the in-flight budget is
+// refused with 503 and Retry-After before it is read.
+#[test]
+fn patch14_bodies_beyond_the_in_flight_budget_get_503() {
+    let (addr, server) = serve(
+        Limits {
+            max_inflight_body_bytes: 1000,
+            body_timeout: Duration::from_secs(10),
+            ..limits()
+        },
+        1,
+    );
+    let mut holding = connect(addr);
+    holding
+        .write_all(b"POST /a HTTP/1.1\r\nContent-Length: 800\r\n\r\nabc")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || server
+        .inflight_body_bytes()
+        == 800));
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"POST /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 300\r\n\r\n")
+        .unwrap();
+    let answer = read_answer(&mut stream);
+    assert_eq!(status(&answer), 503, "{}", answer);
+    assert!(answer.contains("Retry-After: 1"), "{}", answer);
+    assert!(answer.contains("Connection: close"), "{}", answer);
+    // A body that fits beside it is served.
+    assert!(exchange(
+        addr,
+        b"POST /close HTTP/1.1\r\nContent-Length: 200\r\n\r\n"
+            .iter()
+            .chain(&[b'x'; 200])
+            .copied()
+            .collect::<Vec<u8>>()
+            .as_slice()
+    )
+    .ends_with("/close 200"));
+    holding.write_all(&[b'y'; 797]).unwrap();
+    assert!(read_answer(&mut holding).ends_with("/a 800"));
+    assert!(wait_until(Duration::from_secs(5), || server
+        .inflight_body_bytes()
+        == 0));
+}
+
+// codex patch 15: connections are capped per address (unless the gate
+// exempts it), and a connection must send its first byte in time.
+#[test]
+fn patch15_connections_are_capped_per_address() {
+    let (addr, server) = serve(
+        Limits {
+            max_connections_per_ip: 2,
+            ..limits()
+        },
+        1,
+    );
+    let _held = [
+        connect_from([127, 0, 0, 1], addr),
+        connect_from([127, 0, 0, 1], addr),
+    ];
+    assert!(wait_until(Duration::from_secs(5), || server
+        .open_connections()
+        == 2));
+    let mut third = connect_from([127, 0, 0, 1], addr);
+    let mut answer = String::new();
+    let _ = third.read_to_string(&mut answer);
+    assert_eq!(status(&answer), 503, "{}", answer);
+    assert!(answer.contains("from this address"), "{}", answer);
+    for from in [[127, 0, 0, 2], [127, 0, 0, 3]] {
+        let mut other = connect_from(from, addr);
+        other.write_all(b"GET /close HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(status(&read_answer(&mut other)), 200);
+    }
+    let uncapped: Vec<TcpStream> = (0..4).map(|_| connect_from([127, 0, 0, 3], addr)).collect();
+    assert!(wait_until(Duration::from_secs(5), || server
+        .open_connections()
+        == 6));
+    drop(uncapped);
+}
+
+// codex patch 15: when every slot is taken, the connection idle the
+// longest is closed to make room for a new one.
+#[test]
+fn patch15_the_oldest_idle_connection_makes_room() {
+    let (addr, server) = serve(
+        Limits {
+            max_connections: 2,
+            ..limits()
+        },
+        1,
+    );
+    let mut oldest = connect(addr);
+    assert!(wait_until(Duration::from_secs(5), || server
+        .open_connections()
+        == 1));
+    let mut newer = connect(addr);
+    newer.write_all(GET).unwrap();
+    assert_eq!(status(&read_answer(&mut newer)), 200);
+    let mut third = connect(addr);
+    third.write_all(b"GET /close HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(status(&read_answer(&mut third)), 200);
+    assert!(closed(&mut oldest));
+    // `newer` went idle after its answer, later than `oldest`: still open.
+    newer.write_all(GET).unwrap();
+    assert_eq!(status(&read_answer(&mut newer)), 200);
+}
+
+// codex patch 15: a new connection that sends nothing is closed after
+// `first_byte_timeout`, sooner than a kept-alive one's `idle_timeout`.
+#[test]
+fn patch15_a_silent_new_connection_is_closed_after_the_first_byte_timeout() {
+    let (addr, _server) = serve(
+        Limits {
+            first_byte_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(5),
+            ..limits()
+        },
+        1,
+    );
+    let mut silent = connect(addr);
+    let started = Instant::now();
+    assert!(closed(&mut silent));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let mut kept = connect(addr);
+    kept.write_all(GET).unwrap();
+    assert_eq!(status(&read_answer(&mut kept)), 200);
+    std::thread::sleep(Duration::from_millis(600));
+    kept.write_all(GET).unwrap();
+    assert_eq!(status(&read_answer(&mut kept)), 200);
+}
+
+// codex patch 16: obsolete line folding, empty field names and control
+// characters in field values are 400.
+#[test]
+fn patch16_field_lines_are_strict() {
+    let (addr, _server) = serve(limits(), 1);
+    for head in [
+        "POST /a HTTP/1.1\r\nX-Foo: a\r\n Content-Length: 3\r\n\r\nabc",
+        "POST /a HTTP/1.1\r\nX-Foo: a\r\n\tTransfer-Encoding: chunked\r\n\r\n",
+        "GET /a HTTP/1.1\r\n: empty\r\n\r\n",
+        "GET /a HTTP/1.1\r\nX-Foo: a\x01b\r\n\r\n",
+        "GET /a HTTP/1.1\r\nX-Foo: a\x1b[31m\r\n\r\n",
+    ] {
+        let answer = exchange(addr, head.as_bytes());
+        assert_eq!(status(&answer), 400, "{:?}: {}", head, answer);
+    }
+    assert_eq!(
+        status(&exchange(
+            addr,
+            b"GET /close HTTP/1.1\r\nX-Foo: a\tb\r\n\r\n"
+        )),
+        200
+    );
 }

@@ -6,10 +6,12 @@ pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 
 use std::str::FromStr;
 
+pub(crate) mod budget;
 mod chunked_reader;
 mod messages_queue;
 pub(crate) mod refined_tcp_stream;
 mod sequential;
+pub(crate) mod slots;
 
 /// Parses a the value of a header.
 /// Suitable for `Accept-*`, `TE`, etc.

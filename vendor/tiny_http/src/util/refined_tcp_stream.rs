@@ -41,11 +41,8 @@ pub struct RefinedTcpStream {
 }
 
 impl RefinedTcpStream {
-    pub(crate) fn new<S>(stream: S) -> (RefinedTcpStream, RefinedTcpStream)
-    where
-        S: Into<Connection>,
-    {
-        let stream = Arc::new(stream.into());
+    // codex patch 15: the socket comes shared already (its slot holds it too).
+    pub(crate) fn new(stream: Arc<Connection>) -> (RefinedTcpStream, RefinedTcpStream) {
         let deadline = Deadline::default();
 
         let read = RefinedTcpStream {
