@@ -393,6 +393,10 @@ fn secrets_and_their_variables_are_declared() {
         [
             ("[webhooks] secret".to_string(), Some(ENV_WEBHOOK_SECRET)),
             (
+                "[webhooks] signing_secrets".to_string(),
+                Some(ENV_WEBHOOK_SIGNING_SECRETS)
+            ),
+            (
                 "[freshservice] api_key".to_string(),
                 Some(ENV_FRESHSERVICE_API_KEY)
             ),
@@ -404,4 +408,57 @@ fn secrets_and_their_variables_are_declared() {
     );
     let database = SETTINGS.iter().find(|s| s.section == "database").unwrap();
     assert_eq!(database.env, Some(ENV_DATABASE_URL));
+}
+
+#[test]
+fn signature_schemes_and_their_secrets() {
+    let loaded = load(
+        "[webhooks]\nenabled = true\nsignature = Standard-Webhooks\n\
+         signing_secrets = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, whsec_b2xkIHNlY3JldA==\n",
+    )
+    .unwrap();
+    let webhooks = &loaded.config.webhooks;
+    assert_eq!(webhooks.signature, SignatureScheme::StandardWebhooks);
+    assert_eq!(webhooks.signing_secrets.len(), 2);
+    // Neither the secrets nor their number leak into Debug or check-config.
+    let shown = loaded.config.render_masked();
+    assert!(shown.contains("signature = standard-webhooks"), "{shown}");
+    assert!(
+        shown.contains("signing_secrets = *** (2 secrets)"),
+        "{shown}"
+    );
+    for text in [shown, format!("{:?}", loaded.config)] {
+        assert!(!text.contains("MfKQ9r8"), "{text}");
+    }
+    assert_refused(
+        "[webhooks]\nsignature = hmac-sha256\n",
+        &["[webhooks] signature = hmac-sha256 but no signing secret is set"],
+    );
+    assert_refused(
+        "[webhooks]\nsignature = standard-webhooks\nsigning_secrets = plain-secret\n",
+        &["[webhooks] signing_secrets: a standard-webhooks secret is whsec_"],
+    );
+    assert_refused(
+        "[webhooks]\nsignature = ed25519\n",
+        &["[webhooks] signature"],
+    );
+    assert_refused("[webhooks]\nenabled = true\n", &["no secret is set"]);
+}
+
+#[test]
+fn signing_secrets_come_from_their_variable() {
+    let env = |name: &str| {
+        (name == ENV_WEBHOOK_SIGNING_SECRETS)
+            .then(|| "from-env-A1b2C3d4, second-B5c6D7e8".to_string())
+    };
+    let text = "[webhooks]\nsignature = hmac-sha256\nsigning_secrets = from-file\n";
+    let loaded = Config::from_ini(text, None, &env).unwrap();
+    let secrets: Vec<&str> = loaded
+        .config
+        .webhooks
+        .signing_secrets
+        .iter()
+        .map(Secret::expose)
+        .collect();
+    assert_eq!(secrets, ["from-env-A1b2C3d4", "second-B5c6D7e8"]);
 }

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod response;
 mod routes;
+pub mod signature;
 
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -13,7 +13,8 @@ use tiny_http::{Method, Request};
 
 use super::auth::{self, RateLimiter};
 use super::response::{ApiError, json_response, send};
-use crate::config::Config;
+use super::signature::{self, Seen, SeenIds};
+use crate::config::{Config, SignatureScheme};
 use crate::psa::{Field, Provider, TicketEvent, Value as PsaValue, lenient_json, webhook_body};
 use crate::status::StatusBoard;
 use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
@@ -36,6 +37,8 @@ pub struct AppState {
     drain_started: OnceLock<Instant>,
     /// Requests being handled, not counting those refused while draining.
     in_flight: AtomicUsize,
+    /// Standard Webhooks message ids seen lately (kept across reloads).
+    seen_ids: SeenIds,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             status,
             drain_started: OnceLock::new(),
             in_flight: AtomicUsize::new(0),
+            seen_ids: SeenIds::default(),
         }
     }
 
@@ -134,6 +138,7 @@ pub fn handle(state: &AppState, mut request: Request) {
         config: &current.config,
         limiter: &current.limiter,
         status: &state.status,
+        seen_ids: &state.seen_ids,
     };
     let peer = request
         .remote_addr()
@@ -156,17 +161,20 @@ pub fn handle(state: &AppState, mut request: Request) {
             _ => Err(method_not_allowed("GET")),
         },
         Ok(Route::Test) => match request.method() {
-            Method::Post => authorize(state, &request, client_ip).map(|()| {
-                json_response(
-                    200,
-                    &json!({
-                        "status": "ok",
-                        "message": "Webhook authentication successful",
-                        "source_ip": client_ip.to_string(),
-                        "timestamp": timestamp::now(),
-                    }),
-                )
-            }),
+            Method::Post => authorize(state, &request, client_ip)
+                .and_then(|()| read_body(&mut request, state.config.server.max_body_bytes))
+                .and_then(|body| verify_signature(state, &request, &body))
+                .map(|_| {
+                    json_response(
+                        200,
+                        &json!({
+                            "status": "ok",
+                            "message": "Webhook authentication successful",
+                            "source_ip": client_ip.to_string(),
+                            "timestamp": timestamp::now(),
+                        }),
+                    )
+                }),
             _ => Err(method_not_allowed("POST")),
         },
         Ok(Route::Ticket(provider)) => match request.method() {
@@ -174,7 +182,7 @@ pub fn handle(state: &AppState, mut request: Request) {
                 let outcome = authorize(state, &request, client_ip)
                     .and_then(|()| check_content_type(&request))
                     .and_then(|()| read_body(&mut request, state.config.server.max_body_bytes))
-                    .and_then(|body| deliver(state, provider, client_ip, body));
+                    .and_then(|body| deliver_signed(state, &request, provider, client_ip, body));
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
                 match &outcome {
                     Ok(delivered) => log::info!(
@@ -208,6 +216,7 @@ struct Scope<'a> {
     config: &'a Config,
     limiter: &'a RateLimiter,
     status: &'a StatusBoard,
+    seen_ids: &'a SeenIds,
 }
 
 fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
@@ -312,6 +321,8 @@ fn authorize(state: &Scope, request: &Request, client_ip: IpAddr) -> Result<(), 
         .find(|h| h.field.equiv("X-Webhook-Secret"))
         .map(|h| h.value.as_str());
     match given {
+        // With only a signature scheme configured, the signature authenticates.
+        _ if webhooks.secrets.is_empty() && webhooks.signature != SignatureScheme::None => {}
         Some(given) if auth::secret_matches(given, &webhooks.secrets) => {}
         Some(_) => {
             return Err(ApiError::new(401, "Unauthorized").with(
@@ -392,6 +403,70 @@ fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
         return Err(too_large());
     }
     Ok(body)
+}
+
+/// Checks the body's signature under `[webhooks] signature`; a Standard
+/// Webhooks delivery returns its message.
+fn verify_signature(
+    state: &Scope,
+    request: &Request,
+    body: &[u8],
+) -> Result<Option<signature::Message>, ApiError> {
+    let webhooks = &state.config.webhooks;
+    let header = |name: &str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str().to_string())
+    };
+    signature::verify(
+        webhooks.signature,
+        &webhooks.signing_secrets,
+        &header,
+        body,
+        signature::unix_now(),
+    )
+    .map_err(|error| ApiError::from_signature(&error))
+}
+
+/// Verifies the body's signature, then delivers it; a Standard Webhooks
+/// message whose id was stored already is answered as a duplicate and not
+/// written again.
+fn deliver_signed(
+    state: &Scope,
+    request: &Request,
+    provider: Provider,
+    client_ip: IpAddr,
+    body: Vec<u8>,
+) -> Result<Delivered, ApiError> {
+    let Some(message) = verify_signature(state, request, &body)? else {
+        return deliver(state, provider, client_ip, body);
+    };
+    match state.seen_ids.begin(&message, signature::unix_now()) {
+        Seen::New => {}
+        Seen::Done => {
+            return Ok(Delivered {
+                status: 200,
+                body: json!({
+                    "status": "duplicate",
+                    "webhook_id": message.id,
+                    "provider": provider.as_str(),
+                }),
+                event: "-",
+            });
+        }
+        busy => return Err(ApiError::from_seen(busy)),
+    }
+    let outcome = deliver(state, provider, client_ip, body);
+    // Kept as seen once the delivery is in the database (stored, or
+    // journaled and refused); a failure the sender should retry forgets it.
+    let stored = match &outcome {
+        Ok(_) => true,
+        Err(error) => error.status < 500,
+    };
+    state.seen_ids.finish(&message, stored);
+    outcome
 }
 
 /// What a delivery came to: the answer, and the event for the log line.
