@@ -17,7 +17,8 @@
 //! state, active tickets, coverage) it reads on a `store::Reader` of its
 //! own. `status` is the one status type that `/webhooks/health` and
 //! `codex status` render. `config` reads `codex.conf` and `reload`
-//! applies a changed one; `service` wires it all together.
+//! applies a changed one; `service` wires it all together; `logging`
+//! writes log lines that a request cannot forge (and that fit journald).
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ mod commands;
 mod config;
 mod error;
 mod http;
+mod logging;
 mod psa;
 mod reload;
 mod service;
@@ -39,5 +41,6 @@ pub use commands::{
 };
 pub use config::Config;
 pub use http::bind;
+pub use logging::init as init_logging;
 pub use reload::Plan;
 pub use service::{Service, ShutdownError, StartError, run};
