@@ -19,6 +19,10 @@ use crate::timestamp;
 pub struct Rejection {
     pub message: String,
     pub event: Option<String>,
+    /// The body names its ticket id, but unreadably (`-1`, `"abc"`): no
+    /// other id may be looked for in it, or the delivery would be
+    /// attributed to another ticket.
+    pub unreadable_id: bool,
 }
 
 /// A delivery turned into an event, with what was odd but not fatal about it.
@@ -52,6 +56,7 @@ impl Envelope {
         body.as_object().ok_or_else(|| Rejection {
             message: self.not_an_object.to_string(),
             event: None,
+            unreadable_id: false,
         })
     }
 
@@ -72,6 +77,7 @@ impl Envelope {
         let reject = |message: String| Rejection {
             message,
             event: event_name.clone(),
+            unreadable_id: false,
         };
         let ticket_id = match body.find("ticket_id") {
             None => return Err(reject(self.missing_id.to_string())),
@@ -83,7 +89,12 @@ impl Envelope {
                         self.id_name
                     )));
                 }
-                Err(error) => return Err(reject(format!("{key}: {error}"))),
+                Err(error) => {
+                    return Err(Rejection {
+                        unreadable_id: true,
+                        ..reject(format!("{key}: {error}"))
+                    });
+                }
             },
         };
         let mut event = TicketEvent::new(self.provider, ticket_id, kind, Source::Webhook);
@@ -293,11 +304,18 @@ pub fn parse_id(value: &Json) -> Result<Option<i64>, PsaError> {
             if text.is_empty() {
                 return Ok(None);
             }
+            // A number as text: "-1" is minus one, never ticket 1.
+            if let Ok(id) = text.parse::<i64>() {
+                return positive(id, value);
+            }
             let digits = text.trim_start_matches(|c: char| !c.is_ascii_digit());
             let prefix = &text[..text.len() - digits.len()];
-            let prefix_ok = prefix
-                .chars()
-                .all(|c| c.is_ascii_alphabetic() || matches!(c, '#' | '-' | '_' | ' '));
+            // A prefix names a kind of ticket (`INC-`, `#SR-`, `#`); signs
+            // and separators alone are not one.
+            let prefix_ok = (prefix == "#" || prefix.chars().any(|c| c.is_ascii_alphabetic()))
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphabetic() || matches!(c, '#' | '-' | '_' | ' '));
             match digits.parse::<i64>() {
                 Ok(id) if prefix_ok => positive(id, value),
                 _ => Err(PsaError::NotAnId {
@@ -400,6 +418,20 @@ mod tests {
             parse_id(&json!(-3)).unwrap_err().to_string(),
             "-3 is not a positive id"
         );
+        // Negative, zero or signed text is never read as another ticket's id.
+        assert_eq!(
+            parse_id(&json!("-1")).unwrap_err().to_string(),
+            "\"-1\" is not a positive id"
+        );
+        assert!(parse_id(&json!("0")).is_err());
+        assert!(parse_id(&json!("#0")).is_err());
+        assert!(parse_id(&json!("--1")).is_err());
+        assert!(parse_id(&json!("#-1")).is_err());
+        assert!(parse_id(&json!("- 1")).is_err());
+        assert!(parse_id(&json!(-1.0)).is_err());
+        assert!(parse_id(&json!(1.5)).is_err());
+        assert!(parse_id(&json!("99999999999999999999")).is_err());
+        assert_eq!(parse_id(&json!("#7")), Ok(Some(7)));
         assert_eq!(
             parse_id(&json!([1])).unwrap_err().to_string(),
             "[1] is not an id"
