@@ -67,6 +67,19 @@ fn post_standard(
     sent: &str,
     secret: Option<&str>,
 ) -> Response {
+    post_standard_to(codex, PATH, key, (id, timestamp), signed, sent, secret)
+}
+
+/// `post_standard` to `path`; `message` is the id and timestamp.
+fn post_standard_to(
+    codex: &Codex,
+    path: &str,
+    key: &[u8],
+    (id, timestamp): (&str, i64),
+    signed: &str,
+    sent: &str,
+    secret: Option<&str>,
+) -> Response {
     let signature = STANDARD.encode(mac(
         key,
         &[
@@ -88,7 +101,7 @@ fn post_standard(
     if let Some(secret) = secret {
         headers.push(("X-Webhook-Secret", secret));
     }
-    codex.request("POST", PATH, &headers, sent.as_bytes())
+    codex.request("POST", path, &headers, sent.as_bytes())
 }
 
 /// Posts `sent` with an X-Hub-Signature-256 over `signed` under `secret`.
@@ -334,9 +347,22 @@ fn signature_alone_authenticates_when_no_shared_secret_is_set() {
     assert_eq!(journaled(&db), 0);
     let signed = post_standard(&codex, SW_KEY, "msg_alone", now(), &b, &b, None);
     assert_eq!(signed.status, 201);
-    // /webhooks/test checks the signature too.
+    // /webhooks/test checks the signature too, and health says which scheme.
     let test = codex.test_auth(&[]);
     assert_eq!(test.status, 401);
+    let signed_test = post_standard_to(
+        &codex,
+        "/webhooks/test",
+        SW_KEY,
+        ("msg_t", now()),
+        "",
+        "",
+        None,
+    );
+    assert_eq!(signed_test.status, 200);
+    let health = codex.get("/webhooks/health").json();
+    assert_eq!(health["signature"], "standard-webhooks");
+    assert_eq!(health["secret_configured"], false);
 }
 
 #[test]
