@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Backend, Codex, SECRET, TestDb, wait_until};
+use common::{Backend, Codex, SECRET, TestDb, base_config, request, wait_until};
 
 /// A line a forger would like to see in the log.
 const FORGED: &str = "[1999-01-01T00:00:00Z INFO  codex] FORGED";
@@ -80,29 +80,27 @@ fn values_from_bodies_are_escaped_and_forge_no_line() {
     );
 }
 
-/// Runs `codex check-config` on a configuration with an unknown key (a
-/// warning) with stderr to a file, and `JOURNAL_STREAM` naming that file
-/// when `journal`, else something else; returns stderr.
-fn check_config_stderr(journal: Option<bool>) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("codex.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "[webhooks]\nenabled = true\nsecret = {SECRET}\n[database]\nconnection_string = sqlite:///{}\n[server]\nunknown_key = 1\n",
-            dir.path().join("x.db").display()
-        ),
-    )
-    .unwrap();
-    let log_path = dir.path().join("stderr.log");
+/// Runs `codex serve` with stderr to a file, and `JOURNAL_STREAM` naming
+/// that file when `journal` is `Some(true)`, another file's when
+/// `Some(false)`; sends one delivery (an info line) and one without the
+/// secret (a warning), has a reload refused (an error), and returns
+/// stderr.
+fn serve_stderr(journal: Option<bool>) -> String {
+    let db = TestDb::new(&Backend::Sqlite);
+    let config = db.dir.path().join("codex.conf");
+    std::fs::write(&config, base_config(&db, "")).unwrap();
+    let log_path = db.dir.path().join("stderr.log");
     let stderr = std::fs::File::create(&log_path).unwrap();
     let meta = stderr.metadata().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_codex"));
     command
-        .args(["check-config", "--config"])
+        .args(["serve", "--config"])
         .arg(&config)
+        .env("RUST_LOG", "info")
         .env_remove("CODEX_WEBHOOK_SECRET")
+        .env_remove("CODEX_DATABASE_URL")
         .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
     match journal {
@@ -119,54 +117,95 @@ fn check_config_stderr(journal: Option<bool>) -> String {
         }
         None => {}
     }
-    let status = command.status().unwrap();
-    let text = std::fs::read_to_string(&log_path).unwrap();
-    assert!(status.success(), "{text}");
+    let mut child = command.spawn().unwrap();
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let listening = wait_until(Duration::from_secs(30), || {
+        read().contains("listening on http://")
+    });
+    let text = read();
+    let addr = text
+        .split("listening on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok());
+    let Some(addr) = addr.filter(|_| listening) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("codex did not start:\n{text}");
+    };
+    let body = br#"{"event": "ticket.created", "ticket_id": 1, "status_id": 2}"#;
+    let secret = [
+        ("X-Webhook-Secret", SECRET),
+        ("Content-Type", "application/json"),
+    ];
+    let path = "/webhooks/freshservice/ticket";
+    assert_eq!(request(addr, "POST", path, &secret, body).status, 201);
+    assert_eq!(request(addr, "POST", path, &[], body).status, 401);
+    // An invalid file on SIGHUP: the reload is refused (an error line).
+    std::fs::write(&config, base_config(&db, "[server]\nthreads = many\n")).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let logged = wait_until(Duration::from_secs(10), || {
+        let text = read();
+        ["outcome=created", "outcome=refused", "reload refused"]
+            .iter()
+            .all(|what| text.contains(what))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = read();
+    assert!(logged, "{text}");
     text
+}
+
+fn line<'a>(text: &'a str, holding: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.contains(holding))
+        .unwrap_or_else(|| panic!("no line with {holding:?} in:\n{text}"))
 }
 
 #[test]
 fn under_journald_lines_carry_the_priority_and_no_timestamp() {
-    let text = check_config_stderr(Some(true));
-    let info = text
-        .lines()
-        .find(|l| l.contains("configuration read from"))
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(info.starts_with("<6>[codex"), "{info}");
-    let warning = text
-        .lines()
-        .find(|l| l.contains("unknown_key"))
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(warning.starts_with("<4>[codex"), "{warning}");
-    for line in [info, warning] {
-        assert!(
-            !line.contains(" INFO ") && !line.contains(" WARN "),
-            "{line}"
-        );
+    let text = serve_stderr(Some(true));
+    assert!(
+        line(&text, "listening on").starts_with("<6>[codex"),
+        "{text}"
+    );
+    assert!(
+        line(&text, "outcome=created").starts_with("<6>[codex"),
+        "{text}"
+    );
+    assert!(
+        line(&text, "outcome=refused").starts_with("<4>[codex"),
+        "{text}"
+    );
+    for l in text.lines() {
+        assert!(l.starts_with('<'), "{l:?} in:\n{text}");
+        assert!(!l.contains(" INFO ") && !l.contains(" WARN "), "{l}");
     }
     assert!(
         !text.contains("[20"),
         "a timestamp of Codex's own in:\n{text}"
     );
+    assert!(!text.contains('\x1b'), "{text}");
 }
 
 #[test]
 fn without_journald_lines_keep_their_timestamp_and_level() {
     for journal in [None, Some(false)] {
-        let text = check_config_stderr(journal);
-        let info = text
-            .lines()
-            .find(|l| l.contains("configuration read from"))
-            .unwrap_or_else(|| panic!("{text}"));
+        let text = serve_stderr(journal);
+        let info = line(&text, "outcome=created");
         assert!(
             info.starts_with("[20") && info.contains("Z INFO  codex"),
             "{info}"
         );
-        let warning = text
-            .lines()
-            .find(|l| l.contains("unknown_key"))
-            .unwrap_or_else(|| panic!("{text}"));
-        assert!(warning.contains("Z WARN  codex"), "{warning}");
+        assert!(
+            line(&text, "outcome=refused").contains("Z WARN  codex"),
+            "{text}"
+        );
         assert!(!text.starts_with('<') && !text.contains('\x1b'), "{text}");
     }
 }

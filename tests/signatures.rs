@@ -295,14 +295,21 @@ fn standard_webhooks_second_secret_of_a_rotation_is_accepted() {
 fn signing_secrets_come_from_the_environment() {
     let db = TestDb::new(&Backend::Sqlite);
     let key = whsec(SW_KEY_NEXT);
+    let in_file = format!(
+        "[webhooks]\nsignature = standard-webhooks\nsigning_secrets = {}\n",
+        whsec(SW_KEY)
+    );
     let codex = Codex::start_with_env(
         &db,
-        "[webhooks]\nsignature = standard-webhooks\nsigning_secrets = whsec_b3RoZXIga2V5\n",
+        &in_file,
         &[("CODEX_WEBHOOK_SIGNING_SECRETS", key.as_str())],
     );
     let b = body(109);
     let response = post_standard(&codex, SW_KEY_NEXT, "msg_env", now(), &b, &b, Some(SECRET));
     assert_eq!(response.status, 201);
+    // The variable replaces the file's secrets.
+    let file_key = post_standard(&codex, SW_KEY, "msg_file", now(), &b, &b, Some(SECRET));
+    assert_eq!(file_key.status, 401);
     assert!(!codex.logs().contains(&key), "{}", codex.logs());
 }
 
