@@ -414,7 +414,7 @@ fn secrets_and_their_variables_are_declared() {
 fn signature_schemes_and_their_secrets() {
     let loaded = load(
         "[webhooks]\nenabled = true\nsignature = Standard-Webhooks\n\
-         signing_secrets = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, whsec_b2xkIHNlY3JldA==\n",
+         signing_secrets = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, whsec_VHN0N0txMkxtOVZ4NFJiOE5jM0hkNkpm\n",
     )
     .unwrap();
     let webhooks = &loaded.config.webhooks;
@@ -435,7 +435,7 @@ fn signature_schemes_and_their_secrets() {
         &["[webhooks] signature = hmac-sha256 but no signing secret is set"],
     );
     assert_refused(
-        "[webhooks]\nsignature = standard-webhooks\nsigning_secrets = plain-secret\n",
+        "[webhooks]\nsignature = standard-webhooks\nsigning_secrets = Tst7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga\n",
         &["[webhooks] signing_secrets: a standard-webhooks secret is whsec_"],
     );
     assert_refused(
@@ -448,10 +448,11 @@ fn signature_schemes_and_their_secrets() {
 #[test]
 fn signing_secrets_come_from_their_variable() {
     let env = |name: &str| {
-        (name == ENV_WEBHOOK_SIGNING_SECRETS)
-            .then(|| "from-env-A1b2C3d4, second-B5c6D7e8".to_string())
+        (name == ENV_WEBHOOK_SIGNING_SECRETS).then(|| {
+            "Env7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga, Two7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga".to_string()
+        })
     };
-    let text = "[webhooks]\nsignature = hmac-sha256\nsigning_secrets = from-file\n";
+    let text = "[webhooks]\nsignature = hmac-sha256\nsigning_secrets = File7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga\n";
     let loaded = Config::from_ini(text, None, &env).unwrap();
     let secrets: Vec<&str> = loaded
         .config
@@ -460,5 +461,11 @@ fn signing_secrets_come_from_their_variable() {
         .iter()
         .map(Secret::expose)
         .collect();
-    assert_eq!(secrets, ["from-env-A1b2C3d4", "second-B5c6D7e8"]);
+    assert_eq!(
+        secrets,
+        [
+            "Env7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga",
+            "Two7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga"
+        ]
+    );
 }
