@@ -522,15 +522,11 @@ fn deliver(
     // Ids a parsed body carries for something other than the ticket (a
     // requester's), which the scan below must not take for the ticket's.
     let mut foreign = Vec::new();
-    // False when the body names its ticket id unreadably (`-1`): then no
-    // other id in it is taken for the ticket's.
-    let mut may_scan = true;
     let normalized = parsed.and_then(|value| {
         provider
             .normalize_webhook(&value, state.config, &received_at)
             .map_err(|rejection| {
                 journal.event = rejection.event.clone();
-                may_scan = !rejection.unreadable_id;
                 foreign = webhook_body::foreign_ids(&value);
                 ApiError::new(400, rejection.message)
             })
@@ -558,7 +554,11 @@ fn deliver(
         Err(mut error) => {
             // A body beyond repair still names its ticket when an id can be
             // found in it, in the journal row and in the answer.
-            let scanned = (may_scan && journal.ticket_id.is_none())
+            // The scan stops at an id key whose value is unreadable (`-1`),
+            // so such a body is never attributed to another ticket.
+            let scanned = journal
+                .ticket_id
+                .is_none()
                 .then(|| provider.scan_ticket_id(&journal.body, state.config, &foreign))
                 .flatten();
             if let Some(id) = scanned {

@@ -19,10 +19,6 @@ use crate::timestamp;
 pub struct Rejection {
     pub message: String,
     pub event: Option<String>,
-    /// The body names its ticket id, but unreadably (`-1`, `"abc"`): no
-    /// other id may be looked for in it, or the delivery would be
-    /// attributed to another ticket.
-    pub unreadable_id: bool,
 }
 
 /// A delivery turned into an event, with what was odd but not fatal about it.
@@ -56,7 +52,6 @@ impl Envelope {
         body.as_object().ok_or_else(|| Rejection {
             message: self.not_an_object.to_string(),
             event: None,
-            unreadable_id: false,
         })
     }
 
@@ -77,7 +72,6 @@ impl Envelope {
         let reject = |message: String| Rejection {
             message,
             event: event_name.clone(),
-            unreadable_id: false,
         };
         let ticket_id = match body.find("ticket_id") {
             None => return Err(reject(self.missing_id.to_string())),
@@ -89,12 +83,7 @@ impl Envelope {
                         self.id_name
                     )));
                 }
-                Err(error) => {
-                    return Err(Rejection {
-                        unreadable_id: true,
-                        ..reject(format!("{key}: {error}"))
-                    });
-                }
+                Err(error) => return Err(reject(format!("{key}: {error}"))),
             },
         };
         let mut event = TicketEvent::new(self.provider, ticket_id, kind, Source::Webhook);

@@ -362,6 +362,11 @@ mod tests {
         assert_eq!(scan(b"{\"ticket_id\": -1, \"id\": 5, {{"), None);
         assert_eq!(scan(b"{\"ticket_id\": \"-1\" x"), None);
         assert_eq!(scan(b"{\"ticket_id\": abc, \"display_id\": 6 {"), None);
+        // What the lenient reader could not separate, the scan still reads.
+        assert_eq!(
+            scan(b"{\"ticket_id\": \"10025\", 0\"subject\": \"S\"}"),
+            Some(10025)
+        );
         // A requester's id in a body without a ticket id is not the ticket's.
         let body = json!({"subject": "x", "requester": {"id": 9, "agent": {"id": 3}}, "ticket": {"id": 4}});
         assert_eq!(foreign_ids(&body), [9, 3]);
