@@ -24,7 +24,7 @@ use self::tables::{
 };
 use self::value::{
     Show, address, base_path, duration_within, flag, fraction, host, log_level, names, number,
-    optional, secret, secrets, strong, url, zone,
+    optional, secret, secrets, signature_scheme, strong, url, zone,
 };
 use crate::error::{ConfigError, InvalidValue};
 
@@ -32,7 +32,8 @@ pub use self::tables::{CodeTable, FIELD_KEYS, NameMap, WebhookFields, slug};
 #[cfg(test)]
 use self::value::mask_url_password;
 pub use self::value::{
-    DatabaseUrl, PostgresUrl, Secret, format_duration, parse_duration, parse_networks,
+    DatabaseUrl, PostgresUrl, Secret, SignatureScheme, format_duration, parse_duration,
+    parse_networks,
 };
 
 /// Environment variable naming the configuration file.
@@ -43,6 +44,8 @@ pub const ENV_WEBHOOK_SECRET: &str = "CODEX_WEBHOOK_SECRET";
 pub const ENV_API_TOKENS: &str = "CODEX_API_TOKENS";
 /// Environment variable overriding `[status] token`.
 pub const ENV_STATUS_TOKEN: &str = "CODEX_STATUS_TOKEN";
+/// Environment variable overriding `[webhooks] signing_secrets`.
+pub const ENV_WEBHOOK_SIGNING_SECRETS: &str = "CODEX_WEBHOOK_SIGNING_SECRETS";
 /// Environment variable overriding `[database] connection_string`.
 pub const ENV_DATABASE_URL: &str = "CODEX_DATABASE_URL";
 /// Environment variable overriding `[freshservice] api_key`.
@@ -234,6 +237,10 @@ settings! {
         /// Requests per minute per client IP; 0 turns the limit off.
         rate_limit_per_minute: u32 = "600", Now, |v| number(v, 0, 100_000_000);
         journal_retention_days: u32 = "30", Restart, |v| number(v, 1, 36_500);
+        /// How bodies are signed: none, standard-webhooks or hmac-sha256.
+        signature: SignatureScheme = "none", Now, signature_scheme;
+        /// The keys bodies are signed with (several during a rotation).
+        signing_secrets: Vec<Secret> = "", Now, secrets, env ENV_WEBHOOK_SIGNING_SECRETS;
     }
 
     /// `[api]`: the predecessor's ticket read API (`/api/...`); off unless
@@ -436,7 +443,9 @@ impl Config {
         let polling = self.scheduler.sync_tickets_enabled;
         [
             (self.server.max_inflight_body_bytes < self.server.max_body_bytes, format!("[server] max_inflight_body_bytes = {} is smaller than max_body_bytes = {}: no body of the largest size could ever be read", self.server.max_inflight_body_bytes, self.server.max_body_bytes)),
-            (self.webhooks.enabled && self.webhooks.secrets.is_empty(), format!("[webhooks] enabled = true but no secret is set: set [webhooks] secret (see `codex gen-secret`) or {ENV_WEBHOOK_SECRET}")),
+            (self.webhooks.enabled && self.webhooks.secrets.is_empty() && self.webhooks.signature == SignatureScheme::None, format!("[webhooks] enabled = true but no secret is set: set [webhooks] secret (see `codex gen-secret`) or {ENV_WEBHOOK_SECRET}, or a signature scheme")),
+            (self.webhooks.signature != SignatureScheme::None && self.webhooks.signing_secrets.is_empty(), format!("[webhooks] signature = {} but no signing secret is set: set [webhooks] signing_secrets or {ENV_WEBHOOK_SIGNING_SECRETS}", self.webhooks.signature.as_str())),
+            (self.webhooks.signature == SignatureScheme::StandardWebhooks && !self.webhooks.signing_secrets.iter().all(|s| crate::http::signature::standard_key(s).is_some()), "[webhooks] signing_secrets: a standard-webhooks secret is whsec_ followed by base64, as the sender shows it".into()),
             (fs_endpoint && fs.api_key.is_none() && polling, format!("[freshservice] domain is set but api_key is not: set [freshservice] api_key or {ENV_FRESHSERVICE_API_KEY}, or sync_tickets_enabled = false")),
             (!fs_endpoint && fs.api_key.is_some(), "[freshservice] api_key is set but domain is not: set [freshservice] domain, such as yourcompany.freshservice.com".into()),
             (so.subdomain.is_some() && so.api_token.is_none(), format!("[superops] subdomain is set but api_token is not: set [superops] api_token or {ENV_SUPEROPS_API_TOKEN}")),

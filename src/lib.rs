@@ -20,7 +20,8 @@
 //! applies a changed one; `preflight` checks the database path and the
 //! address before a command changes anything; `service` wires it all
 //! together, and `systemd` tells systemd how it goes and takes the socket
-//! it passes.
+//! it passes; `logging` writes log lines that a request cannot forge (and
+//! that fit journald).
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ mod commands;
 mod config;
 mod error;
 mod http;
+mod logging;
 mod metrics;
 mod preflight;
 mod psa;
@@ -48,6 +50,7 @@ pub use commands::{
 };
 pub use config::Config;
 pub use http::bind;
+pub use logging::init as init_logging;
 pub use reload::Plan;
 pub use send_test::{SendTestError, TestEvent, send_test};
 pub use service::{Service, ShutdownError, StartError, run};

@@ -104,10 +104,7 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Everything passes the filter unless RUST_LOG narrows it; `[server]
-    // log_level` sets the level in force (and a reload changes it).
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("trace")).init();
-    log::set_max_level(log::LevelFilter::Info);
+    codex::init_logging();
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -469,6 +469,10 @@ fn secrets_and_their_variables_are_declared() {
         secrets,
         [
             ("[webhooks] secret".to_string(), Some(ENV_WEBHOOK_SECRET)),
+            (
+                "[webhooks] signing_secrets".to_string(),
+                Some(ENV_WEBHOOK_SIGNING_SECRETS)
+            ),
             ("[api] tokens".to_string(), Some(ENV_API_TOKENS)),
             ("[status] token".to_string(), Some(ENV_STATUS_TOKEN)),
             (
@@ -492,4 +496,64 @@ fn generated_secrets_are_always_strong() {
         let secret = crate::commands::gen_secret().unwrap();
         assert_eq!(value::strong_secret(&secret), Ok(()), "{secret}");
     }
+}
+
+#[test]
+fn signature_schemes_and_their_secrets() {
+    let loaded = load(
+        "[webhooks]\nenabled = true\nsignature = Standard-Webhooks\n\
+         signing_secrets = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, whsec_VHN0N0txMkxtOVZ4NFJiOE5jM0hkNkpm\n",
+    )
+    .unwrap();
+    let webhooks = &loaded.config.webhooks;
+    assert_eq!(webhooks.signature, SignatureScheme::StandardWebhooks);
+    assert_eq!(webhooks.signing_secrets.len(), 2);
+    // Neither the secrets nor their number leak into Debug or check-config.
+    let shown = loaded.config.render_masked();
+    assert!(shown.contains("signature = standard-webhooks"), "{shown}");
+    assert!(
+        shown.contains("signing_secrets = *** (2 secrets)"),
+        "{shown}"
+    );
+    for text in [shown, format!("{:?}", loaded.config)] {
+        assert!(!text.contains("MfKQ9r8"), "{text}");
+    }
+    assert_refused(
+        "[webhooks]\nsignature = hmac-sha256\n",
+        &["[webhooks] signature = hmac-sha256 but no signing secret is set"],
+    );
+    assert_refused(
+        "[webhooks]\nsignature = standard-webhooks\nsigning_secrets = Tst7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga\n",
+        &["[webhooks] signing_secrets: a standard-webhooks secret is whsec_"],
+    );
+    assert_refused(
+        "[webhooks]\nsignature = ed25519\n",
+        &["[webhooks] signature"],
+    );
+    assert_refused("[webhooks]\nenabled = true\n", &["no secret is set"]);
+}
+
+#[test]
+fn signing_secrets_come_from_their_variable() {
+    let env = |name: &str| {
+        (name == ENV_WEBHOOK_SIGNING_SECRETS).then(|| {
+            "Env7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga, Two7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga".to_string()
+        })
+    };
+    let text = "[webhooks]\nsignature = hmac-sha256\nsigning_secrets = File7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga\n";
+    let loaded = Config::from_ini(text, None, &env).unwrap();
+    let secrets: Vec<&str> = loaded
+        .config
+        .webhooks
+        .signing_secrets
+        .iter()
+        .map(Secret::expose)
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            "Env7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga",
+            "Two7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga"
+        ]
+    );
 }

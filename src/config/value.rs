@@ -453,6 +453,45 @@ pub fn host(text: &str, forbidden: &[char], what: &str) -> Result<String, Invali
     Ok(text.to_string())
 }
 
+/// How a delivery's body is signed, from `[webhooks] signature`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureScheme {
+    /// Bodies are not signed; the shared secret alone authenticates.
+    None,
+    /// Standard Webhooks (Svix, Hookdeck): `webhook-id`, `webhook-timestamp`
+    /// and `webhook-signature`, with `whsec_` secrets.
+    StandardWebhooks,
+    /// GitHub style: `X-Hub-Signature-256: sha256=<hex>` over the body.
+    HmacSha256,
+}
+
+impl SignatureScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureScheme::None => "none",
+            SignatureScheme::StandardWebhooks => "standard-webhooks",
+            SignatureScheme::HmacSha256 => "hmac-sha256",
+        }
+    }
+}
+
+/// `none`, `standard-webhooks` or `hmac-sha256`.
+pub fn signature_scheme(text: &str) -> Result<SignatureScheme, InvalidValue> {
+    let text = text.trim();
+    [
+        SignatureScheme::None,
+        SignatureScheme::StandardWebhooks,
+        SignatureScheme::HmacSha256,
+    ]
+    .into_iter()
+    .find(|scheme| scheme.as_str().eq_ignore_ascii_case(text))
+    .ok_or_else(|| {
+        InvalidValue(format!(
+            "'{text}' is not a signature scheme; use none, standard-webhooks or hmac-sha256"
+        ))
+    })
+}
+
 /// An IANA time zone name such as `Asia/Kolkata`.
 pub fn zone(text: &str) -> Result<TimeZone, InvalidValue> {
     crate::timestamp::zone(text.trim()).map_err(|error| InvalidValue(error.to_string()))
@@ -493,6 +532,7 @@ show! {
     DatabaseUrl => |v| v.masked();
     Vec<IpNet> => |v| v.iter().map(IpNet::to_string).collect::<Vec<_>>().join(", ");
     Vec<String> => |v| v.join(", ");
+    SignatureScheme => |v| v.as_str().to_string();
 }
 
 impl<T: Show> Show for Option<T> {

@@ -15,6 +15,7 @@ mod jwt;
 mod operator;
 pub mod response;
 mod routes;
+pub mod signature;
 mod status_page;
 
 use std::net::{SocketAddr, TcpListener};

@@ -5,6 +5,7 @@ use std::io::Cursor;
 use serde_json::{Value, json};
 use tiny_http::{Header, Request, Response, StatusCode};
 
+use super::signature::{Seen, SignatureError};
 use crate::error::StoreError;
 
 /// An HTTP error answer: status, JSON body `{"error": …, …}`, headers.
@@ -49,6 +50,26 @@ impl ApiError {
             }
         }
         response
+    }
+
+    /// A body signature that was not accepted: 401, saying why (never
+    /// which secret or what signature was expected).
+    pub fn from_signature(error: &SignatureError) -> ApiError {
+        ApiError::new(401, "Unauthorized").with("detail", error.to_string())
+    }
+
+    /// A signed message that cannot be handled now: its id is being
+    /// handled by another request (409), or too many ids are held (503);
+    /// either way the sender retries.
+    pub fn from_seen(seen: Seen) -> ApiError {
+        match seen {
+            Seen::InProgress => ApiError::new(
+                409,
+                "a delivery with this webhook-id is being handled; retry later",
+            )
+            .header("Retry-After", "5"),
+            _ => ApiError::new(503, "Codex is busy; retry later").header("Retry-After", "60"),
+        }
     }
 
     /// Maps a storage failure to what the PSA should do: retry later (503

@@ -14,8 +14,9 @@ use super::api::{self, ReadApi};
 use super::auth::RateLimiter;
 use super::gate;
 use super::response::{ApiError, json_response, redirect, send, text_response};
+use super::signature::{self, Seen, SeenIds};
 use super::status_page;
-use crate::config::Config;
+use crate::config::{Config, SignatureScheme};
 use crate::metrics::{self, RouteKind, Scraped};
 use crate::psa::{Field, Provider, TicketEvent, Value as PsaValue, lenient_json, webhook_body};
 use crate::status::StatusBoard;
@@ -41,6 +42,8 @@ pub struct AppState {
     in_flight: AtomicUsize,
     /// The read API's connections and token verifier.
     api: ReadApi,
+    /// Standard Webhooks message ids seen lately (kept across reloads).
+    seen_ids: SeenIds,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ impl AppState {
             status,
             drain_started: OnceLock::new(),
             in_flight: AtomicUsize::new(0),
+            seen_ids: SeenIds::default(),
         }
     }
 
@@ -163,6 +167,7 @@ pub fn handle(app: &AppState, mut request: Request) {
         store: &state.store,
         config: &current.config,
         status: &state.status,
+        seen_ids: &state.seen_ids,
     };
     let head = tiny_http::Head {
         method: request.method(),
@@ -236,21 +241,23 @@ pub fn handle(app: &AppState, mut request: Request) {
             _ => Err(method_not_allowed("GET")),
         },
         Ok(Route::Test) => match request.method() {
-            Method::Post => Ok(json_response(
-                200,
-                &json!({
-                    "status": "ok",
-                    "message": "Webhook authentication successful",
-                    "source_ip": client_ip.to_string(),
-                    "timestamp": timestamp::now(),
-                }),
-            )),
+            Method::Post => verify_test_body(state, &mut request).map(|()| {
+                json_response(
+                    200,
+                    &json!({
+                        "status": "ok",
+                        "message": "Webhook authentication successful",
+                        "source_ip": client_ip.to_string(),
+                        "timestamp": timestamp::now(),
+                    }),
+                )
+            }),
             _ => Err(method_not_allowed("POST")),
         },
         Ok(Route::Ticket(provider)) => match request.method() {
             Method::Post => {
                 let outcome = read_body(&mut request, state.config.server.max_body_bytes)
-                    .and_then(|body| deliver(state, provider, client_ip, body));
+                    .and_then(|body| deliver_signed(state, &request, provider, client_ip, body));
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
                 match &outcome {
                     Ok(delivered) => metrics::metrics().delivery(
@@ -316,6 +323,7 @@ struct Scope<'a> {
     store: &'a StoreClient,
     config: &'a Config,
     status: &'a StatusBoard,
+    seen_ids: &'a SeenIds,
 }
 
 pub(super) fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
@@ -387,6 +395,7 @@ fn health(state: &Scope) -> Value {
     let mut body = json!({
         "webhooks_enabled": config.webhooks.enabled,
         "secret_configured": !config.webhooks.secrets.is_empty(),
+        "signature": config.webhooks.signature.as_str(),
         "ip_allowlist_enabled": !config.webhooks.allowed_ips.is_empty(),
         "supported_providers": supported_providers(),
         "endpoints": endpoints(&config.server.base_path),
@@ -421,6 +430,81 @@ pub(super) fn body_too_large(max: usize) -> ApiError {
         format!("the body is larger than {max} bytes ([server] max_body_bytes)"),
     )
     .with("max_body_bytes", max)
+}
+
+/// Checks the body's signature under `[webhooks] signature`; a Standard
+/// Webhooks delivery returns its message.
+fn verify_signature(
+    state: &Scope,
+    request: &Request,
+    body: &[u8],
+) -> Result<Option<signature::Message>, ApiError> {
+    let webhooks = &state.config.webhooks;
+    let header = |name: &str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str().to_string())
+    };
+    signature::verify(
+        webhooks.signature,
+        &webhooks.signing_secrets,
+        &header,
+        body,
+        signature::unix_now(),
+    )
+    .map_err(|error| ApiError::from_signature(&error))
+}
+
+/// `/webhooks/test` with a signature scheme: its body (often empty) must
+/// be signed like a delivery's; the id of a Standard Webhooks test is not
+/// remembered.
+fn verify_test_body(state: &Scope, request: &mut Request) -> Result<(), ApiError> {
+    if state.config.webhooks.signature == SignatureScheme::None {
+        return Ok(());
+    }
+    let body = read_body(request, state.config.server.max_body_bytes)?;
+    verify_signature(state, request, &body).map(|_| ())
+}
+
+/// Verifies the body's signature, then delivers it; a Standard Webhooks
+/// message whose id was stored already is answered as a duplicate and not
+/// written again.
+fn deliver_signed(
+    state: &Scope,
+    request: &Request,
+    provider: Provider,
+    client_ip: IpAddr,
+    body: Vec<u8>,
+) -> Result<Delivered, ApiError> {
+    let Some(message) = verify_signature(state, request, &body)? else {
+        return deliver(state, provider, client_ip, body);
+    };
+    match state.seen_ids.begin(&message, signature::unix_now()) {
+        Seen::New => {}
+        Seen::Done => {
+            return Ok(Delivered {
+                status: 200,
+                body: json!({
+                    "status": "duplicate",
+                    "webhook_id": message.id,
+                    "provider": provider.as_str(),
+                }),
+                event: "-",
+            });
+        }
+        busy => return Err(ApiError::from_seen(busy)),
+    }
+    let outcome = deliver(state, provider, client_ip, body);
+    // Kept as seen once the delivery is in the database (stored, or
+    // journaled and refused); a failure the sender should retry forgets it.
+    let stored = match &outcome {
+        Ok(_) => true,
+        Err(error) => error.status < 500,
+    };
+    state.seen_ids.finish(&message, stored);
+    outcome
 }
 
 /// What a delivery came to: the answer, and the event for the log line.
@@ -497,7 +581,14 @@ fn deliver(
         Err(mut error) => {
             // A body beyond repair still names its ticket when an id can be
             // found in it, in the journal row and in the answer.
-            if let Some(id) = provider.scan_ticket_id(&journal.body, state.config, &foreign) {
+            // The scan stops at an id key whose value is unreadable (`-1`),
+            // so such a body is never attributed to another ticket.
+            let scanned = journal
+                .ticket_id
+                .is_none()
+                .then(|| provider.scan_ticket_id(&journal.body, state.config, &foreign))
+                .flatten();
+            if let Some(id) = scanned {
                 journal.ticket_id = Some(id);
                 error = error.with("ticket_id", id);
             }

@@ -293,11 +293,18 @@ pub fn parse_id(value: &Json) -> Result<Option<i64>, PsaError> {
             if text.is_empty() {
                 return Ok(None);
             }
+            // A number as text: "-1" is minus one, never ticket 1.
+            if let Ok(id) = text.parse::<i64>() {
+                return positive(id, value);
+            }
             let digits = text.trim_start_matches(|c: char| !c.is_ascii_digit());
             let prefix = &text[..text.len() - digits.len()];
-            let prefix_ok = prefix
-                .chars()
-                .all(|c| c.is_ascii_alphabetic() || matches!(c, '#' | '-' | '_' | ' '));
+            // A prefix names a kind of ticket (`INC-`, `#SR-`, `#`); signs
+            // and separators alone are not one.
+            let prefix_ok = (prefix == "#" || prefix.chars().any(|c| c.is_ascii_alphabetic()))
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphabetic() || matches!(c, '#' | '-' | '_' | ' '));
             match digits.parse::<i64>() {
                 Ok(id) if prefix_ok => positive(id, value),
                 _ => Err(PsaError::NotAnId {
@@ -400,6 +407,20 @@ mod tests {
             parse_id(&json!(-3)).unwrap_err().to_string(),
             "-3 is not a positive id"
         );
+        // Negative, zero or signed text is never read as another ticket's id.
+        assert_eq!(
+            parse_id(&json!("-1")).unwrap_err().to_string(),
+            "\"-1\" is not a positive id"
+        );
+        assert!(parse_id(&json!("0")).is_err());
+        assert!(parse_id(&json!("#0")).is_err());
+        assert!(parse_id(&json!("--1")).is_err());
+        assert!(parse_id(&json!("#-1")).is_err());
+        assert!(parse_id(&json!("- 1")).is_err());
+        assert!(parse_id(&json!(-1.0)).is_err());
+        assert!(parse_id(&json!(1.5)).is_err());
+        assert!(parse_id(&json!("99999999999999999999")).is_err());
+        assert_eq!(parse_id(&json!("#7")), Ok(Some(7)));
         assert_eq!(
             parse_id(&json!([1])).unwrap_err().to_string(),
             "[1] is not an id"

@@ -255,10 +255,12 @@ pub fn scan_ticket_id(body: &[u8], custom: &WebhookFields, foreign: &[i64]) -> O
             let end = value
                 .find([',', '}', '"', '\n', '\r', ']'])
                 .unwrap_or(value.len());
-            if let Ok(Some(id)) = parse_id(&Json::String(value[..end].into())) {
-                if !foreign.contains(&id) {
-                    return Some(id);
-                }
+            match parse_id(&Json::String(value[..end].into())) {
+                Ok(Some(id)) if !foreign.contains(&id) => return Some(id),
+                // The body names its id unreadably (`-1`, `abc`): guessing
+                // another would attribute it to another ticket.
+                Err(_) => return None,
+                Ok(_) => {}
             }
         }
     }
@@ -356,6 +358,15 @@ mod tests {
         assert_eq!(scan(b"{\"subject\": \"ticket_id\""), None);
         assert_eq!(scan(b"{\n \"ticket_id\" 5\n}"), Some(5));
         assert_eq!(scan(b"garbage"), None);
+        // An unreadable id is not read as another ticket's.
+        assert_eq!(scan(b"{\"ticket_id\": -1, \"id\": 5, {{"), None);
+        assert_eq!(scan(b"{\"ticket_id\": \"-1\" x"), None);
+        assert_eq!(scan(b"{\"ticket_id\": abc, \"display_id\": 6 {"), None);
+        // What the lenient reader could not separate, the scan still reads.
+        assert_eq!(
+            scan(b"{\"ticket_id\": \"10025\", 0\"subject\": \"S\"}"),
+            Some(10025)
+        );
         // A requester's id in a body without a ticket id is not the ticket's.
         let body = json!({"subject": "x", "requester": {"id": 9, "agent": {"id": 3}}, "ticket": {"id": 4}});
         assert_eq!(foreign_ids(&body), [9, 3]);

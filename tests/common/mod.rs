@@ -386,6 +386,7 @@ impl Codex {
             .arg(config_path)
             .env("RUST_LOG", "info")
             .env_remove("CODEX_WEBHOOK_SECRET")
+            .env_remove("CODEX_WEBHOOK_SIGNING_SECRETS")
             .env_remove("CODEX_DATABASE_URL")
             .env_remove("CODEX_FRESHSERVICE_API_KEY")
             .stdin(Stdio::null())
