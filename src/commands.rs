@@ -18,8 +18,8 @@ use crate::error::{ConfigError, StoreError, SyncError};
 use crate::psa::Provider;
 use crate::service::{Service, ShutdownError, StartError, open_store, run};
 use crate::status::{Status, run_json};
-use crate::store::{self, RunKind, RunOutcome};
-use crate::sync::{check_credentials, run_sync};
+use crate::store::{self, RunOutcome};
+use crate::sync::{Plan, check_credentials, run_sync};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -261,7 +261,8 @@ pub fn sync_once(
             &writer.client,
             &mut reader,
             provider,
-            RunKind::Full,
+            Plan::full(),
+            &mut None,
             stop.clone(),
         );
         report(&run_json(&run));

@@ -67,11 +67,13 @@ pub trait Reads: Send {
     /// database (a SQLite file replaced under it); it is then reopened.
     fn verify(&mut self) -> Result<(), StoreError>;
 
-    /// Tickets not in a done status, with their stored status ids.
+    /// Tickets whose status is not one of `excluded`, with their stored
+    /// status ids: the first `limit` with an id above `after`, by id.
     fn active_tickets(
         &mut self,
         provider: Provider,
-        done_statuses: &[String],
+        excluded: &[String],
+        after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Option<i64>)>, StoreError>;
 

@@ -2,12 +2,14 @@
 //! tickets from the PSA's REST API through the same writer (and the same
 //! newest-wins upsert) as webhooks, every `ticket_sync_interval` without
 //! webhooks and every `ticket_sync_interval_with_webhooks` while they
-//! demonstrably work. It also measures how well they work: a change the
-//! poll finds before any webhook delivered it was missed by webhooks.
+//! demonstrably work. Removals (deleted, spam) are read every
+//! `ticket_sync_interval` while deletions are not reaching Codex by
+//! webhook. It also measures how well webhooks work: a change the poll
+//! finds before any webhook delivered it was missed by webhooks.
 
 mod run;
 
-pub use run::{check_credentials, run_sync};
+pub use run::{Plan, SourceSlot, check_credentials, run_sync};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +28,10 @@ use crate::timestamp;
 /// How long a write or bookkeeping call to the writer, or a read the
 /// poller waits out an outage for, may take.
 pub(crate) const STORE_WAIT: Duration = Duration::from_secs(60);
+/// Deletions count as reaching Codex by webhook while a `ticket.deleted`
+/// delivery arrived within this window (the guide's delete workflow is
+/// optional, and deletions are rarer than other changes).
+const DELETION_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The running poller threads, one per polled provider.
 pub struct Poller {
@@ -89,6 +95,9 @@ struct Assessment {
     reconcile_due: bool,
     /// No sync has completed yet (no cursor).
     first: bool,
+    /// Webhooks are healthy and a `ticket.deleted` delivery arrived within
+    /// [`DELETION_WINDOW`].
+    deletions_by_webhook: bool,
 }
 
 fn poll_loop(
@@ -109,11 +118,17 @@ fn poll_loop(
         .clamp(Duration::from_millis(50), Duration::from_secs(30));
     let mut below_coverage = false;
     let mut own_last_run: Option<(Timestamp, Instant)> = None;
+    // The account's client lives as long as this thread: a reload that
+    // changes polling settings starts a new thread, and so a new client.
+    let mut source: SourceSlot<'_> = provider.poll_source(config, stop.clone()).ok();
+    let lists_removals = source.as_ref().is_some_and(|s| s.lists_removals());
+    // When this instance last read the removal listings completely.
+    let mut removals_read: Option<(Timestamp, Instant)> = None;
     while !stop.load(Ordering::SeqCst) {
         let leader = leadership.lead(provider);
         let mut next_check = Instant::now() + check_every;
         let role = if leader { Role::Leader } else { Role::Standby };
-        match assess(config, &mut reader, provider) {
+        match assess(config, &mut reader, provider, lists_removals) {
             Ok(assessment) => {
                 let low = assessment
                     .coverage
@@ -167,11 +182,35 @@ fn poll_loop(
                     } else {
                         RunKind::Incremental
                     };
+                    // Removals every run while deletions do not reach Codex
+                    // by webhook, else at the hourly cadence.
+                    let hourly = scheduler.ticket_sync_interval_with_webhooks;
+                    let removals = !assessment.deletions_by_webhook
+                        || removals_read.is_none_or(|(_, at)| at.elapsed() + check_every >= hourly);
+                    let plan = Plan {
+                        kind,
+                        removals,
+                        removals_read_at: removals_read.map(|(at, _)| at),
+                    };
+                    let started = (Timestamp::now(), Instant::now());
                     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_sync(config, store, &mut reader, provider, kind, stop.clone())
+                        run_sync(
+                            config,
+                            store,
+                            &mut reader,
+                            provider,
+                            plan,
+                            &mut source,
+                            stop.clone(),
+                        )
                     }));
                     match attempt {
                         Ok(run) => {
+                            if run.outcome == RunOutcome::Ok
+                                && (plan.removals || kind == RunKind::Full)
+                            {
+                                removals_read = Some(started);
+                            }
                             log_run(&run);
                             board.update_poller(provider, |s| s.last_run = Some(run));
                         }
@@ -233,13 +272,16 @@ fn assess(
     config: &Config,
     reader: &mut Reader,
     provider: Provider,
+    lists_removals: bool,
 ) -> Result<Assessment, StoreError> {
     let scheduler = &config.scheduler;
     let window_start = timestamp::seconds_ago(scheduler.webhook_healthy_window.as_secs());
-    let (stored, recent) = reader.read_waiting(STORE_WAIT, |r| {
+    let deletion_window_start = timestamp::seconds_ago(DELETION_WINDOW.as_secs());
+    let (stored, recent, week) = reader.read_waiting(STORE_WAIT, |r| {
         Ok((
             Stored::read(r, provider, 1)?,
             r.webhook_counts(provider, &window_start)?,
+            r.webhook_counts(provider, &deletion_window_start)?,
         ))
     })?;
     let coverage = stored.coverage();
@@ -267,12 +309,23 @@ fn assess(
                 scheduler.min_webhook_coverage * 100.0
             ),
         )
+    } else if lists_removals && week.last_deletion_at.is_none() {
+        (
+            scheduler.ticket_sync_interval,
+            "webhooks are delivering, but no ticket.deleted delivery in the last 7 days: \
+             deletions are found by polling"
+                .to_string(),
+        )
     } else {
         (
             scheduler.ticket_sync_interval_with_webhooks,
             "webhooks are delivering".to_string(),
         )
     };
+    let deletions_by_webhook = config.webhooks.enabled
+        && webhooks_recent
+        && coverage_ok
+        && week.last_deletion_at.is_some();
     let reconcile_due = match stored
         .state
         .last_reconcile_at
@@ -296,6 +349,7 @@ fn assess(
             .and_then(|r| timestamp::parse(&r.started_at).ok()),
         reconcile_due,
         first: stored.state.cursor.is_none(),
+        deletions_by_webhook,
         stored,
     })
 }
