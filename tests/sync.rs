@@ -30,6 +30,7 @@ for_each_backend!(
     deletions_and_spam_arrive_within_one_interval_when_webhooks_carry_none,
     a_lookup_answered_500_keeps_the_ticket_as_it_is,
     a_lookup_that_times_out_keeps_the_ticket_as_it_is,
+    the_workspace_fallback_is_the_accounts_and_a_reload_forgets_it,
 );
 
 /// Runs `codex sync --once` and returns (success, the printed run, stderr).
@@ -973,4 +974,60 @@ fn a_lookup_that_times_out_keeps_the_ticket_as_it_is(backend: Backend) {
             ))
         })
     });
+}
+
+/// Whether an account refused `workspace_id` is learned once and kept
+/// from run to run by that account's client; a reload to another account
+/// starts afresh.
+fn the_workspace_fallback_is_the_accounts_and_a_reload_forgets_it(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let without = FakeFreshservice::start();
+    without.with(|s| {
+        s.no_workspaces = true;
+        s.tickets.insert(1, ticket(1, 2, "2024-08-01T00:00:00Z"));
+    });
+    let polling = "[scheduler]\nsync_tickets_enabled = true\nticket_sync_interval = 500ms\n";
+    let codex = Codex::start(&db, &format!("{}{polling}", without.config()));
+    assert!(wait_until(Duration::from_secs(20), || {
+        db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'") >= 3
+    }));
+    let refused = without
+        .requests()
+        .iter()
+        .filter(|r| r.status == 400)
+        .count();
+    assert_eq!(refused, 1, "{:?}", without.requests());
+    assert_eq!(codex.logs().matches("refuses workspace_id").count(), 1);
+
+    // Another account, with workspaces: its listings ask for all of them.
+    let with = FakeFreshservice::start();
+    with.with(|s| {
+        let mut t = ticket(50, 2, "2024-09-01T00:00:00Z");
+        t["workspace_id"] = json!(2);
+        s.tickets.insert(50, t);
+    });
+    std::fs::write(
+        &codex.config_path,
+        base_config(&db, &format!("{}{polling}", with.config())),
+    )
+    .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &codex.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        wait_until(Duration::from_secs(20), || db.ticket(50).is_some()),
+        "{}",
+        codex.logs()
+    );
+    let listings: Vec<_> = with
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v2/tickets")
+        .collect();
+    assert!(
+        !listings.is_empty() && listings.iter().all(|r| r.query.contains("workspace_id=0")),
+        "{listings:?}"
+    );
 }
