@@ -825,6 +825,87 @@ mod tests {
     }
 
     #[test]
+    fn removals_are_read_newest_first_down_to_since() {
+        let clock = Arc::new(ManualClock::new());
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = asked.clone();
+        // Deleted: page 1 (10:05, 10:04), page 2 (10:03, 09:00), page 3
+        // that must never be asked for; spam: empty.
+        let api = FakeApi::start(clock.clone(), move |url, base| {
+            log.lock().unwrap().push(url.to_string());
+            let ticket = |id: i64, at: &str| format!(r#"{{"id": {id}, "updated_at": "{at}"}}"#);
+            let page = |n: u32| url.contains(&format!("page={n}"));
+            let (tickets, next) = if url.contains("filter=spam") {
+                (String::new(), None)
+            } else if page(2) {
+                let t = [
+                    ticket(3, "2024-01-01T10:03:00Z"),
+                    ticket(4, "2024-01-01T09:00:00Z"),
+                ];
+                (t.join(","), Some(3))
+            } else if page(3) {
+                (ticket(5, "2024-01-01T08:00:00Z"), None)
+            } else {
+                let t = [
+                    ticket(1, "2024-01-01T10:05:00Z"),
+                    ticket(2, "2024-01-01T10:04:00Z"),
+                ];
+                (t.join(","), Some(2))
+            };
+            let response =
+                tiny_http::Response::from_string(format!(r#"{{"tickets": [{tickets}]}}"#));
+            match next {
+                Some(n) => {
+                    let link =
+                        format!("<{base}/api/v2/tickets?filter=deleted&page={n}>; rel=\"next\"");
+                    response.with_header(tiny_http::Header::from_bytes("Link", link).unwrap())
+                }
+                None => response,
+            }
+        });
+        let config = crate::config::Config::from_ini(
+            &format!(
+                "[freshservice]\napi_base = {}/api/v2\napi_key = k\n",
+                api.base
+            ),
+            None,
+            &|_| None,
+        )
+        .unwrap()
+        .config;
+        let client =
+            FreshserviceClient::new(&config.freshservice, Arc::new(AtomicBool::new(false)))
+                .unwrap()
+                .with_clock(clock.clone());
+        let mut poll = FreshservicePoll {
+            client,
+            config: &config.freshservice,
+        };
+        let mut events = Vec::new();
+        poll.removals("2024-01-01T10:00:00Z", &mut |page| {
+            events.extend(page);
+            Ok(())
+        })
+        .unwrap();
+        api.arrivals();
+        let ids: Vec<(i64, Option<&str>)> =
+            events.iter().map(|e| (e.ticket_id, e.status())).collect();
+        assert_eq!(
+            ids,
+            [
+                (1, Some("deleted")),
+                (2, Some("deleted")),
+                (3, Some("deleted"))
+            ]
+        );
+        let asked = asked.lock().unwrap();
+        assert_eq!(asked.len(), 3, "{asked:?}");
+        assert!(asked.iter().all(|u| !u.contains("updated_since")));
+        assert!(asked[0].contains("filter=deleted") && asked[0].contains("order_type=desc"));
+        assert!(asked[2].contains("filter=spam") && asked[2].contains("order_type=desc"));
+    }
+
+    #[test]
     fn filter_queries_stay_short() {
         assert_eq!(filter_queries(&[2, 3]), ["(status:2 OR status:3)"]);
         let many: Vec<i64> = (1..200).collect();

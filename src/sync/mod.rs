@@ -173,8 +173,9 @@ fn poll_loop(
                     // A bug in one run must not end polling: it is logged and
                     // the next tick tries again.
                     // The first run lists everything and stops there (and
-                    // says so in its kind); later ones add the deleted and
-                    // spam listings and the reconcile every reconcile_interval.
+                    // says so in its kind); later ones add the removal
+                    // listings when due, and the complete listing with its
+                    // lookups every reconcile_interval.
                     let kind = if assessment.first {
                         RunKind::Initial
                     } else if assessment.reconcile_due {
