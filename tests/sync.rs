@@ -915,6 +915,16 @@ fn deletions_and_spam_arrive_within_one_interval_when_webhooks_carry_none(backen
         db.count("SELECT count(*) FROM sync_runs WHERE kind = 'full'"),
         0
     );
+    // The changes come by webhook: the changes listing stays hourly, and a
+    // run costs only the deleted and spam listings.
+    let last = db.rows(
+        "SELECT api_calls FROM sync_runs WHERE kind = 'incremental' AND outcome = 'ok' \
+         ORDER BY id DESC LIMIT 2",
+    );
+    assert!(
+        last.iter().all(|r| r[0].as_deref() == Some("2")),
+        "{last:?}"
+    );
     // Once a deletion arrives by webhook, the hourly cadence applies.
     let body = seed_body("ticket.deleted", 7, 2, "2024-06-02T00:00:00Z");
     assert!(codex.deliver_json(&body).status < 300);

@@ -98,6 +98,8 @@ struct Assessment {
     /// Webhooks are healthy and a `ticket.deleted` delivery arrived within
     /// [`DELETION_WINDOW`].
     deletions_by_webhook: bool,
+    /// Webhooks are enabled, recent and cover enough of the changes.
+    webhooks_healthy: bool,
 }
 
 fn poll_loop(
@@ -124,6 +126,8 @@ fn poll_loop(
     let lists_removals = source.as_ref().is_some_and(|s| s.lists_removals());
     // When this instance last read the removal listings completely.
     let mut removals_read: Option<(Timestamp, Instant)> = None;
+    // When this instance last read the changes listing.
+    let mut changes_read: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
         let leader = leadership.lead(provider);
         let mut next_check = Instant::now() + check_every;
@@ -188,8 +192,15 @@ fn poll_loop(
                     let hourly = scheduler.ticket_sync_interval_with_webhooks;
                     let removals = !assessment.deletions_by_webhook
                         || removals_read.is_none_or(|(_, at)| at.elapsed() + check_every >= hourly);
+                    // While healthy webhooks carry the changes, a run due only
+                    // for the removals skips the changes listing (it stays
+                    // hourly): two calls instead of three.
+                    let changes = kind != RunKind::Incremental
+                        || !assessment.webhooks_healthy
+                        || changes_read.is_none_or(|at| at.elapsed() + check_every >= hourly);
                     let plan = Plan {
                         kind,
+                        changes,
                         removals,
                         removals_read_at: removals_read.map(|(at, _)| at),
                     };
@@ -207,10 +218,13 @@ fn poll_loop(
                     }));
                     match attempt {
                         Ok(run) => {
-                            if run.outcome == RunOutcome::Ok
-                                && (plan.removals || kind == RunKind::Full)
-                            {
-                                removals_read = Some(started);
+                            if run.outcome == RunOutcome::Ok {
+                                if plan.removals || kind == RunKind::Full {
+                                    removals_read = Some(started);
+                                }
+                                if plan.changes {
+                                    changes_read = Some(started.1);
+                                }
                             }
                             log_run(&run);
                             board.update_poller(provider, |s| s.last_run = Some(run));
@@ -351,6 +365,7 @@ fn assess(
         reconcile_due,
         first: stored.state.cursor.is_none(),
         deletions_by_webhook,
+        webhooks_healthy: config.webhooks.enabled && webhooks_recent && coverage_ok,
         stored,
     })
 }

@@ -35,6 +35,9 @@ pub type SourceSlot<'a> = Option<Box<dyn PollSource + Send + 'a>>;
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
     pub kind: RunKind,
+    /// Read the changes listing (always, except in an incremental run due
+    /// only for the removals).
+    pub changes: bool,
     /// Read the removal listings (where the API has them).
     pub removals: bool,
     /// When the removal listings were last read completely, by this
@@ -48,6 +51,7 @@ impl Plan {
     pub fn full() -> Plan {
         Plan {
             kind: RunKind::Full,
+            changes: true,
             removals: true,
             removals_read_at: None,
         }
@@ -185,7 +189,7 @@ impl Sync<'_> {
                 complete = source.complete(sink)?;
                 Ok(())
             })?;
-        } else {
+        } else if plan.changes {
             self.listing(&rule, Some(&mut cursor), |sink| {
                 source.changes(&timestamp::format(since), sink)
             })?;
