@@ -23,8 +23,8 @@ use crate::psa::Provider;
 use crate::send_test::SendTestError;
 use crate::service::{Service, ShutdownError, StartError, open_store, run};
 use crate::status::{Status, run_json};
-use crate::store::{self, RunKind, RunOutcome};
-use crate::sync::{check_credentials, run_sync};
+use crate::store::{self, RunOutcome};
+use crate::sync::{Plan, check_credentials, run_sync};
 use crate::systemd;
 
 /// Why a command failed.
@@ -418,7 +418,8 @@ pub fn sync_once(
             &writer.client,
             &mut reader,
             provider,
-            RunKind::Full,
+            Plan::full(),
+            &mut None,
             stop.clone(),
         );
         report(&run_json(&run));

@@ -327,7 +327,7 @@ settings! {
         ticket_sync_interval_with_webhooks: Duration = "1h", Poller, parse_duration;
         webhook_healthy_window: Duration = "1h", Poller, parse_duration;
         min_webhook_coverage: f64 = "0.95", Poller, fraction;
-        reconcile_interval: Duration = "24h", Poller, parse_duration;
+        reconcile_interval: Duration = "6h", Poller, parse_duration;
     }
 }
 

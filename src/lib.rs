@@ -12,8 +12,9 @@
 //!    COMMIT, so a 2xx means the event is durable.
 //!
 //! How a poll flows: the `sync` poller thread (one per provider, one
-//! instance leading) asks the PSA's REST API (`psa`) for what changed and
-//! sends it through the same writer; what it needs to read (the sync
+//! instance leading) asks the PSA's API, through the provider's
+//! `psa::PollSource` (changes, removals, the complete listing, lookups),
+//! for what changed and sends it through the same writer; what it needs to read (the sync
 //! state, active tickets, coverage) it reads on a `store::Reader` of its
 //! own. `status` is the one status type that `/webhooks/health` and
 //! `codex status` render. `config` reads `codex.conf` and `reload`

@@ -726,6 +726,7 @@ mod tests {
                             rejected: 1,
                             last_processed_at: Some("2024-05-02T00:00:00Z".to_string()),
                             last_received_at: Some("2024-05-02T00:00:01Z".to_string()),
+                            last_deletion_at: None,
                         },
                         missed: 1,
                         runs: vec![run(2, Provider::SuperOps, RunOutcome::Ok)],

@@ -22,6 +22,8 @@ for_each_backend!(
     webhook_endpoint_takes_superops_and_guide_names,
     both_providers_poll_into_one_database,
     client_account_id_finds_the_predecessors_company,
+    a_purged_resolved_ticket_becomes_deleted_after_the_next_full_run,
+    a_purged_ticket_whose_lookup_fails_keeps_its_state,
 );
 
 /// Runs `codex sync --once` with `args` and returns (success, the printed
@@ -263,14 +265,11 @@ fn no_ticket_is_marked_deleted_without_evidence(backend: Backend) {
     }
     // A full run lists every ticket, which settles 2 (closed); only 3, the
     // one the complete listing lacks, is looked up. A failed lookup proves
-    // nothing.
+    // nothing: the ticket is kept as it is, and the run goes on.
     fake.with(|s| s.failing_lookups = true);
-    let (ok, run, _) = superops_once(&db, &fake, "");
-    assert!(!ok, "{run}");
-    assert!(
-        run["error"].as_str().unwrap().contains("getTicket"),
-        "{run}"
-    );
+    let (ok, run, err) = superops_once(&db, &fake, "");
+    assert!(ok, "{run} {err}");
+    assert!(err.contains("ticket 3 kept as it is"), "{err}");
     for id in [1, 3, 4] {
         assert_eq!(
             db.ticket_of("superops", id).unwrap()["status"].as_deref(),
@@ -745,4 +744,103 @@ fn client_account_id_finds_the_predecessors_company(backend: Backend) {
     assert_eq!(company(5).as_deref(), Some("SO-LATE"));
     assert_eq!(department(3), None);
     assert_eq!(company(3), None);
+}
+
+/// Codex polling the fake every second, with a full run every two.
+fn start_polling(db: &TestDb, fake: &FakeSuperops) -> Codex {
+    Codex::start(
+        db,
+        &format!(
+            "{}[scheduler]\nsync_tickets_enabled = true\nticket_sync_interval = 1s\nreconcile_interval = 2s\n",
+            fake.config()
+        ),
+    )
+}
+
+fn looked_up(fake: &FakeSuperops, id: i64) -> usize {
+    fake.calls("getTicket")
+        .iter()
+        .filter(|r| {
+            r.variables["input"]["ticketId"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                == Some(id)
+        })
+        .count()
+}
+
+fn superops_status(db: &TestDb, id: i64) -> Option<String> {
+    db.ticket_of("superops", id)
+        .and_then(|t| t["status"].clone())
+}
+
+/// Full runs recorded so far.
+fn full_runs(db: &TestDb) -> i64 {
+    db.count("SELECT count(*) FROM sync_runs WHERE kind = 'full' AND outcome = 'ok'")
+}
+
+fn a_purged_resolved_ticket_becomes_deleted_after_the_next_full_run(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeSuperops::start();
+    fake.with(|s| {
+        s.tickets
+            .insert(1, ticket(1, "Resolved", "2024-05-01T00:00:00"));
+        s.tickets
+            .insert(2, ticket(2, "Resolved", "2024-05-01T00:00:00"));
+        s.tickets
+            .insert(3, ticket(3, "Closed", "2024-05-02T00:00:00"));
+        s.tickets
+            .insert(4, ticket(4, "Open", "2024-05-03T00:00:00"));
+    });
+    let _codex = start_polling(&db, &fake);
+    assert!(wait_until(Duration::from_secs(20), || {
+        superops_status(&db, 4).is_some()
+    }));
+    assert_eq!(superops_status(&db, 1).as_deref(), Some("resolved"));
+    // Ticket 1 is purged in SuperOps: the next full run's listing lacks
+    // it, one lookup proves it gone.
+    fake.with(|s| s.tickets.remove(&1));
+    assert!(wait_until(Duration::from_secs(30), || {
+        superops_status(&db, 1).as_deref() == Some("deleted")
+    }));
+    // Deleted is final: later full runs do not look it up again; the
+    // tickets still present (resolved, closed, open) are never looked up
+    // nor marked.
+    let lookups = looked_up(&fake, 1);
+    assert_eq!(lookups, 1);
+    let after = full_runs(&db);
+    assert!(wait_until(Duration::from_secs(30), || full_runs(&db) >= after + 2));
+    assert_eq!(looked_up(&fake, 1), lookups);
+    for id in 2..=4 {
+        assert_eq!(looked_up(&fake, id), 0, "ticket {id}");
+    }
+    assert_eq!(superops_status(&db, 2).as_deref(), Some("resolved"));
+    assert_eq!(superops_status(&db, 3).as_deref(), Some("closed"));
+    assert_eq!(superops_status(&db, 4).as_deref(), Some("open"));
+}
+
+fn a_purged_ticket_whose_lookup_fails_keeps_its_state(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeSuperops::start();
+    fake.with(|s| {
+        s.tickets
+            .insert(1, ticket(1, "Resolved", "2024-05-01T00:00:00"));
+        s.tickets
+            .insert(2, ticket(2, "Open", "2024-05-02T00:00:00"));
+    });
+    let _codex = start_polling(&db, &fake);
+    assert!(wait_until(Duration::from_secs(20), || {
+        superops_status(&db, 2).is_some()
+    }));
+    // Purged, but every lookup answers 500: nothing is concluded.
+    fake.with(|s| {
+        s.tickets.remove(&1);
+        s.failing_lookups = true;
+    });
+    let after = full_runs(&db);
+    assert!(wait_until(Duration::from_secs(60), || {
+        full_runs(&db) >= after + 2 && looked_up(&fake, 1) >= 8
+    }));
+    assert_eq!(superops_status(&db, 1).as_deref(), Some("resolved"));
+    assert_eq!(superops_status(&db, 2).as_deref(), Some("open"));
 }

@@ -19,11 +19,18 @@ for_each_backend!(
     bad_credentials_fail_once_without_retry_storm,
     slow_page_is_retried,
     adaptive_interval_follows_webhooks_and_coverage,
-    a_quiet_account_costs_one_call_per_incremental_run,
+    a_quiet_account_costs_three_calls_per_run,
     coverage_comes_from_the_database_on_an_instance_that_does_not_poll,
     listings_cover_every_workspace_and_fall_back_cleanly,
     reconcile_looks_up_only_what_the_listings_cannot_settle,
     each_kind_of_call_is_budgeted_from_its_own_headers,
+    pages_are_followed_only_to_the_configured_host,
+    a_listing_that_never_ends_stops_at_the_page_cap,
+    deletions_and_spam_arrive_within_one_interval_without_webhooks,
+    deletions_and_spam_arrive_within_one_interval_when_webhooks_carry_none,
+    a_lookup_answered_500_keeps_the_ticket_as_it_is,
+    a_lookup_that_times_out_keeps_the_ticket_as_it_is,
+    the_workspace_fallback_is_the_accounts_and_a_reload_forgets_it,
 );
 
 /// Runs `codex sync --once` and returns (success, the printed run, stderr).
@@ -417,6 +424,13 @@ fn adaptive_interval_follows_webhooks_and_coverage(backend: Backend) {
             .contains("no webhook")
     );
 
+    // A ticket.deleted delivery this week (of a ticket Codex never held:
+    // it changed nothing) shows the delete workflow is active.
+    db.execute(&format!(
+        "INSERT INTO webhook_events (provider, received_at, client_ip, event, ticket_id, outcome, body) \
+         VALUES ('freshservice', '{}', '127.0.0.1', 'ticket.deleted', 999, 'unchanged', '')",
+        jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    ));
     // A webhook arrives, and the PSA's listing shows the same version: the
     // change is covered, the long interval applies.
     fake.with(|s| s.tickets.insert(2, ticket(2, 3, "2024-06-02T00:00:00Z")));
@@ -482,7 +496,7 @@ fn adaptive_interval_follows_webhooks_and_coverage(backend: Backend) {
     assert!(out.contains("missed by webhooks [3, 4, 5, 6]"), "{out}");
 }
 
-fn a_quiet_account_costs_one_call_per_incremental_run(backend: Backend) {
+fn a_quiet_account_costs_three_calls_per_run(backend: Backend) {
     let db = TestDb::new(&backend);
     let fake = FakeFreshservice::start();
     fake.add_tickets(1, 40, 2);
@@ -500,18 +514,19 @@ fn a_quiet_account_costs_one_call_per_incremental_run(backend: Backend) {
     // The timer's first run lists everything once, and says it did only that.
     assert_eq!(runs[0][0].as_deref(), Some("initial"), "{runs:?}");
     assert_eq!(runs[0][1].as_deref(), Some("1"), "{runs:?}");
-    // Then an incremental run costs one call (the listing, empty)...
+    // Then, without webhooks, an incremental run costs three calls: the
+    // listing, and the deleted and spam listings (each one empty page)...
     let incremental: Vec<_> = runs[1..]
         .iter()
         .filter(|r| r[0].as_deref() == Some("incremental"))
         .collect();
     assert!(incremental.len() >= 3, "{runs:?}");
     assert!(
-        incremental.iter().all(|r| r[1].as_deref() == Some("1")),
+        incremental.iter().all(|r| r[1].as_deref() == Some("3")),
         "{runs:?}"
     );
-    // ...and a full run every reconcile_interval adds the deleted and spam
-    // listings and the active filter (40 tickets: two pages).
+    // ...and a full run every reconcile_interval adds the active filter
+    // (40 tickets: two pages).
     let full: Vec<_> = runs[1..]
         .iter()
         .filter(|r| r[0].as_deref() == Some("full"))
@@ -748,4 +763,282 @@ fn each_kind_of_call_is_budgeted_from_its_own_headers(backend: Backend) {
         "{lookups:?}"
     );
     assert_eq!(db.ticket(1).unwrap()["status"].as_deref(), Some("deleted"));
+}
+
+/// A listing whose `Link` names another host (here another local
+/// listener) is not followed: the run fails naming that host, and the
+/// listener never sees a connection, let alone the API key.
+fn pages_are_followed_only_to_the_configured_host(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 150, 2);
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere_addr = elsewhere.local_addr().unwrap();
+    fake.with(|s| s.link_host = Some(elsewhere_addr.to_string()));
+    let (ok, run, err) = sync_once(&db, &fake, "");
+    assert!(!ok, "{run}");
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("http://{elsewhere_addr}")) && error.contains("not followed"),
+        "{error}"
+    );
+    assert!(!err.contains(common::fake_freshservice::API_KEY), "{err}");
+    elsewhere.set_nonblocking(true).unwrap();
+    match elsewhere.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the other listener was contacted: {other:?}"),
+    }
+    // The first page was read and applied; the cursor did not move.
+    assert_eq!(listing_requests(&fake).len(), 1);
+    assert_eq!(db.count("SELECT count(*) FROM ticket_details"), 100);
+    assert_eq!(db.value("SELECT cursor FROM sync_state"), None);
+}
+
+/// A server whose pages never end is read up to the page cap, then the
+/// run fails saying so.
+fn a_listing_that_never_ends_stops_at_the_page_cap(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 3, 2);
+    fake.with(|s| s.endless = true);
+    let (ok, run, _) = sync_once(&db, &fake, "");
+    assert!(!ok, "{run}");
+    let error = run["error"].as_str().unwrap();
+    assert!(error.contains("after 2000 pages"), "{error}");
+    assert_eq!(listing_requests(&fake).len(), 2000);
+    assert_eq!(db.count("SELECT count(*) FROM ticket_details"), 3);
+}
+
+/// The timer, polling every second, with a full run only hourly.
+fn polling_config(fake: &FakeFreshservice, extra: &str) -> String {
+    format!(
+        "{}[scheduler]\nsync_tickets_enabled = true\nticket_sync_interval = 1s\n\
+         reconcile_interval = 1h\n{extra}",
+        fake.config()
+    )
+}
+
+/// Moves ticket 5 to the deleted listing and 6 to the spam listing, as
+/// Freshservice does (both updated now), and waits for both to be marked;
+/// returns how long that took.
+fn delete_and_spam(db: &TestDb, fake: &FakeFreshservice) -> Duration {
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let started = std::time::Instant::now();
+    fake.with(|s| {
+        s.tickets.remove(&5);
+        s.deleted.insert(5, ticket(5, 2, &now));
+        s.tickets.remove(&6);
+        s.spam.insert(6, ticket(6, 2, &now));
+    });
+    let status = |id| db.ticket(id).and_then(|t| t["status"].clone());
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            status(5).as_deref() == Some("deleted") && status(6).as_deref() == Some("spam")
+        }),
+        "5: {:?}, 6: {:?}",
+        status(5),
+        status(6)
+    );
+    started.elapsed()
+}
+
+fn deletions_and_spam_arrive_within_one_interval_without_webhooks(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 10, 2);
+    let codex = Codex::start(&db, &polling_config(&fake, ""));
+    assert!(wait_until(Duration::from_secs(20), || {
+        db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok' AND kind = 'incremental'")
+            >= 1
+    }));
+    let took = delete_and_spam(&db, &fake);
+    // One interval (1 s), plus a run's own time on a loaded machine.
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    // Found by the incremental runs (no full run is due for an hour), from
+    // the newest-first removal listings, without updated_since.
+    assert_eq!(
+        db.count("SELECT count(*) FROM sync_runs WHERE kind = 'full'"),
+        0
+    );
+    let removals: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.query.contains("filter="))
+        .collect();
+    assert!(
+        removals
+            .iter()
+            .all(|r| r.query.contains("order_type=desc") && !r.query.contains("updated_since")),
+        "{removals:?}"
+    );
+    assert_eq!(db.ticket(7).unwrap()["status"].as_deref(), Some("open"));
+    let health = codex.get("/webhooks/health").json();
+    assert_eq!(health["polling_interval_seconds"], 1, "{health}");
+}
+
+fn deletions_and_spam_arrive_within_one_interval_when_webhooks_carry_none(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 10, 2);
+    let codex = Codex::start(
+        &db,
+        // The poll finds 5 and 6 before any webhook: coverage stays above
+        // this minimum, so only the deletions decide the cadence.
+        &polling_config(
+            &fake,
+            "ticket_sync_interval_with_webhooks = 1h\nmin_webhook_coverage = 0.5\n",
+        ),
+    );
+    let health = || codex.get("/webhooks/health").json();
+    // Healthy webhooks: every change arrives by webhook as well.
+    for id in 20..=22 {
+        let updated = "2024-06-01T00:00:00Z";
+        let mut body = seed_body("ticket.created", id, 2, updated);
+        body["subject"] = json!(format!("Ticket {id}"));
+        assert_eq!(codex.deliver_json(&body).status, 201);
+        fake.with(|s| s.tickets.insert(id, ticket(id, 2, updated)));
+    }
+    // ...but none is a ticket.deleted: deletions are polled for at the
+    // short interval.
+    assert!(wait_until(Duration::from_secs(20), || {
+        let h = health();
+        h["last_sync_outcome"] == "ok"
+            && h["polling_interval_seconds"] == 1
+            && h["polling"]["interval_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no ticket.deleted delivery"))
+    }));
+    let took = delete_and_spam(&db, &fake);
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM sync_runs WHERE kind = 'full'"),
+        0
+    );
+    // The changes come by webhook: the changes listing stays hourly, and a
+    // run costs only the deleted and spam listings.
+    let last = db.rows(
+        "SELECT api_calls FROM sync_runs WHERE kind = 'incremental' AND outcome = 'ok' \
+         ORDER BY id DESC LIMIT 2",
+    );
+    assert!(
+        last.iter().all(|r| r[0].as_deref() == Some("2")),
+        "{last:?}"
+    );
+    // Once a deletion arrives by webhook, the hourly cadence applies.
+    let body = seed_body("ticket.deleted", 7, 2, "2024-06-02T00:00:00Z");
+    assert!(codex.deliver_json(&body).status < 300);
+    assert!(
+        wait_until(
+            Duration::from_secs(20),
+            || health()["polling_interval_seconds"] == 3600
+        ),
+        "{}",
+        health()
+    );
+}
+
+/// Ticket 7 vanished from the active listing; its lookup fails in `fault`.
+fn a_vanished_ticket_whose_lookup_fails(backend: Backend, fault: impl FnOnce(&FakeFreshservice)) {
+    let db = TestDb::new(&backend);
+    let fake = FakeFreshservice::start();
+    fake.add_tickets(1, 10, 2);
+    assert!(sync_once(&db, &fake, "").0);
+    fake.with(|s| s.tickets.remove(&7));
+    fault(&fake);
+    let _codex = Codex::start(
+        &db,
+        &format!(
+            "{}[freshservice]\nrequest_timeout = 1s\n[scheduler]\nsync_tickets_enabled = true\n\
+             ticket_sync_interval = 1s\nreconcile_interval = 1s\n",
+            fake.config()
+        ),
+    );
+    // Two full runs looked it up and got no answer: it keeps its state.
+    assert!(wait_until(Duration::from_secs(60), || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.path == "/api/v2/tickets/7")
+            .count()
+            >= 8
+            && db.count("SELECT count(*) FROM sync_runs WHERE kind = 'full' AND outcome = 'ok'")
+                >= 3
+    }));
+    assert_eq!(db.ticket(7).unwrap()["status"].as_deref(), Some("open"));
+    assert_eq!(db.ticket(8).unwrap()["status"].as_deref(), Some("open"));
+}
+
+fn a_lookup_answered_500_keeps_the_ticket_as_it_is(backend: Backend) {
+    a_vanished_ticket_whose_lookup_fails(backend, |fake| {
+        fake.with(|s| s.fail.push(("/api/v2/tickets/7?".to_string(), u32::MAX)))
+    });
+}
+
+fn a_lookup_that_times_out_keeps_the_ticket_as_it_is(backend: Backend) {
+    a_vanished_ticket_whose_lookup_fails(backend, |fake| {
+        fake.with(|s| {
+            s.slow = Some((
+                "/api/v2/tickets/7?".to_string(),
+                Duration::from_secs(2),
+                u32::MAX,
+            ))
+        })
+    });
+}
+
+/// Whether an account refused `workspace_id` is learned once and kept
+/// from run to run by that account's client; a reload to another account
+/// starts afresh.
+fn the_workspace_fallback_is_the_accounts_and_a_reload_forgets_it(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let without = FakeFreshservice::start();
+    without.with(|s| {
+        s.no_workspaces = true;
+        s.tickets.insert(1, ticket(1, 2, "2024-08-01T00:00:00Z"));
+    });
+    let polling = "[scheduler]\nsync_tickets_enabled = true\nticket_sync_interval = 500ms\n";
+    let codex = Codex::start(&db, &format!("{}{polling}", without.config()));
+    assert!(wait_until(Duration::from_secs(20), || {
+        db.count("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'") >= 3
+    }));
+    let refused = without
+        .requests()
+        .iter()
+        .filter(|r| r.status == 400)
+        .count();
+    assert_eq!(refused, 1, "{:?}", without.requests());
+    assert_eq!(codex.logs().matches("refuses workspace_id").count(), 1);
+
+    // Another account, with workspaces: its listings ask for all of them.
+    let with = FakeFreshservice::start();
+    with.with(|s| {
+        let mut t = ticket(50, 2, "2024-09-01T00:00:00Z");
+        t["workspace_id"] = json!(2);
+        s.tickets.insert(50, t);
+    });
+    std::fs::write(
+        &codex.config_path,
+        base_config(&db, &format!("{}{polling}", with.config())),
+    )
+    .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &codex.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        wait_until(Duration::from_secs(20), || db.ticket(50).is_some()),
+        "{}",
+        codex.logs()
+    );
+    let listings: Vec<_> = with
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v2/tickets")
+        .collect();
+    assert!(
+        !listings.is_empty() && listings.iter().all(|r| r.query.contains("workspace_id=0")),
+        "{listings:?}"
+    );
 }

@@ -25,6 +25,9 @@ pub(crate) const RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// Largest API answer read (a page of 100 tickets with descriptions).
 pub(crate) const MAX_BODY: u64 = 32 * 1024 * 1024;
+/// Pages one listing reads at most (200,000 tickets at 100 a page): a
+/// server whose pages never end fails the run instead of holding it.
+pub(crate) const MAX_PAGES: u32 = 2_000;
 
 /// The window the per-minute budgets count in.
 const MINUTE: Duration = Duration::from_secs(60);
@@ -137,6 +140,68 @@ impl Retries {
         }
         Ok(retry_after.unwrap_or(RATE_LIMIT_WAIT).min(MAX_RETRY_AFTER))
     }
+}
+
+/// Where a client sends its credentials: the scheme, host and port of the
+/// configured API address. A page link elsewhere is not followed, so the
+/// `Authorization` header never leaves for a host the operator did not name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// The origin of an absolute `http(s)` URL, `None` for anything else.
+    pub(crate) fn of(url: &str) -> Option<Origin> {
+        let uri = ureq::http::Uri::try_from(url).ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        Some(Origin {
+            host: uri.host()?.to_ascii_lowercase(),
+            port: uri.port_u16().unwrap_or(default_port),
+            scheme,
+        })
+    }
+
+    /// `link` (absolute, or a path on this origin) as an absolute URL on
+    /// this origin; an error naming the host when it points anywhere else.
+    pub(crate) fn follow(&self, link: &str) -> Result<String, SyncError> {
+        if link.starts_with('/') && !link.starts_with("//") {
+            return Ok(format!("{self}{link}"));
+        }
+        match Origin::of(link) {
+            Some(origin) if origin == *self => Ok(link.to_string()),
+            Some(origin) => Err(SyncError::Protocol(format!(
+                "the next page is on {origin}, not on the configured {self}: not followed, \
+                 so the credentials stay with {self}"
+            ))),
+            None => Err(SyncError::Protocol(format!(
+                "the next page link is not an http(s) address on {self}: not followed"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// `Err` once a listing has read [`MAX_PAGES`] pages and has more.
+pub(crate) fn page_cap(what: &str, pages: u32) -> Result<(), SyncError> {
+    if pages >= MAX_PAGES {
+        return Err(SyncError::Protocol(format!(
+            "{what} still has more after {MAX_PAGES} pages: stopped there (the page cap)"
+        )));
+    }
+    Ok(())
 }
 
 /// The requests sent in the last minute, for a per-minute budget.
@@ -258,6 +323,42 @@ mod tests {
             Err(SyncError::Interrupted)
         );
         assert_eq!(clock.elapsed(), Duration::from_secs(90));
+    }
+
+    #[test]
+    fn links_are_followed_only_on_the_configured_origin() {
+        let origin = Origin::of("https://Acme.freshservice.com/api/v2").unwrap();
+        assert_eq!(origin.to_string(), "https://acme.freshservice.com:443");
+        let same = "https://acme.freshservice.com:443/api/v2/tickets?page=2";
+        assert_eq!(origin.follow(same).unwrap(), same);
+        assert_eq!(
+            origin.follow("/api/v2/tickets?page=2").unwrap(),
+            "https://acme.freshservice.com:443/api/v2/tickets?page=2"
+        );
+        for elsewhere in [
+            "https://evil.example/api/v2/tickets?page=2",
+            "http://acme.freshservice.com/api/v2/tickets?page=2",
+            "https://acme.freshservice.com:8443/api/v2/tickets?page=2",
+            "https://acme.freshservice.com.evil.example/x",
+            "https://acme.freshservice.com@evil.example/x",
+            "//evil.example/x",
+            "ftp://acme.freshservice.com/x",
+        ] {
+            let error = origin.follow(elsewhere).unwrap_err().to_string();
+            assert!(error.contains("not followed"), "{elsewhere}: {error}");
+        }
+        let error = origin
+            .follow("https://evil.example/api")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("evil.example"), "{error}");
+        assert!(page_cap("x", MAX_PAGES - 1).is_ok());
+        assert!(
+            page_cap("x", MAX_PAGES)
+                .unwrap_err()
+                .to_string()
+                .contains("page cap")
+        );
     }
 
     #[test]

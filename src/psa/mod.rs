@@ -97,10 +97,45 @@ impl fmt::Display for Provider {
 /// which applies them.
 pub type PageSink<'a> = dyn FnMut(Vec<TicketEvent>) -> Result<(), crate::error::SyncError> + 'a;
 
+/// A provider's polling settings, as a sync run needs them.
+#[derive(Debug, Clone)]
+pub struct PollSettings {
+    /// How far back the first sync lists.
+    pub initial_sync_days: u32,
+    /// Tickets looked up one by one per full run, at most (0: no reconcile).
+    pub reconcile_max_tickets: u32,
+    /// Statuses that end a ticket's life without removing it.
+    pub done_statuses: Vec<String>,
+}
+
+/// What a complete listing covered.
+#[derive(Debug, Default)]
+pub struct Complete {
+    /// The ids it listed.
+    pub listed: std::collections::HashSet<i64>,
+    /// Whether it lists tickets in a done status too (SuperOps lists every
+    /// ticket; Freshservice's filter only the active statuses).
+    pub covers_done: bool,
+}
+
+/// What a lookup by id found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// The ticket as it is now.
+    Ticket(Box<TicketEvent>),
+    /// The API's word that the ticket does not exist: a delete event.
+    Gone(Box<TicketEvent>),
+    /// An answer that cannot be read: nothing is concluded.
+    Unreadable,
+}
+
 /// The polling half of a provider: what a sync run asks of a PSA's API.
-/// A run lists changes since its cursor, applies them, and (in a full run)
-/// looks up the locally active tickets the listing did not settle.
+/// `sync/` knows only this; each provider module implements it, so a new
+/// PSA is one module under `psa/`.
 pub trait PollSource {
+    /// The provider's polling settings.
+    fn settings(&self) -> PollSettings;
+
     /// Lists the tickets changed at or after `since` (stored form), handing
     /// each page's events to `page` as it arrives. Tickets the API returns
     /// that cannot be read are skipped with a warning.
@@ -110,10 +145,16 @@ pub trait PollSource {
         page: &mut PageSink<'_>,
     ) -> Result<(), crate::error::SyncError>;
 
-    /// Lists the tickets deleted (or marked spam) at or after `since`,
-    /// where the API can list them, as delete events handed to `page`.
-    /// APIs that cannot (SuperOps) leave deletions to `lookup`.
-    fn deletions(
+    /// Whether the API lists removed tickets ([`PollSource::removals`]).
+    fn lists_removals(&self) -> bool {
+        false
+    }
+
+    /// Lists the tickets removed (deleted or marked spam) at or after
+    /// `since`, newest first, as delete events handed to `page`. APIs that
+    /// cannot list them (SuperOps) leave removals to the complete listing
+    /// and [`PollSource::lookup`].
+    fn removals(
         &mut self,
         since: &str,
         page: &mut PageSink<'_>,
@@ -122,12 +163,51 @@ pub trait PollSource {
         Ok(())
     }
 
-    /// Looks one ticket up: its current state, or a delete event when the
-    /// API says it does not exist. `None` when its answer cannot be read.
-    fn lookup(&mut self, ticket_id: i64) -> Result<Option<TicketEvent>, crate::error::SyncError>;
+    /// Lists every ticket in the scope the listing covers, handing each
+    /// page's events to `page`. `None` when the listing cannot be complete:
+    /// nothing may be concluded from what it left out.
+    fn complete(
+        &mut self,
+        page: &mut PageSink<'_>,
+    ) -> Result<Option<Complete>, crate::error::SyncError>;
+
+    /// Whether the complete listing returns every change as well (it lists
+    /// every ticket): a full run then reads it in place of the changes.
+    fn complete_includes_changes(&self) -> bool {
+        false
+    }
+
+    /// Looks one ticket up.
+    fn lookup(&mut self, ticket_id: i64) -> Result<Found, crate::error::SyncError>;
+
+    /// Asks the API whether it accepts the credentials; the address asked.
+    fn check_credentials(&mut self) -> Result<String, crate::error::SyncError>;
 
     /// Requests sent so far, retries included.
     fn calls(&self) -> u64;
+}
+
+impl Provider {
+    /// The provider's polling client for the configured account; `stop`
+    /// interrupts its waits. It keeps what it learns of the account (rate
+    /// limits, a refused parameter) until it is dropped: a reload makes a
+    /// new one.
+    pub fn poll_source(
+        self,
+        config: &Config,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Box<dyn PollSource + Send + '_>, crate::error::SyncError> {
+        Ok(match self {
+            Provider::Freshservice => Box::new(freshservice_api::FreshservicePoll {
+                client: freshservice_api::FreshserviceClient::new(&config.freshservice, stop)?,
+                config: &config.freshservice,
+            }),
+            Provider::SuperOps => Box::new(superops_api::SuperopsPoll {
+                client: superops_api::SuperopsClient::new(&config.superops, stop)?,
+                config: &config.superops,
+            }),
+        })
+    }
 }
 
 /// What the PSA says happened to the ticket.

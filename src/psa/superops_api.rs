@@ -4,15 +4,16 @@
 //! SuperOps answers errors as HTTP 200 with `errors[].extensions.clientError`
 //! (a list of `{code, param}`); a bad token is a 401.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
-use super::client::{MAX_BODY, MinuteWindow, Pacer, Retries, agent};
+use super::client::{MAX_BODY, MinuteWindow, Pacer, Retries, agent, page_cap};
 use super::superops::{self, TICKET_FIELDS};
-use super::{PageSink, PollSource, Provider, TicketEvent};
+use super::{Complete, Found, PageSink, PollSettings, PollSource, Provider};
 use crate::config::SuperopsConfig;
 use crate::error::SyncError;
 
@@ -277,9 +278,17 @@ pub struct SuperopsPoll<'a> {
     pub config: &'a SuperopsConfig,
 }
 
-impl PollSource for SuperopsPoll<'_> {
-    fn changes(&mut self, since: &str, page: &mut PageSink<'_>) -> Result<(), SyncError> {
-        let mut number = 1;
+impl SuperopsPoll<'_> {
+    /// Reads `getTicketList` newest first, handing `page` each page's
+    /// events at or after `since` (all of them for `""`), and returns the
+    /// ids listed.
+    fn newest_first(
+        &mut self,
+        since: &str,
+        page: &mut PageSink<'_>,
+    ) -> Result<HashSet<i64>, SyncError> {
+        let mut listed_ids = HashSet::new();
+        let mut number: u64 = 1;
         loop {
             let listed = self.client.ticket_page(number)?;
             let mut events = Vec::new();
@@ -297,6 +306,7 @@ impl PollSource for SuperopsPoll<'_> {
                             reached = true;
                             continue;
                         }
+                        listed_ids.insert(event.ticket_id);
                         events.push(event);
                     }
                     Err(message) => log::warn!("sync: superops: skipped a ticket: {message}"),
@@ -304,7 +314,7 @@ impl PollSource for SuperopsPoll<'_> {
             }
             page(events)?;
             if reached || !listed.has_more || listed.tickets.is_empty() {
-                return Ok(());
+                return Ok(listed_ids);
             }
             // hasMore that never ends (a server fault) must not loop forever:
             // past the pages totalCount allows, the listing is broken.
@@ -315,25 +325,60 @@ impl PollSource for SuperopsPoll<'_> {
                     )));
                 }
             }
+            page_cap("getTicketList", u32::try_from(number).unwrap_or(u32::MAX))?;
             number += 1;
         }
     }
+}
 
-    fn lookup(&mut self, ticket_id: i64) -> Result<Option<TicketEvent>, SyncError> {
+impl PollSource for SuperopsPoll<'_> {
+    fn settings(&self) -> PollSettings {
+        PollSettings {
+            initial_sync_days: self.config.initial_sync_days,
+            reconcile_max_tickets: self.config.reconcile_max_tickets,
+            done_statuses: self.config.done_statuses.clone(),
+        }
+    }
+
+    fn changes(&mut self, since: &str, page: &mut PageSink<'_>) -> Result<(), SyncError> {
+        self.newest_first(since, page).map(drop)
+    }
+
+    /// Every ticket, resolved and closed ones included: SuperOps lists no
+    /// removals, so a ticket this leaves out is looked up.
+    fn complete(&mut self, page: &mut PageSink<'_>) -> Result<Option<Complete>, SyncError> {
+        // Every timestamp sorts after the empty string.
+        let listed = self.newest_first("", page)?;
+        Ok(Some(Complete {
+            listed,
+            covers_done: true,
+        }))
+    }
+
+    fn complete_includes_changes(&self) -> bool {
+        true
+    }
+
+    fn lookup(&mut self, ticket_id: i64) -> Result<Found, SyncError> {
         match self.client.ticket(ticket_id)? {
             Lookup::Found(ticket) => match superops::normalize_api_ticket(&ticket, self.config) {
-                Ok(normalized) => Ok(Some(normalized.event)),
+                Ok(normalized) => Ok(Found::Ticket(Box::new(normalized.event))),
                 Err(message) => {
                     log::warn!("reconcile: superops ticket {ticket_id}: {message}");
-                    Ok(None)
+                    Ok(Found::Unreadable)
                 }
             },
-            Lookup::Gone => Ok(Some(superops::deleted_event(
+            Lookup::Gone => Ok(Found::Gone(Box::new(superops::deleted_event(
                 ticket_id,
                 crate::timestamp::now(),
                 self.config,
-            ))),
+            )))),
         }
+    }
+
+    fn check_credentials(&mut self) -> Result<String, SyncError> {
+        self.client.check_credentials()?;
+        Ok(self.config.api_url.clone())
     }
 
     fn calls(&self) -> u64 {

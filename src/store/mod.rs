@@ -98,11 +98,13 @@ pub trait Reads: Send {
         year: Option<&str>,
     ) -> Result<Option<Vec<TicketRow>>, StoreError>;
 
-    /// Tickets not in a done status, with their stored status ids.
+    /// Tickets whose status is not one of `excluded`, with their stored
+    /// status ids: the first `limit` with an id above `after`, by id.
     fn active_tickets(
         &mut self,
         provider: Provider,
-        done_statuses: &[String],
+        excluded: &[String],
+        after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Option<i64>)>, StoreError>;
 

@@ -192,12 +192,13 @@ pub const PRUNE_TOMBSTONES: &str = "DELETE FROM ticket_tombstones WHERE recorded
 pub const PRUNE_JOURNAL: &str = "DELETE FROM webhook_events WHERE id IN \
      (SELECT id FROM webhook_events WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)";
 
-/// Tickets of `?1` whose status is not in the JSON array `?2`, at most `?3`.
+/// Tickets of `?1` whose status is not in the JSON array `?2`, with an id
+/// above `?4`, by id, at most `?3`.
 pub fn active_tickets(dialect: Dialect) -> String {
     format!(
         "SELECT CAST(external_id AS BIGINT), CAST(status_id AS BIGINT) FROM ticket_details \
          WHERE external_source = ?1 AND (status IS NULL OR status NOT IN ({})) \
-         ORDER BY external_id LIMIT ?3",
+         AND external_id > ?4 ORDER BY external_id LIMIT ?3",
         dialect.json_texts("CAST(?2 AS TEXT)")
     )
 }
@@ -209,7 +210,8 @@ pub fn webhook_counts() -> String {
     format!(
         "SELECT count(*), count(*) FILTER (WHERE outcome IN ({applied})), \
          count(*) FILTER (WHERE outcome IN ({refused})), \
-         max(received_at) FILTER (WHERE outcome NOT IN ({refused})), max(received_at) \
+         max(received_at) FILTER (WHERE outcome NOT IN ({refused})), max(received_at), \
+         max(received_at) FILTER (WHERE event = 'ticket.deleted' AND outcome NOT IN ({refused})) \
          FROM webhook_events WHERE provider = ?1 AND received_at >= ?2"
     )
 }
@@ -412,15 +414,17 @@ impl<R: ReadConnection> Reads for R {
     fn active_tickets(
         &mut self,
         provider: Provider,
-        done_statuses: &[String],
+        excluded: &[String],
+        after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
-        let done = serde_json::to_string(done_statuses).unwrap_or_else(|_| "[]".to_string());
+        let done = serde_json::to_string(excluded).unwrap_or_else(|_| "[]".to_string());
         let connection = self.reads();
         let params = [
             text(provider.as_str()),
             text(&done),
             Param::Int(Some(limit)),
+            Param::Int(Some(after)),
         ];
         connection
             .query(&active_tickets(connection.dialect()), &params)?
@@ -442,6 +446,7 @@ impl<R: ReadConnection> Reads for R {
             rejected: row.int(2)?.unwrap_or_default(),
             last_processed_at: row.text(3)?,
             last_received_at: row.text(4)?,
+            last_deletion_at: row.text(5)?,
         })
     }
 

@@ -189,6 +189,9 @@ pub struct WebhookCounts {
     pub last_processed_at: Option<String>,
     /// When the last authenticated delivery arrived.
     pub last_received_at: Option<String>,
+    /// When the last `ticket.deleted` delivery Codex could process arrived:
+    /// proof that deletions reach Codex by webhook.
+    pub last_deletion_at: Option<String>,
 }
 
 /// One row of `sync_runs`.

@@ -2,12 +2,14 @@
 //! tickets from the PSA's REST API through the same writer (and the same
 //! newest-wins upsert) as webhooks, every `ticket_sync_interval` without
 //! webhooks and every `ticket_sync_interval_with_webhooks` while they
-//! demonstrably work. It also measures how well they work: a change the
-//! poll finds before any webhook delivered it was missed by webhooks.
+//! demonstrably work. Removals (deleted, spam) are read every
+//! `ticket_sync_interval` while deletions are not reaching Codex by
+//! webhook. It also measures how well webhooks work: a change the poll
+//! finds before any webhook delivered it was missed by webhooks.
 
 mod run;
 
-pub use run::{check_credentials, run_sync};
+pub use run::{Plan, SourceSlot, check_credentials, run_sync};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +28,10 @@ use crate::timestamp;
 /// How long a write or bookkeeping call to the writer, or a read the
 /// poller waits out an outage for, may take.
 pub(crate) const STORE_WAIT: Duration = Duration::from_secs(60);
+/// Deletions count as reaching Codex by webhook while a `ticket.deleted`
+/// delivery arrived within this window (the guide's delete workflow is
+/// optional, and deletions are rarer than other changes).
+const DELETION_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The running poller threads, one per polled provider.
 pub struct Poller {
@@ -89,6 +95,11 @@ struct Assessment {
     reconcile_due: bool,
     /// No sync has completed yet (no cursor).
     first: bool,
+    /// Webhooks are healthy and a `ticket.deleted` delivery arrived within
+    /// [`DELETION_WINDOW`].
+    deletions_by_webhook: bool,
+    /// Webhooks are enabled, recent and cover enough of the changes.
+    webhooks_healthy: bool,
 }
 
 fn poll_loop(
@@ -109,11 +120,19 @@ fn poll_loop(
         .clamp(Duration::from_millis(50), Duration::from_secs(30));
     let mut below_coverage = false;
     let mut own_last_run: Option<(Timestamp, Instant)> = None;
+    // The account's client lives as long as this thread: a reload that
+    // changes polling settings starts a new thread, and so a new client.
+    let mut source: SourceSlot<'_> = provider.poll_source(config, stop.clone()).ok();
+    let lists_removals = source.as_ref().is_some_and(|s| s.lists_removals());
+    // When this instance last read the removal listings completely.
+    let mut removals_read: Option<(Timestamp, Instant)> = None;
+    // When this instance last read the changes listing.
+    let mut changes_read: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
         let leader = leadership.lead(provider);
         let mut next_check = Instant::now() + check_every;
         let role = if leader { Role::Leader } else { Role::Standby };
-        match assess(config, &mut reader, provider) {
+        match assess(config, &mut reader, provider, lists_removals) {
             Ok(assessment) => {
                 let low = assessment
                     .coverage
@@ -158,8 +177,9 @@ fn poll_loop(
                     // A bug in one run must not end polling: it is logged and
                     // the next tick tries again.
                     // The first run lists everything and stops there (and
-                    // says so in its kind); later ones add the deleted and
-                    // spam listings and the reconcile every reconcile_interval.
+                    // says so in its kind); later ones add the removal
+                    // listings when due, and the complete listing with its
+                    // lookups every reconcile_interval.
                     let kind = if assessment.first {
                         RunKind::Initial
                     } else if assessment.reconcile_due {
@@ -167,11 +187,45 @@ fn poll_loop(
                     } else {
                         RunKind::Incremental
                     };
+                    // Removals every run while deletions do not reach Codex
+                    // by webhook, else at the hourly cadence.
+                    let hourly = scheduler.ticket_sync_interval_with_webhooks;
+                    let removals = !assessment.deletions_by_webhook
+                        || removals_read.is_none_or(|(_, at)| at.elapsed() + check_every >= hourly);
+                    // While healthy webhooks carry the changes, a run due only
+                    // for the removals skips the changes listing (it stays
+                    // hourly): two calls instead of three.
+                    let changes = kind != RunKind::Incremental
+                        || !assessment.webhooks_healthy
+                        || changes_read.is_none_or(|at| at.elapsed() + check_every >= hourly);
+                    let plan = Plan {
+                        kind,
+                        changes,
+                        removals,
+                        removals_read_at: removals_read.map(|(at, _)| at),
+                    };
+                    let started = (Timestamp::now(), Instant::now());
                     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_sync(config, store, &mut reader, provider, kind, stop.clone())
+                        run_sync(
+                            config,
+                            store,
+                            &mut reader,
+                            provider,
+                            plan,
+                            &mut source,
+                            stop.clone(),
+                        )
                     }));
                     match attempt {
                         Ok(run) => {
+                            if run.outcome == RunOutcome::Ok {
+                                if plan.removals || kind == RunKind::Full {
+                                    removals_read = Some(started);
+                                }
+                                if plan.changes {
+                                    changes_read = Some(started.1);
+                                }
+                            }
                             log_run(&run);
                             board.update_poller(provider, |s| s.last_run = Some(run));
                         }
@@ -233,13 +287,16 @@ fn assess(
     config: &Config,
     reader: &mut Reader,
     provider: Provider,
+    lists_removals: bool,
 ) -> Result<Assessment, StoreError> {
     let scheduler = &config.scheduler;
     let window_start = timestamp::seconds_ago(scheduler.webhook_healthy_window.as_secs());
-    let (stored, recent) = reader.read_waiting(STORE_WAIT, |r| {
+    let deletion_window_start = timestamp::seconds_ago(DELETION_WINDOW.as_secs());
+    let (stored, recent, week) = reader.read_waiting(STORE_WAIT, |r| {
         Ok((
             Stored::read(r, provider, 1)?,
             r.webhook_counts(provider, &window_start)?,
+            r.webhook_counts(provider, &deletion_window_start)?,
         ))
     })?;
     let coverage = stored.coverage();
@@ -267,12 +324,23 @@ fn assess(
                 scheduler.min_webhook_coverage * 100.0
             ),
         )
+    } else if lists_removals && week.last_deletion_at.is_none() {
+        (
+            scheduler.ticket_sync_interval,
+            "webhooks are delivering, but no ticket.deleted delivery in the last 7 days: \
+             deletions are found by polling"
+                .to_string(),
+        )
     } else {
         (
             scheduler.ticket_sync_interval_with_webhooks,
             "webhooks are delivering".to_string(),
         )
     };
+    let deletions_by_webhook = config.webhooks.enabled
+        && webhooks_recent
+        && coverage_ok
+        && week.last_deletion_at.is_some();
     let reconcile_due = match stored
         .state
         .last_reconcile_at
@@ -296,6 +364,8 @@ fn assess(
             .and_then(|r| timestamp::parse(&r.started_at).ok()),
         reconcile_due,
         first: stored.state.cursor.is_none(),
+        deletions_by_webhook,
+        webhooks_healthy: config.webhooks.enabled && webhooks_recent && coverage_ok,
         stored,
     })
 }

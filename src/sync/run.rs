@@ -1,47 +1,77 @@
-//! One sync run: the incremental listing and, in a full run (at most every
-//! `reconcile_interval`), the deleted and spam listings and the reconcile
-//! of locally active tickets.
+//! One sync run: the incremental listing, the removal listings when they
+//! are due, and, in a full run (at most every `reconcile_interval`), the
+//! complete listing and a lookup of each held ticket it left out. It speaks
+//! to the PSA only through [`PollSource`].
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::{SignedDuration, Timestamp};
-use percent_encoding::utf8_percent_encode;
 
 use super::STORE_WAIT;
 use crate::config::Config;
 use crate::error::SyncError;
 use crate::metrics;
-use crate::psa::freshservice;
-use crate::psa::freshservice_api::{FreshserviceClient, FreshservicePoll, QUERY_VALUE};
-use crate::psa::superops_api::{SuperopsClient, SuperopsPoll};
-use crate::psa::{PollSource, Provider, TicketEvent};
+use crate::psa::{Complete, Found, PollSource, Provider, TicketEvent};
 use crate::store::{Reader, RunKind, RunOutcome, StoreClient, SyncRun, SyncState, WriteItem};
 use crate::timestamp;
 
 /// Listings ask for changes since the cursor minus this, so that a ticket
-/// updated in the same second as the last one seen is not skipped.
-const OVERLAP: SignedDuration = SignedDuration::from_secs(300);
-/// Pages of the filter listing read at most (Freshservice serves 30
-/// tickets a page and stops at ten pages); beyond that the reconcile is
-/// skipped rather than concluded from a partial listing.
-const MAX_FILTER_PAGES: u64 = 10;
-/// Freshservice's filter query is at most this long.
-const MAX_QUERY: usize = 512;
+/// updated in the same second as the last one seen is not skipped (and a
+/// clock between Codex and the PSA that differs by less is harmless).
+pub(crate) const OVERLAP: SignedDuration = SignedDuration::from_secs(300);
+/// Held tickets read from the database at a time by the reconcile, which
+/// stops reading once it has `reconcile_max_tickets` to look up.
+const LOCAL_PAGE: i64 = 1_000;
+/// Statuses no lookup can change: a ticket marked one is never looked up
+/// again.
+const FINAL_STATUSES: [&str; 2] = ["deleted", "spam"];
 
-/// Runs one sync of `kind` and records it in `sync_runs`: the writes go
-/// through the writer, the reads through `reader`. `stop` interrupts it
-/// between requests.
-pub fn run_sync(
-    config: &Config,
+/// A provider's poll source, opened when first needed and kept: it holds
+/// what the client learned of the account (rate limits, a refused
+/// parameter) from one run to the next.
+pub type SourceSlot<'a> = Option<Box<dyn PollSource + Send + 'a>>;
+
+/// What one run does.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub kind: RunKind,
+    /// Read the changes listing (always, except in an incremental run due
+    /// only for the removals).
+    pub changes: bool,
+    /// Read the removal listings (where the API has them).
+    pub removals: bool,
+    /// When the removal listings were last read completely, by this
+    /// instance; they are read back to then (minus the overlap), else to
+    /// the last full run.
+    pub removals_read_at: Option<Timestamp>,
+}
+
+impl Plan {
+    /// A full run, removals included (`codex sync --once`).
+    pub fn full() -> Plan {
+        Plan {
+            kind: RunKind::Full,
+            changes: true,
+            removals: true,
+            removals_read_at: None,
+        }
+    }
+}
+
+/// Runs one sync of `plan` and records it in `sync_runs`: the writes go
+/// through the writer, the reads through `reader`, the API calls through
+/// `source` (opened here if empty). `stop` interrupts it between requests.
+pub fn run_sync<'a>(
+    config: &'a Config,
     store: &StoreClient,
     reader: &mut Reader,
     provider: Provider,
-    kind: RunKind,
+    plan: Plan,
+    source: &mut SourceSlot<'a>,
     stop: Arc<AtomicBool>,
 ) -> SyncRun {
-    let mut run = SyncRun::starting(provider, kind);
+    let mut run = SyncRun::starting(provider, plan.kind);
     match store.start_run(&run, STORE_WAIT) {
         Ok(id) => run.id = id,
         Err(error) => {
@@ -52,18 +82,32 @@ pub fn run_sync(
             return run;
         }
     }
-    let result = Source::open(config, provider, stop.clone()).and_then(|mut source| {
-        let mut sync = Sync {
-            config,
-            store,
-            reader,
-            run: &mut run,
-            stop: &stop,
-        };
-        let result = sync.steps(&mut source, kind);
-        run.api_calls = source.poll().calls() as i64;
-        result
-    });
+    if source.is_none() {
+        match provider.poll_source(config, stop.clone()) {
+            Ok(opened) => *source = Some(opened),
+            Err(error) => {
+                run.outcome = RunOutcome::Failed;
+                run.error = Some(error.to_string());
+                run.finished_at = Some(timestamp::now());
+                if let Err(error) = store.finish_run(&run, STORE_WAIT) {
+                    log::error!("cannot record the end of sync run {}: {error}", run.id);
+                }
+                return run;
+            }
+        }
+    }
+    let source = source.as_mut().expect("opened above").as_mut();
+    let calls_before = source.calls();
+    let mut sync = Sync {
+        config,
+        store,
+        reader,
+        run: &mut run,
+        stop: &stop,
+        provider,
+    };
+    let result = sync.steps(source, plan);
+    run.api_calls = (source.calls() - calls_before) as i64;
     run.finished_at = Some(timestamp::now());
     match result {
         Ok(()) => run.outcome = RunOutcome::Ok,
@@ -86,77 +130,7 @@ pub fn run_sync(
 /// address it asked.
 pub fn check_credentials(config: &Config, provider: Provider) -> Result<String, SyncError> {
     let stop = Arc::new(AtomicBool::new(false));
-    match Source::open(config, provider, stop)? {
-        Source::Freshservice(mut source) => {
-            source.client.check_credentials()?;
-            Ok(config.freshservice.api_base_url().unwrap_or_default())
-        }
-        Source::SuperOps(mut source) => {
-            source.client.check_credentials()?;
-            Ok(config.superops.api_url.clone())
-        }
-    }
-}
-
-/// A provider's polling client, with what sets it apart in a full run.
-enum Source<'a> {
-    /// Freshservice lists deleted and spam tickets, and filters by status:
-    /// the reconcile looks up the locally active tickets its active-status
-    /// filter leaves out.
-    Freshservice(Box<FreshservicePoll<'a>>),
-    /// SuperOps lists neither: a full run lists every ticket, and the
-    /// reconcile looks up the locally active tickets that listing left out.
-    SuperOps(SuperopsPoll<'a>),
-}
-
-impl<'a> Source<'a> {
-    fn open(
-        config: &'a Config,
-        provider: Provider,
-        stop: Arc<AtomicBool>,
-    ) -> Result<Self, SyncError> {
-        Ok(match provider {
-            Provider::Freshservice => Source::Freshservice(Box::new(FreshservicePoll {
-                client: FreshserviceClient::new(&config.freshservice, stop)?,
-                config: &config.freshservice,
-            })),
-            Provider::SuperOps => Source::SuperOps(SuperopsPoll {
-                client: SuperopsClient::new(&config.superops, stop)?,
-                config: &config.superops,
-            }),
-        })
-    }
-
-    fn poll(&mut self) -> &mut dyn PollSource {
-        match self {
-            Source::Freshservice(source) => source.as_mut(),
-            Source::SuperOps(source) => source,
-        }
-    }
-}
-
-/// A provider's polling settings, as a run needs them.
-struct PollSettings {
-    initial_sync_days: u32,
-    reconcile_max_tickets: u32,
-    done_statuses: Vec<String>,
-}
-
-impl PollSettings {
-    fn of(config: &Config, provider: Provider) -> PollSettings {
-        match provider {
-            Provider::Freshservice => PollSettings {
-                initial_sync_days: config.freshservice.initial_sync_days,
-                reconcile_max_tickets: config.freshservice.reconcile_max_tickets,
-                done_statuses: config.freshservice.done_statuses.clone(),
-            },
-            Provider::SuperOps => PollSettings {
-                initial_sync_days: config.superops.initial_sync_days,
-                reconcile_max_tickets: config.superops.reconcile_max_tickets,
-                done_statuses: config.superops.done_statuses.clone(),
-            },
-        }
-    }
+    provider.poll_source(config, stop)?.check_credentials()
 }
 
 /// One run in progress.
@@ -166,6 +140,7 @@ struct Sync<'a> {
     reader: &'a mut Reader,
     run: &'a mut SyncRun,
     stop: &'a AtomicBool,
+    provider: Provider,
 }
 
 /// Whether a poll change counts as missed by webhooks: with webhooks on,
@@ -175,19 +150,24 @@ struct MissedRule {
     counts: bool,
 }
 
+/// What the lookups of one reconcile found.
+#[derive(Debug, Default)]
+struct Lookups {
+    asked: usize,
+    gone: usize,
+    failed: usize,
+}
+
 impl Sync<'_> {
-    /// The changes since the cursor (minus the overlap). A full run also
-    /// lists the deletions the API can list and, unless
-    /// `reconcile_max_tickets` is 0, looks up each locally active ticket
-    /// the PSA no longer lists as active, marking it deleted only on the
-    /// API's word that it does not exist. The cursor moves only when every
-    /// step succeeded.
-    fn steps(&mut self, source: &mut Source<'_>, kind: RunKind) -> Result<(), SyncError> {
-        let provider = match source {
-            Source::Freshservice(_) => Provider::Freshservice,
-            Source::SuperOps(_) => Provider::SuperOps,
-        };
-        let settings = PollSettings::of(self.config, provider);
+    /// The changes since the cursor (minus the overlap); the removals when
+    /// planned; in a full run the complete listing and, unless
+    /// `reconcile_max_tickets` is 0, a lookup of each held ticket in a
+    /// non-final state the listing should have returned and did not,
+    /// marking it deleted only on the API's word that it does not exist.
+    /// The cursor moves only when every step succeeded.
+    fn steps(&mut self, source: &mut dyn PollSource, plan: Plan) -> Result<(), SyncError> {
+        let provider = self.provider;
+        let settings = source.settings();
         let state = self
             .reader
             .read_waiting(STORE_WAIT, |r| r.sync_state(provider))?;
@@ -202,50 +182,70 @@ impl Sync<'_> {
                 ))
                 .unwrap_or(Timestamp::UNIX_EPOCH),
         };
-        let since = timestamp::format(since);
-        let reconcile = kind == RunKind::Full && settings.reconcile_max_tickets > 0;
-        // A full run of a PSA without an active-status filter lists every
-        // ticket (every timestamp sorts after the empty string).
-        let lists_everything = reconcile && matches!(source, Source::SuperOps(_));
-        let full = match source {
-            Source::Freshservice(_) => kind == RunKind::Full,
-            Source::SuperOps(_) => reconcile,
-        };
         let mut cursor = state.cursor.clone();
-        let mut listed = HashSet::new();
+        let reconcile = plan.kind == RunKind::Full && settings.reconcile_max_tickets > 0;
+        // A complete listing of every ticket carries the changes too: read
+        // once, it moves the cursor.
+        let mut complete = None;
 
-        // 1. Everything updated since the cursor, oldest first.
-        let list_since = if lists_everything { "" } else { since.as_str() };
-        self.listing(source, list_since, &rule, &mut listed, Some(&mut cursor))?;
+        // 1. Everything updated since the cursor.
+        if reconcile && source.complete_includes_changes() {
+            self.listing(&rule, Some(&mut cursor), |sink| {
+                complete = source.complete(sink)?;
+                Ok(())
+            })?;
+        } else if plan.changes {
+            self.listing(&rule, Some(&mut cursor), |sink| {
+                source.changes(&timestamp::format(since), sink)
+            })?;
+        }
 
         let mut new_state = SyncState {
             cursor,
             last_reconcile_at: state.last_reconcile_at.clone(),
         };
-        if kind == RunKind::Initial {
+        if plan.kind == RunKind::Initial {
             // The first sync has just listed everything there is: nothing is
             // known locally that it could have missed.
             new_state.last_reconcile_at = Some(timestamp::now());
-        } else if full {
-            // 2. Tickets deleted or marked spam since the last full run: a
-            // full run happens every reconcile_interval, which keeps a quiet
-            // account at one API call per incremental run.
-            let deleted_since = match state.last_reconcile_at.as_deref().map(timestamp::parse) {
-                Some(Ok(last)) => timestamp::format(last.checked_sub(OVERLAP).unwrap_or(last)),
-                _ => since.clone(),
-            };
-            self.listing(source, &deleted_since, &rule, &mut listed, None)?;
-            // 3. Locally active tickets the PSA no longer lists as active.
-            if reconcile {
-                let remote = match source {
-                    Source::Freshservice(fs) => self.remote_active(fs, &rule)?,
-                    Source::SuperOps(_) => Some(listed),
-                };
-                if let Some(remote) = remote {
-                    self.look_up_missing(source.poll(), provider, &settings, &remote, &rule)?;
-                }
+        } else {
+            // 2. Tickets deleted or marked spam since the removal listings
+            // were last read (by this instance), else since the last full
+            // run, else since the cursor.
+            if (plan.removals || plan.kind == RunKind::Full) && source.lists_removals() {
+                let last_full = state
+                    .last_reconcile_at
+                    .as_deref()
+                    .and_then(|t| timestamp::parse(t).ok());
+                let read_back_to = plan.removals_read_at.or(last_full).map_or(since, |at| {
+                    at.checked_sub(OVERLAP).unwrap_or(at).min(Timestamp::now())
+                });
+                self.listing(&rule, None, |sink| {
+                    source.removals(&timestamp::format(read_back_to), sink)
+                })?;
             }
-            new_state.last_reconcile_at = Some(timestamp::now());
+            // 3. The complete listing, and a lookup of what it left out.
+            if plan.kind == RunKind::Full {
+                if reconcile {
+                    if !source.complete_includes_changes() {
+                        self.listing(&rule, None, |sink| {
+                            complete = source.complete(sink)?;
+                            Ok(())
+                        })?;
+                    }
+                    if let Some(complete) = complete {
+                        let max = settings.reconcile_max_tickets as usize;
+                        self.look_up_missing(
+                            source,
+                            &settings.done_statuses,
+                            &complete,
+                            max,
+                            &rule,
+                        )?;
+                    }
+                }
+                new_state.last_reconcile_at = Some(timestamp::now());
+            }
         }
 
         // The run is complete: only now does the cursor move.
@@ -254,146 +254,99 @@ impl Sync<'_> {
         Ok(())
     }
 
-    /// Applies a listing page by page, noting the tickets it listed: the
-    /// changes since `since` when given the run's `cursor` (which it moves),
-    /// else the deletions since `since`.
+    /// Runs one listing (`list`, given where to hand its pages), applying
+    /// each page as it arrives; with the run's `cursor`, moves it to the
+    /// newest version seen.
     fn listing(
         &mut self,
-        source: &mut Source<'_>,
-        since: &str,
         rule: &MissedRule,
-        listed: &mut HashSet<i64>,
         mut cursor: Option<&mut Option<String>>,
+        list: impl FnOnce(&mut crate::psa::PageSink<'_>) -> Result<(), SyncError>,
     ) -> Result<(), SyncError> {
         let (store, run, stop) = (self.store, &mut *self.run, self.stop);
-        let changes = cursor.is_some();
         let mut page = |events: Vec<TicketEvent>| {
             interrupted(stop)?;
-            listed.extend(events.iter().map(|e| e.ticket_id));
             apply_events(store, run, events, rule, cursor.as_deref_mut())
         };
-        if changes {
-            source.poll().changes(since, &mut page)
-        } else {
-            source.poll().deletions(since, &mut page)
-        }
+        list(&mut page)
     }
 
-    /// Looks up, one by one (at most `reconcile_max_tickets`), the tickets
-    /// stored as active that are not in `remote`. Only the API's word that
-    /// a ticket does not exist marks it deleted: a short or failed listing
-    /// proves nothing.
+    /// Looks up, one by one (at most `max`), the held tickets in a
+    /// non-final state that `complete` should have listed and did not: all
+    /// of them when it covers done statuses, else those not done. Held
+    /// tickets are read from the database a page at a time, only until
+    /// `max` are found. Only the API's word that a ticket does not exist
+    /// marks it deleted; a lookup that fails (5xx, timeout) changes nothing.
     fn look_up_missing(
         &mut self,
         source: &mut dyn PollSource,
-        provider: Provider,
-        settings: &PollSettings,
-        remote: &HashSet<i64>,
+        done_statuses: &[String],
+        complete: &Complete,
+        max: usize,
         rule: &MissedRule,
     ) -> Result<(), SyncError> {
-        let done = &settings.done_statuses;
-        let local = self
-            .reader
-            .read_waiting(STORE_WAIT, |r| r.active_tickets(provider, done, 1_000_000))?;
-        let candidates: Vec<i64> = local
-            .into_iter()
-            .map(|(id, _)| id)
-            .filter(|id| !remote.contains(id))
-            .collect();
-        let max = settings.reconcile_max_tickets as usize;
-        if candidates.len() > max {
-            log::warn!(
-                "reconcile: {provider}: {} locally active tickets to look up; checking {max} this run (reconcile_max_tickets)",
-                candidates.len(),
-            );
-        } else if !candidates.is_empty() {
-            log::info!(
-                "reconcile: {provider}: looking up {} tickets no longer listed as active",
-                candidates.len()
-            );
+        let provider = self.provider;
+        let mut excluded: Vec<String> = FINAL_STATUSES.iter().map(|s| s.to_string()).collect();
+        if !complete.covers_done {
+            excluded.extend(done_statuses.iter().cloned());
         }
-        for id in candidates.into_iter().take(max) {
-            interrupted(self.stop)?;
-            if let Some(event) = source.lookup(id)? {
-                apply_events(self.store, self.run, vec![event], rule, None)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Ids Freshservice's active-status filter returns, or `None` when the
-    /// listing is incomplete (then nothing is concluded from it). The
-    /// tickets it lists are applied as they come: the listing settles
-    /// them, and only the locally active tickets it leaves out need
-    /// looking up.
-    fn remote_active(
-        &mut self,
-        source: &mut FreshservicePoll<'_>,
-        rule: &MissedRule,
-    ) -> Result<Option<HashSet<i64>>, SyncError> {
-        let fs = &self.config.freshservice;
-        let status_ids: Vec<i64> = fs
-            .statuses
-            .ids()
-            .filter(|(_, name)| !fs.done_statuses.iter().any(|d| d == name))
-            .map(|(id, _)| id)
-            .collect();
-        let mut remote = HashSet::new();
-        for query in filter_queries(&status_ids) {
-            let mut seen = 0u64;
-            let mut page_number = 1;
-            loop {
-                interrupted(self.stop)?;
-                let url = source.client.listing_url(&format!(
-                    "/tickets/filter?query={}&page={page_number}",
-                    utf8_percent_encode(&format!("\"{query}\""), QUERY_VALUE)
-                ));
-                let page = source.client.page(&url)?;
-                seen += page.tickets.len() as u64;
-                if page
-                    .total
-                    .is_some_and(|total| total > MAX_FILTER_PAGES * 30)
-                {
-                    log::warn!(
-                        "reconcile: {} active tickets are more than the filter lists ({}); skipping reconcile",
-                        page.total.unwrap_or_default(),
-                        MAX_FILTER_PAGES * 30
-                    );
-                    return Ok(None);
+        let mut candidates = Vec::new();
+        let mut after = i64::MIN;
+        let mut more_held = false;
+        loop {
+            let held = self.reader.read_waiting(STORE_WAIT, |r| {
+                r.active_tickets(provider, &excluded, after, LOCAL_PAGE)
+            })?;
+            let full_page = held.len() as i64 == LOCAL_PAGE;
+            for (id, _) in &held {
+                after = *id;
+                if complete.listed.contains(id) {
+                    continue;
                 }
-                remote.extend(
-                    page.tickets
-                        .iter()
-                        .filter_map(|t| freshservice::parse_id(t.get("id")?).ok().flatten()),
-                );
-                let events = page
-                    .tickets
-                    .iter()
-                    .filter_map(|t| {
-                        freshservice::normalize_api_ticket(t, fs)
-                            .ok()
-                            .map(|n| n.event)
-                    })
-                    .collect();
-                apply_events(self.store, self.run, events, rule, None)?;
-                let more = match page.total {
-                    Some(total) => seen < total && !page.tickets.is_empty(),
-                    None => page.next.is_some(),
-                };
-                if !more {
-                    if page.total.is_some_and(|total| seen < total) {
-                        log::warn!(
-                            "reconcile: the active-ticket filter returned {seen} of {} tickets; skipping reconcile",
-                            page.total.unwrap_or_default()
-                        );
-                        return Ok(None);
-                    }
+                if candidates.len() == max {
+                    more_held = true;
                     break;
                 }
-                page_number += 1;
+                candidates.push(*id);
+            }
+            if more_held || !full_page {
+                break;
             }
         }
-        Ok(Some(remote))
+        if more_held {
+            log::warn!(
+                "reconcile: {provider}: more than {max} held tickets to look up; checking {max} this run (reconcile_max_tickets)"
+            );
+        }
+        let mut lookups = Lookups::default();
+        for id in candidates {
+            interrupted(self.stop)?;
+            lookups.asked += 1;
+            let event = match source.lookup(id) {
+                Ok(Found::Ticket(event)) => *event,
+                Ok(Found::Gone(event)) => {
+                    lookups.gone += 1;
+                    *event
+                }
+                Ok(Found::Unreadable) => continue,
+                Err(error @ (SyncError::Api(_) | SyncError::Protocol(_))) => {
+                    lookups.failed += 1;
+                    log::warn!("reconcile: {provider}: ticket {id} kept as it is: {error}");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            apply_events(self.store, self.run, vec![event], rule, None)?;
+        }
+        if lookups.asked > 0 {
+            log::info!(
+                "reconcile: {provider}: looked up {} held tickets the complete listing left out: {} gone, {} failed",
+                lookups.asked,
+                lookups.gone,
+                lookups.failed
+            );
+        }
+        Ok(())
     }
 }
 
@@ -446,42 +399,4 @@ fn apply_events(
         }
     }
     Ok(())
-}
-
-/// `(status:2 OR status:3 …)` queries, each within Freshservice's limit.
-fn filter_queries(status_ids: &[i64]) -> Vec<String> {
-    let mut queries = Vec::new();
-    let mut terms: Vec<String> = Vec::new();
-    for id in status_ids {
-        let term = format!("status:{id}");
-        let candidate_len = terms.iter().map(|t| t.len() + 4).sum::<usize>() + term.len() + 4;
-        if !terms.is_empty() && candidate_len > MAX_QUERY - 8 {
-            queries.push(format!("({})", terms.join(" OR ")));
-            terms.clear();
-        }
-        terms.push(term);
-    }
-    if !terms.is_empty() {
-        queries.push(format!("({})", terms.join(" OR ")));
-    }
-    queries
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filter_queries_stay_short() {
-        assert_eq!(filter_queries(&[2, 3]), ["(status:2 OR status:3)"]);
-        let many: Vec<i64> = (1..200).collect();
-        let queries = filter_queries(&many);
-        assert!(queries.len() > 1);
-        assert!(
-            queries.iter().all(|q| q.len() + 2 <= MAX_QUERY),
-            "{queries:?}"
-        );
-        let total: usize = queries.iter().map(|q| q.matches("status:").count()).sum();
-        assert_eq!(total, 199);
-    }
 }

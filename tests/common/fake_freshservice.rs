@@ -59,6 +59,11 @@ pub struct FakeState {
     pub totals: Option<[u64; 3]>,
     /// `X-RateLimit-Remaining` for listings only, overriding `remaining`.
     pub listing_remaining: Option<u64>,
+    /// The `host:port` the listing's `Link: rel="next"` names instead of
+    /// the fake's own (a server that sends clients elsewhere).
+    pub link_host: Option<String>,
+    /// Every listing page has a next one (a server whose pages never end).
+    pub endless: bool,
 }
 
 pub struct FakeFreshservice {
@@ -363,9 +368,13 @@ fn route(
             (a["updated_at"].as_str(), a["id"].as_i64())
                 .cmp(&(b["updated_at"].as_str(), b["id"].as_i64()))
         });
+        if query_param(query, "order_type") == Some("desc") {
+            matching.reverse();
+        }
         let slice = page_of(&matching, page, per_page);
         let mut headers = vec![];
-        if page * per_page < matching.len() {
+        if page * per_page < matching.len() || s.endless {
+            let host = s.link_host.clone().unwrap_or_else(|| addr.to_string());
             let others: Vec<&str> = query
                 .split('&')
                 .filter(|p| !p.starts_with("page="))
@@ -373,7 +382,7 @@ fn route(
             headers.push((
                 "Link",
                 format!(
-                    "<http://{addr}{path}?{}&page={}>; rel=\"next\"",
+                    "<http://{host}{path}?{}&page={}>; rel=\"next\"",
                     others.join("&"),
                     page + 1
                 ),
