@@ -64,9 +64,16 @@ grep -qx 'connection_string = sqlite:////var/lib/codex/codex.db' /etc/codex/code
     fail "the installed codex.conf does not use /var/lib/codex/codex.db"
 grep -qxE '[0-9a-f]{64}' "$secret" || fail "the secret is not 64 hex digits"
 
-echo "== codex check-config as codex"
-su -s /bin/sh codex -c "codex check-config --config /etc/codex/codex.conf" >/dev/null 2>&1 ||
-    fail "check-config as codex: $(su -s /bin/sh codex -c 'codex check-config --config /etc/codex/codex.conf' 2>&1 | tail -3)"
+echo "== codex check-config as codex, with the credentials as the unit passes them"
+# systemd's LoadCredential= hands the service a copy readable by its user in
+# $CREDENTIALS_DIRECTORY; the same here.
+creds=$(mktemp -d)
+cp /etc/codex/credentials/CODEX_WEBHOOK_SECRET "$creds/"
+chown -R codex "$creds"
+check="CREDENTIALS_DIRECTORY=$creds codex check-config --config /etc/codex/codex.conf"
+su -s /bin/sh codex -c "$check" >/dev/null 2>&1 ||
+    fail "check-config as codex: $(su -s /bin/sh codex -c "$check" 2>&1 | tail -3)"
+rm -rf "$creds"
 
 echo "== systemd-analyze verify and security"
 systemd-analyze verify /lib/systemd/system/codex.socket /lib/systemd/system/codex.service ||

@@ -23,10 +23,13 @@ mkdir -p "$out/man"
 target/release/codex man-pages "$out/man"
 gzip -9n "$out"/man/*.1
 # The configuration an installed service uses: the example, with the
-# database in the state directory.
-sed 's|^connection_string = sqlite:///codex.db$|connection_string = sqlite:////var/lib/codex/codex.db|' \
+# database in the state directory and webhooks on (postinst generates their
+# secret, which the unit passes as a credential).
+sed -e 's|^connection_string = sqlite:///codex.db$|connection_string = sqlite:////var/lib/codex/codex.db|' \
+    -e '/^\[webhooks\]$/,/^\[/ s|^enabled = false$|enabled = true|' \
     codex.conf.example >"$out/codex.conf"
 grep -q '^connection_string = sqlite:////var/lib/codex/codex.db$' "$out/codex.conf"
+sed -n '/^\[webhooks\]$/,/^\[/p' "$out/codex.conf" | grep -qx 'enabled = true'
 
 echo "== cargo deb"
 cargo deb --no-build --no-strip --output "$out/" >/dev/null
