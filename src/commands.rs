@@ -18,10 +18,10 @@ use signal_hook::iterator::Signals;
 use crate::backup::BackupError;
 use crate::config::{Config, ENV_WEBHOOK_SECRET, format_duration};
 use crate::error::{ConfigError, StoreError, SyncError};
+use crate::http::tls::Certificates;
 use crate::preflight::{self, PreflightError};
 use crate::psa::Provider;
 use crate::send_test::SendTestError;
-use crate::http::tls::Certificates;
 use crate::service::{Service, ShutdownError, StartError, open_store, run};
 use crate::status::{Status, run_json};
 use crate::store::{self, RunKind, RunOutcome};
@@ -175,7 +175,11 @@ pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
     }
     log::info!(
         "listening on {}://{} (database {database}, webhooks {})",
-        if service.serves_tls() { "https" } else { "http" },
+        if service.serves_tls() {
+            "https"
+        } else {
+            "http"
+        },
         service.local_addr(),
         if webhooks { "enabled" } else { "disabled" }
     );
@@ -305,7 +309,11 @@ pub fn database_name(config: &Config) -> String {
 /// first.
 pub fn plan(config: &Config) -> Vec<String> {
     let server = &config.server;
-    let scheme = if server.tls_cert.is_some() { "https" } else { "http" };
+    let scheme = if server.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let base = format!("{scheme}://{}{}", server.bind, server.base_path);
     let mut lines = vec![format!("serve would listen on {base} ([server] bind)")];
     let chosen_by = preflight::sqlite_file(config).map(|f| format!(", {}", f.chosen_by));
@@ -356,7 +364,12 @@ pub fn check_config(config: &Config, mut say: impl FnMut(&str)) -> Result<(), Co
         match Certificates::from_config(&config.server) {
             Ok(_) => say(&format!(
                 "tls: certificate {} and its key can be served",
-                config.server.tls_cert.as_deref().unwrap_or(Path::new("")).display()
+                config
+                    .server
+                    .tls_cert
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
             )),
             Err(error) => problems.push(error.to_string()),
         }

@@ -23,8 +23,8 @@ use self::tables::{
     Table, default_priorities, default_statuses, superops_priorities, superops_statuses,
 };
 use self::value::{
-    Show, address, base_path, duration_within, file_path, flag, fraction, host, log_level, names, number,
-    optional, secret, secrets, signature_scheme, strong, url, zone,
+    Show, address, base_path, duration_within, file_path, flag, fraction, host, log_level, names,
+    number, optional, secret, secrets, signature_scheme, strong, url, zone,
 };
 use crate::error::{ConfigError, InvalidValue};
 

@@ -98,8 +98,14 @@ pub fn run(config: Config, listener: TcpListener) -> Result<Service, StartError>
         writer.client.clone(),
         board.clone(),
     ));
-    let http = HttpServer::start(listener, state, config.server.threads, fatal_tx, certificates)
-        .map_err(StartError::Io)?;
+    let http = HttpServer::start(
+        listener,
+        state,
+        config.server.threads,
+        fatal_tx,
+        certificates,
+    )
+    .map_err(StartError::Io)?;
     Ok(Service {
         http,
         writer,

@@ -84,7 +84,12 @@ impl Certificates {
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -153,7 +158,10 @@ mod tests {
             assert_eq!(result.is_err(), refused, "mode {mode:o}");
             if let Err(error) = result {
                 let text = error.to_string();
-                assert!(text.contains("chmod 600") && text.contains("key.pem"), "{text}");
+                assert!(
+                    text.contains("chmod 600") && text.contains("key.pem"),
+                    "{text}"
+                );
             }
         }
     }
