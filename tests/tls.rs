@@ -246,11 +246,16 @@ fn a_reload_with_a_broken_certificate_is_refused_and_the_old_one_kept() {
     assert_eq!(presented(&fresh), der(&cert));
 }
 
-/// Runs `codex <command> --config <conf>`, which must exit on its own;
-/// whether it succeeded and its output.
+/// Runs `codex <command> --config <conf> <args>`, which must exit on its
+/// own; whether it succeeded and its output.
 fn run_codex(command: &str, conf: &Path) -> (bool, String) {
+    run_codex_with(command, conf, &[])
+}
+
+fn run_codex_with(command: &str, conf: &Path, args: &[&str]) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_codex"))
         .args([command, "--config", conf.to_str().unwrap()])
+        .args(args)
         .env_remove("CODEX_CONFIG")
         .env_remove("CODEX_WEBHOOK_SECRET")
         .env_remove("CODEX_DATABASE_URL")
@@ -308,4 +313,17 @@ fn tls_cert_without_tls_key_is_refused() {
             "{command}: {out}"
         );
     }
+}
+
+#[test]
+fn send_test_posts_over_https_trusting_the_configured_certificate() {
+    let db = TestDb::new(&Backend::Sqlite);
+    let (cert, key) = make_certificate(db.dir.path(), "first");
+    let codex = Codex::start(&db, &tls_config(&cert, &key));
+    let conf = db.dir.path().join("send-test.conf");
+    std::fs::write(&conf, common::base_config(&db, &tls_config(&cert, &key))).unwrap();
+    let url = format!("https://{}/webhooks/freshservice/ticket", codex.addr);
+    let (ok, out) = run_codex_with("send-test", &conf, &["--url", &url]);
+    assert!(ok, "{out}");
+    assert!(out.contains("answered 201"), "{out}");
 }
