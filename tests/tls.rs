@@ -73,6 +73,12 @@ type Client = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A kept-alive TLS connection trusting only the certificate in `ca`.
 fn connect(addr: SocketAddr, ca: &Path) -> Client {
+    let socket = TcpStream::connect(addr).unwrap();
+    connect_over(socket, ca)
+}
+
+/// TLS on `socket`, trusting only the certificate in `ca`.
+fn connect_over(socket: TcpStream, ca: &Path) -> Client {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_file(ca).unwrap())
@@ -87,7 +93,6 @@ fn connect(addr: SocketAddr, ca: &Path) -> Client {
     let session =
         rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
             .unwrap();
-    let socket = TcpStream::connect(addr).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -326,4 +331,89 @@ fn send_test_posts_over_https_trusting_the_configured_certificate() {
     let (ok, out) = run_codex_with("send-test", &conf, &["--url", &url]);
     assert!(ok, "{out}");
     assert!(out.contains("answered 201"), "{out}");
+}
+
+/// How one delivery over TLS went: `Ok(status)`, `Err(None)` when the
+/// connection was refused (nothing sent), `Err(Some(why))` when it failed
+/// after it was accepted.
+fn deliver_once(addr: SocketAddr, ca: &Path, ticket: i64) -> Result<u16, Option<String>> {
+    let socket = match TcpStream::connect(addr) {
+        Ok(socket) => socket,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(None),
+        Err(e) => return Err(Some(format!("connect: {e}"))),
+    };
+    let mut client = connect_over(socket, ca);
+    let body = seed_body("ticket.updated", ticket, 2, "2024-05-01T00:00:00Z").to_string();
+    let request = format!(
+        "POST /webhooks/freshservice/ticket HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         X-Webhook-Secret: {SECRET}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client
+        .write_all(request.as_bytes())
+        .map_err(|e| Some(format!("write: {e}")))?;
+    let mut answer = String::new();
+    client
+        .read_to_string(&mut answer)
+        .map_err(|e| Some(format!("read: {e} after {answer:?}")))?;
+    match answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+    {
+        Some(503) if !answer.contains("Retry-After") => Err(Some(answer)),
+        Some(status) => Ok(status),
+        None => Err(Some(format!("no answer: {answer:?}"))),
+    }
+}
+
+#[test]
+fn sigterm_over_tls_answers_every_accepted_connection() {
+    let db = TestDb::new(&Backend::Sqlite);
+    let (cert, key) = make_certificate(db.dir.path(), "first");
+    let mut codex = Codex::start(&db, &tls_config(&cert, &key));
+    let addr = codex.addr;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcomes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..16i64)
+        .map(|client| {
+            let (stop, outcomes, cert) = (stop.clone(), outcomes.clone(), cert.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let outcome = deliver_once(addr, &cert, 1 + client * 1_000_000 + n);
+                    outcomes.lock().unwrap().push(outcome);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(20), || {
+        outcomes.lock().unwrap().len() >= 64
+    }));
+    let status = codex.terminate();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(status.success(), "{status:?}");
+    let outcomes = outcomes.lock().unwrap();
+    let drained = codex.logs();
+    let drained = drained
+        .lines()
+        .find(|l| l.contains("from the listen backlog"))
+        .unwrap_or("no connection was in the listen backlog");
+    eprintln!("{} deliveries; {drained}", outcomes.len());
+    let lost: Vec<_> = outcomes
+        .iter()
+        .filter(|o| !matches!(o, Ok(200 | 201 | 503) | Err(None)))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} not answered: {lost:?}\n{}",
+        lost.len(),
+        outcomes.len(),
+        codex.logs()
+    );
 }

@@ -205,7 +205,11 @@ impl HttpServer {
         }
         self.server.shut_down();
         if let Some(listener) = self.backlog.take() {
-            let answered = backlog::answer_queued(listener);
+            let tls = self
+                .certificates
+                .clone()
+                .map(tls::Certificates::server_config);
+            let answered = backlog::answer_queued(listener, tls);
             if answered > 0 {
                 log::info!("answered {answered} connections from the listen backlog with 503");
             }
