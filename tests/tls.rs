@@ -417,3 +417,27 @@ fn sigterm_over_tls_answers_every_accepted_connection() {
         codex.logs()
     );
 }
+
+#[test]
+fn the_head_gate_refuses_before_100_continue_over_tls() {
+    let db = TestDb::new(&Backend::Sqlite);
+    let (cert, key) = make_certificate(db.dir.path(), "first");
+    let codex = Codex::start(&db, &tls_config(&cert, &key));
+    let mut client = connect(codex.addr, &cert);
+    client
+        .write_all(
+            b"POST /webhooks/freshservice/ticket HTTP/1.1\r\nHost: localhost\r\n\
+              X-Webhook-Secret: Wrg7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga\r\n\
+              Content-Type: application/json\r\nExpect: 100-continue\r\n\
+              Content-Length: 100000\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+}
