@@ -18,6 +18,7 @@ use signal_hook::iterator::Signals;
 use crate::backup::BackupError;
 use crate::config::{Config, ENV_WEBHOOK_SECRET, format_duration};
 use crate::error::{ConfigError, StoreError, SyncError};
+use crate::http::tls::Certificates;
 use crate::preflight::{self, PreflightError};
 use crate::psa::Provider;
 use crate::send_test::SendTestError;
@@ -173,7 +174,12 @@ pub fn serve(path: Option<&Path>) -> Result<(), CommandError> {
         service.leave_backlog_queued();
     }
     log::info!(
-        "listening on http://{} (database {database}, webhooks {})",
+        "listening on {}://{} (database {database}, webhooks {})",
+        if service.serves_tls() {
+            "https"
+        } else {
+            "http"
+        },
         service.local_addr(),
         if webhooks { "enabled" } else { "disabled" }
     );
@@ -282,6 +288,9 @@ fn reload(service: &mut Service, path: Option<&Path>) {
                 );
             }
         }
+        Err(error @ StartError::Tls(_)) => {
+            log::error!("reload refused, the configuration in force is kept: {error}")
+        }
         Err(error) => log::error!("reload failed: {error}"),
     }
 }
@@ -300,7 +309,12 @@ pub fn database_name(config: &Config) -> String {
 /// first.
 pub fn plan(config: &Config) -> Vec<String> {
     let server = &config.server;
-    let base = format!("http://{}{}", server.bind, server.base_path);
+    let scheme = if server.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!("{scheme}://{}{}", server.bind, server.base_path);
     let mut lines = vec![format!("serve would listen on {base} ([server] bind)")];
     let chosen_by = preflight::sqlite_file(config).map(|f| format!(", {}", f.chosen_by));
     lines.push(format!(
@@ -345,6 +359,20 @@ pub fn check_config(config: &Config, mut say: impl FnMut(&str)) -> Result<(), Co
     match preflight::try_listen(config.server.bind) {
         Ok(()) => say(&format!("address: {} is free", config.server.bind)),
         Err(error) => problems.push(error.to_string()),
+    }
+    if config.server.tls_cert.is_some() {
+        match Certificates::from_config(&config.server) {
+            Ok(_) => say(&format!(
+                "tls: certificate {} and its key can be served",
+                config
+                    .server
+                    .tls_cert
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
+            )),
+            Err(error) => problems.push(error.to_string()),
+        }
     }
     let database = preflight::serve_database(config)
         .map_err(CommandError::Preflight)

@@ -23,8 +23,8 @@ use self::tables::{
     Table, default_priorities, default_statuses, superops_priorities, superops_statuses,
 };
 use self::value::{
-    Show, address, base_path, duration_within, flag, fraction, host, log_level, names, number,
-    optional, secret, secrets, signature_scheme, strong, url, zone,
+    Show, address, base_path, duration_within, file_path, flag, fraction, host, log_level, names,
+    number, optional, secret, secrets, signature_scheme, strong, url, zone,
 };
 use crate::error::{ConfigError, InvalidValue};
 
@@ -218,6 +218,11 @@ settings! {
         max_connections_per_ip: Option<usize> = "", Restart, optional(|v| number(v, 1, 1_000_000));
         /// The most detailed log messages written (`RUST_LOG` can only narrow it).
         log_level: log::LevelFilter = "info", Now, log_level;
+        /// HTTPS: the certificate chain (PEM); with `tls_key`, or neither.
+        /// The files are read again on SIGHUP; the paths only at a restart.
+        tls_cert: Option<PathBuf> = "", Restart, optional(file_path);
+        /// HTTPS: the certificate's private key (PEM), not readable by others.
+        tls_key: Option<PathBuf> = "", Restart, optional(file_path);
     }
 
     /// `[database]`: where tickets are kept.
@@ -443,6 +448,8 @@ impl Config {
         let polling = self.scheduler.sync_tickets_enabled;
         [
             (self.server.max_inflight_body_bytes < self.server.max_body_bytes, format!("[server] max_inflight_body_bytes = {} is smaller than max_body_bytes = {}: no body of the largest size could ever be read", self.server.max_inflight_body_bytes, self.server.max_body_bytes)),
+            (self.server.tls_cert.is_some() && self.server.tls_key.is_none(), "[server] tls_cert is set but tls_key is not: set [server] tls_key to the certificate's private key (PEM), or remove tls_cert to serve plain HTTP".into()),
+            (self.server.tls_cert.is_none() && self.server.tls_key.is_some(), "[server] tls_key is set but tls_cert is not: set [server] tls_cert to the certificate chain (PEM), or remove tls_key to serve plain HTTP".into()),
             (self.webhooks.enabled && self.webhooks.secrets.is_empty() && self.webhooks.signature == SignatureScheme::None, format!("[webhooks] enabled = true but no secret is set: set [webhooks] secret (see `codex gen-secret`) or {ENV_WEBHOOK_SECRET}, or a signature scheme")),
             (self.webhooks.signature != SignatureScheme::None && self.webhooks.signing_secrets.is_empty(), format!("[webhooks] signature = {} but no signing secret is set: set [webhooks] signing_secrets or {ENV_WEBHOOK_SIGNING_SECRETS}", self.webhooks.signature.as_str())),
             (self.webhooks.signature == SignatureScheme::StandardWebhooks && !self.webhooks.signing_secrets.iter().all(|s| crate::http::signature::standard_key(s).is_some()), "[webhooks] signing_secrets: a standard-webhooks secret is whsec_ followed by base64, as the sender shows it".into()),

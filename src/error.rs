@@ -35,6 +35,33 @@ fn bullets(problems: &[String]) -> String {
     problems.iter().map(|p| format!("\n  - {p}")).collect()
 }
 
+/// The certificate or key of `[server] tls_cert` and `tls_key` cannot be
+/// served (at start, `check-config`, or a reload, which then keeps the
+/// certificate in force).
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// The certificate file cannot be read or holds no PEM certificate.
+    #[error("[server] tls_cert {}: {reason}", path.display())]
+    Certificate { path: PathBuf, reason: String },
+    /// The key file cannot be read or holds no PEM private key.
+    #[error("[server] tls_key {}: {reason}", path.display())]
+    Key { path: PathBuf, reason: String },
+    /// The key file grants others access: anyone on the machine could read it.
+    #[error(
+        "[server] tls_key {} is open to other users (mode {mode:04o}): run `chmod 600 {}` (or 640 with group codex)",
+        path.display(),
+        path.display()
+    )]
+    KeyMode { path: PathBuf, mode: u32 },
+    /// The key is of a kind rustls cannot use, or not the certificate's key.
+    #[error("[server] tls_key {} cannot serve tls_cert {}: {reason}", key.display(), cert.display())]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+}
+
 /// One value that cannot be used, from `codex.conf` or a `CODEX_*`
 /// variable, or a table entry: what was found and what is expected. The
 /// reader adds where it was found and gathers them into

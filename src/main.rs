@@ -55,7 +55,8 @@ struct SendTestArgs {
           value_parser = ["created", "updated", "deleted"])]
     event: String,
     /// Post here instead of the configured endpoint
-    /// (http://<[server] bind><[server] base_path>/webhooks/freshservice/ticket).
+    /// (http://<[server] bind><[server] base_path>/webhooks/freshservice/ticket,
+    /// https:// trusting the certificate of [server] tls_cert when it is set).
     #[arg(long, value_name = "URL")]
     url: Option<String>,
     #[command(flatten)]

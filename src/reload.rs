@@ -136,6 +136,8 @@ mod tests {
                 "[server] body_timeout",
                 "[server] max_connections",
                 "[server] max_connections_per_ip",
+                "[server] tls_cert",
+                "[server] tls_key",
                 "[database] connection_string",
                 "[webhooks] journal_retention_days",
             ]

@@ -70,8 +70,12 @@ pub fn default_url(config: &Config) -> String {
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
+    let scheme = match config.server.tls_cert {
+        Some(_) => "https",
+        None => "http",
+    };
     format!(
-        "http://{}{}/webhooks/freshservice/ticket",
+        "{scheme}://{}{}/webhooks/freshservice/ticket",
         SocketAddr::new(ip, bind.port()),
         config.server.base_path
     )
@@ -121,6 +125,7 @@ pub fn send_test(
     };
     let url = url.map_or_else(|| default_url(config), str::to_string);
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls_config(config))
         .http_status_as_error(false)
         .timeout_global(Some(TIMEOUT))
         .user_agent(concat!("codex-send-test/", env!("CARGO_PKG_VERSION")))
@@ -155,6 +160,30 @@ pub fn send_test(
         answer,
         meaning,
     })
+}
+
+/// With `[server] tls_cert`, the certificates of that file are the ones
+/// trusted (Codex's own, self-signed or not); otherwise the usual roots.
+/// A file that cannot be read leaves the usual roots, and the send fails
+/// saying why.
+fn tls_config(config: &Config) -> ureq::tls::TlsConfig {
+    let builder = ureq::tls::TlsConfig::builder();
+    let Some(path) = &config.server.tls_cert else {
+        return builder.build();
+    };
+    let pem = std::fs::read(path).unwrap_or_default();
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect();
+    match certs.is_empty() {
+        true => builder.build(),
+        false => builder
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+            .build(),
+    }
 }
 
 /// What an answer tells the admin, and what to do about it.
@@ -197,6 +226,11 @@ mod tests {
         assert_eq!(
             default_url(&config),
             "http://[::1]:8080/webhooks/freshservice/ticket"
+        );
+        config.server.tls_cert = Some("codex.crt".into());
+        assert_eq!(
+            default_url(&config),
+            "https://[::1]:8080/webhooks/freshservice/ticket"
         );
     }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, unbounded};
 
 use crate::config::Config;
-use crate::error::StoreError;
+use crate::error::{StoreError, TlsError};
+use crate::http::tls::Certificates;
 use crate::http::{AppState, HttpServer};
 use crate::psa::Provider;
 use crate::reload;
@@ -26,6 +27,9 @@ pub enum StartError {
     /// A thread (writer, poller, status, HTTP worker) could not be started.
     #[error("cannot start: {0}")]
     Io(std::io::Error),
+    /// The TLS certificate or key cannot be served.
+    #[error("{0}")]
+    Tls(TlsError),
 }
 
 /// A thread that panicked during an ordered shutdown; the others were
@@ -83,6 +87,7 @@ pub struct Service {
 /// database cannot be reached.
 pub fn run(config: Config, listener: TcpListener) -> Result<Service, StartError> {
     let config = Arc::new(config);
+    let certificates = Certificates::from_config(&config.server).map_err(StartError::Tls)?;
     let Store { writer, reader } = open_store(&config)?;
     let board = Arc::new(StatusBoard::new(&config, writer.client.health_handle()));
     let status = StatusThread::spawn(board.clone(), reader).map_err(StartError::Io)?;
@@ -93,8 +98,14 @@ pub fn run(config: Config, listener: TcpListener) -> Result<Service, StartError>
         writer.client.clone(),
         board.clone(),
     ));
-    let http = HttpServer::start(listener, state, config.server.threads, fatal_tx)
-        .map_err(StartError::Io)?;
+    let http = HttpServer::start(
+        listener,
+        state,
+        config.server.threads,
+        fatal_tx,
+        certificates,
+    )
+    .map_err(StartError::Io)?;
     Ok(Service {
         http,
         writer,
@@ -124,10 +135,21 @@ impl Service {
         self.http.local_addr()
     }
 
+    /// True when Codex serves HTTPS.
+    pub fn serves_tls(&self) -> bool {
+        self.http.certificates().is_some()
+    }
+
     /// Puts a reloaded configuration in force without dropping a
     /// connection: requests read from now on use it; the poller restarts
     /// when polling settings changed. Returns what changed.
+    /// With TLS, the certificate and key are read again first: when they
+    /// cannot be served the reload is refused and nothing changes.
     pub fn reload(&mut self, config: Config) -> Result<reload::Plan, StartError> {
+        let certificate = match self.http.certificates() {
+            Some(certificates) => Some(certificates.reread().map_err(StartError::Tls)?),
+            None => None,
+        };
         let state = self.http.state();
         let current = state.current();
         let mut plan = reload::plan(&current.config, config);
@@ -143,6 +165,13 @@ impl Service {
         }
         log::set_max_level(config.server.log_level);
         state.replace(config);
+        if let (Some(certificates), Some(key)) = (self.http.certificates(), certificate) {
+            certificates.install(key);
+            log::info!(
+                "TLS certificate {} read again; new connections get it",
+                certificates.cert_path().display()
+            );
+        }
         Ok(plan)
     }
 

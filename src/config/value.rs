@@ -417,6 +417,11 @@ pub fn address(text: &str) -> Result<SocketAddr, InvalidValue> {
     }
 }
 
+/// A file's path, as written (relative to the working directory).
+pub fn file_path(text: &str) -> Result<PathBuf, InvalidValue> {
+    Ok(PathBuf::from(text.trim()))
+}
+
 /// A path prefix such as `/codex`, without a trailing `/`; empty for none.
 pub fn base_path(text: &str) -> Result<String, InvalidValue> {
     let path = text.trim().trim_end_matches('/');
@@ -526,6 +531,7 @@ show! {
     bool => |v| v.to_string();
     f64 => |v| v.to_string();
     String => |v| v.clone();
+    PathBuf => |v| v.display().to_string();
     Duration => |v| format_duration(*v);
     log::LevelFilter => |v| v.as_str().to_ascii_lowercase();
     TimeZone => |v| v.iana_name().unwrap_or("UTC").to_string();

@@ -2,10 +2,11 @@
 //! listen backlog once the server stopped accepting. Closing a listener
 //! with connections queued makes the kernel reset them, unanswered; so
 //! each is accepted, its request read, and answered 503 with Retry-After
-//! before the listener closes.
+//! before the listener closes (over TLS when Codex serves HTTPS).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,9 @@ Content-Length: 47\r\n\r\n\
 
 /// Accepts what is queued on `listener` until nothing is, answering each
 /// connection 503 on a thread of its own, then closes the listener and
-/// waits for the answers. Returns how many were answered.
-pub fn answer_queued(listener: TcpListener) -> usize {
+/// waits for the answers; with `tls`, each speaks TLS. Returns how many
+/// were answered.
+pub fn answer_queued(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> usize {
     if let Err(error) = listener.set_nonblocking(true) {
         log::warn!("cannot drain the listen backlog: {error}");
         return 0;
@@ -35,10 +37,11 @@ pub fn answer_queued(listener: TcpListener) -> usize {
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
+                let tls = tls.clone();
                 let spawned = std::thread::Builder::new()
                     .name("codex-backlog".to_string())
-                    .stack_size(64 * 1024)
-                    .spawn(move || answer(stream));
+                    .stack_size(128 * 1024)
+                    .spawn(move || answer(stream, tls));
                 match spawned {
                     Ok(thread) => answering.push(thread),
                     Err(error) => log::warn!("cannot answer a queued connection: {error}"),
@@ -61,21 +64,44 @@ pub fn answer_queued(listener: TcpListener) -> usize {
     answered
 }
 
-/// Reads one request (head and, by Content-Length, body), answers 503,
-/// and closes only once the client has closed its side (or after
-/// `CLIENT_LIMIT`), so that no unread byte makes the kernel reset.
-fn answer(mut stream: TcpStream) {
+/// Answers one queued connection, in TLS with `tls`.
+fn answer(stream: TcpStream, tls: Option<Arc<rustls::ServerConfig>>) {
     let deadline = Instant::now() + CLIENT_LIMIT;
     if stream.set_nonblocking(false).is_err() {
         return;
     }
+    let Some(config) = tls else {
+        exchange(&mut &stream, &stream, deadline, |_| {});
+        return;
+    };
+    let Ok(mut session) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut socket = &stream;
+    let mut secured = rustls::Stream::new(&mut session, &mut socket);
+    exchange(&mut secured, &stream, deadline, |secured| {
+        secured.conn.send_close_notify();
+        let _ = secured.flush();
+    });
+}
+
+/// Reads one request (head and, by Content-Length, body) from `stream`,
+/// answers 503, ends its side (`finish`, then a FIN on `socket`), and
+/// closes only once the client has closed its side (or after
+/// `CLIENT_LIMIT`), so that no unread byte makes the kernel reset.
+fn exchange<S: Read + Write>(
+    stream: &mut S,
+    socket: &TcpStream,
+    deadline: Instant,
+    finish: impl FnOnce(&mut S),
+) {
     let mut received = Vec::new();
     let mut buffer = [0u8; 8192];
     while !request_complete(&received) && received.len() < MAX_READ {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
             break;
         };
-        if stream
+        if socket
             .set_read_timeout(Some(left.max(Duration::from_millis(1))))
             .is_err()
         {
@@ -88,10 +114,12 @@ fn answer(mut stream: TcpStream) {
             Err(_) => break,
         }
     }
-    let _ = stream.set_write_timeout(Some(CLIENT_LIMIT));
+    let _ = socket.set_write_timeout(Some(CLIENT_LIMIT));
     let _ = stream.write_all(ANSWER);
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(CLIENT_LIMIT));
+    let _ = stream.flush();
+    finish(stream);
+    let _ = socket.shutdown(Shutdown::Write);
+    let _ = socket.set_read_timeout(Some(CLIENT_LIMIT));
     while matches!(stream.read(&mut buffer), Ok(n) if n > 0) {}
 }
 

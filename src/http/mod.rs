@@ -17,6 +17,7 @@ pub mod response;
 mod routes;
 pub mod signature;
 mod status_page;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -119,16 +120,19 @@ pub struct HttpServer {
     /// backlog when the server stops can be answered before it closes;
     /// `None` when systemd holds the socket (the next Codex answers them).
     backlog: Option<TcpListener>,
+    /// The certificate served when Codex serves HTTPS.
+    certificates: Option<Arc<tls::Certificates>>,
 }
 
 impl HttpServer {
-    /// Starts `threads` workers answering requests on `listener`. A fatal
-    /// server error is sent on `fatal`.
+    /// Starts `threads` workers answering requests on `listener`, over TLS
+    /// with `certificates`. A fatal server error is sent on `fatal`.
     pub fn start(
         listener: TcpListener,
         state: Arc<AppState>,
         threads: usize,
         fatal: Sender<String>,
+        certificates: Option<Arc<tls::Certificates>>,
     ) -> std::io::Result<HttpServer> {
         let addr = listener.local_addr()?;
         let backlog = Some(listener.try_clone()?);
@@ -138,7 +142,8 @@ impl HttpServer {
             limits.max_connections
         );
         let gate = Arc::new(gate::HeadGate::new(state.clone()));
-        let server = Server::from_listener_with_gate(listener, limits, gate)
+        let tls = certificates.clone().map(tls::Certificates::server_config);
+        let server = Server::from_listener_with_tls(listener, limits, gate, tls)
             .map(Arc::new)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let stopping = Arc::new(AtomicBool::new(false));
@@ -161,6 +166,7 @@ impl HttpServer {
             stopping,
             addr,
             backlog,
+            certificates,
         })
     }
 
@@ -168,6 +174,11 @@ impl HttpServer {
     /// next process (systemd passed the socket and keeps it open).
     pub fn leave_backlog_queued(&mut self) {
         self.backlog = None;
+    }
+
+    /// The certificate served, when Codex serves HTTPS.
+    pub fn certificates(&self) -> Option<&Arc<tls::Certificates>> {
+        self.certificates.as_ref()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -194,7 +205,11 @@ impl HttpServer {
         }
         self.server.shut_down();
         if let Some(listener) = self.backlog.take() {
-            let answered = backlog::answer_queued(listener);
+            let tls = self
+                .certificates
+                .clone()
+                .map(tls::Certificates::server_config);
+            let answered = backlog::answer_queued(listener, tls);
             if answered > 0 {
                 log::info!("answered {answered} connections from the listen backlog with 503");
             }

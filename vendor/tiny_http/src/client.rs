@@ -85,8 +85,14 @@ impl ReplyWriter {
     /// Writes what the socket takes without waiting; returns how much. The
     /// connection is not using its socket meanwhile: it waits for this
     /// answer (codex patch 3).
+    /// A TLS connection's answer is all sent by the connection (codex
+    /// patch 17): what a TLS session accepts is not yet on the wire, and
+    /// the records it holds back would wait for a next write.
     fn write_now(&self) -> usize {
-        if self.buffer.is_empty() || self.socket.set_nonblocking(true).is_err() {
+        if self.buffer.is_empty()
+            || self.socket.secure()
+            || self.socket.set_nonblocking(true).is_err()
+        {
             return 0;
         }
         let mut sent = 0;
@@ -421,7 +427,8 @@ impl ClientConnection {
             ..
         } = self;
         drop(sink);
-        socket.shutdown(Shutdown::Write).ok();
+        // codex patch 17: with TLS's close notification first.
+        socket.close_write();
         deadline.set(Some(Duration::from_secs(1)));
         let mut reader = next_header_source;
         let mut buf = [0u8; 4096];

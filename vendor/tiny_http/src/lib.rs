@@ -226,6 +226,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) gate: Arc<dyn Gate>,
     pub(crate) budget: Arc<BodyBudget>,
+    // codex patch 17: accepted connections speak TLS with this.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub struct IncomingRequests<'a> {
@@ -318,6 +320,21 @@ impl Server {
         limits: Limits,
         gate: Arc<dyn Gate>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_tls(listener, limits, gate, None)
+    }
+
+    /// Like `from_listener_with_gate`; with `tls`, every TCP connection
+    /// accepted speaks TLS with that configuration (codex patch 17). The
+    /// handshake is the start of the connection's first read, under
+    /// `Limits::first_byte_timeout`; the configuration's certificate
+    /// resolver is asked at each handshake, so one that changes its answer
+    /// serves a new certificate to new connections only.
+    pub fn from_listener_with_tls<L: Into<Listener>>(
+        listener: L,
+        limits: Limits,
+        gate: Arc<dyn Gate>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         let close_trigger = Arc::new(AtomicBool::new(false));
         let local_addr = listener.local_addr()?;
@@ -330,6 +347,7 @@ impl Server {
             limits,
             gate,
             budget: budget.clone(),
+            tls,
         });
 
         let inside_close_trigger = close_trigger.clone();
@@ -561,6 +579,18 @@ fn accept_loop(
                 continue;
             }
         };
+        // codex patch 17: TLS from here on, when configured.
+        let sock = match &shared.tls {
+            Some(config) => match sock.tls(config) {
+                Ok(sock) => sock,
+                Err((sock, e)) => {
+                    log::warn!("cannot start TLS on a new connection: {}", e);
+                    sock.shutdown(Shutdown::Both).ok();
+                    continue;
+                }
+            },
+            None => sock,
+        };
         // codex patch 15: a slot per connection, capped per address; when
         // all are taken, the connection idle the longest makes room.
         let sock = Arc::new(sock);
@@ -601,6 +631,12 @@ fn refuse(sock: &Connection, refusal: &Refusal) {
         Refusal::Full => "too many open connections; retry later",
         Refusal::AddressFull => "too many connections from this address; retry later",
     };
+    // codex patch 17: a TLS connection is closed without an answer: the
+    // handshake would hold the accept loop.
+    if sock.secure() {
+        let _ = sock.shutdown(Shutdown::Both);
+        return;
+    }
     let _ = sock.set_nonblocking(true);
     let mut writer = sock;
     let _ = writer.write_all(

@@ -2,8 +2,8 @@
 // socket through an `Arc` instead of a `try_clone`d duplicate: one file
 // descriptor per connection instead of two, and no panic when the process is
 // out of descriptors (upstream unwrapped the clone here, which killed the
-// accept thread: "refined_tcp_stream.rs:18"). The TLS variants are gone with
-// the TLS features (see PATCHES.md).
+// accept thread: "refined_tcp_stream.rs:18"). Upstream's TLS variants are
+// gone with the TLS features; codex patch 17 puts TLS in `Connection`.
 //
 // codex patch 4: the reading half reads against a deadline the connection
 // sets (the idle wait for a request, the request head, its body), so a client
@@ -62,9 +62,10 @@ impl RefinedTcpStream {
         (read, write)
     }
 
+    // codex patch 17: TLS connections are secure.
     #[inline]
     pub(crate) fn secure(&self) -> bool {
-        false
+        self.stream.secure()
     }
 
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
@@ -87,30 +88,37 @@ impl Drop for RefinedTcpStream {
         }
 
         if self.close_write {
-            self.stream.shutdown(Shutdown::Write).ok();
+            self.stream.close_write();
         }
     }
 }
 
 impl Read for RefinedTcpStream {
+    // codex patch 17: a TLS connection may read several times from its
+    // socket (the handshake, a record in pieces) before it has plaintext;
+    // each read waits only for what is left of the deadline.
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        let timeout = match self.deadline.get() {
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(Error::new(ErrorKind::TimedOut, "read deadline passed"));
+        loop {
+            let timeout = match self.deadline.get() {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::new(ErrorKind::TimedOut, "read deadline passed"));
+                    }
+                    Some(left)
                 }
-                Some(left)
+                None => None,
+            };
+            self.stream.set_read_timeout(timeout)?;
+            match self.stream.read_step(buf) {
+                Ok(Some(n)) => return Ok(n),
+                Ok(None) => {}
+                // A socket read timeout is reported as WouldBlock on Unix.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    return Err(Error::new(ErrorKind::TimedOut, "read deadline passed"))
+                }
+                Err(e) => return Err(e),
             }
-            None => None,
-        };
-        self.stream.set_read_timeout(timeout)?;
-        match (&*self.stream).read(buf) {
-            // A socket read timeout is reported as WouldBlock on Unix.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                Err(Error::new(ErrorKind::TimedOut, "read deadline passed"))
-            }
-            result => result,
         }
     }
 }
