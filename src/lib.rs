@@ -28,6 +28,7 @@
 mod backup;
 mod commands;
 mod config;
+mod delivery;
 mod error;
 mod http;
 mod logging;
