@@ -115,6 +115,18 @@ pub fn existing_database(config: &Config) -> Result<(), PreflightError> {
     writable(&file)
 }
 
+/// `status`: the database must already exist; it is only read, so
+/// nothing more is asked of the file or its directory.
+pub fn database_to_read(config: &Config) -> Result<(), PreflightError> {
+    match sqlite_file(config) {
+        Some(file) if !file.path.exists() => Err(PreflightError::NoDatabase {
+            path: file.path,
+            chosen_by: file.chosen_by,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// `serve`, `check-config`: the database exists, or its directory does
 /// (`serve` then creates the file); either way Codex may write there.
 pub fn serve_database(config: &Config) -> Result<(), PreflightError> {
