@@ -93,7 +93,9 @@ pub enum CommandError {
     Backup(#[from] BackupError),
     /// `status`: the database's schema version is not this binary's; the
     /// database was left as it is.
-    #[error("the database is at schema version {found}; this codex reads version {expected}: {hint}. Nothing was changed")]
+    #[error(
+        "the database is at schema version {found}; this codex reads version {expected}: {hint}. Nothing was changed"
+    )]
     SchemaVersion {
         found: String,
         expected: i64,

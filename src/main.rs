@@ -78,7 +78,12 @@ struct ReplayArgs {
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
     /// With --since: the journal outcomes to replay, comma-separated.
-    #[arg(long, value_name = "LIST", default_value = "rejected,failed", requires = "since")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "rejected,failed",
+        requires = "since"
+    )]
     outcome: String,
     #[command(flatten)]
     config: ConfigArg,

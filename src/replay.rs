@@ -62,9 +62,8 @@ impl Selection {
                 outcomes: JournalOutcome::ALL.to_vec(),
             }),
             Selection::Since { since, outcomes } => {
-                let since = timestamp::normalize(since).map_err(|error| {
-                    CommandError::Usage(format!("--since '{since}': {error}"))
-                })?;
+                let since = timestamp::normalize(since)
+                    .map_err(|error| CommandError::Usage(format!("--since '{since}': {error}")))?;
                 Ok(JournalQuery {
                     id: None,
                     since: Some(since),
@@ -200,7 +199,7 @@ fn replay_one(config: &Config, store: &crate::store::StoreClient, row: &Journale
         .any(|o| o.as_str() == row.outcome);
     if refused {
         let was = match &row.error {
-            Some(error) => format!("{}: {error}", row.outcome),
+            Some(error) => format!("{} ({error})", row.outcome),
             None => row.outcome.clone(),
         };
         let warnings = journal
@@ -214,7 +213,7 @@ fn replay_one(config: &Config, store: &crate::store::StoreClient, row: &Journale
             ticket_id: replayed.ticket_id,
             outcome: JournalOutcome::from(&outcome),
             error: Some(format!(
-                "replayed at {}; {was} when received{warnings}",
+                "replayed at {}; when received: {was}{warnings}",
                 timestamp::now()
             )),
         };

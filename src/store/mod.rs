@@ -35,10 +35,10 @@ pub use command::StoreClient;
 pub use db_health::DbHealth;
 pub use journal::{JournalEntryUpdate, JournalOutcome, JournalQuery, Journaled};
 pub use reader::Reader;
-pub use schema::VERSION as SCHEMA_VERSION;
 pub use records::{
     JournalEntry, Outcome, RunKind, RunOutcome, SyncRun, SyncState, WebhookCounts, WriteItem,
 };
+pub use schema::VERSION as SCHEMA_VERSION;
 pub use tickets::{Position, TicketPage, TicketQuery, TicketRow};
 pub use writer::{WriterHandle, spawn_writer};
 
