@@ -204,6 +204,7 @@ for_each_backend!(
     since_with_outcome_replays_only_what_it_selects,
     a_delivery_still_refused_is_reported_and_left_as_it_was,
     status_leaves_an_older_schema_as_it_was,
+    a_status_table_fix_reaches_a_stored_delivery,
 );
 
 #[test]
@@ -354,4 +355,31 @@ fn status_leaves_an_older_schema_as_it_was(backend: Backend) {
     if let Some(bytes) = bytes {
         assert!(files_in(db.dir.path()) == bytes, "a file changed");
     }
+}
+
+fn a_status_table_fix_reaches_a_stored_delivery(backend: Backend) {
+    let db = TestDb::new(&backend);
+    let codex = Codex::start(&db, "");
+    let response = codex.deliver_json(&seed_body("ticket.created", 31, 99, "2024-03-01T10:00:00Z"));
+    assert_eq!(response.status, 201, "{:?}", response.json());
+    assert_eq!(db.ticket(31).unwrap()["status"].as_deref(), Some("unknown"));
+    let (id, _, _) = last_journal_row(&db);
+    let before = journal(&db);
+    let fixed = config_file(
+        &db,
+        "fixed.conf",
+        "[freshservice.statuses]\n99 = triage, Triage\n",
+    );
+    let (ok, out, err) = replay(&["--id", &id, "--config", &fixed]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(
+        out.trim(),
+        format!("#{id} freshservice ticket 31: created -> updated")
+    );
+    assert_eq!(db.ticket(31).unwrap()["status"].as_deref(), Some("triage"));
+    assert_eq!(
+        journal(&db),
+        before,
+        "a stored delivery's row is kept as received"
+    );
 }
