@@ -1,8 +1,9 @@
 //! The commands the binary offers: `serve` (the service until SIGTERM,
 //! reloading on SIGHUP) and the one-shot `check-config`, `sync --once`,
-//! `status`, `migrate`, `gen-secret`, `version` (`send-test` and `backup`
-//! have modules of their own). Those that use the database check it first
-//! (`preflight`) and open it as the service does (`service::open_store`).
+//! `status`, `migrate`, `gen-secret`, `version` (`send-test`, `backup` and
+//! `replay` have modules of their own). Those that use the database check
+//! it first (`preflight`); those that write open it as the service does
+//! (`service::open_store`), while `status` only reads (`Reader::read_only`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;

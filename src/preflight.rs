@@ -101,7 +101,8 @@ fn chosen_by(config: &Config) -> String {
     }
 }
 
-/// `status`, `sync --once`, `replay`: the database must already exist.
+/// `sync --once`, `replay`: the database must already exist, and Codex
+/// may write it.
 pub fn existing_database(config: &Config) -> Result<(), PreflightError> {
     let Some(file) = sqlite_file(config) else {
         return Ok(());

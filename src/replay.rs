@@ -225,3 +225,53 @@ fn replay_one(config: &Config, store: &crate::store::StoreClient, row: &Journale
     }
     replayed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_lists_are_read_by_name() {
+        assert_eq!(
+            Selection::outcomes("rejected, failed").unwrap(),
+            JournalOutcome::REFUSED.to_vec()
+        );
+        let error = Selection::outcomes("created,lost").unwrap_err().to_string();
+        assert!(error.contains("unknown outcome 'lost'"), "{error}");
+    }
+
+    #[test]
+    fn a_line_names_the_row_the_ticket_and_both_outcomes() {
+        let mut replayed = Replayed {
+            id: 12,
+            provider: Provider::Freshservice,
+            ticket_id: Some(4242),
+            before: "rejected".into(),
+            after: "created".into(),
+            detail: None,
+        };
+        assert_eq!(
+            replayed.to_string(),
+            "#12 freshservice ticket 4242: rejected -> created"
+        );
+        replayed.ticket_id = None;
+        replayed.after = "rejected".into();
+        replayed.detail = Some("ticket_id is required".into());
+        assert_eq!(
+            replayed.to_string(),
+            "#12 freshservice ticket -: rejected -> rejected (ticket_id is required)"
+        );
+    }
+
+    #[test]
+    fn since_is_read_as_codex_reads_times() {
+        let selection = Selection::Since {
+            since: "2024-03-01 10:30".into(),
+            outcomes: vec![JournalOutcome::Rejected],
+        };
+        assert_eq!(
+            selection.query().unwrap().since.as_deref(),
+            Some("2024-03-01T10:30:00Z")
+        );
+    }
+}

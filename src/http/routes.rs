@@ -515,7 +515,7 @@ struct Delivered {
     event: &'static str,
 }
 
-/// Parses, normalizes, journals and applies one delivery.
+/// Journals and applies one delivery, as `delivery::prepare` reads it.
 fn deliver(
     state: &Scope,
     provider: Provider,
