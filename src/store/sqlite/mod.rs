@@ -324,24 +324,6 @@ fn uri_path(path: &Path) -> String {
         .collect()
 }
 
-#[cfg(test)]
-mod uri_tests {
-    use super::uri_path;
-    use std::path::Path;
-
-    #[test]
-    fn a_path_in_a_uri_escapes_what_a_uri_reads_otherwise() {
-        assert_eq!(
-            uri_path(Path::new("/var/lib/codex/codex.db")),
-            "/var/lib/codex/codex.db"
-        );
-        assert_eq!(
-            uri_path(Path::new("/tmp/a b?c#d%e")),
-            "/tmp/a%20b%3Fc%23d%25e"
-        );
-    }
-}
-
 /// The device and inode of the file at `path`.
 fn file_id(path: &Path) -> Result<(u64, u64), StoreError> {
     use std::os::unix::fs::MetadataExt;
@@ -615,5 +597,23 @@ impl Engine for SqliteBackend {
     /// One instance writes a SQLite file, so pruning needs no lock.
     fn connection(&self) -> &dyn queries::Connection {
         &self.conn
+    }
+}
+
+#[cfg(test)]
+mod uri_tests {
+    use super::uri_path;
+    use std::path::Path;
+
+    #[test]
+    fn a_path_in_a_uri_escapes_what_a_uri_reads_otherwise() {
+        assert_eq!(
+            uri_path(Path::new("/var/lib/codex/codex.db")),
+            "/var/lib/codex/codex.db"
+        );
+        assert_eq!(
+            uri_path(Path::new("/tmp/a b?c#d%e")),
+            "/tmp/a%20b%3Fc%23d%25e"
+        );
     }
 }
