@@ -1,8 +1,9 @@
 //! The commands the binary offers: `serve` (the service until SIGTERM,
 //! reloading on SIGHUP) and the one-shot `check-config`, `sync --once`,
-//! `status`, `migrate`, `gen-secret`, `version` (`send-test` and `backup`
-//! have modules of their own). Those that use the database check it first
-//! (`preflight`) and open it as the service does (`service::open_store`).
+//! `status`, `migrate`, `gen-secret`, `version` (`send-test`, `backup` and
+//! `replay` have modules of their own). Those that use the database check
+//! it first (`preflight`); those that write open it as the service does
+//! (`service::open_store`), while `status` only reads (`Reader::read_only`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -24,7 +25,7 @@ use crate::psa::Provider;
 use crate::send_test::SendTestError;
 use crate::service::{Service, ShutdownError, StartError, open_store, run};
 use crate::status::{Status, run_json};
-use crate::store::{self, RunOutcome};
+use crate::store::{self, Reader, RunOutcome};
 use crate::sync::{Plan, check_credentials, run_sync};
 use crate::systemd;
 
@@ -92,6 +93,19 @@ pub enum CommandError {
     /// `backup`: no copy was written.
     #[error("{0}")]
     Backup(#[from] BackupError),
+    /// `status`: the database's schema version is not this binary's; the
+    /// database was left as it is.
+    #[error(
+        "the database is at schema version {found}; this codex reads version {expected}: {hint}. Nothing was changed"
+    )]
+    SchemaVersion {
+        found: String,
+        expected: i64,
+        hint: &'static str,
+    },
+    /// `replay`: some deliveries could not be written (each has its line).
+    #[error("{0}")]
+    Replay(String),
     /// The command line asks for something the command does not do.
     #[error("{0}")]
     Usage(String),
@@ -464,17 +478,38 @@ pub fn sync_once(
     }
 }
 
-/// `codex status`: the status, read now, as text.
+/// `codex status`: the status, read now, as text. The database is only
+/// read (SQLite opened read-only): a missing one is not created, and one
+/// whose schema is not this binary's is reported, not migrated.
 pub fn status(config: &Config) -> Result<String, CommandError> {
-    preflight::existing_database(config)?;
-    let store = open_store(config).map_err(CommandError::Start)?;
-    let (writer, mut reader) = (store.writer, store.reader);
-    let status = Status::read_now(config, &mut reader);
-    drop(reader);
-    if writer.join().is_err() {
-        log::error!("the writer panicked");
+    preflight::database_to_read(config)?;
+    let mut reader = Reader::read_only(&config.database.url);
+    let found = reader
+        .read(|r| r.schema_version())
+        .map_err(CommandError::Store)?;
+    let expected = store::SCHEMA_VERSION;
+    match found.as_deref().map(|v| v.trim().parse::<i64>()) {
+        Some(Ok(version)) if version == expected => {}
+        Some(Ok(version)) if version < expected => {
+            return Err(CommandError::SchemaVersion {
+                found: version.to_string(),
+                expected,
+                hint: "run `codex migrate` (serve also does at start) to upgrade it",
+            });
+        }
+        other => {
+            return Err(CommandError::SchemaVersion {
+                found: match other {
+                    None => "none".to_string(),
+                    Some(_) => found.unwrap_or_default(),
+                },
+                expected,
+                hint: "use the Codex release that wrote it, or `codex migrate` for a database without a version",
+            });
+        }
     }
-    Ok(status.map_err(CommandError::Store)?.report())
+    let status = Status::read_now(config, &mut reader).map_err(CommandError::Store)?;
+    Ok(status.report())
 }
 
 /// What `codex migrate` did.

@@ -4,7 +4,8 @@
 //! How a webhook delivery flows:
 //! 1. `http` (server loop, routes, `auth`) checks the secret, the
 //!    allowlist and the rate limit, and reads the body;
-//! 2. `psa` normalizes it into a `TicketEvent` (one file per provider);
+//! 2. `delivery` makes the body a `TicketEvent` with its journal entry,
+//!    through `psa`'s normalizers (one file per provider);
 //! 3. the handler sends it to the writer as a `store` command over a
 //!    bounded channel (503 when full) and waits;
 //! 4. the `store` writer thread applies what is queued in one transaction
@@ -17,7 +18,8 @@
 //! for what changed and sends it through the same writer; what it needs to read (the sync
 //! state, active tickets, coverage) it reads on a `store::Reader` of its
 //! own. `status` is the one status type that `/webhooks/health` and
-//! `codex status` render. `config` reads `codex.conf` and `reload`
+//! `codex status` render; `replay` sends journaled deliveries through
+//! `delivery` and the writer again. `config` reads `codex.conf` and `reload`
 //! applies a changed one; `preflight` checks the database path and the
 //! address before a command changes anything; `service` wires it all
 //! together, and `systemd` tells systemd how it goes and takes the socket
@@ -29,6 +31,7 @@
 mod backup;
 mod commands;
 mod config;
+mod delivery;
 mod error;
 mod http;
 mod logging;
@@ -36,6 +39,7 @@ mod metrics;
 mod preflight;
 mod psa;
 mod reload;
+mod replay;
 mod send_test;
 mod service;
 mod status;
@@ -53,5 +57,6 @@ pub use config::Config;
 pub use http::bind;
 pub use logging::init as init_logging;
 pub use reload::Plan;
+pub use replay::{Replayed, Selection, replay};
 pub use send_test::{SendTestError, TestEvent, send_test};
 pub use service::{Service, ShutdownError, StartError, run};

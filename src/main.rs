@@ -43,6 +43,10 @@ enum Command {
     /// Post the guide's Freshservice template with the configured secret to
     /// the running Codex and say what the answer means.
     SendTest(SendTestArgs),
+    /// Apply journaled deliveries again through today's normalizer and
+    /// ordering rules (after fixing the configuration that refused them),
+    /// while Codex may run; print what each became.
+    Replay(ReplayArgs),
     /// Write a consistent copy of the SQLite database while Codex runs, and
     /// check it (for PostgreSQL: print the pg_dump command to use).
     Backup(BackupArgs),
@@ -59,6 +63,29 @@ struct SendTestArgs {
     /// https:// trusting the certificate of [server] tls_cert when it is set).
     #[arg(long, value_name = "URL")]
     url: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "since"])))]
+struct ReplayArgs {
+    /// The journal row (webhook_events id) to replay, whatever its outcome.
+    #[arg(long, value_name = "N")]
+    id: Option<i64>,
+    /// Replay the deliveries received at or after TIME (any form Codex
+    /// reads: 2024-01-15T10:30:00Z, "2024-01-15 10:30", Unix seconds...;
+    /// UTC without a zone).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// With --since: the journal outcomes to replay, comma-separated.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "rejected,failed",
+        requires = "since"
+    )]
+    outcome: String,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -170,6 +197,21 @@ fn execute(command: Command) -> Result<(), CommandError> {
                 exchange.url, exchange.status, exchange.answer
             );
             println!("{}", exchange.meaning);
+            Ok(())
+        }
+        Command::Replay(args) => {
+            let config = codex::load_config(args.config.config.as_deref())?;
+            let selection = match (args.id, args.since) {
+                (Some(id), _) => codex::Selection::Id(id),
+                (None, since) => codex::Selection::Since {
+                    since: since.unwrap_or_default(),
+                    outcomes: codex::Selection::outcomes(&args.outcome)?,
+                },
+            };
+            let count = codex::replay(&config, &selection, |replayed| println!("{replayed}"))?;
+            if count == 0 {
+                println!("no journaled delivery matches");
+            }
             Ok(())
         }
         Command::Backup(args) => {

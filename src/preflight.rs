@@ -101,7 +101,8 @@ fn chosen_by(config: &Config) -> String {
     }
 }
 
-/// `status`, `sync --once`, `replay`: the database must already exist.
+/// `sync --once`, `replay`: the database must already exist, and Codex
+/// may write it.
 pub fn existing_database(config: &Config) -> Result<(), PreflightError> {
     let Some(file) = sqlite_file(config) else {
         return Ok(());
@@ -113,6 +114,18 @@ pub fn existing_database(config: &Config) -> Result<(), PreflightError> {
         });
     }
     writable(&file)
+}
+
+/// `status`: the database must already exist; it is only read, so
+/// nothing more is asked of the file or its directory.
+pub fn database_to_read(config: &Config) -> Result<(), PreflightError> {
+    match sqlite_file(config) {
+        Some(file) if !file.path.exists() => Err(PreflightError::NoDatabase {
+            path: file.path,
+            chosen_by: file.chosen_by,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// `serve`, `check-config`: the database exists, or its directory does

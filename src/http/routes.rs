@@ -17,10 +17,11 @@ use super::response::{ApiError, json_response, redirect, send, text_response};
 use super::signature::{self, Seen, SeenIds};
 use super::status_page;
 use crate::config::{Config, SignatureScheme};
+use crate::delivery::{self, Refusal};
 use crate::metrics::{self, RouteKind, Scraped};
-use crate::psa::{Field, Provider, TicketEvent, Value as PsaValue, lenient_json, webhook_body};
+use crate::psa::Provider;
 use crate::status::StatusBoard;
-use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
+use crate::store::{JournalEntry, Outcome, StoreClient};
 use crate::timestamp;
 
 /// The configuration in force and what is built from it; replaced whole
@@ -514,7 +515,7 @@ struct Delivered {
     event: &'static str,
 }
 
-/// Parses, normalizes, journals and applies one delivery.
+/// Journals and applies one delivery, as `delivery::prepare` reads it.
 fn deliver(
     state: &Scope,
     provider: Provider,
@@ -528,9 +529,9 @@ fn deliver(
             String::from_utf8_lossy(&body)
         );
     }
-    let mut journal = JournalEntry {
+    let journal = JournalEntry {
         provider,
-        received_at: received_at.clone(),
+        received_at,
         client_ip: client_ip.to_string(),
         event: None,
         ticket_id: None,
@@ -538,93 +539,35 @@ fn deliver(
         outcome: None,
         body,
     };
-    let parsed = lenient_json::parse(&journal.body).map_err(|e| {
-        ApiError::new(
-            400,
-            format!("the body is not JSON, even leniently read: {e}"),
-        )
-        .with("line", e.line)
-        .with("column", e.column)
-    });
-    // Ids a parsed body carries for something other than the ticket (a
-    // requester's), which the scan below must not take for the ticket's.
-    let mut foreign = Vec::new();
-    let normalized = parsed.and_then(|value| {
-        provider
-            .normalize_webhook(&value, state.config, &received_at)
-            .map_err(|rejection| {
-                journal.event = rejection.event.clone();
-                foreign = webhook_body::foreign_ids(&value);
-                ApiError::new(400, rejection.message)
-            })
-    });
-    // U+0000 (a JSON `\u0000`) cannot be stored in a PostgreSQL text
-    // column; it is refused on every backend alike, and the delivery kept.
-    let normalized = normalized.and_then(|normalized| match nul_field(&normalized.event) {
-        None => Ok(normalized),
-        Some(field) => {
-            let event = &normalized.event;
-            journal.event = Some(event.kind.as_str().to_string());
-            journal.ticket_id = Some(event.ticket_id);
-            Err(ApiError::new(
-                400,
-                format!(
-                    "{field} contains a NUL character (\\u0000), which cannot be stored in a ticket"
-                ),
-            )
-            .with("ticket_id", event.ticket_id)
-            .with("field", field))
+    let prepared = delivery::prepare(provider, state.config, journal);
+    if let Some(refusal) = &prepared.refusal {
+        let mut error = ApiError::new(400, refusal.message());
+        if let Refusal::NotJson { line, column, .. } = refusal {
+            error = error.with("line", *line).with("column", *column);
         }
-    });
-    let normalized = match normalized {
-        Ok(normalized) => normalized,
-        Err(mut error) => {
-            // A body beyond repair still names its ticket when an id can be
-            // found in it, in the journal row and in the answer.
-            // The scan stops at an id key whose value is unreadable (`-1`),
-            // so such a body is never attributed to another ticket.
-            let scanned = journal
-                .ticket_id
-                .is_none()
-                .then(|| provider.scan_ticket_id(&journal.body, state.config, &foreign))
-                .flatten();
-            if let Some(id) = scanned {
-                journal.ticket_id = Some(id);
-                error = error.with("ticket_id", id);
-            }
-            // Kept even though it cannot be applied: nothing a PSA sent is lost.
-            journal.error = Some(error.message().to_string());
-            let item = WriteItem {
-                event: None,
-                journal: Some(journal),
-            };
-            return match state.store.write(item, COMMIT_WAIT) {
-                Ok(_) => Err(error),
-                Err(store_error) => Err(ApiError::from_store(&store_error)),
-            };
+        if let Some(id) = prepared.ticket_id {
+            error = error.with("ticket_id", id);
         }
+        if let Refusal::Nul { field, .. } = refusal {
+            error = error.with("field", *field);
+        }
+        return match state.store.write(prepared.item, COMMIT_WAIT) {
+            Ok(_) => Err(error),
+            Err(store_error) => Err(ApiError::from_store(&store_error)),
+        };
+    }
+    let Some(event) = prepared.item.event.as_ref() else {
+        unreachable!("a delivery that was not refused carries its event")
     };
-    let event = normalized.event;
     let ticket_id = event.ticket_id;
     let event_name = event.kind.as_str();
-    journal.event = Some(event_name.to_string());
-    journal.ticket_id = Some(ticket_id);
-    for warning in &normalized.warnings {
+    for warning in &prepared.warnings {
         log::warn!("{provider} ticket={ticket_id}: {warning}");
     }
-    if !normalized.warnings.is_empty() {
-        // The journal row says what was odd (an unreadable updated_at, with
-        // its raw value) next to the raw body.
-        journal.error = Some(format!("warnings: {}", normalized.warnings.join("; ")));
-    }
     let event_updated_at = event.updated_at.clone();
-    let item = WriteItem {
-        event: Some(event),
-        journal: Some(journal),
-    };
     let outcome = state
         .store
-        .write(item, COMMIT_WAIT)
+        .write(prepared.item, COMMIT_WAIT)
         .map_err(|e| ApiError::from_store(&e))?;
     let mut body = json!({
         "status": outcome.as_str(),
@@ -650,8 +593,8 @@ fn deliver(
         }
         Outcome::Created | Outcome::Unchanged | Outcome::Rejected => {}
     }
-    if !normalized.warnings.is_empty() {
-        map.insert("warnings".into(), json!(normalized.warnings));
+    if !prepared.warnings.is_empty() {
+        map.insert("warnings".into(), json!(prepared.warnings));
     }
     let status = if outcome == Outcome::Created {
         201
@@ -663,19 +606,4 @@ fn deliver(
         body,
         event: event_name,
     })
-}
-
-/// The first text value of `event` holding U+0000, by its field name.
-fn nul_field(event: &TicketEvent) -> Option<&'static str> {
-    let has_nul = |text: &Option<String>| text.as_deref().is_some_and(|t| t.contains('\0'));
-    if has_nul(&event.updated_at) {
-        return Some("updated_at");
-    }
-    if has_nul(&event.closed_at) {
-        return Some("closed_at");
-    }
-    Field::ALL.into_iter().find(|field| {
-        matches!(event.get(*field), Some(Some(PsaValue::Text(text))) if text.contains('\0'))
-    })
-    .map(Field::column)
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{SendTimeoutError, Sender};
 
 use super::db_health::DbHealth;
+use super::journal::JournalEntryUpdate;
 use super::records::{Outcome, SyncRun, SyncState, WriteItem};
 use crate::error::StoreError;
 use crate::psa::Provider;
@@ -41,6 +42,12 @@ pub enum Command {
     },
     /// Record how a sync run ended (the row `run.id`).
     FinishRun { run: Box<SyncRun>, reply: Reply<()> },
+    /// Record on a refused delivery's journal row what `codex replay` made
+    /// of it; the reply says whether the row was changed.
+    MarkReplayed {
+        update: Box<JournalEntryUpdate>,
+        reply: Reply<bool>,
+    },
     /// Save a provider's poll state once a run completed: the cursor moves
     /// only through this.
     SaveSyncState {
@@ -168,6 +175,20 @@ impl StoreClient {
         self.request(timeout, |reply| Command::SaveSyncState {
             provider,
             state: Box::new(state.clone()),
+            reply,
+        })
+    }
+
+    /// Records what a replay made of a refused delivery (see
+    /// `Command::MarkReplayed`). Retries while the database is
+    /// unavailable, until `timeout`.
+    pub fn mark_replayed(
+        &self,
+        update: &JournalEntryUpdate,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.request(timeout, |reply| Command::MarkReplayed {
+            update: Box::new(update.clone()),
             reply,
         })
     }

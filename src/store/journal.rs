@@ -1,6 +1,12 @@
-//! What the journal (`webhook_events`) records of a delivery.
+//! What the journal (`webhook_events`) records of a delivery, and the
+//! statements `codex replay` reads and marks it with.
 
 use super::Outcome;
+use super::dialect::Dialect;
+use super::queries::{Cells, Connection};
+use super::sql::Param;
+use crate::error::StoreError;
+use crate::psa::Provider;
 
 /// The `outcome` of a journal row: what became of the delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +60,125 @@ impl JournalOutcome {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+impl std::str::FromStr for JournalOutcome {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<JournalOutcome, String> {
+        JournalOutcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = JournalOutcome::ALL.iter().map(|o| o.as_str()).collect();
+                format!("unknown outcome '{text}'; use {}", names.join(", "))
+            })
+    }
+}
+
+impl JournalOutcome {
+    /// Every outcome, in the order a journal row's lifecycle lists them.
+    pub const ALL: [JournalOutcome; 8] = [
+        JournalOutcome::Created,
+        JournalOutcome::Updated,
+        JournalOutcome::Deleted,
+        JournalOutcome::Ignored,
+        JournalOutcome::Unchanged,
+        JournalOutcome::Stale,
+        JournalOutcome::Rejected,
+        JournalOutcome::Failed,
+    ];
+}
+
+/// One journaled delivery, body included, as `codex replay` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journaled {
+    pub id: i64,
+    pub provider: Provider,
+    pub received_at: String,
+    pub client_ip: String,
+    pub event: Option<String>,
+    pub ticket_id: Option<i64>,
+    /// The outcome as stored.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Which journaled deliveries to read: one by its id, or those received
+/// since a time with one of some outcomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalQuery {
+    pub id: Option<i64>,
+    /// Stored form (`timestamp`); `None` for any time.
+    pub since: Option<String>,
+    pub outcomes: Vec<JournalOutcome>,
+}
+
+/// The deliveries of a `JournalQuery`: `?1` the id (or NULL), `?2` the
+/// earliest `received_at`, `?3` a JSON array of outcomes; oldest first.
+pub fn select(dialect: Dialect) -> String {
+    format!(
+        "SELECT CAST(id AS BIGINT), provider, received_at, client_ip, event, \
+         CAST(ticket_id AS BIGINT), outcome, error, body FROM webhook_events \
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR id = CAST(?1 AS BIGINT)) AND received_at >= ?2 \
+         AND outcome IN ({}) ORDER BY received_at, id",
+        dialect.json_texts("CAST(?3 AS TEXT)")
+    )
+}
+
+/// Marks a refused delivery that a replay processed: `?1` the id, then
+/// the replay's `event`, `ticket_id`, `outcome` and `error`. Only a row
+/// still refused is changed, so a replay never rewrites what a stored
+/// delivery did.
+pub fn mark_replayed() -> String {
+    format!(
+        "UPDATE webhook_events SET event = ?2, ticket_id = ?3, outcome = ?4, error = ?5 \
+         WHERE id = ?1 AND outcome IN ({})",
+        JournalOutcome::sql_list(&JournalOutcome::REFUSED)
+    )
+}
+
+/// What a replay records on a refused delivery's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntryUpdate {
+    pub id: i64,
+    pub event: Option<String>,
+    pub ticket_id: Option<i64>,
+    pub outcome: JournalOutcome,
+    pub error: Option<String>,
+}
+
+/// Reads the deliveries `query` names.
+pub fn read(conn: &dyn Connection, query: &JournalQuery) -> Result<Vec<Journaled>, StoreError> {
+    let outcomes: Vec<&str> = query.outcomes.iter().map(|o| o.as_str()).collect();
+    let outcomes = serde_json::to_string(&outcomes).unwrap_or_else(|_| "[]".to_string());
+    let params = [
+        Param::Int(query.id),
+        Param::Text(Some(query.since.as_deref().unwrap_or(""))),
+        Param::Text(Some(&outcomes)),
+    ];
+    conn.query(&select(conn.dialect()), &params)?
+        .iter()
+        .map(journaled)
+        .collect()
+}
+
+fn journaled(row: &Cells) -> Result<Journaled, StoreError> {
+    let provider = row.text(1)?.unwrap_or_default();
+    Ok(Journaled {
+        id: row.int(0)?.unwrap_or_default(),
+        provider: Provider::from_name(&provider).ok_or_else(|| {
+            StoreError::Statement(format!("unknown webhook_events.provider '{provider}'"))
+        })?,
+        received_at: row.text(2)?.unwrap_or_default(),
+        client_ip: row.text(3)?.unwrap_or_default(),
+        event: row.text(4)?,
+        ticket_id: row.int(5)?,
+        outcome: row.text(6)?.unwrap_or_default(),
+        error: row.text(7)?,
+        body: row.bytes(8)?.unwrap_or_default(),
+    })
 }
 
 impl From<&Outcome> for JournalOutcome {

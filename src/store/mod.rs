@@ -33,11 +33,12 @@ use crate::psa::Provider;
 pub use activity::{Delivery, DeliveryCount};
 pub use command::StoreClient;
 pub use db_health::DbHealth;
-pub use journal::JournalOutcome;
+pub use journal::{JournalEntryUpdate, JournalOutcome, JournalQuery, Journaled};
 pub use reader::Reader;
 pub use records::{
     JournalEntry, Outcome, RunKind, RunOutcome, SyncRun, SyncState, WebhookCounts, WriteItem,
 };
+pub use schema::VERSION as SCHEMA_VERSION;
 pub use tickets::{Position, TicketPage, TicketQuery, TicketRow};
 pub use writer::{WriterHandle, spawn_writer};
 
@@ -58,6 +59,11 @@ pub trait Backend: Send {
 
     fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError>;
 
+    /// Records on a refused delivery's journal row what a replay made of
+    /// it; false (and nothing changed) when the row is gone or was not
+    /// refused.
+    fn mark_replayed(&mut self, update: &JournalEntryUpdate) -> Result<bool, StoreError>;
+
     /// Inserts a run (`id` ignored) and returns its id.
     fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError>;
 
@@ -76,6 +82,12 @@ pub trait Reads: Send {
 
     /// Deliveries per ten-minute slot and outcome since `since`.
     fn delivery_counts(&mut self, since: &str) -> Result<Vec<DeliveryCount>, StoreError>;
+
+    /// The journaled deliveries `query` names, bodies included, oldest first.
+    fn journaled(&mut self, query: &JournalQuery) -> Result<Vec<Journaled>, StoreError>;
+
+    /// The schema version recorded in `codex_meta`, as stored.
+    fn schema_version(&mut self) -> Result<Option<String>, StoreError>;
 
     /// Rows in the delivery journal (`webhook_events`).
     fn journal_rows(&mut self) -> Result<i64, StoreError>;
@@ -136,9 +148,14 @@ pub fn connect(url: &DatabaseUrl) -> Result<Box<dyn Backend>, StoreError> {
 }
 
 /// Opens a read connection for `url`. The database must exist: the
-/// writer creates and migrates it.
-pub fn connect_reader(url: &DatabaseUrl) -> Result<Box<dyn Reads>, StoreError> {
+/// writer creates and migrates it. `read_only`: SQLite is opened so that
+/// nothing is written to the file or beside it (see
+/// `SqliteReader::open_read_only`).
+pub fn connect_reader(url: &DatabaseUrl, read_only: bool) -> Result<Box<dyn Reads>, StoreError> {
     match url {
+        DatabaseUrl::Sqlite(path) if read_only => {
+            Ok(Box::new(sqlite::SqliteReader::open_read_only(path)?))
+        }
         DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteReader::open(path)?)),
         DatabaseUrl::Postgres(url) => Ok(Box::new(postgres::PostgresReader::connect(url)?)),
     }

@@ -8,7 +8,7 @@
 use super::activity::{self, Delivery, DeliveryCount};
 use super::dialect::Dialect;
 use super::ids;
-use super::journal::JournalOutcome;
+use super::journal::{self, JournalEntryUpdate, JournalOutcome, JournalQuery, Journaled};
 use super::records::{
     Outcome, Snapshot, SyncRun, SyncState, Tombstone, UnknownValue, WebhookCounts, WriteItem,
 };
@@ -56,6 +56,15 @@ impl Cells {
             Cell::Null => Ok(None),
             Cell::Int(n) => Ok(Some(*n)),
             _ => Err(self.mismatch(at, "an integer")),
+        }
+    }
+
+    pub fn bytes(&self, at: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.cell(at)? {
+            Cell::Null => Ok(None),
+            Cell::Bytes(bytes) => Ok(Some(bytes.clone())),
+            Cell::Text(text) => Ok(Some(text.clone().into_bytes())),
+            _ => Err(self.mismatch(at, "bytes")),
         }
     }
 
@@ -255,6 +264,8 @@ pub fn all(dialect: Dialect) -> Vec<String> {
         tombstone_delete(),
         active_tickets(dialect),
         webhook_counts(),
+        journal::select(dialect),
+        journal::mark_replayed(),
     ];
     all.extend(
         [
@@ -343,6 +354,20 @@ impl<E: Engine> Backend for E {
         self.connection().execute(SYNC_STATE_SET, &params).map(drop)
     }
 
+    fn mark_replayed(&mut self, update: &JournalEntryUpdate) -> Result<bool, StoreError> {
+        let params = [
+            Param::Int(Some(update.id)),
+            Param::Text(update.event.as_deref()),
+            Param::Int(update.ticket_id),
+            text(update.outcome.as_str()),
+            Param::Text(update.error.as_deref()),
+        ];
+        Ok(self
+            .connection()
+            .execute(&journal::mark_replayed(), &params)?
+            > 0)
+    }
+
     fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError> {
         let params = [
             text(&run.provider),
@@ -383,6 +408,17 @@ impl<R: ReadConnection> Reads for R {
 
     fn delivery_counts(&mut self, since: &str) -> Result<Vec<DeliveryCount>, StoreError> {
         activity::counts(self.reads(), since)
+    }
+
+    fn journaled(&mut self, query: &JournalQuery) -> Result<Vec<Journaled>, StoreError> {
+        journal::read(self.reads(), query)
+    }
+
+    fn schema_version(&mut self) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .reads()
+            .query(META_GET, &[text(super::schema::VERSION_KEY)])?;
+        rows.first().map_or(Ok(None), |row| row.text(0))
     }
 
     fn journal_rows(&mut self) -> Result<i64, StoreError> {

@@ -21,6 +21,8 @@ pub struct Reader {
     /// The writer's published state, for `closing`: a caller waiting out
     /// an outage stops when the service shuts down.
     health: Arc<DbHealth>,
+    /// Opened so that nothing is written (`codex status`).
+    read_only: bool,
 }
 
 impl Reader {
@@ -30,6 +32,17 @@ impl Reader {
             url: url.clone(),
             conn: None,
             health,
+            read_only: false,
+        }
+    }
+
+    /// A reader of `url` for a command that must change nothing, with no
+    /// writer beside it: SQLite is opened read-only (see
+    /// `SqliteReader::open_read_only`).
+    pub fn read_only(url: &DatabaseUrl) -> Reader {
+        Reader {
+            read_only: true,
+            ..Reader::new(url, Arc::new(DbHealth::new(None)))
         }
     }
 
@@ -50,7 +63,7 @@ impl Reader {
     fn connection(&mut self) -> Result<&mut Box<dyn Reads>, StoreError> {
         match self.conn {
             Some(ref mut conn) => Ok(conn),
-            None => Ok(self.conn.insert(connect_reader(&self.url)?)),
+            None => Ok(self.conn.insert(connect_reader(&self.url, self.read_only)?)),
         }
     }
 

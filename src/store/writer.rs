@@ -223,6 +223,10 @@ impl Writer {
                     let result = self.call(|backend| backend.finish_run(&run));
                     let _ = reply.send(result);
                 }
+                Command::MarkReplayed { update, reply } => {
+                    let result = self.call(|backend| backend.mark_replayed(&update));
+                    let _ = reply.send(result);
+                }
                 Command::SaveSyncState {
                     provider,
                     state,

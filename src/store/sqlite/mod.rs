@@ -254,12 +254,37 @@ impl SqliteReader {
     /// Opens the database for reading. It must exist and be the one Codex
     /// recorded; the writer creates and migrates it.
     pub fn open(path: &Path) -> Result<SqliteReader, StoreError> {
-        let recorded = file::recorded_id(path)?;
-        file::check_exists(path, recorded.as_deref())?;
         // Read-write without create: a read-only connection could not
         // take part in WAL when the -shm file is missing.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
+        SqliteReader::open_with(path, path.as_os_str().into(), flags)
+    }
+
+    /// Opens the database strictly read-only (`codex status`): nothing is
+    /// written to the file or beside it. While another process has it open
+    /// (its -shm file exists) the connection shares that process's WAL
+    /// index; otherwise the file is read as immutable, since a read-only
+    /// connection would leave a -wal and -shm behind, owned by whoever ran
+    /// the command, which the service might not be able to open.
+    pub fn open_read_only(path: &Path) -> Result<SqliteReader, StoreError> {
+        let mut shm = path.as_os_str().to_owned();
+        shm.push("-shm");
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if Path::new(&shm).exists() {
+            return SqliteReader::open_with(path, path.as_os_str().into(), flags);
+        }
+        let uri = format!("file:{}?immutable=1", uri_path(path));
+        SqliteReader::open_with(path, uri.into(), flags | OpenFlags::SQLITE_OPEN_URI)
+    }
+
+    fn open_with(
+        path: &Path,
+        name: std::ffi::OsString,
+        flags: OpenFlags,
+    ) -> Result<SqliteReader, StoreError> {
+        let recorded = file::recorded_id(path)?;
+        file::check_exists(path, recorded.as_deref())?;
+        let conn = Connection::open_with_flags(Path::new(&name), flags)
             .and_then(|conn| {
                 conn.busy_timeout(Duration::from_secs(5))?;
                 conn.execute_batch("PRAGMA query_only = 1")?;
@@ -281,6 +306,22 @@ impl SqliteReader {
             file,
         })
     }
+}
+
+/// `path` for a `file:` URI: bytes other than unreserved ones and `/`
+/// percent-encoded.
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|&b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The device and inode of the file at `path`.
@@ -556,5 +597,23 @@ impl Engine for SqliteBackend {
     /// One instance writes a SQLite file, so pruning needs no lock.
     fn connection(&self) -> &dyn queries::Connection {
         &self.conn
+    }
+}
+
+#[cfg(test)]
+mod uri_tests {
+    use super::uri_path;
+    use std::path::Path;
+
+    #[test]
+    fn a_path_in_a_uri_escapes_what_a_uri_reads_otherwise() {
+        assert_eq!(
+            uri_path(Path::new("/var/lib/codex/codex.db")),
+            "/var/lib/codex/codex.db"
+        );
+        assert_eq!(
+            uri_path(Path::new("/tmp/a b?c#d%e")),
+            "/tmp/a%20b%3Fc%23d%25e"
+        );
     }
 }
