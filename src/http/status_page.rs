@@ -113,6 +113,14 @@ fn provider_card(status: &ProviderStatus) -> Markup {
                             " (" (stored.counts.applied) " by webhook, "
                             (stored.missed) " found first by polling)"
                         }
+                        dt { "Found first by polling, last run" }
+                        dd {
+                            @if stored.missed_last_run().is_empty() { "none" }
+                            @else {
+                                "tickets "
+                                (stored.missed_last_run().iter().map(i64::to_string).collect::<Vec<_>>().join(", "))
+                            }
+                        }
                         dt { "Deliveries, 24 h" }
                         dd { (stored.counts.received) " received, " (stored.counts.rejected) " rejected" }
                     }
