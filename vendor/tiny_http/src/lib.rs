@@ -654,16 +654,24 @@ fn refuse(sock: &Connection, refusal: &Refusal) {
         .as_bytes(),
     );
     let _ = sock.shutdown(Shutdown::Write);
-    // What the client already sent (a little of it) is read, so that
-    // closing does not reset the connection before the client reads the
-    // answer.
-    let mut reader = sock;
+    drain_refused(sock);
+}
+
+// codex patch 3 (commit 6ad6a84): what a refused client already sent is
+// read, so that closing does not reset the connection before the client
+// reads the answer; but at most 64 KiB of it, in sixteen reads, because
+// this runs on the accept thread: a client that kept sending must not hold
+// it. Returns how many bytes were read.
+fn drain_refused(mut reader: impl Read) -> usize {
     let mut buf = [0u8; 4096];
+    let mut read = 0;
     for _ in 0..16 {
-        if !matches!(reader.read(&mut buf), Ok(n) if n > 0) {
-            break;
+        match reader.read(&mut buf) {
+            Ok(n) if n > 0 => read += n,
+            _ => break,
         }
     }
+    read
 }
 
 // codex patch 3: serves one connection's requests one at a time: the next
@@ -729,5 +737,20 @@ impl Drop for Server {
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    // codex patch 3 (commit 6ad6a84): a refusal reads at most 64 KiB,
+    // however much the client sent.
+    #[test]
+    fn a_refusal_reads_at_most_64_kib_of_what_the_client_sent() {
+        let endless = std::io::repeat(b'x').take(1 << 20);
+        assert_eq!(super::drain_refused(endless), 64 * 1024);
+        assert_eq!(super::drain_refused(std::io::repeat(b'x').take(100)), 100);
+        assert_eq!(super::drain_refused(std::io::empty()), 0);
     }
 }

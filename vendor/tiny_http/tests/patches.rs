@@ -189,6 +189,59 @@ fn patch3_connections_beyond_the_bound_get_503() {
     assert_eq!(status(&exchange(addr, b"GET /close HTTP/1.1\r\n\r\n")), 200);
 }
 
+// codex patch 3 (commit 6ad6a84): a refusal runs on the accept thread and
+// reads at most 64 KiB of what the client sent, so a refused client that
+// keeps sending does not hold the accept loop.
+#[test]
+fn patch3_a_refused_client_that_keeps_sending_does_not_hold_the_accept_loop() {
+    let (addr, server) = serve(
+        Limits {
+            max_connections: 2,
+            body_timeout: Duration::from_secs(10),
+            ..limits()
+        },
+        1,
+    );
+    let mut open = [connect(addr), connect(addr)];
+    for stream in &mut open {
+        stream
+            .write_all(b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
+            .unwrap();
+    }
+    assert!(wait_until(Duration::from_secs(5), || server
+        .open_connections()
+        == 2));
+    // Sends without pause until the server closes the connection (or 10 s
+    // or 8 GiB have gone by, so that a failing server ends the test).
+    let mut flood = connect(addr);
+    let chunk = vec![b'x'; 256 * 1024];
+    flood.write_all(&chunk).unwrap();
+    let sender = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut sent = chunk.len();
+        while Instant::now() < until && sent < 8 << 30 && flood.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        sent
+    });
+    let started = Instant::now();
+    let answer = exchange(addr, GET);
+    let waited = started.elapsed();
+    assert_eq!(status(&answer), 503, "{}", answer);
+    assert!(
+        waited < Duration::from_secs(2),
+        "the next client waited {:?} for its refusal",
+        waited
+    );
+    let sent = sender.join().unwrap();
+    assert!(
+        sent < 8 << 30,
+        "the refused connection was read for {} bytes",
+        sent
+    );
+    drop(open);
+}
+
 // codex patch 3: pipelined requests are read one at a time: the next one
 // only once the previous one is answered.
 #[test]
