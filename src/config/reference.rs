@@ -43,11 +43,18 @@ pub fn reference() -> String {
                 let doc = docs.section(base);
                 doc.strip_prefix(&format!("`[{base}]`: ")).unwrap_or(doc)
             };
-            out += &format!("{doc}\n\n");
+            let mut letters = doc.chars();
+            let first = letters.next().map(|c| c.to_uppercase().to_string());
+            out += &format!("{}{}\n\n", first.unwrap_or_default(), letters.as_str());
             if table {
                 out += &format!("On reload: {}.\n\n", reload(setting.on_reload));
+                let lines = (setting.lines)(&defaults);
+                if lines.is_empty() {
+                    out += "No default entries.\n";
+                    continue;
+                }
                 out += "Default entries:\n\n```ini\n";
-                for (key, value) in (setting.lines)(&defaults) {
+                for (key, value) in lines {
                     out += &format!("{key} = {value}\n");
                 }
                 out += "```\n";
