@@ -1,33 +1,32 @@
 //! `codex.conf`: one struct, read and validated once at start-up, then shared
-//! read-only. Every key is declared once, in the `settings!` table below:
-//! its field, type, default, how its text is read and what a reload
+//! read-only. The structs are written out in `sections.rs`; every key is
+//! declared once, in `SETTINGS` below: the field it sets, its default,
+//! how its text is read, its environment override and what a reload
 //! (SIGHUP) does with it. Reading the file, `check-config`'s rendering, the
-//! reload plan and the test that keeps `codex.conf.example` true all walk
-//! that one table.
+//! reload plan, `docs/configuration.md` (`reference.rs`) and the test that
+//! keeps `codex.conf.example` true all walk that one table.
 
+#[cfg(test)]
+mod reference;
+mod sections;
 mod tables;
 #[cfg(test)]
 mod tests;
 mod value;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use configparser::ini::{Ini, IniDefault};
-use ipnet::IpNet;
-use jiff::tz::TimeZone;
 
-use self::tables::{
-    Table, default_priorities, default_statuses, superops_priorities, superops_statuses,
-};
+use self::tables::Table;
 use self::value::{
     Show, address, base_path, duration_within, file_path, flag, fraction, host, log_level, names,
     number, optional, secret, secrets, signature_scheme, strong, url, zone,
 };
 use crate::error::{ConfigError, InvalidValue};
 
+pub use self::sections::*;
 pub use self::tables::{CodeTable, FIELD_KEYS, NameMap, WebhookFields, slug};
 #[cfg(test)]
 use self::value::mask_url_password;
@@ -73,11 +72,20 @@ pub enum OnReload {
 }
 
 /// One key of `codex.conf`, or one table section (whose every line is an
-/// entry), as `settings!` declares it.
+/// entry), as `SETTINGS` declares it.
 pub struct Setting {
     pub section: &'static str,
     /// `None` for a table section.
     pub key: Option<&'static str>,
+    /// The field of the section's struct (`sections.rs`) it sets. Read by
+    /// the reference and the test that checks the table against the structs.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub field: &'static str,
+    /// The default as the file would write it; empty for a table, whose
+    /// default entries are those of `Config::default()`. Read by the
+    /// reference and the test that checks it against `Config::default()`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub default: &'static str,
     pub on_reload: OnReload,
     /// The environment variable that, when set and not empty, overrides the file.
     pub env: Option<&'static str>,
@@ -103,238 +111,157 @@ impl Setting {
     }
 }
 
-/// The last of its arguments: the override when there is one.
-macro_rules! last {
-    ($value:expr) => {
-        $value
-    };
-    ($default:expr, $value:expr) => {
-        $value
-    };
+/// Whether a field's type is shown masked (`Show::SECRET`); `SETTINGS`
+/// names the field by a closure so the type need not be written twice.
+const fn secret_of<T: Show>(_field: fn(&Config) -> &T) -> bool {
+    T::SECRET
 }
 
-/// Declares the configuration: each section's struct (with `Default` from
-/// the declared defaults) and `SETTINGS`, the list every other part walks.
-/// A key is `field [as key]: Type = "default", OnReload, parse [, env VAR];`
-/// and a table is `field: Type = default, OnReload;` under `tables`.
-macro_rules! settings {
-    ($(
-        $(#[$section_doc:meta])*
-        [$section:ident] $Section:ident {
-            $($(#[$doc:meta])* $field:ident $(as $key:ident)?: $type:ty = $default:literal,
-                $on_reload:ident, $parse:expr $(, env $env:expr)?;)*
-        } $(tables {
-            $($(#[$table_doc:meta])* $table:ident: $table_type:ty = $table_default:expr,
-                $table_on_reload:ident;)*
-        })?
-    )*) => {
-        /// The whole configuration.
-        #[derive(Debug, Clone, Default)]
-        pub struct Config {
-            /// The file it was read from; `None` when built-in defaults are used.
-            pub source: Option<PathBuf>,
-            $(pub $section: $Section,)*
+/// One key of `SETTINGS`: `key!(section.field [as "key"] = "default",
+/// OnReload, parse [, env VAR])`. The field is in `sections.rs`; the
+/// key is the field's name unless `as` gives the one the file uses.
+macro_rules! key {
+    ($section:ident . $field:ident as $key:literal = $default:literal, $on_reload:ident,
+        $parse:expr, env $env:expr) => {
+        key!(@ $section.$field, $key, $default, $on_reload, $parse, Some($env))
+    };
+    ($section:ident . $field:ident as $key:literal = $default:literal, $on_reload:ident,
+        $parse:expr) => {
+        key!(@ $section.$field, $key, $default, $on_reload, $parse, None)
+    };
+    ($section:ident . $field:ident = $default:literal, $on_reload:ident, $parse:expr,
+        env $env:expr) => {
+        key!(@ $section.$field, stringify!($field), $default, $on_reload, $parse, Some($env))
+    };
+    ($section:ident . $field:ident = $default:literal, $on_reload:ident, $parse:expr) => {
+        key!(@ $section.$field, stringify!($field), $default, $on_reload, $parse, None)
+    };
+    (@ $section:ident . $field:ident, $key:expr, $default:literal, $on_reload:ident,
+        $parse:expr, $env:expr) => {
+        Setting {
+            section: stringify!($section),
+            key: Some($key),
+            field: stringify!($field),
+            default: $default,
+            on_reload: OnReload::$on_reload,
+            env: $env,
+            secret: secret_of(|config: &Config| &config.$section.$field),
+            set: |config, _, text| {
+                config.$section.$field = ($parse)(text)?;
+                Ok(())
+            },
+            lines: |config| vec![($key.to_string(), config.$section.$field.show())],
+            same: |a, b| a.$section.$field == b.$section.$field,
+            keep: |new, old| new.$section.$field = old.$section.$field.clone(),
         }
-
-        $(
-            $(#[$section_doc])*
-            #[derive(Debug, Clone)]
-            pub struct $Section {
-                $($(#[$doc])* pub $field: $type,)*
-                $($($(#[$table_doc])* pub $table: $table_type,)*)?
-            }
-
-            impl Default for $Section {
-                fn default() -> $Section {
-                    $Section {
-                        // A built-in default always parses; `Config::default()`
-                        // runs in the unit tests.
-                        $($field: ($parse)($default).unwrap_or_else(|error| panic!(
-                            "default of [{}] {}: {error}", stringify!($section), stringify!($field)
-                        )),)*
-                        $($($table: $table_default,)*)?
-                    }
-                }
-            }
-        )*
-
-        /// Every setting, in the order `check-config` prints them.
-        pub const SETTINGS: &[Setting] = &[$(
-            $(Setting {
-                section: stringify!($section),
-                key: Some(last!(stringify!($field) $(, stringify!($key))?)),
-                on_reload: OnReload::$on_reload,
-                env: last!(None $(, Some($env))?),
-                secret: <$type as Show>::SECRET,
-                set: |config, _, text| {
-                    config.$section.$field = ($parse)(text)?;
-                    Ok(())
-                },
-                lines: |config| vec![(
-                    last!(stringify!($field) $(, stringify!($key))?).to_string(),
-                    config.$section.$field.show(),
-                )],
-                same: |a, b| a.$section.$field == b.$section.$field,
-                keep: |new, old| new.$section.$field = old.$section.$field.clone(),
-            },)*
-            $($(Setting {
-                section: concat!(stringify!($section), ".", stringify!($table)),
-                key: None,
-                on_reload: OnReload::$table_on_reload,
-                env: None,
-                secret: false,
-                set: |config, key, text| config.$section.$table.add(key, text),
-                lines: |config| config.$section.$table.lines(),
-                same: |a, b| a.$section.$table == b.$section.$table,
-                keep: |new, old| new.$section.$table = old.$section.$table.clone(),
-            },)*)?
-        )*];
     };
 }
 
-settings! {
-    /// `[server]`: the HTTP listener.
-    [server] ServerConfig {
-        bind: SocketAddr = "127.0.0.1:5010", Restart, address;
-        threads: usize = "64", Restart, |v| number(v, 1, 1024);
-        /// Path prefix the proxy forwards (e.g. `/codex`); empty for none.
-        base_path: String = "", Now, base_path;
-        max_body_bytes: usize = "1048576", Restart, |v| number(v, 1024, 64 << 20);
-        /// Bytes of request bodies held at once, across all connections.
-        max_inflight_body_bytes: usize = "33554432", Restart, |v| number(v, 1024, 1 << 40);
-        trusted_proxies: Vec<IpNet> = "", Now, parse_networks;
-        /// A new connection must send its first byte within this.
-        first_byte_timeout: Duration = "5s", Restart, |v| duration_within(v, 1, 3600);
-        /// A connection that sends nothing for this long is closed.
-        read_timeout: Duration = "30s", Restart, |v| duration_within(v, 1, 3600);
-        /// How long a request line and headers may take once begun.
-        header_timeout: Duration = "10s", Restart, |v| duration_within(v, 1, 300);
-        /// How long a request body may take once the headers are in.
-        body_timeout: Duration = "30s", Restart, |v| duration_within(v, 1, 3600);
-        /// Connections served at once; `None`: derived from the descriptor limit.
-        max_connections: Option<usize> = "", Restart, optional(|v| number(v, 16, 1_000_000));
-        /// Connections from one client address at once; `None`: an eighth
-        /// of `max_connections`.
-        max_connections_per_ip: Option<usize> = "", Restart, optional(|v| number(v, 1, 1_000_000));
-        /// The most detailed log messages written (`RUST_LOG` can only narrow it).
-        log_level: log::LevelFilter = "info", Now, log_level;
-        /// HTTPS: the certificate chain (PEM); with `tls_key`, or neither.
-        /// The files are read again on SIGHUP; the paths only at a restart.
-        tls_cert: Option<PathBuf> = "", Restart, optional(file_path);
-        /// HTTPS: the certificate's private key (PEM), not readable by others.
-        tls_key: Option<PathBuf> = "", Restart, optional(file_path);
-    }
-
-    /// `[database]`: where tickets are kept.
-    [database] DatabaseConfig {
-        url as connection_string: DatabaseUrl = "sqlite:///codex.db", Restart,
-            str::parse, env ENV_DATABASE_URL;
-    }
-
-    /// `[webhooks]`: receiving deliveries.
-    [webhooks] WebhookConfig {
-        enabled: bool = "false", Poller, flag;
-        /// Every secret that is accepted (several during a rotation).
-        secrets as secret: Vec<Secret> = "", Now, secrets, env ENV_WEBHOOK_SECRET;
-        /// Empty means every address is allowed.
-        allowed_ips: Vec<IpNet> = "", Now, parse_networks;
-        log_payloads: bool = "false", Now, flag;
-        /// Requests per minute per client IP; 0 turns the limit off.
-        rate_limit_per_minute: u32 = "600", Now, |v| number(v, 0, 100_000_000);
-        journal_retention_days: u32 = "30", Restart, |v| number(v, 1, 36_500);
-        /// How bodies are signed: none, standard-webhooks or hmac-sha256.
-        signature: SignatureScheme = "none", Now, signature_scheme;
-        /// The keys bodies are signed with (several during a rotation).
-        signing_secrets: Vec<Secret> = "", Now, secrets, env ENV_WEBHOOK_SIGNING_SECRETS;
-    }
-
-    /// `[api]`: the predecessor's ticket read API (`/api/...`); off unless
-    /// `tokens` or `core_url` is set.
-    [api] ApiConfig {
-        /// Bearer tokens accepted (several during a rotation).
-        tokens: Vec<Secret> = "", Now, secrets, env ENV_API_TOKENS;
-        /// The suite's identity service: its RS256 tokens are accepted too.
-        core_url: Option<String> = "", Now,
-            optional(|v| url(v, "https://core.example.com"));
-    }
-
-    /// `[status]`: who may see `/status` and `/metrics`.
-    [status] StatusConfig {
-        /// Clients that need no token (CIDRs); loopback by default.
-        allowed_ips: Vec<IpNet> = "127.0.0.0/8, ::1/128", Now, parse_networks;
-        /// Opens them from anywhere: as a bearer token or the password of HTTP Basic.
-        token: Option<Secret> = "", Now, optional(strong), env ENV_STATUS_TOKEN;
-    }
-
-    /// `[freshservice]`: a Freshservice account polled over its REST API.
-    [freshservice] FreshserviceConfig {
-        domain: Option<String> = "", Poller, optional(|v| host(
-            v.trim().trim_start_matches("https://").trim_end_matches('/'),
-            &[],
-            "a domain such as yourcompany.freshservice.com",
-        ));
-        api_key: Option<Secret> = "", Poller, optional(secret), env ENV_FRESHSERVICE_API_KEY;
-        /// `https://{domain}/api/v2` unless set.
-        api_base: Option<String> = "", Poller,
-            optional(|v| url(v, "https://yourcompany.freshservice.com/api/v2"));
-        max_requests_per_minute: u32 = "40", Poller, |v| number(v, 1, 10_000);
-        initial_sync_days: u32 = "30", Poller, |v| number(v, 1, 3650);
-        /// Tickets looked up one by one per reconcile run, at most.
-        reconcile_max_tickets: u32 = "50", Poller, |v| number(v, 0, 100_000);
-        /// How long one API request may take.
-        request_timeout: Duration = "30s", Poller, parse_duration;
-        /// Status names that mean the ticket is finished (`closed_at` is set).
-        done_statuses: Vec<String> = "closed, resolved, job_complete_bill, billing_complete, spam, trash, deleted",
-            Poller, names;
-        /// The account's zone: times without one, and abbreviations it uses.
-        timezone: TimeZone = "UTC", Poller, zone;
-        /// The workspace listings ask for; `None` asks for all (`workspace_id=0`).
-        workspace_id: Option<u64> = "", Poller, optional(|v| number(v, 0, u64::MAX >> 1));
-    } tables {
-        /// The admin's own webhook body keys.
-        webhook_fields: WebhookFields = WebhookFields::default(), Poller;
-        statuses: CodeTable = default_statuses(), Poller;
-        priorities: CodeTable = default_priorities(), Poller;
-    }
-
-    /// `[superops]`: a SuperOps account polled over its GraphQL API.
-    [superops] SuperopsConfig {
-        /// The GraphQL endpoint (US by default; EU `https://euapi.superops.ai/msp`).
-        api_url: String = "https://api.superops.ai/msp", Poller,
-            |v| url(v, "https://euapi.superops.ai/msp");
-        /// The account's subdomain, sent as `CustomerSubDomain`.
-        subdomain: Option<String> = "", Poller, optional(|v| host(
-            v,
-            &[':'],
-            "a subdomain; write the part before .superops.ai, such as yourcompany",
-        ));
-        api_token: Option<Secret> = "", Poller, optional(secret), env ENV_SUPEROPS_API_TOKEN;
-        max_requests_per_minute: u32 = "400", Poller, |v| number(v, 1, 800);
-        /// The zone of SuperOps' offset-less times.
-        timezone: TimeZone = "UTC", Poller, zone;
-        initial_sync_days: u32 = "30", Poller, |v| number(v, 1, 36_500);
-        /// Tickets looked up one by one per reconcile run, at most.
-        reconcile_max_tickets: u32 = "500", Poller, |v| number(v, 0, 100_000);
-        request_timeout: Duration = "30s", Poller, parse_duration;
-        /// Normalized status names after which a ticket is finished.
-        done_statuses: Vec<String> = "resolved, closed, deleted", Poller, names;
-    } tables {
-        /// The account's status names to Codex's.
-        statuses: NameMap = superops_statuses(), Poller;
-        /// The account's priority names to Codex's.
-        priorities: NameMap = superops_priorities(), Poller;
-    }
-
-    /// `[scheduler]`: when polling runs.
-    [scheduler] SchedulerConfig {
-        sync_tickets_enabled: bool = "true", Poller, flag;
-        ticket_sync_interval: Duration = "5m", Poller, parse_duration;
-        ticket_sync_interval_with_webhooks: Duration = "1h", Poller, parse_duration;
-        webhook_healthy_window: Duration = "1h", Poller, parse_duration;
-        min_webhook_coverage: f64 = "0.95", Poller, fraction;
-        reconcile_interval: Duration = "6h", Poller, parse_duration;
-    }
+/// One table section of `SETTINGS`: `table!(section.field, OnReload)`,
+/// read from `[section.field]`, whose every line is an entry.
+macro_rules! table {
+    ($section:ident . $field:ident, $on_reload:ident) => {
+        Setting {
+            section: concat!(stringify!($section), ".", stringify!($field)),
+            key: None,
+            field: stringify!($field),
+            default: "",
+            on_reload: OnReload::$on_reload,
+            env: None,
+            secret: false,
+            set: |config, key, text| config.$section.$field.add(key, text),
+            lines: |config| config.$section.$field.lines(),
+            same: |a, b| a.$section.$field == b.$section.$field,
+            keep: |new, old| new.$section.$field = old.$section.$field.clone(),
+        }
+    };
 }
+
+/// Every setting, in the order `check-config` prints them and
+/// `docs/configuration.md` lists them.
+#[rustfmt::skip]
+pub const SETTINGS: &[Setting] = &[
+    key!(server.bind = "127.0.0.1:5010", Restart, address),
+    key!(server.threads = "64", Restart, |v| number(v, 1, 1024)),
+    key!(server.base_path = "", Now, base_path),
+    key!(server.max_body_bytes = "1048576", Restart, |v| number(v, 1024, 64 << 20)),
+    key!(server.max_inflight_body_bytes = "33554432", Restart, |v| number(v, 1024, 1 << 40)),
+    key!(server.trusted_proxies = "", Now, parse_networks),
+    key!(server.first_byte_timeout = "5s", Restart, |v| duration_within(v, 1, 3600)),
+    key!(server.read_timeout = "30s", Restart, |v| duration_within(v, 1, 3600)),
+    key!(server.header_timeout = "10s", Restart, |v| duration_within(v, 1, 300)),
+    key!(server.body_timeout = "30s", Restart, |v| duration_within(v, 1, 3600)),
+    key!(server.max_connections = "", Restart, optional(|v| number(v, 16, 1_000_000))),
+    key!(server.max_connections_per_ip = "", Restart, optional(|v| number(v, 1, 1_000_000))),
+    key!(server.log_level = "info", Now, log_level),
+    key!(server.tls_cert = "", Restart, optional(file_path)),
+    key!(server.tls_key = "", Restart, optional(file_path)),
+
+    key!(database.url as "connection_string" = "sqlite:///codex.db", Restart, str::parse,
+        env ENV_DATABASE_URL),
+
+    key!(webhooks.enabled = "false", Poller, flag),
+    key!(webhooks.secrets as "secret" = "", Now, secrets, env ENV_WEBHOOK_SECRET),
+    key!(webhooks.allowed_ips = "", Now, parse_networks),
+    key!(webhooks.log_payloads = "false", Now, flag),
+    key!(webhooks.rate_limit_per_minute = "600", Now, |v| number(v, 0, 100_000_000)),
+    key!(webhooks.journal_retention_days = "30", Restart, |v| number(v, 1, 36_500)),
+    key!(webhooks.signature = "none", Now, signature_scheme),
+    key!(webhooks.signing_secrets = "", Now, secrets, env ENV_WEBHOOK_SIGNING_SECRETS),
+
+    key!(api.tokens = "", Now, secrets, env ENV_API_TOKENS),
+    key!(api.core_url = "", Now, optional(|v| url(v, "https://core.example.com"))),
+
+    key!(status.allowed_ips = "127.0.0.0/8, ::1/128", Now, parse_networks),
+    key!(status.token = "", Now, optional(strong), env ENV_STATUS_TOKEN),
+
+    key!(freshservice.domain = "", Poller, optional(|v| host(
+        v.trim().trim_start_matches("https://").trim_end_matches('/'),
+        &[],
+        "a domain such as yourcompany.freshservice.com",
+    ))),
+    key!(freshservice.api_key = "", Poller, optional(secret), env ENV_FRESHSERVICE_API_KEY),
+    key!(freshservice.api_base = "", Poller,
+        optional(|v| url(v, "https://yourcompany.freshservice.com/api/v2"))),
+    key!(freshservice.max_requests_per_minute = "40", Poller, |v| number(v, 1, 10_000)),
+    key!(freshservice.initial_sync_days = "30", Poller, |v| number(v, 1, 3650)),
+    key!(freshservice.reconcile_max_tickets = "50", Poller, |v| number(v, 0, 100_000)),
+    key!(freshservice.request_timeout = "30s", Poller, parse_duration),
+    key!(freshservice.done_statuses =
+        "closed, resolved, job_complete_bill, billing_complete, spam, trash, deleted",
+        Poller, names),
+    key!(freshservice.timezone = "UTC", Poller, zone),
+    key!(freshservice.workspace_id = "", Poller, optional(|v| number(v, 0, u64::MAX >> 1))),
+
+    table!(freshservice.webhook_fields, Poller),
+    table!(freshservice.statuses, Poller),
+    table!(freshservice.priorities, Poller),
+
+    key!(superops.api_url = "https://api.superops.ai/msp", Poller,
+        |v| url(v, "https://euapi.superops.ai/msp")),
+    key!(superops.subdomain = "", Poller, optional(|v| host(
+        v,
+        &[':'],
+        "a subdomain; write the part before .superops.ai, such as yourcompany",
+    ))),
+    key!(superops.api_token = "", Poller, optional(secret), env ENV_SUPEROPS_API_TOKEN),
+    key!(superops.max_requests_per_minute = "400", Poller, |v| number(v, 1, 800)),
+    key!(superops.timezone = "UTC", Poller, zone),
+    key!(superops.initial_sync_days = "30", Poller, |v| number(v, 1, 36_500)),
+    key!(superops.reconcile_max_tickets = "500", Poller, |v| number(v, 0, 100_000)),
+    key!(superops.request_timeout = "30s", Poller, parse_duration),
+    key!(superops.done_statuses = "resolved, closed, deleted", Poller, names),
+    table!(superops.statuses, Poller),
+    table!(superops.priorities, Poller),
+
+    key!(scheduler.sync_tickets_enabled = "true", Poller, flag),
+    key!(scheduler.ticket_sync_interval = "5m", Poller, parse_duration),
+    key!(scheduler.ticket_sync_interval_with_webhooks = "1h", Poller, parse_duration),
+    key!(scheduler.webhook_healthy_window = "1h", Poller, parse_duration),
+    key!(scheduler.min_webhook_coverage = "0.95", Poller, fraction),
+    key!(scheduler.reconcile_interval = "6h", Poller, parse_duration),
+
+];
 
 /// The override for a secret setting: the environment variable `name` when
 /// it is set and not empty, else the systemd credential of the same name
@@ -493,22 +420,6 @@ impl Config {
             }
         }
         out
-    }
-}
-
-impl SuperopsConfig {
-    /// True when an account (subdomain and token) is configured.
-    pub fn configured(&self) -> bool {
-        self.subdomain.is_some() && self.api_token.is_some()
-    }
-}
-
-impl FreshserviceConfig {
-    /// The REST API base URL, without a trailing slash.
-    pub fn api_base_url(&self) -> Option<String> {
-        self.api_base
-            .clone()
-            .or_else(|| self.domain.as_ref().map(|d| format!("https://{d}/api/v2")))
     }
 }
 

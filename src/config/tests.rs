@@ -1,3 +1,6 @@
+use std::time::Duration;
+
+use super::tables::default_statuses;
 use super::*;
 
 /// A secret that passes `strong_secret`.
