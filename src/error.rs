@@ -196,7 +196,7 @@ pub enum TimestampError {
     #[error("'{text}': {reason}")]
     OutOfRange { text: String, reason: String },
     /// The text names a zone abbreviation that is neither in Codex's table
-    /// (README.md lists it) nor the configured zone's own.
+    /// (docs/freshservice-bodies.md lists it) nor the configured zone's own.
     #[error(
         "'{text}': the zone '{abbreviation}' is not one Codex knows; \
          set [freshservice] timezone to the account's zone"

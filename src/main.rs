@@ -115,7 +115,7 @@ struct SyncArgs {
 struct MigrateArgs {
     /// SQLite: take the file now at the database path as Codex's database,
     /// or create an empty one if there is none, even though Codex recorded
-    /// a different database there (see README, "When the database fails").
+    /// a different database there (see docs/database-failures.md).
     #[arg(long)]
     adopt: bool,
     #[command(flatten)]

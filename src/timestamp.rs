@@ -20,7 +20,7 @@ use crate::error::TimestampError;
 static RFC2822: DateTimeParser = DateTimeParser::new();
 
 /// Zone abbreviations that stand for one UTC offset (minutes east of
-/// UTC), in the rows README.md lists them in.
+/// UTC), in the rows docs/freshservice-bodies.md lists them in.
 #[rustfmt::skip]
 const ABBREVIATIONS: &[&[(&str, i32)]] = &[
     &[("UTC", 0), ("UT", 0), ("GMT", 0), ("Z", 0)],

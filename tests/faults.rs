@@ -875,7 +875,7 @@ fn sqlite_file_deleted_under_load_is_refused_then_restored() {
         !path.exists(),
         "Codex started an empty database in place of the deleted one"
     );
-    // The operator copies the file back from /proc, as README says.
+    // The operator copies the file back from /proc, as docs/database-failures.md says.
     assert!(wait_until(Duration::from_secs(10), || deleted_fds(
         codex.pid(),
         &path

@@ -159,7 +159,7 @@ pub fn record_id(path: &Path, id: &str) -> Result<(), StoreError> {
          # {}.\n\
          # If that file goes missing or is replaced by another database, Codex\n\
          # refuses to use it rather than start an empty one. To start fresh on\n\
-         # purpose, run `codex migrate --adopt` (see README).\n\
+         # purpose, run `codex migrate --adopt` (see docs/database-failures.md).\n\
          database_id = {id}\n",
         path.display()
     );
