@@ -14,7 +14,7 @@ use super::{ProviderStatus, Status};
 use crate::config::Config;
 use crate::psa::Provider;
 use crate::store::{DbHealth, ProviderSummary, Reader};
-use crate::sync::{PollerBoard, index, lock};
+use crate::sync::PollerBoard;
 
 /// How long what was read from the database is reused for health.
 const STORED_FRESH_FOR: Duration = Duration::from_secs(1);
@@ -166,7 +166,7 @@ impl StatusBoard {
         }
         let mut stored = lock(&self.stored);
         for (provider, entry) in read {
-            stored[index(provider)] = Some((Instant::now(), entry));
+            stored[provider.index()] = Some((Instant::now(), entry));
         }
         self.refreshes.fetch_add(1, Ordering::SeqCst);
         self.refreshed.notify_all();
@@ -207,6 +207,10 @@ impl StatusThread {
         drop(self.stop);
         self.thread.join()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

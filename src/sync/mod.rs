@@ -12,7 +12,6 @@ mod state;
 
 pub use run::{Plan, SourceSlot, check_credentials, run_sync};
 pub use state::{PollerBoard, PollerState, Role};
-pub(crate) use state::{index, lock};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -97,13 +97,13 @@ impl PollerBoard {
 
     /// Changes what `provider`'s poller publishes.
     pub fn update(&self, provider: Provider, change: impl FnOnce(&mut PollerState)) {
-        change(&mut lock(&self.states)[index(provider)]);
+        change(&mut lock(&self.states)[provider.index()]);
     }
 
     /// Keeps what a poller read from the database, so health need not ask
     /// again within a second.
     pub fn remember(&self, provider: Provider, summary: &ProviderSummary) {
-        lock(&self.read)[index(provider)] = Some((Instant::now(), summary.clone()));
+        lock(&self.read)[provider.index()] = Some((Instant::now(), summary.clone()));
     }
 
     /// Every poller's state, in `Provider::ALL` order.
@@ -124,14 +124,6 @@ impl PollerBoard {
     }
 }
 
-/// The position of `provider` in `Provider::ALL`, where the boards keep it.
-pub(crate) fn index(provider: Provider) -> usize {
-    Provider::ALL
-        .iter()
-        .position(|p| *p == provider)
-        .expect("Provider::ALL lists every provider")
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
