@@ -17,8 +17,10 @@
 //! `psa::PollSource` (changes, removals, the complete listing, lookups),
 //! for what changed and sends it through the same writer; what it needs to read (the sync
 //! state, active tickets, coverage) it reads on a `store::Reader` of its
-//! own. `status` is the one status type that `/webhooks/health` and
-//! `codex status` render; `replay` sends journaled deliveries through
+//! own, and it publishes its role and runs on a `sync::PollerBoard`.
+//! `status` is the one status type (the model, its rendering for
+//! `/webhooks/health` and `codex status`, and the board and thread that
+//! keep it current) that the status page renders too; `replay` sends journaled deliveries through
 //! `delivery` and the writer again. `config` reads `codex.conf` and `reload`
 //! applies a changed one; `preflight` checks the database path and the
 //! address before a command changes anything; `service` wires it all

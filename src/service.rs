@@ -125,7 +125,7 @@ fn spawn_poller(
     if Provider::polled(config).is_empty() {
         return Ok(None);
     }
-    sync::spawn_poller(config.clone(), writer.client.clone(), board.clone())
+    sync::spawn_poller(config.clone(), writer.client.clone(), board.pollers())
         .map(Some)
         .map_err(StartError::Io)
 }

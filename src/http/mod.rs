@@ -13,6 +13,7 @@ mod backlog;
 pub mod gate;
 mod jwt;
 mod operator;
+mod request;
 pub mod response;
 mod routes;
 pub mod signature;

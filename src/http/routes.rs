@@ -12,7 +12,7 @@ use tiny_http::{Method, Request};
 
 use super::api::{self, ReadApi};
 use super::auth::RateLimiter;
-use super::gate;
+use super::request;
 use super::response::{ApiError, json_response, redirect, send, text_response};
 use super::signature::{self, Seen, SeenIds};
 use super::status_page;
@@ -177,14 +177,14 @@ pub fn handle(app: &AppState, mut request: Request) {
         headers: request.headers(),
         remote_addr: request.remote_addr().copied(),
     };
-    let client_ip = gate::client_ip(state.config, &head);
+    let client_ip = request::client_ip(state.config, &head);
     let host = request
         .headers()
         .iter()
         .find(|h| h.field.equiv("Host"))
         .map(|h| h.value.as_str());
     let url = request.url().to_string();
-    let target = gate::request_path(&url, host);
+    let target = request::request_path(&url, host);
     log::debug!(
         "{} {} from {client_ip}",
         request.method(),

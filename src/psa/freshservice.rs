@@ -6,7 +6,8 @@ use jiff::tz::TimeZone;
 use serde_json::Value as Json;
 
 use super::normalize::{Code, Envelope, api_event, finish, plain_fields, read_value};
-pub use super::normalize::{Normalized, Rejection, parse_id};
+pub use super::normalize::{Normalized, Rejection};
+pub use super::webhook_body::parse_id;
 use super::webhook_body::{Body, html_unescape};
 use super::{EventKind, Field, Provider, Source, TicketEvent, Value};
 use crate::config::{CodeTable, FreshserviceConfig};

@@ -28,6 +28,14 @@ impl Provider {
     /// Every PSA Codex knows: one line per provider module.
     pub const ALL: [Provider; 2] = [Provider::Freshservice, Provider::SuperOps];
 
+    /// The provider's position in `ALL`, where per-provider lists keep it.
+    pub fn index(self) -> usize {
+        Provider::ALL
+            .iter()
+            .position(|p| *p == self)
+            .expect("Provider::ALL lists every provider")
+    }
+
     /// The name used in URLs, in `external_source` and in the journal.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -3,12 +3,12 @@
 //! `{"freshdesk_webhook": {…}}`), under Codex's key names, Freshdesk's
 //! `ticket_`-prefixed ones, dotted paths (`requester.email`) or the admin's
 //! own (`[freshservice.webhook_fields]`); and finding the ticket id in a
-//! body that is beyond repair.
+//! body that is beyond repair, and reading an id in any of its shapes.
 
 use serde_json::{Map, Value as Json};
 
-use super::normalize::parse_id;
 pub use crate::config::{FIELD_KEYS, WebhookFields};
+use crate::error::PsaError;
 
 /// Keys a nested body is commonly wrapped in.
 const WRAPPERS: &[&str] = &[
@@ -267,6 +267,62 @@ pub fn scan_ticket_id(body: &[u8], custom: &WebhookFields, foreign: &[i64]) -> O
     None
 }
 
+/// Reads an id given as a number, a numeric string or a prefixed string
+/// (`INC-123`, `#SR-45`). Null and empty read as `None`.
+pub fn parse_id(value: &Json) -> Result<Option<i64>, PsaError> {
+    match value {
+        Json::Null => Ok(None),
+        Json::Number(n) => {
+            if let Some(id) = n.as_i64() {
+                return positive(id, value);
+            }
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f > 0.0 && f < 9.0e15 => Ok(Some(f as i64)),
+                _ => Err(PsaError::NotAnId {
+                    shown: value.to_string(),
+                }),
+            }
+        }
+        Json::String(text) => {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            // A number as text: "-1" is minus one, never ticket 1.
+            if let Ok(id) = text.parse::<i64>() {
+                return positive(id, value);
+            }
+            let digits = text.trim_start_matches(|c: char| !c.is_ascii_digit());
+            let prefix = &text[..text.len() - digits.len()];
+            // A prefix names a kind of ticket (`INC-`, `#SR-`, `#`); signs
+            // and separators alone are not one.
+            let prefix_ok = (prefix == "#" || prefix.chars().any(|c| c.is_ascii_alphabetic()))
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphabetic() || matches!(c, '#' | '-' | '_' | ' '));
+            match digits.parse::<i64>() {
+                Ok(id) if prefix_ok => positive(id, value),
+                _ => Err(PsaError::NotAnId {
+                    shown: format!("'{text}'"),
+                }),
+            }
+        }
+        other => Err(PsaError::NotAnId {
+            shown: other.to_string(),
+        }),
+    }
+}
+
+fn positive(id: i64, value: &Json) -> Result<Option<i64>, PsaError> {
+    if id > 0 {
+        Ok(Some(id))
+    } else {
+        Err(PsaError::NotAPositiveId {
+            shown: value.to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +428,42 @@ mod tests {
         assert_eq!(foreign_ids(&body), [9, 3]);
         let raw = body.to_string();
         assert_eq!(scan_ticket_id(raw.as_bytes(), &none, &[9, 3]), Some(4));
+    }
+
+    #[test]
+    fn ids_in_every_shape() {
+        assert_eq!(parse_id(&json!(5)), Ok(Some(5)));
+        assert_eq!(parse_id(&json!("5")), Ok(Some(5)));
+        assert_eq!(parse_id(&json!("INC-123")), Ok(Some(123)));
+        assert_eq!(parse_id(&json!("#SR-45")), Ok(Some(45)));
+        assert_eq!(parse_id(&json!(12.0)), Ok(Some(12)));
+        assert_eq!(parse_id(&json!("")), Ok(None));
+        assert_eq!(parse_id(&json!(null)), Ok(None));
+        assert_eq!(
+            parse_id(&json!("12abc")).unwrap_err().to_string(),
+            "'12abc' is not an id"
+        );
+        assert_eq!(
+            parse_id(&json!(-3)).unwrap_err().to_string(),
+            "-3 is not a positive id"
+        );
+        // Negative, zero or signed text is never read as another ticket's id.
+        assert_eq!(
+            parse_id(&json!("-1")).unwrap_err().to_string(),
+            "\"-1\" is not a positive id"
+        );
+        assert!(parse_id(&json!("0")).is_err());
+        assert!(parse_id(&json!("#0")).is_err());
+        assert!(parse_id(&json!("--1")).is_err());
+        assert!(parse_id(&json!("#-1")).is_err());
+        assert!(parse_id(&json!("- 1")).is_err());
+        assert!(parse_id(&json!(-1.0)).is_err());
+        assert!(parse_id(&json!(1.5)).is_err());
+        assert!(parse_id(&json!("99999999999999999999")).is_err());
+        assert_eq!(parse_id(&json!("#7")), Ok(Some(7)));
+        assert_eq!(
+            parse_id(&json!([1])).unwrap_err().to_string(),
+            "[1] is not an id"
+        );
     }
 }

@@ -10,6 +10,7 @@
 
 mod activity;
 mod command;
+mod coverage;
 mod db_health;
 mod dialect;
 mod diff;
@@ -32,6 +33,7 @@ use crate::psa::Provider;
 
 pub use activity::{Delivery, DeliveryCount};
 pub use command::StoreClient;
+pub use coverage::{COVERAGE_WINDOW_SECS, ProviderSummary};
 pub use db_health::DbHealth;
 pub use journal::{JournalEntryUpdate, JournalOutcome, JournalQuery, Journaled};
 pub use reader::Reader;

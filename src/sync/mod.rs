@@ -8,8 +8,10 @@
 //! finds before any webhook delivered it was missed by webhooks.
 
 mod run;
+mod state;
 
 pub use run::{Plan, SourceSlot, check_credentials, run_sync};
+pub use state::{PollerBoard, PollerState, Role};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +23,7 @@ use jiff::{SignedDuration, Timestamp};
 use crate::config::{Config, format_duration};
 use crate::error::StoreError;
 use crate::psa::Provider;
-use crate::status::{Role, StatusBoard, Stored};
-use crate::store::{self, Reader, RunKind, RunOutcome, StoreClient, SyncRun};
+use crate::store::{self, ProviderSummary, Reader, RunKind, RunOutcome, StoreClient, SyncRun};
 use crate::timestamp;
 
 /// How long a write or bookkeeping call to the writer, or a read the
@@ -57,7 +58,7 @@ impl Poller {
 pub fn spawn_poller(
     config: Arc<Config>,
     store: StoreClient,
-    board: Arc<StatusBoard>,
+    board: Arc<PollerBoard>,
 ) -> std::io::Result<Poller> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut poller = Poller {
@@ -89,7 +90,7 @@ struct Assessment {
     /// Webhook coverage over the last 24 hours (`None` without changes).
     coverage: Option<f64>,
     /// What the database holds: the newest run, the sync state.
-    stored: Stored,
+    stored: ProviderSummary,
     /// When the last run (of any instance) started.
     last_started_at: Option<Timestamp>,
     reconcile_due: bool,
@@ -105,7 +106,7 @@ struct Assessment {
 fn poll_loop(
     config: &Config,
     store: &StoreClient,
-    board: &StatusBoard,
+    board: &PollerBoard,
     provider: Provider,
     stop: Arc<AtomicBool>,
 ) {
@@ -163,7 +164,7 @@ fn poll_loop(
                     })
                     .unwrap_or_else(Timestamp::now);
                 board.remember(provider, &assessment.stored);
-                board.update_poller(provider, |s| {
+                board.update(provider, |s| {
                     s.role = role;
                     s.interval = Some(assessment.interval);
                     s.interval_reason = assessment.reason.clone();
@@ -227,7 +228,7 @@ fn poll_loop(
                                 }
                             }
                             log_run(&run);
-                            board.update_poller(provider, |s| s.last_run = Some(run));
+                            board.update(provider, |s| s.last_run = Some(run));
                         }
                         Err(_) => log::error!("a sync run panicked; polling goes on"),
                     }
@@ -241,7 +242,7 @@ fn poll_loop(
             }
             Err(error) => {
                 log::warn!("poller: cannot read the schedule: {error}");
-                board.update_poller(provider, |s| s.role = role);
+                board.update(provider, |s| s.role = role);
             }
         }
         while !stop.load(Ordering::SeqCst) && Instant::now() < next_check {
@@ -294,7 +295,7 @@ fn assess(
     let deletion_window_start = timestamp::seconds_ago(DELETION_WINDOW.as_secs());
     let (stored, recent, week) = reader.read_waiting(STORE_WAIT, |r| {
         Ok((
-            Stored::read(r, provider, 1)?,
+            ProviderSummary::read(r, provider, 1)?,
             r.webhook_counts(provider, &window_start)?,
             r.webhook_counts(provider, &deletion_window_start)?,
         ))
