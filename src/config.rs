@@ -396,11 +396,6 @@ impl Config {
             && (self.freshservice.domain.is_some() || self.freshservice.api_base.is_some())
     }
 
-    /// True when the poller runs: an account is configured and syncing is on.
-    pub fn freshservice_polling(&self) -> bool {
-        self.scheduler.sync_tickets_enabled && self.freshservice_configured()
-    }
-
     /// The effective configuration as INI text, secrets masked: every
     /// setting of `SETTINGS`, section by section.
     pub fn render_masked(&self) -> String {
