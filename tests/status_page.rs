@@ -44,13 +44,19 @@ fn render(url: &str) -> Rendered {
         .stderr(Stdio::null())
         .spawn()
         .expect("run chromium");
+    // Chromium creates the file, then writes the port into it: wait for
+    // the port, not the file.
     let port_file = profile.path().join("DevToolsActivePort");
+    let read_port = || {
+        let text = std::fs::read_to_string(&port_file).ok()?;
+        let port = text.lines().next()?.trim();
+        port.parse::<u16>().ok()
+    };
     assert!(
-        common::wait_until(Duration::from_secs(30), || port_file.exists()),
+        common::wait_until(Duration::from_secs(30), || read_port().is_some()),
         "chromium did not open its DevTools port"
     );
-    let port = std::fs::read_to_string(&port_file).unwrap();
-    let port = port.lines().next().unwrap().trim().to_string();
+    let port = read_port().expect("the port, read above");
     let targets: Value = ureq::get(&format!("http://127.0.0.1:{port}/json/list"))
         .call()
         .unwrap()
