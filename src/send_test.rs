@@ -99,7 +99,7 @@ pub fn body(event: TestEvent) -> String {
                 "{{\n\"event\": \"ticket.{name}\",\n\"ticket_id\": {TEST_TICKET_ID},\n\
                  \"subject\": \"Codex send-test\",\n\"status_id\": 2,\n\"priority_id\": 1,\n\
                  \"requester_email\": \"codex-send-test@example.invalid\",\n\
-                 \"requester_name\": \"Codex send-test\",\n\"requester_id\": 0,\n\
+                 \"requester_name\": \"Codex send-test\",\n\"requester_id\": ,\n\
                  \"responder_id\": ,\n\"group_id\": ,\n\"department_id\": ,{created}\n\
                  \"updated_at\": \"{updated}\"\n}}"
             )

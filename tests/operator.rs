@@ -37,6 +37,8 @@ fn send_test_stores_the_test_ticket_and_says_deliveries_work() {
     assert!(status.success(), "{out}\n{err}");
     assert!(out.contains("answered 201"), "{out}");
     assert!(out.contains("Deliveries work end to end"), "{out}");
+    // Rendered as Freshservice renders it, the body reads cleanly.
+    assert!(!out.contains("warnings"), "{out}");
     let ticket = db.ticket(TEST_TICKET).expect("the test ticket is stored");
     assert_eq!(ticket["subject"].as_deref(), Some("Codex send-test"));
     // Rendered as Freshservice renders an agent-less ticket: empty fields.
