@@ -85,10 +85,9 @@ impl ReadApi {
     /// The verifier for `core_url`, made anew when the URL changed (a reload).
     fn verifier(&self, core_url: &str) -> Arc<Verifier> {
         let mut current = self.verifier.lock().unwrap_or_else(|p| p.into_inner());
-        let wanted = Verifier::new(core_url);
         match &*current {
-            Some(verifier) if verifier.jwks_url() == wanted.jwks_url() => verifier.clone(),
-            _ => current.insert(Arc::new(wanted)).clone(),
+            Some(verifier) if verifier.serves(core_url) => verifier.clone(),
+            _ => current.insert(Arc::new(Verifier::new(core_url))).clone(),
         }
     }
 }

@@ -38,6 +38,7 @@ pub enum TokenError {
 
 /// Verifies tokens against one Core's published keys.
 pub struct Verifier {
+    core_url: String,
     jwks_url: String,
     refetch_every: Duration,
     cache: Mutex<Cache>,
@@ -53,15 +54,16 @@ impl Verifier {
     /// A verifier for the Core at `core_url` (no trailing slash needed).
     pub fn new(core_url: &str) -> Verifier {
         Verifier {
+            core_url: core_url.to_string(),
             jwks_url: format!("{}/.well-known/jwks.json", core_url.trim_end_matches('/')),
             refetch_every: REFETCH_EVERY,
             cache: Mutex::new(Cache::default()),
         }
     }
 
-    /// The key set's address.
-    pub fn jwks_url(&self) -> &str {
-        &self.jwks_url
+    /// Whether this verifier checks tokens of the Core at `core_url`.
+    pub fn serves(&self, core_url: &str) -> bool {
+        self.core_url == core_url
     }
 
     /// Checks `token`: signed by a published key, issued by Core, not expired.

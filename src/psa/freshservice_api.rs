@@ -686,6 +686,19 @@ impl Limiter {
 mod tests {
     use super::*;
     use crate::psa::client::fake::FakeApi;
+
+    /// A client of the API at `api_base`, with `extra` lines of
+    /// `[freshservice]`, and the configuration it was made from.
+    fn test_client(api_base: &str, extra: &str) -> (FreshserviceConfig, FreshserviceClient) {
+        let text = format!("[freshservice]\napi_base = {api_base}\napi_key = k\n{extra}");
+        let config = crate::config::Config::from_ini(&text, None, &|_| None)
+            .unwrap()
+            .config
+            .freshservice;
+        let client = FreshserviceClient::new(&config, Arc::new(AtomicBool::new(false))).unwrap();
+        (config, client)
+    }
+
     use crate::psa::clock::{Clock, ManualClock};
 
     #[test]
@@ -744,16 +757,7 @@ mod tests {
             CallKind::ViewTicket
         );
         assert_eq!(CallKind::of("https://x/api/v2/agents/me"), CallKind::Other);
-        let config = crate::config::Config::from_ini(
-            "[freshservice]\napi_base = http://127.0.0.1:9/api/v2\napi_key = k\n",
-            None,
-            &|_| None,
-        )
-        .unwrap()
-        .config;
-        let mut client =
-            FreshserviceClient::new(&config.freshservice, Arc::new(AtomicBool::new(false)))
-                .unwrap();
+        let (_, mut client) = test_client("http://127.0.0.1:9/api/v2", "");
         let now = Instant::now();
         client.limiters[CallKind::ListTickets.index()].reported(now, Some(140), Some(1));
         client.limiters[CallKind::ViewTicket.index()].reported(now, Some(160), Some(150));
@@ -784,24 +788,13 @@ mod tests {
             response.with_header(tiny_http::Header::from_bytes("Link", link).unwrap())
         });
         let base = format!("{}/api/v2", api.base);
-        let config = crate::config::Config::from_ini(
-            &format!(
-                "[freshservice]\napi_base = {base}\napi_key = k\nmax_requests_per_minute = 4\n"
-            ),
-            None,
-            &|_| None,
-        )
-        .unwrap()
-        .config;
-        let client =
-            FreshserviceClient::new(&config.freshservice, Arc::new(AtomicBool::new(false)))
-                .unwrap()
-                .with_clock(clock.clone());
+        let (config, client) = test_client(&base, "max_requests_per_minute = 4\n");
+        let client = client.with_clock(clock.clone());
         let start = clock.now();
         // A run: four pages of changes, then the deleted and spam listings.
         let mut poll = FreshservicePoll {
             client,
-            config: &config.freshservice,
+            config: &config,
         };
         poll.changes("2024-01-01T00:00:00Z", &mut |_| Ok(()))
             .unwrap();
@@ -863,23 +856,11 @@ mod tests {
                 None => response,
             }
         });
-        let config = crate::config::Config::from_ini(
-            &format!(
-                "[freshservice]\napi_base = {}/api/v2\napi_key = k\n",
-                api.base
-            ),
-            None,
-            &|_| None,
-        )
-        .unwrap()
-        .config;
-        let client =
-            FreshserviceClient::new(&config.freshservice, Arc::new(AtomicBool::new(false)))
-                .unwrap()
-                .with_clock(clock.clone());
+        let (config, client) = test_client(&format!("{}/api/v2", api.base), "");
+        let client = client.with_clock(clock.clone());
         let mut poll = FreshservicePoll {
             client,
-            config: &config.freshservice,
+            config: &config,
         };
         let mut events = Vec::new();
         poll.removals("2024-01-01T10:00:00Z", &mut |page| {
