@@ -381,6 +381,8 @@ fn bad_credentials_fail_once_without_retry_storm(backend: Backend) {
             .contains("bad credentials"),
         "{health}"
     );
+    // time is what is tested here: over half a second after the failure,
+    // no retry storm (the next attempt is an hour away).
     std::thread::sleep(Duration::from_millis(500));
     let calls = fake.requests().len();
     assert!(calls <= 4, "{calls} requests");
