@@ -62,7 +62,7 @@ struct Statements {
     tombstone_upsert: Statement,
     tombstone_delete: Statement,
     ticket_delete: Statement,
-    /// Length limits the upsert's text values must fit (see `sql::fit`).
+    /// Length limits the upsert's text values must fit (see `statements::fit`).
     limits: Vec<(usize, usize)>,
 }
 
