@@ -56,7 +56,7 @@ pub use records::{
     JournalEntry, Outcome, RunKind, RunOutcome, SyncRun, SyncState, WebhookCounts, WriteItem,
 };
 pub use schema::VERSION as SCHEMA_VERSION;
-pub use tickets::{Position, TicketQuery, TicketRow};
+pub use tickets::{Position, TicketPage, TicketQuery, TicketRow};
 pub use writer::{WriterHandle, spawn_writer};
 
 /// A database Codex can keep tickets in, as the writer uses it.
