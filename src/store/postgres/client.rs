@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, NoTls, Row, Statement, ToStatement};
+use tokio_postgres::{GenericClient, NoTls, Row, Statement};
 
 /// What a call can fail with: the server's or driver's error, or no
 /// answer within the deadline.
@@ -289,9 +289,15 @@ pub trait Session {
         Ok(statement)
     }
 
-    fn query<T: ?Sized + ToStatement + Sync + Send>(
+    /// Runs `query`, prepared once per connection.
+    fn query(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
+        let statement = self.prepare_cached(query)?;
+        self.query_prepared(&statement, params)
+    }
+
+    fn query_prepared(
         &self,
-        statement: &T,
+        statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
         self.call(|c| c.query(statement, params))

@@ -114,8 +114,8 @@ impl<S: Session> Connection for S {
         let sql = Dialect::Postgres.render(sql);
         let (statement, values) = bind(self, &sql, params)?;
         let values: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v).collect();
-        let rows =
-            Session::query(self, &statement, &values).map_err(|error| stale(self, &sql, error))?;
+        let rows = Session::query_prepared(self, &statement, &values)
+            .map_err(|error| stale(self, &sql, error))?;
         rows.iter()
             .map(|row| cells(row).map_err(map_error))
             .collect()
