@@ -83,7 +83,8 @@ pub struct Client {
     statements: StatementCache,
 }
 
-/// The statements a connection has prepared, by their text.
+/// The statements a connection has prepared, by their text. The texts are
+/// Codex's own, a fixed set of a few dozen, so the cache stays small.
 #[derive(Default)]
 pub struct StatementCache {
     statements: Mutex<HashMap<String, Statement>>,
