@@ -14,11 +14,19 @@
 //! later calls run the kept `Statement`, one round trip instead of two.
 //! The cache lives and dies with its connection, so a reconnect (after the
 //! server restarted, say) starts with an empty one.
+//!
+//! The writer's batches run as a `Batch`: BEGIN goes out with the first
+//! statement and COMMIT with the last, in one round trip each (the server
+//! reads them in order, the client reads the answers in order), so a batch
+//! of one round costs two round trips instead of four.
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
@@ -81,6 +89,9 @@ pub struct Client {
     timeout: Duration,
     broken: AtomicBool,
     statements: StatementCache,
+    /// Round trips the writer's batches waited for (each pipelined call
+    /// is one, however many requests it carries), for the tests.
+    round_trips: AtomicU64,
 }
 
 /// The statements a connection has prepared, by their text. The texts are
@@ -162,7 +173,14 @@ impl Client {
             timeout,
             broken,
             statements: StatementCache::default(),
+            round_trips: AtomicU64::new(0),
         })
+    }
+
+    /// How many round trips this connection's batches have waited for.
+    #[cfg(test)]
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
     }
 
     /// How many statements this connection has prepared through its cache.
@@ -178,6 +196,21 @@ impl Client {
     ) -> Result<T, Error> {
         let runtime = self.runtime.as_ref().ok_or(Error::Broken)?;
         run(runtime, &self.broken, limit, future)
+    }
+
+    /// A transaction whose BEGIN goes out with its first statement and
+    /// whose COMMIT goes out with its last (see `Batch`).
+    pub fn batch(&mut self) -> Result<Batch<'_>, Error> {
+        let runtime = self.runtime.as_ref().ok_or(Error::Broken)?;
+        Ok(Batch {
+            client: &self.client,
+            runtime,
+            broken: &self.broken,
+            timeout: self.timeout,
+            round_trips: &self.round_trips,
+            begun: Cell::new(false),
+            ended: false,
+        })
     }
 
     /// The deadline of each later call.
@@ -197,6 +230,7 @@ impl Client {
             timeout,
             broken,
             statements,
+            round_trips: _,
         } = self;
         let runtime = runtime.as_ref().ok_or(Error::Broken)?;
         let inner = run(runtime, broken, *timeout, client.transaction())?;
@@ -239,6 +273,116 @@ impl Transaction<'_> {
             statements: _,
         } = self;
         run(runtime, broken, timeout, inner.commit())
+    }
+}
+
+/// Runs `first` and then `second`, with both requests sent before either
+/// answer is awaited: one round trip. The connection writes requests in
+/// the order they were queued, and a `tokio_postgres` future queues its
+/// request on its first poll, so `first` is polled once before `second`.
+async fn pipelined<A, B>(
+    first: impl Future<Output = Result<A, tokio_postgres::Error>>,
+    second: impl Future<Output = Result<B, tokio_postgres::Error>>,
+) -> Result<(A, B), tokio_postgres::Error> {
+    let mut first = pin!(first);
+    let early = poll_fn(|cx| Poll::Ready(first.as_mut().poll(cx))).await;
+    let second = second.await;
+    let first = match early {
+        Poll::Ready(result) => result,
+        Poll::Pending => first.await,
+    };
+    Ok((first?, second?))
+}
+
+/// A transaction of the writer's, in as few round trips as its statements
+/// allow: BEGIN is sent with the first statement, COMMIT with the last.
+/// Dropped before its end, it rolls back (one round trip, on the failure
+/// path only). If the server refused BEGIN the first statement would run
+/// on its own; BEGIN on an idle session fails only when the session is
+/// gone, and then so does the statement, and the batch fails either way.
+pub struct Batch<'a> {
+    client: &'a tokio_postgres::Client,
+    runtime: &'a Runtime,
+    broken: &'a AtomicBool,
+    timeout: Duration,
+    round_trips: &'a AtomicU64,
+    /// BEGIN has been sent.
+    begun: Cell<bool>,
+    /// COMMIT has been sent (whatever its answer, the transaction is over).
+    ended: bool,
+}
+
+impl Batch<'_> {
+    /// Runs `f`'s call, preceded by BEGIN if it is the first.
+    fn call<'s, T, F>(&'s self, f: impl FnOnce(&'s tokio_postgres::Client) -> F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let client = self.client;
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        if self.begun.replace(true) {
+            run(self.runtime, self.broken, self.timeout, f(client))
+        } else {
+            let both = pipelined(client.batch_execute("BEGIN"), f(client));
+            run(self.runtime, self.broken, self.timeout, both).map(|((), result)| result)
+        }
+    }
+
+    pub fn query_prepared(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        self.call(|c| c.query(statement, params))
+    }
+
+    pub fn execute(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        self.call(|c| c.execute(statement, params))
+    }
+
+    /// Runs `statement` and COMMIT in one round trip. Should the statement
+    /// fail, the server turns the COMMIT into a rollback, and its error is
+    /// the batch's: nothing was committed.
+    pub fn execute_and_commit(
+        mut self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        self.ended = true;
+        self.call(|c| {
+            let done = pipelined(c.execute(statement, params), c.batch_execute("COMMIT"));
+            async move { done.await.map(|(rows, ())| rows) }
+        })
+    }
+
+    pub fn commit(mut self) -> Result<(), Error> {
+        if !self.begun.get() {
+            // Nothing ran: there is nothing to commit.
+            self.ended = true;
+            return Ok(());
+        }
+        self.ended = true;
+        self.call(|c| c.batch_execute("COMMIT"))
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.begun.get() && !self.ended {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            // On a broken connection this fails at once; the connection
+            // is dropped by its owner then.
+            let _ = run(
+                self.runtime,
+                self.broken,
+                self.timeout,
+                self.client.batch_execute("ROLLBACK"),
+            );
+        }
     }
 }
 

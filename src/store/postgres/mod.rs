@@ -1,7 +1,8 @@
 //! PostgreSQL, for shared deployments and several Codex instances on one
 //! database. A batch is one transaction of few round trips: one upsert
 //! statement per round (the distinct tickets of the batch), one journal
-//! insert, COMMIT.
+//! insert, COMMIT; BEGIN goes out with the first upsert and COMMIT with
+//! the journal insert, so a batch of one round is two round trips.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use crate::config::PostgresUrl;
 use crate::error::StoreError;
 use crate::psa::{EventKind, Field, Provider, TicketEvent};
 use crate::timestamp;
-use client::{Client, Session, Transaction};
+use client::{Batch, Client, Session};
 use connection::{cells, decoded, describe, map_error, open_client};
 
 /// Advisory lock keys ("codex" in ASCII, then a purpose number).
@@ -113,7 +114,7 @@ impl PostgresBackend {
                 None => outcomes[index] = Some(Outcome::Rejected),
             }
         }
-        let mut tx = self.client.transaction()?;
+        let mut tx = self.client.batch()?;
         for round in &rounds {
             let events: Vec<&TicketEvent> = round
                 .iter()
@@ -128,8 +129,7 @@ impl PostgresBackend {
             .into_iter()
             .map(|o| o.unwrap_or(Outcome::Rejected))
             .collect();
-        insert_journal(&mut tx, &self.statements.journal, items, &outcomes)?;
-        tx.commit()?;
+        insert_journal_and_commit(tx, &self.statements.journal, items, &outcomes)?;
         Ok(outcomes)
     }
 }
@@ -165,7 +165,7 @@ struct Upserted {
 /// that created a row a tombstone stands for gets the delete merged in.
 /// Both are rare, so they cost statements of their own only when they happen.
 fn apply_round(
-    tx: &mut Transaction<'_>,
+    tx: &mut Batch<'_>,
     statements: &Statements,
     events: &[&TicketEvent],
     now: &str,
@@ -230,7 +230,7 @@ impl Statements {
     /// Runs the upsert for a round of events (distinct tickets).
     fn upsert_round(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Batch<'_>,
         events: &[&TicketEvent],
         now: &str,
     ) -> Result<Vec<Upserted>, client::Error> {
@@ -286,8 +286,9 @@ impl Statements {
     }
 }
 
-fn insert_journal(
-    tx: &mut Transaction<'_>,
+/// Inserts the batch's journal rows and commits, in one round trip.
+fn insert_journal_and_commit(
+    tx: Batch<'_>,
     statement: &Statement,
     items: &[WriteItem],
     outcomes: &[Outcome],
@@ -298,7 +299,7 @@ fn insert_journal(
         .filter_map(|(item, outcome)| item.journal.as_ref().map(|entry| (entry, outcome)))
         .collect();
     if entries.is_empty() {
-        return Ok(());
+        return tx.commit();
     }
     let provider: Vec<&str> = entries.iter().map(|(e, _)| e.provider.as_str()).collect();
     let received: Vec<&str> = entries
@@ -314,7 +315,7 @@ fn insert_journal(
         .collect();
     let error: Vec<Option<&str>> = entries.iter().map(|(e, _)| e.error.as_deref()).collect();
     let body: Vec<&[u8]> = entries.iter().map(|(e, _)| e.body.as_slice()).collect();
-    tx.execute(
+    tx.execute_and_commit(
         statement,
         &[
             &provider, &received, &ip, &event, &ticket, &outcome, &error, &body,

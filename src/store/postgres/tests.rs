@@ -1,5 +1,5 @@
-//! The statement cache, against the suite's server: each connection
-//! prepares each statement once.
+//! The statement cache and the writer's batches, against the suite's server:
+//! each connection prepares each statement once; a batch is two round trips.
 
 use super::*;
 use crate::config::DatabaseUrl;
@@ -217,4 +217,109 @@ fn a_kept_statement_the_server_refuses_is_prepared_again() {
     assert_eq!(client.prepared(), prepared + 1, "prepared again once");
     conn.query(select, &[]).unwrap();
     assert_eq!(client.prepared(), prepared + 1);
+}
+
+/// A webhook delivery's write: an update of `ticket` and its journal row.
+fn delivery(ticket: i64, event: &str) -> WriteItem {
+    WriteItem {
+        event: Some(TicketEvent::new(
+            Provider::Freshservice,
+            ticket,
+            EventKind::Updated,
+            crate::psa::Source::Webhook,
+        )),
+        journal: Some(crate::store::records::JournalEntry {
+            provider: Provider::Freshservice,
+            received_at: "2024-01-01T00:00:00Z".to_string(),
+            client_ip: "127.0.0.1".to_string(),
+            event: Some(event.to_string()),
+            ticket_id: Some(ticket),
+            error: None,
+            outcome: None,
+            body: br#"{"ticket":{}}"#.to_vec(),
+        }),
+    }
+}
+
+fn count(backend: &PostgresBackend, table: &str) -> i64 {
+    let sql = format!("SELECT CAST(count(*) AS BIGINT) FROM {table}");
+    let rows = backend.connection().query(&sql, &[]).unwrap();
+    rows[0].int(0).unwrap().unwrap()
+}
+
+#[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
+fn a_batch_is_two_round_trips_and_a_round_more_per_repeated_ticket() {
+    let db = OwnDatabase::create("batch_trips");
+    let mut backend = PostgresBackend::connect(&db.url).unwrap();
+    let before = backend.client.round_trips();
+    let items: Vec<WriteItem> = (1..=3).map(|t| delivery(t, "ticket.updated")).collect();
+    let outcomes = backend.apply(&items).unwrap();
+    assert_eq!(outcomes.len(), 3);
+    assert!(
+        outcomes.iter().all(|o| *o != Outcome::Rejected),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        backend.client.round_trips() - before,
+        2,
+        "BEGIN with the upsert, the journal with COMMIT"
+    );
+    assert_eq!(count(&backend, "ticket_details"), 3);
+    assert_eq!(count(&backend, "webhook_events"), 3);
+
+    // Ticket 4 twice: two rounds of the upsert.
+    let before = backend.client.round_trips();
+    let items = [
+        delivery(4, "ticket.updated"),
+        delivery(4, "ticket.updated"),
+        delivery(5, "ticket.updated"),
+    ];
+    backend.apply(&items).unwrap();
+    assert_eq!(backend.client.round_trips() - before, 3);
+    assert_eq!(count(&backend, "ticket_details"), 5);
+    assert_eq!(count(&backend, "webhook_events"), 6);
+}
+
+#[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
+fn a_journal_insert_the_server_refuses_commits_nothing_of_its_batch() {
+    let db = OwnDatabase::create("batch_refused");
+    let mut backend = PostgresBackend::connect(&db.url).unwrap();
+    // A trigger refuses journal rows of one event name, so the statement
+    // sent with COMMIT fails after the upsert succeeded.
+    let admin = open_client(&db.url).unwrap();
+    admin
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN IF NEW.event = 'refused' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON webhook_events FOR EACH ROW EXECUTE FUNCTION refuse()",
+        )
+        .unwrap();
+    let items = [delivery(1, "ticket.updated"), delivery(2, "refused")];
+    assert!(backend.apply(&items).is_err());
+    assert_eq!(
+        count(&backend, "ticket_details"),
+        0,
+        "the upsert rolled back"
+    );
+    assert_eq!(count(&backend, "webhook_events"), 0);
+
+    // The session is not left in a transaction: the next batch commits.
+    backend.apply(&[delivery(3, "ticket.updated")]).unwrap();
+    assert_eq!(count(&backend, "ticket_details"), 1);
+    assert_eq!(count(&backend, "webhook_events"), 1);
+    let open = Session::query(
+        &admin,
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        &[],
+    )
+    .unwrap();
+    assert!(open.is_empty(), "a session was left in a transaction");
 }
