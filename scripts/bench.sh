@@ -194,14 +194,14 @@ for conns in $CONNECTIONS; do
       perf_pid=$!
       measure "$target" "$conns" perf "$DURATION"
       kill -INT "$perf_pid"; wait "$perf_pid" || true
-      perf report -i "$data" --pid "${PID[$target]}" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^$' \
+      perf report -i "$data" --pid "${PID[$target]}" --no-inline --percentage relative --no-children --sort symbol --stdio 2>/dev/null | grep -v '^$' \
         | grep -E '^ +[0-9.]+%' | sed 's/[ -]*$//' | head -60 >"$PERF_DIR/$target-$conns.symbols.txt" || true
       # Threads by name (the workers' numbers dropped), then by library.
-      perf report -i "$data" --pid "${PID[$target]}" --no-children --sort comm,dso --stdio 2>/dev/null \
+      perf report -i "$data" --pid "${PID[$target]}" --no-inline --percentage relative --no-children --sort comm,dso --stdio 2>/dev/null \
         | awk '/^ +[0-9.]+%/ {sub(/%/, "", $1); sub(/-[0-9]+$/, "-N", $2); share[$2 " " $3] += $1}
             END {for (k in share) printf "%7.2f%%  %s\n", share[k], k}' \
         | sort -rn >"$PERF_DIR/$target-$conns.threads.txt" || true
-      perf report -i "$data" --pid "${PID[$target]}" --children --sort symbol --stdio -g none 2>/dev/null \
+      perf report -i "$data" --pid "${PID[$target]}" --no-inline --percentage relative --children --sort symbol --stdio -g none 2>/dev/null \
         | grep -E '^ +[0-9.]+%' | sed 's/[ -]*$//' | head -80 >"$PERF_DIR/$target-$conns.inclusive.txt" || true
       echo "  perf: $data, $PERF_DIR/$target-$conns.{symbols,threads,inclusive}.txt"
     done
