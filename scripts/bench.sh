@@ -1,27 +1,41 @@
 #!/usr/bin/env bash
-# Throughput benchmark: release build, a temp database, wrk posting
-# seed-shaped ticket.updated deliveries over 20,000 tickets at 8 and 64
-# connections. Prints acknowledged events/s, non-2xx, p50/p99 and peak RSS
-# for each run. Every check is on: secret, IP allowlist, rate limit (set
-# high enough not to refuse), journal.
+# Webhook throughput as a share of the calibration (examples/calibration.rs:
+# the same durable work, nothing else), measured interleaved in one run.
 #
-# Each run starts a fresh process and measures twice on new connections:
-# cold, the first COLD (10 s) after start (which also creates the 20,000
-# tickets), then warm, DURATION right after; it prints both p99 and their
-# ratio.
+# wrk posts seed-shaped ticket.updated deliveries over 20,000 tickets
+# (scripts/bench/deliveries.lua) at each connection count. For each count,
+# every target gets a fresh process and database; the first COLD of each
+# (which also creates the tickets) is the cold measurement; then RUNS rounds
+# of DURATION each, in turn: calibration, Codex, calibration, Codex, ...
+# Printed: every run, then per target the medians, Codex's throughput and
+# p99 as a ratio to the calibration's, cold p99 / warm p99, non-2xx (must be
+# 0) and Codex's peak RSS after the run. Codex runs with every check on:
+# secret, IP allowlist, rate limit (set high enough not to refuse), journal,
+# one log line per delivery (to a file).
 #
-#   scripts/bench.sh [sqlite|postgres|all]   (default: all)
-#   DURATION=20s COLD=10s CONNECTIONS="8 64" WRK_THREADS=2 THREADS=<[server] threads>
-#   CODEX_BIN=<another build's binary, to compare>
+#   scripts/bench.sh [sqlite|postgres|all]   (default: sqlite)
+#     sqlite:   calibration and Codex on SQLite
+#     postgres: also Codex on PostgreSQL (vs the calibration and Codex on SQLite)
+#     all:      the same as postgres
+#   RUNS=5 DURATION=5s COLD=5s CONNECTIONS="8 64" WRK_THREADS=2
+#   THREADS=<[server] threads and the calibration's workers (default 64)>
+#   CODEX_BIN=<another build's binary, to compare>  CALIBRATION_BIN=<a built calibration>
+#   KEEP=<directory to keep the wrk outputs and logs in>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WHICH=${1:-all}
-DURATION=${DURATION:-20s}
-COLD=${COLD:-10s}
+WHICH=${1:-sqlite}
+RUNS=${RUNS:-5}
+DURATION=${DURATION:-5s}
+COLD=${COLD:-5s}
 CONNECTIONS=${CONNECTIONS:-"8 64"}
 WRK_THREADS=${WRK_THREADS:-2}
 SECRET=Bch6Rt3Yu8Io1Pa5Sd9Fg2Hj7Kl4Zx0Cv
+case $WHICH in
+  sqlite) TARGETS="calibration codex-sqlite" ;;
+  postgres | all) TARGETS="calibration codex-sqlite codex-postgres" ;;
+  *) echo "usage: scripts/bench.sh [sqlite|postgres|all]" >&2; exit 2 ;;
+esac
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk (Debian package)" >&2
@@ -29,26 +43,49 @@ if ! command -v wrk >/dev/null 2>&1; then
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
 fi
 
-cargo build --release --quiet
+[ -n "${CODEX_BIN:-}" ] || cargo build --release --quiet
+[ -n "${CALIBRATION_BIN:-}" ] || cargo build --release --quiet --example calibration
 BIN=${CODEX_BIN:-target/release/codex}
+CAL=${CALIBRATION_BIN:-target/release/examples/calibration}
 WORK=$(mktemp -d /tmp/codex-bench.XXXXXX)
-CODEX_PID=""
+declare -A PID PORT
 # shellcheck source=scripts/pg.sh
 . scripts/pg.sh
+stop_all() {
+  local pid
+  for pid in "${PID[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PID[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PID=()
+}
 cleanup() {
-  [ -n "$CODEX_PID" ] && kill "$CODEX_PID" 2>/dev/null && wait "$CODEX_PID" 2>/dev/null
+  stop_all
   pg_stop
+  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$WORK"/*.txt "$WORK"/*.log "$KEEP"/ 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# run_one <backend> <connection string> <connections>
-run_one() {
-  local backend=$1 url=$2 conns=$3 port
+# start <target> <connections>: a fresh process on a fresh database.
+start() {
+  local target=$1 conns=$2 port url
   port=$(free_port)
-  cat >"$WORK/codex.conf" <<CONF
+  case $target in
+    calibration)
+      rm -f "$WORK"/calibration.db*
+      "$CAL" "127.0.0.1:$port" "$WORK/calibration.db" ${THREADS:-64} 2>"$WORK/$target-$conns.log" &
+      ;;
+    codex-*)
+      if [ "$target" = codex-sqlite ]; then
+        rm -f "$WORK"/bench.db*
+        url="sqlite:///$WORK/bench.db"
+      else
+        "${PG_AS[@]}" "$PG_BIN/psql" -q -h "$PG_DIR" -p "${PG_URL##*:}" -U postgres \
+          -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" postgres >/dev/null
+        url="${PG_URL%/postgres}/bench"
+      fi
+      cat >"$WORK/$target.conf" <<CONF
 [server]
 bind = 127.0.0.1:$port
 ${THREADS:+threads = $THREADS}
@@ -62,62 +99,92 @@ rate_limit_per_minute = 100000000
 [scheduler]
 sync_tickets_enabled = false
 CONF
-  "$BIN" serve --config "$WORK/codex.conf" 2>"$WORK/codex-$backend-$conns.log" &
-  CODEX_PID=$!
+      "$BIN" serve --config "$WORK/$target.conf" 2>"$WORK/$target-$conns.log" &
+      ;;
+  esac
+  PID[$target]=$!
+  PORT[$target]=$port
   for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$port/webhooks/health" >/dev/null && break
+    curl -s -o /dev/null "http://127.0.0.1:$port/webhooks/health" && return 0
     sleep 0.1
   done
-  # Cold: the first seconds of a fresh process, on new connections; it
-  # creates the 20,000 tickets (the warm run updates existing ones). The
-  # warm run starts right after, on new connections again.
-  CODEX_BENCH_SECRET=$SECRET wrk -t"$WRK_THREADS" -c"$conns" -d"$COLD" --latency \
-    -s scripts/bench/deliveries.lua "http://127.0.0.1:$port" >"$WORK/cold.txt"
-  CODEX_BENCH_SECRET=$SECRET wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --latency \
-    -s scripts/bench/deliveries.lua "http://127.0.0.1:$port" >"$WORK/wrk.txt"
-  local rss
-  rss=$(awk '/VmHWM/ {print $2}' "/proc/$CODEX_PID/status")
-  kill "$CODEX_PID"; wait "$CODEX_PID" || true
-  CODEX_PID=""
-  python3 - "$WORK/wrk.txt" "$backend" "$conns" "$rss" "$WORK/cold.txt" "$COLD" <<'PY'
+  echo "$target did not start; its log:" >&2
+  cat "$WORK/$target-$conns.log" >&2
+  exit 1
+}
+
+# measure <target> <connections> <label> <duration>: one wrk run, one line
+# in results.tsv.
+measure() {
+  local target=$1 conns=$2 label=$3 duration=$4 out
+  out="$WORK/wrk-$target-$conns-$label.txt"
+  CODEX_BENCH_SECRET=$SECRET wrk -t"$WRK_THREADS" -c"$conns" -d"$duration" --latency \
+    -s scripts/bench/deliveries.lua "http://127.0.0.1:${PORT[$target]}" >"$out"
+  python3 - "$out" "$target" "$conns" "$label" >>"$WORK/results.tsv" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
-cold = open(sys.argv[5]).read()
-backend, conns, rss_kb = sys.argv[2], sys.argv[3], int(sys.argv[4])
 def unit(value):
     n, u = re.match(r"([\d.]+)(\w+)", value).groups()
     return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
 requests = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", text).group(1))
 secs = unit(re.search(r"requests in ([\d.]+\w+)", text).group(1)) / 1000.0
 non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
-errors = re.search(r"Socket errors: (.*)", text)
+errors = m.group(1) if (m := re.search(r"Socket errors: (.*)", text)) else "-"
 p50 = unit(re.search(r"\s50%\s+([\d.]+\w+)", text).group(1))
 p99 = unit(re.search(r"\s99%\s+([\d.]+\w+)", text).group(1))
-acked = (requests - non2xx) / secs
-print(f"{backend:9} {conns:>4} conns: {acked:9.0f} acknowledged/s  non-2xx {non2xx}  "
-      f"p50 {p50:.2f} ms  p99 {p99:.2f} ms  peak RSS {rss_kb / 1024:.1f} MB"
-      + (f"  socket errors: {errors.group(1)}" if errors else ""))
-cold_p50 = unit(re.search(r"\s50%\s+([\d.]+\w+)", cold).group(1))
-cold_p99 = unit(re.search(r"\s99%\s+([\d.]+\w+)", cold).group(1))
-cold_errors = re.search(r"Socket errors: (.*)", cold)
-print(f"{backend:9} {conns:>4} conns: cold (first {sys.argv[6]} of a fresh process): p50 {cold_p50:.2f} ms  "
-      f"p99 {cold_p99:.2f} ms = {cold_p99 / p99:.1f} x warm p99"
-      + (f"  socket errors: {cold_errors.group(1)}" if cold_errors else ""))
+print("\t".join(map(str, [sys.argv[3], sys.argv[2], sys.argv[4], round((requests - non2xx) / secs),
+                          p50, p99, non2xx, errors])))
 PY
+  tail -n 1 "$WORK/results.tsv" | awk -F'\t' '{printf "  %4s conns  %-15s %-5s %7d acknowledged/s  p50 %6.2f ms  p99 %6.2f ms  non-2xx %s  socket errors: %s\n", $1, $2, $3, $4, $5, $6, $7, $8}'
 }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(date -u +%Y-%m-%d)"
-if [ "$WHICH" = sqlite ] || [ "$WHICH" = all ]; then
-  for conns in $CONNECTIONS; do
-    rm -f "$WORK"/bench.db*
-    run_one sqlite "sqlite:///$WORK/bench.db" "$conns"
+cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+echo "machine: $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(date -u '+%Y-%m-%d %H:%M UTC'); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "codex: $BIN; calibration: $CAL; $RUNS runs of $DURATION per point, interleaved; cold: the first $COLD of a fresh process"
+[ "$WHICH" = sqlite ] || pg_start # durable defaults: fsync on, synchronous_commit on
+: >"$WORK/results.tsv"
+: >"$WORK/rss.tsv"
+for conns in $CONNECTIONS; do
+  for target in $TARGETS; do start "$target" "$conns"; done
+  for target in $TARGETS; do measure "$target" "$conns" cold "$COLD"; done
+  for run in $(seq "$RUNS"); do
+    for target in $TARGETS; do measure "$target" "$conns" "$run" "$DURATION"; done
   done
-fi
-if [ "$WHICH" = postgres ] || [ "$WHICH" = all ]; then
-  pg_start  # durable defaults: fsync on, synchronous_commit on
-  for conns in $CONNECTIONS; do
-    "${PG_AS[@]}" "$PG_BIN/psql" -q -h "$PG_DIR" -p "${PG_URL##*:}" -U postgres -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" postgres >/dev/null 2>&1 \
-      || psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" >/dev/null
-    run_one postgres "${PG_URL%/postgres}/bench" "$conns"
+  for target in $TARGETS; do
+    printf '%s\t%s\t%s\n' "$conns" "$target" "$(awk '/VmHWM/ {print $2}' "/proc/${PID[$target]}/status")" >>"$WORK/rss.tsv"
   done
-fi
+  stop_all
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+python3 - "$WORK/results.tsv" "$WORK/rss.tsv" <<'PY'
+import statistics, sys
+from collections import defaultdict
+runs, cold = defaultdict(list), {}
+for line in open(sys.argv[1]):
+    conns, target, label, acked, p50, p99, non2xx, _ = line.rstrip("\n").split("\t")
+    row = (int(acked), float(p50), float(p99), int(non2xx))
+    if label == "cold":
+        cold[conns, target] = row
+    else:
+        runs[conns, target].append(row)
+rss = {(c, t): int(kb) / 1024 for c, t, kb in (l.split() for l in open(sys.argv[2]))}
+print()
+print("medians (acknowledged/s, p50, p99); ratios to the calibration; cold p99 / warm p99")
+for (conns, target), rows in runs.items():
+    med = lambda i: statistics.median(r[i] for r in rows)
+    acked, p50, p99 = med(0), med(1), med(2)
+    non2xx = sum(r[3] for r in rows) + cold[conns, target][3]
+    line = f"{conns:>4} conns  {target:15} {acked:8.0f}/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+    if target != "calibration":
+        base = runs[conns, "calibration"]
+        b_acked = statistics.median(r[0] for r in base)
+        b_p99 = statistics.median(r[2] for r in base)
+        line += f"  = {acked / b_acked:4.0%} of calibration throughput, p99 {p99 / b_p99:.2f}x"
+        if target == "codex-postgres":
+            s = runs[conns, "codex-sqlite"]
+            line += (f"; vs Codex SQLite: {acked / statistics.median(r[0] for r in s):.0%}, "
+                     f"p99 {p99 / statistics.median(r[2] for r in s):.2f}x")
+    line += f"  cold p99 {cold[conns, target][2] / p99:.1f}x warm  non-2xx {non2xx}  peak RSS {rss[conns, target]:.1f} MB"
+    print(line)
+PY

@@ -148,6 +148,9 @@ fn outage_refuses_what_it_cannot_store_and_recovers_within_5_seconds() {
                         }
                         Err(error) => problems.lock().unwrap().push(format!("{id}: {error}")),
                     }
+                    // time is what is tested here: a steady stream of
+                    // deliveries through the outage, each sender pausing
+                    // 2 ms between them as a PSA would, not a spin.
                     std::thread::sleep(Duration::from_millis(2));
                 }
             })
@@ -331,6 +334,7 @@ fn only_one_of_two_instances_polls_and_the_other_takes_over() {
         roles.contains(&"leader".to_string()) && roles.contains(&"standby".to_string())
     }));
     // Over a few seconds the runs are one poller's worth: about one a second.
+    // time is what is tested here: the number of runs in a five-second window.
     let start = db.count("SELECT count(*) FROM sync_runs");
     std::thread::sleep(Duration::from_secs(5));
     let runs = db.count("SELECT count(*) FROM sync_runs") - start;

@@ -10,6 +10,7 @@
 mod api;
 pub mod auth;
 mod backlog;
+mod failure;
 pub mod gate;
 mod jwt;
 mod operator;
@@ -20,6 +21,7 @@ mod routes;
 pub mod signature;
 mod status_page;
 pub mod tls;
+mod webhooks;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
