@@ -102,15 +102,19 @@ fn main() {
     }
 
     let (writes, queue) = crossbeam_channel::bounded(QUEUE);
-    std::thread::spawn(move || write(conn, &queue));
+    std::thread::Builder::new()
+        .name("cal-writer".into())
+        .spawn(move || write(conn, &queue))
+        .unwrap();
 
     let server =
         Arc::new(Server::from_listener_with_limits(bind(addr), Limits::default()).unwrap());
     let workers: Vec<_> = (0..threads)
-        .map(|_| {
+        .map(|n| {
             let server = server.clone();
             let writes = writes.clone();
             std::thread::Builder::new()
+                .name(format!("cal-http-{n}"))
                 .stack_size(256 * 1024)
                 .spawn(move || serve(&server, &writes))
                 .unwrap()

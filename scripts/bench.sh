@@ -13,10 +13,15 @@
 # secret, IP allowlist, rate limit (set high enough not to refuse), journal,
 # one log line per delivery (to a file).
 #
-#   scripts/bench.sh [sqlite|postgres|all]   (default: sqlite)
+#   scripts/bench.sh [sqlite|postgres|all|perf]   (default: sqlite)
 #     sqlite:   calibration and Codex on SQLite
 #     postgres: also Codex on PostgreSQL (vs the calibration and Codex on SQLite)
 #     all:      the same as postgres
+#     perf:     after the cold runs, one DURATION run of each (calibration,
+#               Codex on SQLite) under `perf record --call-graph dwarf`;
+#               flat and per-thread profiles in PERF_DIR (default
+#               /tmp/codex-perf), one run per count in CONNECTIONS
+#               (default 64 here)
 #   RUNS=5 DURATION=5s COLD=5s CONNECTIONS="8 64" WRK_THREADS=2
 #   THREADS=<[server] threads and the calibration's workers (default 64)>
 #   CODEX_BIN=<another build's binary, to compare>  CALIBRATION_BIN=<a built calibration>
@@ -33,8 +38,19 @@ WRK_THREADS=${WRK_THREADS:-2}
 SECRET=Bch6Rt3Yu8Io1Pa5Sd9Fg2Hj7Kl4Zx0Cv
 case $WHICH in
   sqlite) TARGETS="calibration codex-sqlite" ;;
+  perf)
+    TARGETS="calibration codex-sqlite"
+    CONNECTIONS=${CONNECTIONS_PERF:-64}
+    PERF_DIR=${PERF_DIR:-/tmp/codex-perf}
+    mkdir -p "$PERF_DIR"
+    command -v perf >/dev/null 2>&1 || {
+      echo "installing perf (Debian package linux-perf)" >&2
+      sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+      $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq linux-perf >/dev/null
+    }
+    ;;
   postgres | all) TARGETS="calibration codex-sqlite codex-postgres" ;;
-  *) echo "usage: scripts/bench.sh [sqlite|postgres|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [sqlite|postgres|all|perf]" >&2; exit 2 ;;
 esac
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -81,7 +97,8 @@ start() {
         rm -f "$WORK"/bench.db*
         url="sqlite:///$WORK/bench.db"
       else
-        "${PG_AS[@]}" "$PG_BIN/psql" -q -h "$PG_DIR" -p "${PG_URL##*:}" -U postgres \
+        pg_port=${PG_URL##*:}
+        "${PG_AS[@]}" "$PG_BIN/psql" -q -h "$PG_DIR" -p "${pg_port%%/*}" -U postgres \
           -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" postgres >/dev/null
         url="${PG_URL%/postgres}/bench"
       fi
@@ -113,16 +130,28 @@ CONF
   exit 1
 }
 
+# cost <pid>: CPU clock ticks (utime + stime) and context switches of all
+# its threads so far.
+cost() {
+  echo "$(awk '{print $14 + $15}' "/proc/$1/stat")" \
+    "$(cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/ {s += $2} END {print s}')"
+}
+
 # measure <target> <connections> <label> <duration>: one wrk run, one line
-# in results.tsv.
+# in results.tsv (with the target's CPU time and context switches per
+# acknowledged delivery).
 measure() {
-  local target=$1 conns=$2 label=$3 duration=$4 out
+  local target=$1 conns=$2 label=$3 duration=$4 out before
   out="$WORK/wrk-$target-$conns-$label.txt"
+  before=$(cost "${PID[$target]}")
   CODEX_BENCH_SECRET=$SECRET wrk -t"$WRK_THREADS" -c"$conns" -d"$duration" --latency \
     -s scripts/bench/deliveries.lua "http://127.0.0.1:${PORT[$target]}" >"$out"
-  python3 - "$out" "$target" "$conns" "$label" >>"$WORK/results.tsv" <<'PY'
+  # shellcheck disable=SC2046
+  python3 - "$out" "$target" "$conns" "$label" $before $(cost "${PID[$target]}") "$(getconf CLK_TCK)" \
+    >>"$WORK/results.tsv" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
+ticks0, switches0, ticks1, switches1, hz = map(int, sys.argv[5:10])
 def unit(value):
     n, u = re.match(r"([\d.]+)(\w+)", value).groups()
     return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
@@ -132,55 +161,83 @@ non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", 
 errors = m.group(1) if (m := re.search(r"Socket errors: (.*)", text)) else "-"
 p50 = unit(re.search(r"\s50%\s+([\d.]+\w+)", text).group(1))
 p99 = unit(re.search(r"\s99%\s+([\d.]+\w+)", text).group(1))
+acked = max(requests - non2xx, 1)
+cpu_us = (ticks1 - ticks0) / hz * 1e6 / acked
+switches = (switches1 - switches0) / acked
 print("\t".join(map(str, [sys.argv[3], sys.argv[2], sys.argv[4], round((requests - non2xx) / secs),
-                          p50, p99, non2xx, errors])))
+                          p50, p99, non2xx, errors, round(cpu_us), round(switches, 2)])))
 PY
-  tail -n 1 "$WORK/results.tsv" | awk -F'\t' '{printf "  %4s conns  %-15s %-5s %7d acknowledged/s  p50 %6.2f ms  p99 %6.2f ms  non-2xx %s  socket errors: %s\n", $1, $2, $3, $4, $5, $6, $7, $8}'
+  tail -n 1 "$WORK/results.tsv" | awk -F'\t' '{printf "  %4s conns  %-15s %-5s %7d acknowledged/s  p50 %6.2f ms  p99 %6.2f ms  non-2xx %s  CPU %4d us/delivery  %5.2f switches/delivery  socket errors: %s\n", $1, $2, $3, $4, $5, $6, $7, $9, $10, $8}'
 }
 
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 echo "machine: $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(date -u '+%Y-%m-%d %H:%M UTC'); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "codex: $BIN; calibration: $CAL; $RUNS runs of $DURATION per point, interleaved; cold: the first $COLD of a fresh process"
-[ "$WHICH" = sqlite ] || pg_start # durable defaults: fsync on, synchronous_commit on
+case $WHICH in postgres | all) pg_start ;; esac # durable defaults: fsync on, synchronous_commit on
 : >"$WORK/results.tsv"
 : >"$WORK/rss.tsv"
 for conns in $CONNECTIONS; do
   for target in $TARGETS; do start "$target" "$conns"; done
   for target in $TARGETS; do measure "$target" "$conns" cold "$COLD"; done
-  for run in $(seq "$RUNS"); do
-    for target in $TARGETS; do measure "$target" "$conns" "$run" "$DURATION"; done
-  done
+  if [ "$WHICH" = perf ]; then
+    for target in $TARGETS; do
+      data="$PERF_DIR/$target-$conns.data"
+      perf record -q -F "${PERF_FREQUENCY:-999}" --call-graph dwarf,8192 -o "$data" -p "${PID[$target]}" 2>/dev/null &
+      perf_pid=$!
+      measure "$target" "$conns" perf "$DURATION"
+      kill -INT "$perf_pid"; wait "$perf_pid" || true
+      perf report -i "$data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^$' \
+        | grep -E '^ +[0-9.]+%' | sed 's/[ -]*$//' | head -60 >"$PERF_DIR/$target-$conns.symbols.txt" || true
+      # Threads by name (the workers' numbers dropped), then by library.
+      perf report -i "$data" --no-children --sort comm,dso --stdio 2>/dev/null \
+        | awk '/^ +[0-9.]+%/ {sub(/%/, "", $1); sub(/-[0-9]+$/, "-N", $2); share[$2 " " $3] += $1}
+            END {for (k in share) printf "%7.2f%%  %s\n", share[k], k}' \
+        | sort -rn >"$PERF_DIR/$target-$conns.threads.txt" || true
+      perf report -i "$data" --children --sort symbol --stdio -g none 2>/dev/null \
+        | grep -E '^ +[0-9.]+%' | sed 's/[ -]*$//' | head -80 >"$PERF_DIR/$target-$conns.inclusive.txt" || true
+      echo "  perf: $data, $PERF_DIR/$target-$conns.{symbols,threads,inclusive}.txt"
+    done
+  else
+    for run in $(seq "$RUNS"); do
+      for target in $TARGETS; do measure "$target" "$conns" "$run" "$DURATION"; done
+    done
+  fi
   for target in $TARGETS; do
     printf '%s\t%s\t%s\n' "$conns" "$target" "$(awk '/VmHWM/ {print $2}' "/proc/${PID[$target]}/status")" >>"$WORK/rss.tsv"
   done
   stop_all
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ "$WHICH" = perf ] && exit 0
 
 python3 - "$WORK/results.tsv" "$WORK/rss.tsv" <<'PY'
 import statistics, sys
 from collections import defaultdict
 runs, cold = defaultdict(list), {}
 for line in open(sys.argv[1]):
-    conns, target, label, acked, p50, p99, non2xx, _ = line.rstrip("\n").split("\t")
-    row = (int(acked), float(p50), float(p99), int(non2xx))
+    conns, target, label, acked, p50, p99, non2xx, _, cpu, switches = line.rstrip("\n").split("\t")
+    row = (int(acked), float(p50), float(p99), int(non2xx), int(cpu), float(switches))
     if label == "cold":
         cold[conns, target] = row
     else:
         runs[conns, target].append(row)
 rss = {(c, t): int(kb) / 1024 for c, t, kb in (l.split() for l in open(sys.argv[2]))}
 print()
-print("medians (acknowledged/s, p50, p99); ratios to the calibration; cold p99 / warm p99")
+print("medians (acknowledged/s, p50, p99, CPU and context switches per delivery); ratios to the calibration;")
+print("cold p99 / warm p99; non-2xx over all runs; peak RSS at the end")
 for (conns, target), rows in runs.items():
     med = lambda i: statistics.median(r[i] for r in rows)
     acked, p50, p99 = med(0), med(1), med(2)
     non2xx = sum(r[3] for r in rows) + cold[conns, target][3]
-    line = f"{conns:>4} conns  {target:15} {acked:8.0f}/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+    line = (f"{conns:>4} conns  {target:15} {acked:8.0f}/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
+            f"{med(4):4.0f} us {med(5):5.2f} sw")
     if target != "calibration":
         base = runs[conns, "calibration"]
         b_acked = statistics.median(r[0] for r in base)
         b_p99 = statistics.median(r[2] for r in base)
-        line += f"  = {acked / b_acked:4.0%} of calibration throughput, p99 {p99 / b_p99:.2f}x"
+        b_cpu = statistics.median(r[4] for r in base)
+        line += (f"  = {acked / b_acked:4.0%} of calibration throughput, p99 {p99 / b_p99:.2f}x, "
+                 f"CPU/delivery {med(4) / max(b_cpu, 1):.2f}x")
         if target == "codex-postgres":
             s = runs[conns, "codex-sqlite"]
             line += (f"; vs Codex SQLite: {acked / statistics.median(r[0] for r in s):.0%}, "

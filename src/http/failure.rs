@@ -11,9 +11,9 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 use tiny_http::{Header, Response, StatusCode};
 
+use super::endpoints::{endpoints, supported_providers};
 use super::jwt::TokenError;
 use super::response::json_response;
-use super::routes::{endpoints, supported_providers};
 use super::signature::SignatureError;
 use crate::delivery::Refusal;
 use crate::error::{StoreError, TimestampError};

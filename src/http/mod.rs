@@ -10,6 +10,7 @@
 mod api;
 pub mod auth;
 mod backlog;
+mod endpoints;
 mod failure;
 pub mod gate;
 mod jwt;

@@ -11,6 +11,7 @@ use tiny_http::{Method, Request};
 
 use super::api::{self, ReadApi};
 use super::auth::RateLimiter;
+use super::endpoints::{endpoints, supported_providers};
 use super::failure::Failure;
 use super::request;
 use super::response::{json_response, redirect, send, text_response};
@@ -314,26 +315,4 @@ fn health(state: &Scope) -> Value {
         map.extend(state.status.status().health_fields());
     }
     body
-}
-
-/// The names of the providers Codex serves.
-pub(super) fn supported_providers() -> Vec<&'static str> {
-    Provider::ALL.iter().map(|p| p.as_str()).collect()
-}
-
-/// The webhook endpoints under `base_path`, by name.
-pub(super) fn endpoints(base_path: &str) -> Value {
-    let mut endpoints = serde_json::Map::new();
-    endpoints.insert(
-        "health".into(),
-        format!("{base_path}/webhooks/health").into(),
-    );
-    endpoints.insert("test".into(), format!("{base_path}/webhooks/test").into());
-    for provider in Provider::ALL {
-        endpoints.insert(
-            provider.as_str().into(),
-            format!("{base_path}/webhooks/{provider}/ticket").into(),
-        );
-    }
-    Value::Object(endpoints)
 }

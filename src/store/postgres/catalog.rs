@@ -35,8 +35,9 @@ pub(super) fn migrate(
     let changes = migrate::run(&mut catalog)?;
     let companies = migrate::companies_usable(&mut catalog)?;
     let statements = prepare(&tx, companies).map_err(|e| migrate::unpreparable(map_error(e)))?;
+    // Kept in the connection's cache: the writer runs them from there.
     for statement in statements::all(Dialect::Postgres) {
-        tx.prepare(&Dialect::Postgres.render(&statement))
+        tx.prepare_cached(&Dialect::Postgres.render(&statement))
             .map_err(|e| migrate::unpreparable(map_error(e)))?;
     }
     if commit {
@@ -62,7 +63,7 @@ fn prepare(tx: &Transaction<'_>, companies: bool) -> Result<Statements, client::
             Some((at, usize::try_from(limit).ok()?))
         })
         .collect();
-    let prepare = |sql: &str| tx.prepare(&Dialect::Postgres.render(sql));
+    let prepare = |sql: &str| tx.prepare_cached(&Dialect::Postgres.render(sql));
     Ok(Statements {
         limits,
         upsert: prepare(&statements::postgres_upsert(companies))?,

@@ -5,6 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
@@ -95,42 +96,58 @@ pub(super) fn map_error(error: client::Error) -> StoreError {
 }
 
 /// A client or transaction runs the shared statements: rendered for
-/// PostgreSQL, prepared, and each parameter bound as the type the server
-/// inferred for it (an INTEGER column takes an `i32`).
+/// PostgreSQL, prepared once per connection, and each parameter bound as
+/// the type the server inferred for it (an INTEGER column takes an `i32`).
 impl<S: Session> Connection for S {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
 
     fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        let (statement, values) = bind(self, sql, params)?;
+        let sql = Dialect::Postgres.render(sql);
+        let (statement, values) = bind(self, &sql, params)?;
         let values: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v).collect();
-        Session::execute(self, &statement, &values).map_err(map_error)
+        Session::execute(self, &statement, &values).map_err(|error| stale(self, &sql, error))
     }
 
     fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Cells>, StoreError> {
-        let (statement, values) = bind(self, sql, params)?;
+        let sql = Dialect::Postgres.render(sql);
+        let (statement, values) = bind(self, &sql, params)?;
         let values: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v).collect();
-        let rows = Session::query(self, &statement, &values).map_err(map_error)?;
+        let rows = Session::query_prepared(self, &statement, &values)
+            .map_err(|error| stale(self, &sql, error))?;
         rows.iter()
             .map(|row| cells(row).map_err(map_error))
             .collect()
     }
 }
 
+/// `error` as a `StoreError`. A kept statement the server no longer runs
+/// (its result type changed under it, after another instance's migration,
+/// or it is gone, behind a pooler) is forgotten first, so that the next
+/// call prepares it again.
+fn stale(session: &impl Session, sql: &str, error: client::Error) -> StoreError {
+    if let Some(code) = error.as_db().and_then(tokio_postgres::Error::code) {
+        if *code == SqlState::FEATURE_NOT_SUPPORTED || *code == SqlState::INVALID_SQL_STATEMENT_NAME
+        {
+            session.statements().forget(sql);
+        }
+    }
+    map_error(error)
+}
+
 /// A parameter as the Rust type of the server's type for it.
 type Bound<'a> = Box<dyn ToSql + Sync + 'a>;
 
-/// Prepares `sql` (SQLite's spelling) and converts `params` to the types
-/// the server inferred for them.
+/// The statement for `sql` (PostgreSQL's spelling), prepared on its first
+/// use on this connection, and `params` converted to the types the server
+/// inferred for them.
 fn bind<'a>(
     session: &impl Session,
     sql: &str,
     params: &[Param<'a>],
 ) -> Result<(Statement, Vec<Bound<'a>>), StoreError> {
-    let statement = session
-        .prepare(&Dialect::Postgres.render(sql))
-        .map_err(map_error)?;
+    let statement = session.prepare_cached(sql).map_err(map_error)?;
     let values = params
         .iter()
         .zip(statement.params())

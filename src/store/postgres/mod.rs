@@ -196,7 +196,8 @@ fn apply_round(
             continue;
         }
         if result.inserted && result.tombstoned {
-            let rows = tx.query(&statements.tombstone_select, &[&event.ticket_id, &provider])?;
+            let rows =
+                tx.query_prepared(&statements.tombstone_select, &[&event.ticket_id, &provider])?;
             if let Some(row) = rows.first() {
                 let tombstone = decoded(statements::tombstone(&cells(row)?))?;
                 tx.execute(&statements.tombstone_delete, &[&event.ticket_id, &provider])?;
@@ -262,7 +263,7 @@ impl Statements {
             }
         }
         let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(Array::as_sql).collect();
-        let result = tx.query(&self.upsert, &params)?;
+        let result = tx.query_prepared(&self.upsert, &params)?;
         let width = Field::COUNT + 2;
         result
             .iter()
@@ -445,3 +446,6 @@ impl Leadership for AdvisoryLeadership {
         self.held.contains(&provider)
     }
 }
+
+#[cfg(test)]
+mod tests;
