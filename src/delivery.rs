@@ -1,12 +1,18 @@
 //! One webhook delivery's body made into what the writer applies: the
 //! normalized event with its journal entry, or, for a body Codex cannot
 //! use, the journal entry alone and why it was refused. The HTTP handler
-//! (`http::routes`) and `codex replay` both go through `prepare`, so a
-//! replayed delivery meets exactly today's rules.
+//! (`http::webhooks`) calls `deliver`, which prepares and writes; it and
+//! `codex replay` both go through `prepare`, so a replayed delivery meets
+//! exactly today's rules.
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::config::Config;
+use crate::error::StoreError;
 use crate::psa::{Field, Provider, TicketEvent, Value, lenient_json, webhook_body};
-use crate::store::{JournalEntry, WriteItem};
+use crate::store::{JournalEntry, Outcome, StoreClient, WriteItem};
+use crate::timestamp;
 
 /// Why a delivery's body cannot be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +44,34 @@ impl Refusal {
     }
 }
 
+/// A delivery the writer committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivered {
+    /// What the write did to the ticket.
+    pub outcome: Outcome,
+    pub ticket_id: i64,
+    /// The event's kind (`ticket.created`...), for the log line.
+    pub event: &'static str,
+    /// The event's version, which a stale answer quotes.
+    pub event_updated_at: Option<String>,
+    /// What was odd but not fatal about the body.
+    pub warnings: Vec<String>,
+}
+
+/// Why a delivery was not applied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotDelivered {
+    /// The body cannot be applied; its journal row was committed.
+    /// `ticket_id` is the ticket it names, when one was found in it.
+    Refused {
+        refusal: Refusal,
+        ticket_id: Option<i64>,
+    },
+    /// The writer did not commit the delivery (or, for a refused body, its
+    /// journal row).
+    Store(StoreError),
+}
+
 /// A delivery ready for the writer.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -51,6 +85,63 @@ pub struct Prepared {
     pub ticket_id: Option<i64>,
     /// What was odd but not fatal about the body.
     pub warnings: Vec<String>,
+}
+
+/// Journals and applies one delivery `body` from `client_ip`, as `prepare`
+/// reads it, waiting at most `wait` for the commit. A refused body is
+/// journaled all the same: nothing a PSA sent is lost.
+pub fn deliver(
+    store: &StoreClient,
+    config: &Config,
+    provider: Provider,
+    client_ip: IpAddr,
+    body: Vec<u8>,
+    wait: Duration,
+) -> Result<Delivered, NotDelivered> {
+    if config.webhooks.log_payloads {
+        log::info!(
+            "{provider} payload from {client_ip}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let journal = JournalEntry {
+        provider,
+        received_at: timestamp::now(),
+        client_ip: client_ip.to_string(),
+        event: None,
+        ticket_id: None,
+        error: None,
+        outcome: None,
+        body,
+    };
+    let prepared = prepare(provider, config, journal);
+    if let Some(refusal) = prepared.refusal {
+        return match store.write(prepared.item, wait) {
+            Ok(_) => Err(NotDelivered::Refused {
+                refusal,
+                ticket_id: prepared.ticket_id,
+            }),
+            Err(error) => Err(NotDelivered::Store(error)),
+        };
+    }
+    let Some(event) = prepared.item.event.as_ref() else {
+        unreachable!("a delivery that was not refused carries its event")
+    };
+    let (ticket_id, kind) = (event.ticket_id, event.kind.as_str());
+    let event_updated_at = event.updated_at.clone();
+    for warning in &prepared.warnings {
+        log::warn!("{provider} ticket={ticket_id}: {warning}");
+    }
+    let outcome = store
+        .write(prepared.item, wait)
+        .map_err(NotDelivered::Store)?;
+    Ok(Delivered {
+        outcome,
+        ticket_id,
+        event: kind,
+        event_updated_at,
+        warnings: prepared.warnings,
+    })
 }
 
 /// Parses and normalizes `journal.body` as `provider` sends it, under

@@ -1,5 +1,5 @@
 //! Error types of the layers below HTTP. The HTTP layer maps them to
-//! responses in one place (`http::response`), so no internal detail reaches
+//! responses in one place (`http::failure`), so no internal detail reaches
 //! a PSA.
 
 use std::path::PathBuf;

@@ -6,8 +6,9 @@
 //!    allowlist and the rate limit, and reads the body;
 //! 2. `delivery` makes the body a `TicketEvent` with its journal entry,
 //!    through `psa`'s normalizers (one file per provider);
-//! 3. the handler sends it to the writer as a `store` command over a
-//!    bounded channel (503 when full) and waits;
+//! 3. `delivery::deliver` sends it to the writer as a `store` command over
+//!    a bounded channel (503 when full) and waits; `http` maps what it came
+//!    to (or any failure, in `http/failure.rs`) to the answer;
 //! 4. the `store` writer thread applies what is queued in one transaction
 //!    (group commit, newest version of each field wins) and answers after
 //!    COMMIT, so a 2xx means the event is durable.
@@ -40,6 +41,7 @@ mod logging;
 mod metrics;
 mod preflight;
 mod psa;
+mod readers;
 mod reload;
 mod replay;
 mod send_test;

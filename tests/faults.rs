@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use common::fake_freshservice::FakeFreshservice;
 use common::fault_proxy::FaultProxy;
 use common::pg_cluster::PgCluster;
-use common::{Backend, Codex, SECRET, TestDb, run_codex, try_deliver, try_request, wait_until};
+use common::{
+    Backend, Codex, SECRET, TestDb, run_codex, try_deliver, try_request, wait_until,
+    wait_until_every,
+};
 use serde_json::{Value, json};
 
 /// Longer than the writer's reconnect backoff maximum (1 s).
@@ -73,7 +76,8 @@ impl Load {
                             took: started.elapsed(),
                             status,
                         });
-                        // Paced like a PSA retrying, and gentler while refused.
+                        // time is what is tested here: load paced like a PSA
+                        // retrying through the fault, gentler while refused.
                         let pause = if failed { 50 } else { 5 };
                         std::thread::sleep(Duration::from_millis(pause));
                     }
@@ -154,6 +158,8 @@ impl HealthWatch {
                         database,
                         error,
                     });
+                    // time is what is tested here: when health first said
+                    // so, to within this 100 ms period.
                     std::thread::sleep(Duration::from_millis(100));
                 }
             })
@@ -226,6 +232,7 @@ fn through_fault(
         notice.error
     );
     let remaining = outage.saturating_sub(fault.elapsed());
+    // time is what is tested here: the fault lasts `outage`.
     std::thread::sleep(remaining);
     let healed = Instant::now();
     heal();
@@ -541,22 +548,23 @@ fn postgres_path_reset() {
 
 /// Delivers until one is acknowledged; returns when that happened.
 fn first_ack(addr: SocketAddr, within: Duration) -> Option<(Instant, i64)> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
+    let mut acked = None;
+    // One delivery every 50 ms, as a PSA retrying would.
+    wait_until_every(within, Duration::from_millis(50), || {
         let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
         let body = common::seed_body("ticket.created", id, 2, "2024-09-01T00:00:00Z").to_string();
         let started = Instant::now();
         match try_deliver(addr, &body) {
-            Ok(r) if r.status == 201 => return Some((Instant::now(), id)),
+            Ok(r) if r.status == 201 => acked = Some((Instant::now(), id)),
             Ok(r) => {
                 assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
                 assert!(started.elapsed() < ANSWER_WITHIN);
             }
             Err(e) => panic!("delivery failed: {e}"),
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+        acked.is_some()
+    });
+    acked
 }
 
 fn health_database(codex: &Codex) -> String {
@@ -582,6 +590,7 @@ fn postgres_restarted_while_idle() {
         "an idle Codex did not notice the database going away"
     );
     let noticed = fault.elapsed();
+    // time is what is tested here: the database is down for OUTAGE.
     std::thread::sleep(OUTAGE.saturating_sub(fault.elapsed()));
     cluster.start_server();
     let healed = Instant::now();
@@ -634,6 +643,7 @@ fn postgres_down_when_serve_starts() {
     assert_eq!(refused.status, 503);
     assert!(refused.header("Retry-After").is_some());
     assert!(started.elapsed() < ANSWER_WITHIN);
+    // time is what is tested here: the outage lasts OUTAGE.
     std::thread::sleep(OUTAGE);
     cluster.start_server();
     let healed = Instant::now();
@@ -672,6 +682,7 @@ fn sync_once_waits_for_a_database_that_comes_back() {
     let conf_arg = conf.to_str().unwrap().to_string();
     let sync =
         std::thread::spawn(move || run_codex(&["sync", "--once", "--config", &conf_arg], &[]));
+    // time is what is tested here: the outage lasts OUTAGE.
     std::thread::sleep(OUTAGE);
     cluster.start_server();
     let (status, out, err) = sync.join().unwrap();
@@ -704,6 +715,7 @@ fn poller_resumes_after_an_outage() {
     };
     assert!(wait_until(Duration::from_secs(20), || ok_runs() >= 1));
     cluster.stop_server_mode("fast");
+    // time is what is tested here: the outage lasts OUTAGE.
     std::thread::sleep(OUTAGE);
     cluster.start_server();
     let before = ok_runs();
@@ -870,6 +882,9 @@ fn sqlite_file_deleted_under_load_is_refused_then_restored() {
     let noticed = deleted.elapsed();
     assert!(codex.logs().contains("was deleted while Codex had it open"));
     // Nothing recreated the file behind the operator's back.
+    // time is what is tested here: two seconds span at least two of the
+    // writer's reconnect attempts (its backoff is at most 1 s), and none
+    // may create a new file.
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !path.exists(),
@@ -1045,6 +1060,7 @@ fn sqlite_read_only_filesystem_at_start_then_writable() {
     ));
     assert_eq!(refused.status, 503);
     assert!(started.elapsed() < ANSWER_WITHIN);
+    // time is what is tested here: the outage lasts OUTAGE.
     std::thread::sleep(OUTAGE);
     tmpfs.remount("rw");
     let healed = Instant::now();

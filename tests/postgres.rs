@@ -148,6 +148,9 @@ fn outage_refuses_what_it_cannot_store_and_recovers_within_5_seconds() {
                         }
                         Err(error) => problems.lock().unwrap().push(format!("{id}: {error}")),
                     }
+                    // time is what is tested here: a steady stream of
+                    // deliveries through the outage, each sender pausing
+                    // 2 ms between them as a PSA would, not a spin.
                     std::thread::sleep(Duration::from_millis(2));
                 }
             })
@@ -331,6 +334,7 @@ fn only_one_of_two_instances_polls_and_the_other_takes_over() {
         roles.contains(&"leader".to_string()) && roles.contains(&"standby".to_string())
     }));
     // Over a few seconds the runs are one poller's worth: about one a second.
+    // time is what is tested here: the number of runs in a five-second window.
     let start = db.count("SELECT count(*) FROM sync_runs");
     std::thread::sleep(Duration::from_secs(5));
     let runs = db.count("SELECT count(*) FROM sync_runs") - start;
@@ -354,4 +358,178 @@ fn only_one_of_two_instances_polls_and_the_other_takes_over() {
     assert!(wait_until(Duration::from_secs(10), || db
         .count("SELECT count(*) FROM sync_runs")
         > before));
+}
+
+/// How often each server process (one per connection) was asked to parse
+/// each statement text, from the server's log: with
+/// `log_min_duration_statement = 0` every parse, bind and execute of the
+/// extended protocol is logged with its text, after a `pid|` prefix.
+fn statement_phases(log: &str, phase: &str) -> HashMap<(String, String), usize> {
+    let marker = format!("  {phase} ");
+    let mut seen = HashMap::new();
+    for line in log.lines() {
+        let Some((pid, rest)) = line.split_once('|') else {
+            continue;
+        };
+        let Some((_, statement)) = rest.split_once(&marker) else {
+            continue;
+        };
+        // `s3: SELECT ...`, or `<unnamed>: SELECT ...`
+        let Some((_, text)) = statement.split_once(": ") else {
+            continue;
+        };
+        *seen.entry((pid.to_string(), text.to_string())).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// Issue 22: a PostgreSQL connection prepares each statement once, and
+/// after the server is killed with -9 and started again, the new
+/// connections prepare theirs again (the kept ones died with the old).
+#[test]
+#[cfg_attr(
+    not(codex_postgres_tests),
+    ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
+)]
+fn each_connection_prepares_each_statement_once_and_again_after_a_kill_9() {
+    const TOKEN: &str = "Api7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0GaT";
+    const ROUNDS: usize = 10;
+    let cluster = PgCluster::start();
+    let url = cluster.url();
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute("ALTER SYSTEM SET log_min_duration_statement = 0")
+        .unwrap();
+    admin
+        .batch_execute("ALTER SYSTEM SET log_line_prefix = '%p|'")
+        .unwrap();
+    admin.execute("SELECT pg_reload_conf()", &[]).unwrap();
+    let data: String = admin.query_one("SHOW data_directory", &[]).unwrap().get(0);
+    let server_log = std::path::Path::new(&data)
+        .parent()
+        .unwrap()
+        .join("server.log");
+    drop(admin);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let value: String = client
+                .query_one("SHOW log_min_duration_statement", &[])
+                .unwrap()
+                .get(0);
+            value == "0"
+        }),
+        "the server did not take the logging settings"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("codex.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[server]\nbind = 127.0.0.1:0\n[database]\nconnection_string = {url}\n\
+             [webhooks]\nenabled = true\nsecret = {SECRET}\n[scheduler]\nsync_tickets_enabled = false\n\
+             [api]\ntokens = {TOKEN}\n"
+        ),
+    )
+    .unwrap();
+    let codex = Codex::start_config(&conf, &[]);
+    let bearer = format!("Bearer {TOKEN}");
+    let read = |path: &str| {
+        codex
+            .request("GET", path, &[("Authorization", &bearer)], b"")
+            .status
+    };
+    let deliver = |id: i64| {
+        codex
+            .deliver(
+                &common::seed_body("ticket.created", id, 2, "2024-08-01T00:00:00Z").to_string(),
+            )
+            .status
+    };
+    let reads = |rounds: usize| {
+        for _ in 0..rounds {
+            assert_eq!(read("/api/tickets?limit=5"), 200);
+            assert_eq!(read("/api/ticket/1"), 200);
+        }
+    };
+    assert_eq!(deliver(1), 201);
+    reads(ROUNDS);
+
+    // Every connection parsed each statement once.
+    let once = |log: &str| {
+        let parsed = statement_phases(log, "parse");
+        let twice: Vec<_> = parsed.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "parsed more than once: {twice:#?}");
+        parsed
+    };
+    let before = std::fs::read_to_string(&server_log).unwrap();
+    let parsed = once(&before);
+    let listing = |((_, text), _): (&(String, String), &usize)| text.contains("ORDER BY");
+    let executed = statement_phases(&before, "execute");
+    let listing_parses = parsed.iter().filter(|e| listing(*e)).count();
+    let listing_runs: usize = executed
+        .iter()
+        .filter(|e| listing(*e))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        listing_runs >= ROUNDS && listing_parses < listing_runs,
+        "{listing_parses} parses for {listing_runs} runs"
+    );
+
+    // kill -9 every server process, then start it again.
+    let pids = cluster.server_pids();
+    cluster.signal_all("KILL");
+    // Gone, and reaped: the postmaster refuses to start while its old
+    // pid still names a process, even a zombie.
+    assert!(wait_until(Duration::from_secs(10), || pids
+        .iter()
+        .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())));
+    cluster.start_server();
+    assert!(
+        wait_until(Duration::from_secs(20), || read("/api/tickets?limit=5")
+            == 200),
+        "the read API did not come back after the restart"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || deliver(2) == 201),
+        "the writer did not come back after the restart"
+    );
+    reads(ROUNDS);
+    let after = std::fs::read_to_string(&server_log).unwrap();
+    let parsed_after = once(&after[before.len()..]);
+    assert!(
+        parsed_after
+            .keys()
+            .any(|(_, text)| text.contains("ORDER BY")),
+        "the new connections prepared the listing again"
+    );
+    assert!(
+        !after.contains("does not exist") && !codex.logs().contains("does not exist"),
+        "a statement kept from before the restart was used: {}",
+        codex.logs()
+    );
+    // What the cache saved: each execution after a connection's first of
+    // a statement would otherwise have been preceded by a parse, one round
+    // trip each.
+    let executed = statement_phases(&after, "execute");
+    let parsed = statement_phases(&after, "parse");
+    let mut connections: Vec<(String, usize, usize)> = Vec::new();
+    for ((pid, text), runs) in &executed {
+        let parses = parsed
+            .get(&(pid.clone(), text.clone()))
+            .copied()
+            .unwrap_or(0);
+        match connections.iter_mut().find(|(p, _, _)| p == pid) {
+            Some(entry) => {
+                entry.1 += runs;
+                entry.2 += parses;
+            }
+            None => connections.push((pid.clone(), *runs, parses)),
+        }
+    }
+    for (pid, runs, parses) in &connections {
+        eprintln!("connection {pid}: {runs} executions, {parses} parses");
+    }
 }

@@ -18,7 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{Backend, Codex, SECRET, TestDb, base_config, connect_from, read_response, seed_body};
+use common::{
+    Backend, Codex, SECRET, TestDb, base_config, connect_from, read_response, seed_body,
+    wait_for_no_connections,
+};
 
 /// Resident memory one open connection may cost beyond the body budget
 /// (its thread's stack pages, buffers, bookkeeping), as stated in
@@ -106,6 +109,8 @@ fn under_watch<T>(codex: &Codex, during: impl FnOnce() -> T) -> (T, u64, Duratio
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                // time is what is tested here: memory sampled every 10 ms
+                // through the attack, for its peak.
                 std::thread::sleep(Duration::from_millis(10));
             }
         })
@@ -116,6 +121,8 @@ fn under_watch<T>(codex: &Codex, during: impl FnOnce() -> T) -> (T, u64, Duratio
             let mut results = Vec::new();
             while !stop.load(Ordering::Relaxed) || results.len() < 5 {
                 results.push(deliver_from(ip(127, 0, 0, 2), addr));
+                // time is what is tested here: a delivery every 50 ms for
+                // as long as the attack lasts, each timed.
                 std::thread::sleep(Duration::from_millis(50));
             }
             results
@@ -136,11 +143,15 @@ fn under_watch<T>(codex: &Codex, during: impl FnOnce() -> T) -> (T, u64, Duratio
     (outcome, peak.load(Ordering::Relaxed), slowest)
 }
 
-/// The service after a delivery and a moment's rest: what it costs idle.
+/// The service after a delivery, once its connection has closed: what it
+/// costs idle.
 fn settled_rss(codex: &Codex) -> u64 {
     let (status, _) = deliver_from(ip(127, 0, 0, 2), codex.addr);
     assert!(matches!(status, 200 | 201));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_for_no_connections(codex.pid()),
+        "a connection stayed open after its delivery"
+    );
     rss_kib(codex.pid())
 }
 
@@ -344,6 +355,9 @@ fn a_thousand_idle_connections_from_one_address_do_not_stop_deliveries() {
             .unwrap();
             let health = read_response(&mut health).unwrap();
             assert_eq!(health.status, 200, "{health:?}");
+            // time is what is tested here: the crowd keeps at it for
+            // longer than the first-byte timeout, checking health every
+            // 100 ms.
             std::thread::sleep(Duration::from_millis(100));
         }
     });

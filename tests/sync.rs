@@ -338,7 +338,7 @@ fn rate_limits_are_respected(backend: Backend) {
     // Never more than max_requests_per_minute in any minute (the fifth
     // request of a run waits for the first to age out) is checked on a
     // manual clock, without waiting a real minute:
-    // psa::freshservice_api::tests::never_more_than_max_requests_per_minute_in_any_minute.
+    // psa::freshservice_poll::tests::never_more_than_max_requests_per_minute_in_any_minute.
 }
 
 fn bad_credentials_fail_once_without_retry_storm(backend: Backend) {
@@ -381,6 +381,8 @@ fn bad_credentials_fail_once_without_retry_storm(backend: Backend) {
             .contains("bad credentials"),
         "{health}"
     );
+    // time is what is tested here: over half a second after the failure,
+    // no retry storm (the next attempt is an hour away).
     std::thread::sleep(Duration::from_millis(500));
     let calls = fake.requests().len();
     assert!(calls <= 4, "{calls} requests");

@@ -35,7 +35,8 @@ for_each_backend!(
 fn quiet_connections_are_closed_and_an_idle_listener_keeps_accepting() {
     let db = TestDb::new(&Backend::Sqlite);
     let codex = Codex::start(&db, "[server]\nread_timeout = 1s\nbody_timeout = 1s\n");
-    // Idleness is what is tested here: no connection for three timeouts.
+    // time is what is tested here: idleness, no connection for three
+    // read timeouts.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(codex.get("/webhooks/health").status, 200);
     assert!(

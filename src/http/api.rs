@@ -10,7 +10,7 @@
 //!
 //! Field names and empty values are the predecessor's. A ticket Codex does
 //! not hold is 404: a read never calls the PSA. Reads use read connections
-//! of their own, never the writer's. Every request needs a bearer token:
+//! of their own (`readers.rs`), never the writer's. Every request needs a bearer token:
 //! one of `[api] tokens`, or a suite JWT when `[api] core_url` is set.
 
 use std::sync::{Arc, Mutex};
@@ -22,66 +22,27 @@ use serde_json::{Value, json};
 use tiny_http::Request;
 
 use super::auth;
+use super::failure::Failure;
 use super::jwt::Verifier;
-use super::response::ApiError;
-use crate::config::{Config, DatabaseUrl};
+use crate::config::Config;
 use crate::error::StoreError;
 use crate::psa::Provider;
-use crate::status::Activity;
-use crate::store::{DbHealth, Position, Reader, Reads, TicketQuery, TicketRow};
+use crate::readers::Readers;
+use crate::store::{Position, TicketPage, TicketQuery, TicketRow};
 use crate::timestamp;
 
 /// Rows a page holds unless `limit` says otherwise (the predecessor's).
 const DEFAULT_LIMIT: i64 = 50;
 /// The most rows one page may hold.
 const MAX_LIMIT: i64 = 1000;
-/// Read connections kept open between requests.
-const IDLE_READERS: usize = 4;
-
-/// What the read API keeps between requests: idle read connections and
-/// the JWT verifier (with its cached keys) of the Core in force.
+/// The JWT verifier (with its cached keys) of the Core in force, kept
+/// between requests.
+#[derive(Default)]
 pub struct ReadApi {
-    url: DatabaseUrl,
-    health: Arc<DbHealth>,
-    idle: Mutex<Vec<Reader>>,
     verifier: Mutex<Option<Arc<Verifier>>>,
 }
 
 impl ReadApi {
-    pub fn new(url: &DatabaseUrl, health: Arc<DbHealth>) -> ReadApi {
-        ReadApi {
-            url: url.clone(),
-            health,
-            idle: Mutex::new(Vec::new()),
-            verifier: Mutex::new(None),
-        }
-    }
-
-    /// Runs `read` on an idle read connection, or a new one.
-    fn read<T>(
-        &self,
-        read: impl FnOnce(&mut dyn Reads) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut reader = idle.unwrap_or_else(|| Reader::new(&self.url, self.health.clone()));
-        let result = reader.read(read);
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < IDLE_READERS {
-            idle.push(reader);
-        }
-        result
-    }
-
-    /// The last deliveries and runs, for the status page.
-    pub fn read_activity(&self) -> Result<Activity, StoreError> {
-        self.read(Activity::read)
-    }
-
-    /// Rows in the delivery journal, for `/metrics`.
-    pub fn read_journal_rows(&self) -> Result<i64, StoreError> {
-        self.read(|r| r.journal_rows())
-    }
-
     /// The verifier for `core_url`, made anew when the URL changed (a reload).
     fn verifier(&self, core_url: &str) -> Arc<Verifier> {
         let mut current = self.verifier.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,84 +59,121 @@ pub fn is_api_path(path: &str) -> bool {
 }
 
 /// Answers a GET or HEAD of the read API: `path` without the base path,
-/// `query` the text after `?`.
+/// `query` the text after `?`. The request is parsed into what it asks
+/// for, read in one call on a read connection, and rendered under the
+/// predecessor's field names.
 pub fn answer(
     api: &ReadApi,
+    readers: &Readers,
     config: &Config,
     request: &Request,
     path: &str,
     query: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Value, Failure> {
     if config.api.tokens.is_empty() && config.api.core_url.is_none() {
-        return Err(ApiError::new(404, "the read API is off").with(
-            "detail",
-            "set [api] tokens (see `codex gen-secret`) or [api] core_url in codex.conf",
-        ));
+        return Err(Failure::ApiOff);
     }
     authenticate(api, config, request)?;
-    let params = Params::parse(query);
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
-    match segments.as_slice() {
-        ["tickets"] => tickets(api, &params),
-        ["ticket", id] => ticket(api, config, id, &params),
-        ["companies", account, "tickets"] => company_tickets(api, &decode(account), &params),
-        _ => Err(ApiError::new(404, format!("no endpoint at {path}")).with(
-            "endpoints",
-            json!([
-                "/api/tickets",
-                "/api/ticket/<id>",
-                "/api/companies/<account_number>/tickets"
-            ]),
-        )),
+    match Ask::parse(path, &Params::parse(query))? {
+        Ask::Tickets(query) => {
+            let page = readers.read(|r| r.tickets(&query)).map_err(read_failed)?;
+            Ok(page_body(&page, &query))
+        }
+        Ask::Ticket { id, source } => readers
+            .read(|r| r.ticket(id, source.as_deref()))
+            .map_err(read_failed)?
+            .map(|row| detail_fields(&row, config))
+            .ok_or(Failure::TicketNotFound),
+        Ask::Company { account, year } => readers
+            .read(|r| r.company_tickets(&account, year.as_deref()))
+            .map_err(read_failed)?
+            .map(|rows| Value::Array(rows.iter().map(company_fields).collect()))
+            .ok_or(Failure::CompanyNotFound),
+    }
+}
+
+/// What a read API request asks for.
+enum Ask {
+    /// `GET /api/tickets`.
+    Tickets(TicketQuery),
+    /// `GET /api/ticket/<id>`.
+    Ticket { id: i64, source: Option<String> },
+    /// `GET /api/companies/<account_number>/tickets`.
+    Company {
+        account: String,
+        year: Option<String>,
+    },
+}
+
+impl Ask {
+    fn parse(path: &str, params: &Params) -> Result<Ask, Failure> {
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
+        match segments.as_slice() {
+            ["tickets"] => tickets_query(params).map(Ask::Tickets),
+            ["ticket", id] => Ok(Ask::Ticket {
+                id: id
+                    .parse()
+                    .ok()
+                    .filter(|id| *id > 0)
+                    .ok_or(Failure::NotATicketId)?,
+                source: params.get("source").map(str::to_string),
+            }),
+            ["companies", account, "tickets"] => {
+                let year = params.get("year").map(str::to_string);
+                if let Some(year) = &year {
+                    if year.len() != 4 || !year.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(Failure::BadYear { year: year.clone() });
+                    }
+                }
+                Ok(Ask::Company {
+                    account: decode(account),
+                    year,
+                })
+            }
+            _ => Err(Failure::NoApiEndpoint {
+                path: path.to_string(),
+            }),
+        }
     }
 }
 
 /// A bearer token: one of `[api] tokens` (compared in constant time), or a
 /// JWT from the configured Core.
-fn authenticate(api: &ReadApi, config: &Config, request: &Request) -> Result<(), ApiError> {
-    let unauthorized = |message: &str| {
-        ApiError::new(401, message).header("WWW-Authenticate", "Bearer realm=\"codex\"")
-    };
+fn authenticate(api: &ReadApi, config: &Config, request: &Request) -> Result<(), Failure> {
     let header = request
         .headers()
         .iter()
         .find(|h| h.field.equiv("Authorization"))
         .map(|h| h.value.as_str());
     let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return Err(unauthorized(
-            "send Authorization: Bearer <token> (one of [api] tokens, or a token from Core)",
-        ));
+        return Err(Failure::NoBearerToken);
     };
     let token = token.trim();
     if !config.api.tokens.is_empty() && auth::secret_matches(token, &config.api.tokens) {
         return Ok(());
     }
     let Some(core_url) = &config.api.core_url else {
-        return Err(unauthorized("the token is not one of [api] tokens"));
+        return Err(Failure::UnknownToken);
     };
     api.verifier(core_url)
         .verify(token)
-        .map_err(|error| unauthorized(&error.to_string()))
+        .map_err(Failure::BadToken)
 }
 
-/// `GET /api/tickets`.
-fn tickets(api: &ReadApi, params: &Params) -> Result<Value, ApiError> {
+/// The query of `GET /api/tickets`.
+fn tickets_query(params: &Params) -> Result<TicketQuery, Failure> {
     let limit = params.number("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
     let offset = params.number("offset", 0, 0, i64::MAX)?;
     let after = params.get("cursor").map(decode_cursor).transpose()?;
     if after.is_some() && offset > 0 {
-        return Err(ApiError::new(400, "give cursor or offset, not both"));
+        return Err(Failure::CursorAndOffset);
     }
     let source = match params.get("source") {
         None => None,
         Some(name) => Some(
             Provider::from_name(name)
-                .ok_or_else(|| {
-                    ApiError::new(
-                        400,
-                        format!("source '{name}' is not a provider Codex knows"),
-                    )
-                    .with("sources", Provider::ALL.map(Provider::as_str).to_vec())
+                .ok_or_else(|| Failure::UnknownSource {
+                    name: name.to_string(),
                 })?
                 .as_str()
                 .to_string(),
@@ -183,14 +181,9 @@ fn tickets(api: &ReadApi, params: &Params) -> Result<Value, ApiError> {
     };
     let updated_since = params
         .get("updated_since")
-        .map(|text| {
-            timestamp::normalize(text).map_err(|error| {
-                ApiError::new(400, format!("updated_since: {error}"))
-                    .with("example", "2024-01-15T10:30:00Z")
-            })
-        })
+        .map(|text| timestamp::normalize(text).map_err(Failure::BadUpdatedSince))
         .transpose()?;
-    let query = TicketQuery {
+    Ok(TicketQuery {
         company: params.get("company_id").map(str::to_string),
         status: params.get("status").map(str::to_string),
         priority: params.get("priority").map(str::to_string),
@@ -199,54 +192,25 @@ fn tickets(api: &ReadApi, params: &Params) -> Result<Value, ApiError> {
         after,
         limit,
         offset,
-    };
-    let page = api.read(|r| r.tickets(&query)).map_err(read_error)?;
+    })
+}
+
+/// A page of `GET /api/tickets`, with the cursor of the next one.
+fn page_body(page: &TicketPage, query: &TicketQuery) -> Value {
     let next_cursor = match page.tickets.last() {
-        Some(last) if i64::try_from(page.tickets.len()) == Ok(limit) => {
+        Some(last) if i64::try_from(page.tickets.len()) == Ok(query.limit) => {
             Value::from(encode_cursor(&last.position()))
         }
         _ => Value::Null,
     };
-    Ok(json!({
+    json!({
         "tickets": page.tickets.iter().map(list_fields).collect::<Vec<_>>(),
         "count": page.tickets.len(),
         "total": page.total,
-        "offset": offset,
-        "limit": limit,
+        "offset": query.offset,
+        "limit": query.limit,
         "next_cursor": next_cursor,
-    }))
-}
-
-/// `GET /api/ticket/<id>`.
-fn ticket(api: &ReadApi, config: &Config, id: &str, params: &Params) -> Result<Value, ApiError> {
-    let id: i64 =
-        id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
-            ApiError::new(404, "Ticket not found").with("detail", "not a ticket id")
-        })?;
-    let source = params.get("source").map(str::to_string);
-    let row = api
-        .read(|r| r.ticket(id, source.as_deref()))
-        .map_err(read_error)?;
-    let row = row.ok_or_else(|| ApiError::new(404, "Ticket not found"))?;
-    Ok(detail_fields(&row, config))
-}
-
-/// `GET /api/companies/<account_number>/tickets`.
-fn company_tickets(api: &ReadApi, account: &str, params: &Params) -> Result<Value, ApiError> {
-    let year = params.get("year").map(str::to_string);
-    if let Some(year) = &year {
-        if year.len() != 4 || !year.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::new(
-                400,
-                format!("year '{year}' is not a year such as 2024"),
-            ));
-        }
-    }
-    let rows = api
-        .read(|r| r.company_tickets(account, year.as_deref()))
-        .map_err(read_error)?
-        .ok_or_else(|| ApiError::new(404, "Company not found"))?;
-    Ok(Value::Array(rows.iter().map(company_fields).collect()))
+    })
 }
 
 /// The fields every answer gives a ticket, under the predecessor's names.
@@ -368,17 +332,15 @@ fn json_list(text: Option<&str>) -> Value {
         .unwrap_or_else(|| json!([]))
 }
 
-fn read_error(error: StoreError) -> ApiError {
-    match error {
-        StoreError::Unavailable(_) | StoreError::Timeout | StoreError::Overloaded => {
-            ApiError::new(503, "the database is unavailable; retry later")
-                .header("Retry-After", "10")
-        }
-        other => {
-            log::error!("read API: {other}");
-            ApiError::new(500, "the tickets could not be read; see the Codex log")
-        }
+/// A failed read, logged when the answer cannot say more than "see the
+/// Codex log".
+fn read_failed(error: StoreError) -> Failure {
+    let text = error.to_string();
+    let failure = Failure::Read(error);
+    if failure.answer().status == 500 {
+        log::error!("read API: {text}");
     }
+    failure
 }
 
 /// A keyset position as an opaque cursor.
@@ -386,13 +348,8 @@ fn encode_cursor(position: &Position) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{}", position.id, position.last_updated_at))
 }
 
-fn decode_cursor(text: &str) -> Result<Position, ApiError> {
-    let bad = || {
-        ApiError::new(400, "cursor is not one this API gave").with(
-            "detail",
-            "pass the next_cursor of the previous answer unchanged",
-        )
-    };
+fn decode_cursor(text: &str) -> Result<Position, Failure> {
+    let bad = || Failure::BadCursor;
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (id, last_updated_at) = text.split_once('|').ok_or_else(bad)?;
@@ -436,18 +393,18 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
-    fn number(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+    fn number(&self, name: &'static str, default: i64, min: i64, max: i64) -> Result<i64, Failure> {
         let Some(text) = self.get(name) else {
             return Ok(default);
         };
         text.parse::<i64>()
             .ok()
             .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::new(
-                    400,
-                    format!("{name} must be a whole number from {min} to {max}, not '{text}'"),
-                )
+            .ok_or_else(|| Failure::OutOfRange {
+                name,
+                min,
+                max,
+                text: text.to_string(),
             })
     }
 }
@@ -463,12 +420,10 @@ mod tests {
             id: 42,
         };
         assert_eq!(decode_cursor(&encode_cursor(&position)).unwrap(), position);
-        assert_eq!(decode_cursor("!!").unwrap_err().status, 400);
+        assert_eq!(decode_cursor("!!").unwrap_err(), Failure::BadCursor);
         assert_eq!(
-            decode_cursor(&URL_SAFE_NO_PAD.encode("x|y"))
-                .unwrap_err()
-                .status,
-            400
+            decode_cursor(&URL_SAFE_NO_PAD.encode("x|y")).unwrap_err(),
+            Failure::BadCursor
         );
     }
 
@@ -481,7 +436,7 @@ mod tests {
         assert_eq!(params.number("limit", 50, 1, 1000).unwrap(), 5);
         assert_eq!(params.number("offset", 0, 0, 9).unwrap(), 0);
         let params = Params::parse("limit=0");
-        let error = params.number("limit", 50, 1, 1000).unwrap_err();
+        let error = params.number("limit", 50, 1, 1000).unwrap_err().answer();
         assert!(
             error.message().contains("from 1 to 1000"),
             "{}",

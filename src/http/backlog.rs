@@ -1,7 +1,8 @@
 //! The last step of a drain: the connections still waiting in the
 //! listen backlog once the server stopped accepting. Closing a listener
 //! with connections queued makes the kernel reset them, unanswered; so
-//! each is accepted, its request read, and answered 503 with Retry-After
+//! each is accepted, its request read, and answered as a request read
+//! during the drain is (`Failure::ShuttingDown`: 503 with Retry-After)
 //! before the listener closes (over TLS when Codex serves HTTPS).
 
 use std::io::{ErrorKind, Read, Write};
@@ -10,19 +11,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::failure::Failure;
+
 /// How long one queued client may take to send its request, and then to
 /// close its side after the answer.
 const CLIENT_LIMIT: Duration = Duration::from_secs(2);
 /// The most of a queued request read before answering (a larger one is
 /// answered all the same; reading keeps the kernel from resetting).
 const MAX_READ: usize = 2 * 1024 * 1024;
-
-const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-Retry-After: 5\r\n\
-Connection: close\r\n\
-Content-Type: application/json\r\n\
-Content-Length: 47\r\n\r\n\
-{\"error\":\"Codex is shutting down; retry later\"}";
 
 /// Accepts what is queued on `listener` until nothing is, answering each
 /// connection 503 on a thread of its own, then closes the listener and
@@ -33,15 +29,17 @@ pub fn answer_queued(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig
         log::warn!("cannot drain the listen backlog: {error}");
         return 0;
     }
+    let answer_bytes: Arc<[u8]> = Failure::ShuttingDown.answer().to_http().into();
     let mut answering: Vec<JoinHandle<()>> = Vec::new();
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
                 let tls = tls.clone();
+                let reply = answer_bytes.clone();
                 let spawned = std::thread::Builder::new()
                     .name("codex-backlog".to_string())
                     .stack_size(128 * 1024)
-                    .spawn(move || answer(stream, tls));
+                    .spawn(move || answer(stream, tls, &reply));
                 match spawned {
                     Ok(thread) => answering.push(thread),
                     Err(error) => log::warn!("cannot answer a queued connection: {error}"),
@@ -64,14 +62,14 @@ pub fn answer_queued(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig
     answered
 }
 
-/// Answers one queued connection, in TLS with `tls`.
-fn answer(stream: TcpStream, tls: Option<Arc<rustls::ServerConfig>>) {
+/// Answers one queued connection `reply`, in TLS with `tls`.
+fn answer(stream: TcpStream, tls: Option<Arc<rustls::ServerConfig>>, reply: &[u8]) {
     let deadline = Instant::now() + CLIENT_LIMIT;
     if stream.set_nonblocking(false).is_err() {
         return;
     }
     let Some(config) = tls else {
-        exchange(&mut &stream, &stream, deadline, |_| {});
+        exchange(&mut &stream, &stream, deadline, reply, |_| {});
         return;
     };
     let Ok(mut session) = rustls::ServerConnection::new(config) else {
@@ -79,20 +77,21 @@ fn answer(stream: TcpStream, tls: Option<Arc<rustls::ServerConfig>>) {
     };
     let mut socket = &stream;
     let mut secured = rustls::Stream::new(&mut session, &mut socket);
-    exchange(&mut secured, &stream, deadline, |secured| {
+    exchange(&mut secured, &stream, deadline, reply, |secured| {
         secured.conn.send_close_notify();
         let _ = secured.flush();
     });
 }
 
 /// Reads one request (head and, by Content-Length, body) from `stream`,
-/// answers 503, ends its side (`finish`, then a FIN on `socket`), and
+/// answers `reply`, ends its side (`finish`, then a FIN on `socket`), and
 /// closes only once the client has closed its side (or after
 /// `CLIENT_LIMIT`), so that no unread byte makes the kernel reset.
 fn exchange<S: Read + Write>(
     stream: &mut S,
     socket: &TcpStream,
     deadline: Instant,
+    reply: &[u8],
     finish: impl FnOnce(&mut S),
 ) {
     let mut received = Vec::new();
@@ -115,7 +114,7 @@ fn exchange<S: Read + Write>(
         }
     }
     let _ = socket.set_write_timeout(Some(CLIENT_LIMIT));
-    let _ = stream.write_all(ANSWER);
+    let _ = stream.write_all(reply);
     let _ = stream.flush();
     finish(stream);
     let _ = socket.shutdown(Shutdown::Write);
@@ -153,9 +152,17 @@ mod tests {
     }
 
     #[test]
-    fn the_answer_says_its_length() {
-        let text = std::str::from_utf8(ANSWER).unwrap();
+    fn the_answer_is_the_drains_and_says_its_length() {
+        let bytes = Failure::ShuttingDown.answer().to_http();
+        let text = std::str::from_utf8(&bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nRetry-After: 5\r\n"), "{head}");
+        assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert_eq!(body, r#"{"error":"Codex is shutting down; retry later"}"#);
     }
 }

@@ -15,12 +15,12 @@ use std::io::Cursor;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use tiny_http::{Gate, Head, Header, Method, Response};
+use tiny_http::{Gate, Head, Header, Response};
 
 use super::auth::{self, RateLimiter};
+use super::failure::Failure;
 use super::operator;
 use super::request::{client_ip, request_path};
-use super::response::ApiError;
 use super::routes::{self, AppState, Route};
 use crate::config::{Config, SignatureScheme};
 use crate::metrics;
@@ -39,31 +39,33 @@ impl HeadGate {
 impl Gate for HeadGate {
     fn check(&self, head: &Head<'_>) -> Option<Response<Cursor<Vec<u8>>>> {
         let current = self.state.current();
-        let error = decide(&current.config, &current.limiter, head).err()?;
+        let answer = decide(&current.config, &current.limiter, head)
+            .err()?
+            .answer();
         let client_ip = client_ip(&current.config, head);
         let delivery = request_path(head.url, header(head.headers, "Host"))
             .and_then(|path| routes::route(&current.config.server.base_path, path));
         match delivery {
             // The same line as a delivery refused after its body was read.
             Ok(Route::Ticket(provider)) => {
-                metrics::metrics().delivery(provider, "refused", error.status);
+                metrics::metrics().delivery(provider, "refused", answer.status);
                 log::warn!(
                     "{provider} ticket=- event=- outcome=refused status={} ip={client_ip}: {}",
-                    error.status,
-                    error.message()
+                    answer.status,
+                    answer.message()
                 )
             }
-            _ if error.status == 404 || error.status == 405 => log::debug!(
+            _ if answer.status == 404 || answer.status == 405 => log::debug!(
                 "refused on the head: status={} ip={client_ip}",
-                error.status
+                answer.status
             ),
             _ => log::warn!(
                 "refused on the head: status={} ip={client_ip}: {}",
-                error.status,
-                error.message()
+                answer.status,
+                answer.message()
             ),
         }
-        Some(error.into_response())
+        Some(answer.into_response())
     }
 
     /// A trusted proxy carries many clients' connections: it is not capped.
@@ -75,44 +77,31 @@ impl Gate for HeadGate {
 
 /// `Ok` when the request may go on to have its body read and be handled;
 /// else the answer.
-pub fn decide(config: &Config, limiter: &RateLimiter, head: &Head<'_>) -> Result<(), ApiError> {
+pub fn decide(config: &Config, limiter: &RateLimiter, head: &Head<'_>) -> Result<(), Failure> {
     let path = request_path(head.url, header(head.headers, "Host"))?;
     let route = routes::route(&config.server.base_path, path)?;
-    let post_only = || match head.method {
-        Method::Post => Ok(()),
-        _ => Err(routes::method_not_allowed("POST")),
-    };
+    if !route.allows(head.method) {
+        return Err(Failure::MethodNotAllowed {
+            allow: route.allow(),
+        });
+    }
     match route {
-        Route::Health => match head.method {
-            Method::Get | Method::Head => Ok(()),
-            _ => Err(routes::method_not_allowed("GET")),
-        },
-        Route::Test => {
-            post_only()?;
-            authorize(config, limiter, head.headers, client_ip(config, head))
-        }
+        Route::Health => Ok(()),
+        Route::Test => authorize(config, limiter, head.headers, client_ip(config, head)),
         Route::Ticket(_) => {
-            post_only()?;
             authorize(config, limiter, head.headers, client_ip(config, head))?;
             check_content_type(head.headers)?;
             check_declared_length(head.headers, config.server.max_body_bytes)
         }
-        // The operator's pages: who may see them is settled on the head.
+        // The operator's pages: who may see them is settled on the head;
+        // a GET has no body to read.
         Route::Status | Route::Metrics => {
-            get_only(head)?;
+            check_declared_length(head.headers, 0)?;
             operator::allow(&config.status, client_ip(config, head), head.headers)
         }
         // The read API's tokens are checked before anything is read (the
         // verifier's key cache lives with the handler); no body is read.
-        Route::Api(_) | Route::Root => get_only(head),
-    }
-}
-
-/// GET or HEAD, with no body to read.
-fn get_only(head: &Head<'_>) -> Result<(), ApiError> {
-    match head.method {
-        Method::Get | Method::Head => check_declared_length(head.headers, 0),
-        _ => Err(routes::method_not_allowed("GET")),
+        Route::Api(_) | Route::Root => check_declared_length(head.headers, 0),
     }
 }
 
@@ -131,56 +120,38 @@ fn authorize(
     limiter: &RateLimiter,
     headers: &[Header],
     client_ip: IpAddr,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let webhooks = &config.webhooks;
     if !webhooks.enabled {
-        return Err(ApiError::new(503, "Webhooks are disabled").with(
-            "detail",
-            "set [webhooks] enabled = true in codex.conf and restart Codex",
-        ));
+        return Err(Failure::WebhooksDisabled);
     }
     if let Err(wait) = limiter.check(client_ip) {
-        return Err(ApiError::new(429, "Too many requests")
-            .with(
-                "detail",
-                format!(
-                    "more than {} requests a minute from {client_ip}",
-                    webhooks.rate_limit_per_minute
-                ),
-            )
-            .header("Retry-After", wait.to_string()));
+        return Err(Failure::RateLimited {
+            client_ip,
+            per_minute: webhooks.rate_limit_per_minute,
+            wait,
+        });
     }
     match header(headers, "X-Webhook-Secret") {
         // With only a signature scheme configured, the signature (checked
         // once the body is read) authenticates.
         _ if webhooks.secrets.is_empty() && webhooks.signature != SignatureScheme::None => {}
         Some(given) if auth::secret_matches(given, &webhooks.secrets) => {}
-        Some(_) => {
-            return Err(ApiError::new(401, "Unauthorized").with(
-                "detail",
-                "the X-Webhook-Secret header does not match the configured secret",
-            ));
-        }
+        Some(_) => return Err(Failure::WrongSecret),
         None => {
-            let detail = if header(headers, "Authorization").is_some() {
-                "send the secret in the X-Webhook-Secret header, not Authorization"
-            } else {
-                "the X-Webhook-Secret header is missing"
-            };
-            return Err(ApiError::new(401, "Unauthorized").with("detail", detail));
+            return Err(Failure::MissingSecret {
+                in_authorization: header(headers, "Authorization").is_some(),
+            });
         }
     }
     if !webhooks.allowed_ips.is_empty() && !auth::is_in(client_ip, &webhooks.allowed_ips) {
-        return Err(ApiError::new(403, "IP not allowed").with(
-            "detail",
-            format!("{client_ip} is not in [webhooks] allowed_ips"),
-        ));
+        return Err(Failure::AddressNotAllowed { client_ip });
     }
     Ok(())
 }
 
 /// JSON, or a missing content type; anything else is refused.
-fn check_content_type(headers: &[Header]) -> Result<(), ApiError> {
+fn check_content_type(headers: &[Header]) -> Result<(), Failure> {
     let Some(value) = header(headers, "Content-Type") else {
         return Ok(());
     };
@@ -193,19 +164,16 @@ fn check_content_type(headers: &[Header]) -> Result<(), ApiError> {
     if mime == "application/json" || mime.ends_with("+json") || mime == "text/json" {
         Ok(())
     } else {
-        Err(ApiError::new(
-            415,
-            format!("Content-Type {mime} is not JSON; send Content-Type: application/json"),
-        ))
+        Err(Failure::NotJsonContent { mime })
     }
 }
 
 /// A declared length over `max` is refused before the body is read (a
-/// chunked body is cut at `max` as it is read; see `routes::read_body`).
-fn check_declared_length(headers: &[Header], max: usize) -> Result<(), ApiError> {
+/// chunked body is cut at `max` as it is read; see `webhooks::read_body`).
+fn check_declared_length(headers: &[Header], max: usize) -> Result<(), Failure> {
     let declared = header(headers, "Content-Length").and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return Err(routes::body_too_large(max));
+        return Err(Failure::BodyTooLarge { max });
     }
     Ok(())
 }
@@ -214,6 +182,7 @@ fn check_declared_length(headers: &[Header], max: usize) -> Result<(), ApiError>
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use tiny_http::Method;
 
     const SECRET: &str = "Tst7Kq2Lm9Vx4Rb8Nc3Hd6Jf1Pw5Zs0Ga";
 
@@ -250,7 +219,7 @@ mod tests {
             headers: &headers,
             remote_addr: Some("192.0.2.7:4000".parse().unwrap()),
         };
-        decide(config, limiter, &head).map_or_else(|e| e.status, |()| 0)
+        decide(config, limiter, &head).map_or_else(|e| e.answer().status, |()| 0)
     }
 
     const TICKET: &str = "/webhooks/freshservice/ticket";
@@ -344,6 +313,7 @@ mod tests {
                 Some("codex.example")
             )
             .unwrap_err()
+            .answer()
             .status,
             400
         );

@@ -10,24 +10,17 @@ use base64::engine::general_purpose::STANDARD;
 use tiny_http::Header;
 
 use super::auth;
-use super::response::ApiError;
+use super::failure::Failure;
 use crate::config::StatusConfig;
 
 /// Lets the request through, or says why not: 401 (with the schemes that
 /// would work) when a token could open the page, 403 when none is set.
-pub fn allow(config: &StatusConfig, client_ip: IpAddr, headers: &[Header]) -> Result<(), ApiError> {
+pub fn allow(config: &StatusConfig, client_ip: IpAddr, headers: &[Header]) -> Result<(), Failure> {
     if auth::is_in(client_ip, &config.allowed_ips) {
         return Ok(());
     }
     let Some(token) = &config.token else {
-        return Err(ApiError::new(
-            403,
-            format!("{client_ip} is not in [status] allowed_ips"),
-        )
-        .with(
-            "detail",
-            "add the address (a CIDR) to [status] allowed_ips, or set [status] token and present it",
-        ));
+        return Err(Failure::OperatorAddress { client_ip });
     };
     let presented = headers
         .iter()
@@ -35,16 +28,9 @@ pub fn allow(config: &StatusConfig, client_ip: IpAddr, headers: &[Header]) -> Re
         .and_then(|h| presented_token(h.value.as_str()));
     match presented {
         Some(given) if auth::secret_matches(&given, std::slice::from_ref(token)) => Ok(()),
-        presented => Err(ApiError::new(
-            401,
-            if presented.is_some() {
-                "the token does not match [status] token"
-            } else {
-                "send [status] token as Authorization: Bearer <token>, or as the password of HTTP Basic"
-            },
-        )
-        .header("WWW-Authenticate", "Basic realm=\"codex\", charset=\"UTF-8\"")
-        .header("WWW-Authenticate", "Bearer realm=\"codex\"")),
+        presented => Err(Failure::OperatorToken {
+            presented: presented.is_some(),
+        }),
     }
 }
 

@@ -7,22 +7,19 @@ use std::net::IpAddr;
 use tiny_http::Head;
 
 use super::auth;
-use super::response::ApiError;
+use super::failure::Failure;
 use crate::config::Config;
 
 /// The path of a request target, without query or fragment. An
 /// absolute-form target (`http://host/path`, RFC 9112 section 3.2.2) is
 /// accepted when it names Codex's own host: the one the `Host` header names
 /// (any, when there is none, as in HTTP/1.0).
-pub fn request_path<'a>(target: &'a str, host: Option<&str>) -> Result<&'a str, ApiError> {
+pub fn request_path<'a>(target: &'a str, host: Option<&str>) -> Result<&'a str, Failure> {
     let path = match absolute_form(target) {
         None => target,
         Some((authority, path)) => {
             if host.is_some_and(|host| !host.trim().eq_ignore_ascii_case(authority)) {
-                return Err(ApiError::new(
-                    400,
-                    "the request target names another host than the Host header",
-                ));
+                return Err(Failure::ForeignHost);
             }
             if path.is_empty() { "/" } else { path }
         }

@@ -5,6 +5,8 @@ pub(crate) mod client;
 pub mod clock;
 pub mod freshservice;
 pub mod freshservice_api;
+mod freshservice_limiter;
+pub mod freshservice_poll;
 pub mod lenient_json;
 pub mod normalize;
 pub mod superops;
@@ -206,7 +208,7 @@ impl Provider {
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Box<dyn PollSource + Send + '_>, crate::error::SyncError> {
         Ok(match self {
-            Provider::Freshservice => Box::new(freshservice_api::FreshservicePoll {
+            Provider::Freshservice => Box::new(freshservice_poll::FreshservicePoll {
                 client: freshservice_api::FreshserviceClient::new(&config.freshservice, stop)?,
                 config: &config.freshservice,
             }),

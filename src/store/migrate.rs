@@ -9,187 +9,10 @@
 //! steps are run in a scratch place and the database's own catalog is read
 //! back (`Catalog::expected`).
 
-use super::dialect::Dialect;
-use super::queries::{self, Connection};
-use super::schema::{self, STEPS, Step};
-use super::sql::Param;
+use super::connection::Param;
+use super::schema::{self, Catalog, Column, Conversion, Family, STEPS, Step, Table};
+use super::statements;
 use crate::error::StoreError;
-
-/// The type family of a column: what matters to the statements Codex runs.
-/// The width of an integer or the length of a string does not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Text,
-    Int,
-    Float,
-    Bool,
-    Blob,
-}
-
-impl Family {
-    /// SQLite's affinity rules (section 3.1 of its datatype page), with
-    /// BOOLEAN and BLOB told apart.
-    pub fn of_sqlite_type(declared: &str) -> Family {
-        let upper = declared.to_ascii_uppercase();
-        if upper.contains("INT") {
-            Family::Int
-        } else if upper.contains("CHAR") || upper.contains("CLOB") || upper.contains("TEXT") {
-            Family::Text
-        } else if upper.contains("BOOL") {
-            Family::Bool
-        } else if upper.contains("REAL") || upper.contains("FLOA") || upper.contains("DOUB") {
-            Family::Float
-        } else {
-            Family::Blob
-        }
-    }
-
-    /// The family of a PostgreSQL type as `format_type(oid, NULL)` names it.
-    pub fn of_postgres_type(data_type: &str) -> Family {
-        match data_type {
-            "smallint" | "integer" | "bigint" => Family::Int,
-            "text" | "character varying" | "character" => Family::Text,
-            "boolean" => Family::Bool,
-            "real" | "double precision" | "numeric" => Family::Float,
-            _ => Family::Blob,
-        }
-    }
-}
-
-/// A column's type as a database's catalog names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ColumnType {
-    /// As the database names it (`BIGINT`, `character varying(150)`).
-    pub declared: String,
-    pub family: Family,
-    /// The length limit of a `VARCHAR(n)` (PostgreSQL enforces it).
-    pub max_length: Option<i64>,
-}
-
-/// A column as a database's catalog describes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Column {
-    pub name: String,
-    pub ty: ColumnType,
-    pub not_null: bool,
-    /// The default, as the SQL expression the catalog holds.
-    pub default: Option<String>,
-    pub primary_key: bool,
-}
-
-impl Column {
-    /// The column's definition after its name, as `ALTER TABLE … ADD
-    /// COLUMN` takes it.
-    pub fn definition(&self) -> String {
-        let mut definition = self.ty.declared.clone();
-        if self.not_null {
-            definition.push_str(" NOT NULL");
-        }
-        if let Some(default) = &self.default {
-            definition.push_str(" DEFAULT ");
-            definition.push_str(default);
-        }
-        definition
-    }
-}
-
-/// A plain index (on columns, not expressions, and not partial).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Index {
-    pub name: String,
-    /// Its columns, in key order.
-    pub columns: Vec<String>,
-    pub unique: bool,
-    /// Made by `CREATE INDEX` rather than for a constraint (which owns it).
-    pub created: bool,
-}
-
-/// A table as the schema steps make it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Table {
-    pub name: String,
-    pub columns: Vec<Column>,
-    pub indexes: Vec<Index>,
-}
-
-/// Columns of a table whose type changes to the expected one.
-pub struct Conversion<'a> {
-    /// The table as the steps make it.
-    pub expected: &'a Table,
-    /// The columns to convert, as `expected` has them.
-    pub columns: Vec<&'a Column>,
-    /// Every column of the table as it is now.
-    pub existing: &'a [Column],
-}
-
-/// What a backend offers the plan: its connection (for statements in
-/// SQLite's spelling), and its catalog. Every call runs inside the
-/// migration's transaction.
-pub trait Catalog {
-    fn connection(&self) -> &dyn Connection;
-    fn dialect(&self) -> Dialect {
-        self.connection().dialect()
-    }
-    /// Runs a whole script; the database splits it into statements.
-    fn run_script(&mut self, sql: &str) -> Result<(), StoreError>;
-    fn table_exists(&mut self, table: &str) -> Result<bool, StoreError>;
-    /// The tables of the schema the connection works in, oldest first.
-    fn tables(&mut self) -> Result<Vec<String>, StoreError>;
-    fn columns(&mut self, table: &str) -> Result<Vec<Column>, StoreError>;
-    fn indexes(&mut self, table: &str) -> Result<Vec<Index>, StoreError>;
-    /// The tables `steps` make in an empty database: run in a scratch place
-    /// that is gone afterwards, and read back with `read_tables`.
-    fn expected(&mut self, steps: &[Step]) -> Result<Vec<Table>, StoreError>;
-    /// One value of `table.column` that is not an integer, as text.
-    fn non_integer(&mut self, table: &str, column: &str) -> Result<Option<String>, StoreError>;
-    /// Changes the types of columns to those the steps give them (text
-    /// holding integers to an integer type).
-    fn convert(&mut self, conversion: &Conversion<'_>) -> Result<(), StoreError>;
-    /// Lifts the length limit of `columns` (`VARCHAR(n)` to TEXT). Returns
-    /// the columns whose limit stays, with why: something the database
-    /// will not change the type under, such as a view. Codex cuts values
-    /// for those to their limit (see `sql::fit`).
-    fn widen(
-        &mut self,
-        table: &str,
-        columns: &[&Column],
-    ) -> Result<Vec<(String, String)>, StoreError>;
-}
-
-/// Every table of the catalog's schema, with its columns and indexes.
-pub fn read_tables(catalog: &mut dyn Catalog) -> Result<Vec<Table>, StoreError> {
-    let mut tables = Vec::new();
-    for name in catalog.tables()? {
-        tables.push(Table {
-            columns: catalog.columns(&name)?,
-            indexes: catalog.indexes(&name)?,
-            name,
-        });
-    }
-    Ok(tables)
-}
-
-/// Groups `(index, column)` rows, in key order, into indexes; an index
-/// with a column that is an expression (`None`) is left out.
-pub fn group_index_columns(rows: Vec<(Index, Option<String>)>) -> Vec<Index> {
-    let mut indexes: Vec<Index> = Vec::new();
-    let mut expressions: Vec<String> = Vec::new();
-    for (index, column) in rows {
-        let Some(column) = column else {
-            expressions.push(index.name);
-            continue;
-        };
-        match indexes.last_mut() {
-            Some(last) if last.name == index.name => last.columns.push(column),
-            _ => indexes.push(Index {
-                columns: vec![column],
-                ..index
-            }),
-        }
-    }
-    indexes.retain(|index| !expressions.contains(&index.name));
-    indexes
-}
 
 /// The error of a step that does not run on an empty database: a
 /// mistake in `migrations/`, which no operator can fix.
@@ -240,7 +63,7 @@ fn meta(catalog: &mut dyn Catalog, key: &str) -> Result<Option<String>, StoreErr
     }
     let rows = catalog
         .connection()
-        .query(queries::META_GET, &[Param::Text(Some(key))])?;
+        .query(statements::META_GET, &[Param::Text(Some(key))])?;
     Ok(match rows.first() {
         Some(row) => row.text(0)?,
         None => None,
@@ -346,7 +169,7 @@ fn plan(catalog: &mut dyn Catalog) -> Result<Vec<String>, StoreError> {
         (schema::WRITTEN_BY_KEY, env!("CARGO_PKG_VERSION")),
     ] {
         catalog.connection().execute(
-            queries::META_SET,
+            statements::META_SET,
             &[Param::Text(Some(key)), Param::Text(Some(value))],
         )?;
     }
@@ -516,7 +339,7 @@ fn backfill(
             &format!(
                 "UPDATE ticket_details SET company_account_number = {} \
                  WHERE company_account_number IS NULL AND last_source IS NOT NULL AND department_id IS NOT NULL",
-                super::sql::company_lookup(
+                statements::company_lookup(
                     "ticket_details.department_id",
                     "ticket_details.external_source"
                 )
@@ -553,7 +376,7 @@ pub fn companies_usable(catalog: &mut dyn Catalog) -> Result<bool, StoreError> {
 /// What `Catalog::expected` reads in a dialect's scratch place: checked
 /// here against what the steps say, for both backends' tests.
 #[cfg(test)]
-pub(crate) fn check_expected(tables: &[Table], dialect: Dialect) {
+pub(crate) fn check_expected(tables: &[Table], dialect: super::dialect::Dialect) {
     let table = |name: &str| {
         tables
             .iter()
@@ -610,41 +433,4 @@ pub(crate) fn check_expected(tables: &[Table], dialect: Dialect) {
         "{dialect:?}: {:?}",
         tickets.indexes
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn families_follow_the_declared_types() {
-        assert_eq!(Family::of_sqlite_type("VARCHAR(150)"), Family::Text);
-        assert_eq!(Family::of_sqlite_type("BIGINT"), Family::Int);
-        assert_eq!(Family::of_sqlite_type("FLOAT"), Family::Float);
-        assert_eq!(Family::of_sqlite_type("BOOLEAN"), Family::Bool);
-        assert_eq!(Family::of_postgres_type("character varying"), Family::Text);
-        assert_eq!(Family::of_postgres_type("double precision"), Family::Float);
-    }
-
-    #[test]
-    fn a_definition_says_type_null_and_default() {
-        let column = Column {
-            name: "revision".into(),
-            ty: ColumnType {
-                declared: "BIGINT".into(),
-                family: Family::Int,
-                max_length: None,
-            },
-            not_null: true,
-            default: Some("1".into()),
-            primary_key: false,
-        };
-        assert_eq!(column.definition(), "BIGINT NOT NULL DEFAULT 1");
-        let plain = Column {
-            not_null: false,
-            default: None,
-            ..column
-        };
-        assert_eq!(plain.definition(), "BIGINT");
-    }
 }

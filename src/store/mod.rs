@@ -1,42 +1,57 @@
-//! Storage: one writer thread owns the database connection for writing.
-//! HTTP handlers and the poller send it `Command`s over a bounded channel
-//! (`command.rs`); it applies whatever is waiting in one transaction
-//! (group commit) and only then answers, so an answer means the change is
-//! durable. Reads that need no ordering with writes go through a `Reader`,
-//! a connection of the reader's own.
+//! Storage. One writer thread owns the database connection for writing:
+//! HTTP handlers and the poller send it `Command`s over a bounded channel;
+//! it applies whatever is waiting in one transaction (group commit) and
+//! only then answers, so an answer means the change is durable. Reads that
+//! need no ordering with writes go through a `Reader`, a connection of the
+//! reader's own.
 //!
-//! `records` holds what is stored and answered, `diff` what an upsert did,
-//! `sqlite` and `postgres` the two backends.
+//! The nouns, one file each:
+//! - `command`: the writer's commands, and `StoreClient` that sends them;
+//!   `writer`: the writer thread; `db_health`: what it publishes.
+//! - `reader`: the read connection (`Reader`) and the reads (`Reads`).
+//! - `records`: what is stored and answered, and what an upsert did.
+//! - `connection`: how a statement runs on either backend (`Param`,
+//!   `Cells`, `Connection`); `dialect`: where the two spellings differ.
+//! - `statements`: the statements both backends run (the upsert first);
+//!   `journal` and `tickets`: the delivery journal's and the read API's.
+//! - `coverage`: what the poll scheduler and the status read of a provider.
+//! - `schema`: the steps in `migrations/` and a database's catalog;
+//!   `migrate`: the plan that brings the one to the other.
+//! - `sqlite/` and `postgres/`: the backends, one folder each.
+//!
+//! `Backend` (the writer's) and `Reads` (a read connection's) are ordinary
+//! traits that each backend implements. Each backend writes its own batch
+//! (`apply`), liveness check and connection; the other methods are
+//! provided, written once on that `Connection` with the shared statements.
 
-mod activity;
 mod command;
+mod connection;
 mod coverage;
 mod db_health;
 mod dialect;
-mod diff;
-mod ids;
 mod journal;
 mod migrate;
 mod postgres;
-mod queries;
 mod reader;
 mod records;
 mod schema;
-mod sql;
 mod sqlite;
+mod statements;
 mod tickets;
 mod writer;
 
 use crate::config::{Config, DatabaseUrl};
 use crate::error::StoreError;
 use crate::psa::Provider;
+use connection::{Connection, Param, one};
 
-pub use activity::{Delivery, DeliveryCount};
 pub use command::StoreClient;
 pub use coverage::{COVERAGE_WINDOW_SECS, ProviderSummary};
 pub use db_health::DbHealth;
-pub use journal::{JournalEntryUpdate, JournalOutcome, JournalQuery, Journaled};
-pub use reader::Reader;
+pub use journal::{
+    Delivery, DeliveryCount, JournalEntryUpdate, JournalOutcome, JournalQuery, Journaled,
+};
+pub use reader::{Reader, Reads};
 pub use records::{
     JournalEntry, Outcome, RunKind, RunOutcome, SyncRun, SyncState, WebhookCounts, WriteItem,
 };
@@ -55,90 +70,76 @@ pub trait Backend: Send {
     /// Checks that the connection still works.
     fn ping(&mut self) -> Result<(), StoreError>;
 
-    /// Deletes up to `limit` journal rows received before `cutoff`; returns
-    /// how many went. Does nothing when another instance is pruning.
-    fn prune_journal(&mut self, cutoff: &str, limit: i64) -> Result<u64, StoreError>;
+    /// The connection the other statements run on.
+    fn connection(&self) -> &dyn Connection;
 
-    fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError>;
+    /// Deletes up to `limit` journal rows received before `cutoff`; returns
+    /// how many went. Does nothing when another instance is pruning (by
+    /// default no other instance can be).
+    fn prune_journal(&mut self, cutoff: &str, limit: i64) -> Result<u64, StoreError> {
+        statements::prune(self.connection(), cutoff, limit)
+    }
+
+    fn save_sync_state(&mut self, provider: Provider, state: &SyncState) -> Result<(), StoreError> {
+        let params = [
+            Param::text(provider.as_str()),
+            Param::Text(state.cursor.as_deref()),
+            Param::Text(state.last_reconcile_at.as_deref()),
+        ];
+        self.connection()
+            .execute(statements::SYNC_STATE_SET, &params)
+            .map(drop)
+    }
 
     /// Records on a refused delivery's journal row what a replay made of
     /// it; false (and nothing changed) when the row is gone or was not
     /// refused.
-    fn mark_replayed(&mut self, update: &JournalEntryUpdate) -> Result<bool, StoreError>;
+    fn mark_replayed(&mut self, update: &JournalEntryUpdate) -> Result<bool, StoreError> {
+        let params = [
+            Param::Int(Some(update.id)),
+            Param::Text(update.event.as_deref()),
+            Param::Int(update.ticket_id),
+            Param::text(update.outcome.as_str()),
+            Param::Text(update.error.as_deref()),
+        ];
+        Ok(self
+            .connection()
+            .execute(&journal::mark_replayed(), &params)?
+            > 0)
+    }
 
     /// Inserts a run (`id` ignored) and returns its id.
-    fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError>;
+    fn start_run(&mut self, run: &SyncRun) -> Result<i64, StoreError> {
+        let params = [
+            Param::text(&run.provider),
+            Param::text(run.kind.as_str()),
+            Param::text(&run.started_at),
+            Param::text(run.outcome.as_str()),
+        ];
+        Ok(
+            one(self.connection().query(statements::RUN_START, &params)?)?
+                .int(0)?
+                .unwrap_or_default(),
+        )
+    }
 
-    fn finish_run(&mut self, run: &SyncRun) -> Result<(), StoreError>;
-}
-
-/// The reads of a database, on a connection of the reader's own (see
-/// `Reader`): nothing here waits for the writer, nor the writer for it.
-pub trait Reads: Send {
-    /// Fails when the connection reads something other than Codex's
-    /// database (a SQLite file replaced under it); it is then reopened.
-    fn verify(&mut self) -> Result<(), StoreError>;
-
-    /// The newest `limit` journaled deliveries, without their bodies.
-    fn recent_deliveries(&mut self, limit: i64) -> Result<Vec<Delivery>, StoreError>;
-
-    /// Deliveries per ten-minute slot and outcome since `since`.
-    fn delivery_counts(&mut self, since: &str) -> Result<Vec<DeliveryCount>, StoreError>;
-
-    /// The journaled deliveries `query` names, bodies included, oldest first.
-    fn journaled(&mut self, query: &JournalQuery) -> Result<Vec<Journaled>, StoreError>;
-
-    /// The schema version recorded in `codex_meta`, as stored.
-    fn schema_version(&mut self) -> Result<Option<String>, StoreError>;
-
-    /// Rows in the delivery journal (`webhook_events`).
-    fn journal_rows(&mut self) -> Result<i64, StoreError>;
-
-    /// A page of tickets for the read API, and how many match its filters.
-    fn tickets(&mut self, query: &TicketQuery) -> Result<TicketPage, StoreError>;
-
-    /// The ticket with the PSA's id `external_id` (of `source` when given).
-    fn ticket(
-        &mut self,
-        external_id: i64,
-        source: Option<&str>,
-    ) -> Result<Option<TicketRow>, StoreError>;
-
-    /// A company's tickets (last updated in `year` when given), or `None`
-    /// when the company is not known.
-    fn company_tickets(
-        &mut self,
-        account_number: &str,
-        year: Option<&str>,
-    ) -> Result<Option<Vec<TicketRow>>, StoreError>;
-
-    /// Tickets whose status is not one of `excluded`, with their stored
-    /// status ids: the first `limit` with an id above `after`, by id.
-    fn active_tickets(
-        &mut self,
-        provider: Provider,
-        excluded: &[String],
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<(i64, Option<i64>)>, StoreError>;
-
-    fn webhook_counts(
-        &mut self,
-        provider: Provider,
-        since: &str,
-    ) -> Result<WebhookCounts, StoreError>;
-
-    fn sync_state(&mut self, provider: Provider) -> Result<SyncState, StoreError>;
-
-    /// The newest runs first.
-    fn recent_runs(
-        &mut self,
-        provider: Option<Provider>,
-        limit: i64,
-    ) -> Result<Vec<SyncRun>, StoreError>;
-
-    /// Changes missed by webhooks, summed over successful runs started since `since`.
-    fn missed_since(&mut self, provider: Provider, since: &str) -> Result<i64, StoreError>;
+    fn finish_run(&mut self, run: &SyncRun) -> Result<(), StoreError> {
+        let missed = records::join_ids(&run.missed_ticket_ids);
+        let params = [
+            Param::Int(Some(run.id)),
+            Param::Text(run.finished_at.as_deref()),
+            Param::text(run.outcome.as_str()),
+            Param::Int(Some(run.tickets_seen)),
+            Param::Int(Some(run.tickets_changed)),
+            Param::Int(Some(run.missed_by_webhooks)),
+            Param::Text(missed.as_deref()),
+            Param::Int(Some(run.api_calls)),
+            Param::Text(run.error.as_deref()),
+        ];
+        self.connection()
+            .execute(statements::RUN_FINISH, &params)
+            .map(drop)
+    }
 }
 
 /// Opens a backend for `url`, creating or upgrading the schema.

@@ -7,8 +7,7 @@
 //! each read comes in two spellings: joined with it when it exists, with
 //! its columns as NULL when it does not.
 
-use super::queries::{Cells, Connection};
-use super::sql::Param;
+use super::connection::{Cells, Connection, Param};
 use crate::error::StoreError;
 
 /// What `/api/tickets` asks for. `None` filters nothing.

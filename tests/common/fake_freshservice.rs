@@ -253,6 +253,8 @@ fn answer(state: &Mutex<FakeState>, addr: SocketAddr, request: tiny_http::Reques
         (result.0, result.1, headers)
     };
     if let Some(delay) = delay {
+        // time is what is tested here: a slow PSA, answering after `delay`,
+        // against Codex's request timeout.
         std::thread::sleep(delay);
     }
     let mut response = tiny_http::Response::from_string(body.to_string()).with_status_code(status);

@@ -25,35 +25,31 @@ impl FaultProxy {
     pub fn start(upstream: SocketAddr) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
         let mode = Arc::new(AtomicU8::new(FORWARD));
         let stop = Arc::new(AtomicBool::new(false));
         let (accept_mode, accept_stop) = (mode.clone(), stop.clone());
         std::thread::spawn(move || {
-            while !accept_stop.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        client.set_nonblocking(false).unwrap();
-                        if accept_mode.load(Ordering::SeqCst) == RESET {
-                            reset(&client);
-                            continue;
-                        }
-                        let Ok(server) = TcpStream::connect(upstream) else {
-                            reset(&client);
-                            continue;
-                        };
-                        for (from, to) in [
-                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                            (server, client),
-                        ] {
-                            let (mode, stop) = (accept_mode.clone(), accept_stop.clone());
-                            std::thread::spawn(move || pump(from, to, &mode, &stop));
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(_) => break,
+            // Dropping the proxy sets `stop` and connects once to wake
+            // this accept.
+            for client in listener.incoming() {
+                if accept_stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { break };
+                if accept_mode.load(Ordering::SeqCst) == RESET {
+                    reset(&client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    reset(&client);
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let (mode, stop) = (accept_mode.clone(), accept_stop.clone());
+                    std::thread::spawn(move || pump(from, to, &mode, &stop));
                 }
             }
         });
@@ -76,6 +72,7 @@ impl FaultProxy {
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
     }
 }
 

@@ -407,7 +407,7 @@ impl Codex {
         let logs = Arc::new(Mutex::new(String::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let sink = logs.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut addr_tx = Some(addr_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -435,7 +435,9 @@ impl Codex {
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
-                std::thread::sleep(Duration::from_millis(100));
+                // The log is complete once the reader has seen the end of
+                // stderr.
+                wait_until(Duration::from_secs(5), || reader.is_finished());
                 panic!(
                     "codex did not start ({status:?}):\n{}",
                     logs.lock().unwrap()
@@ -546,6 +548,7 @@ pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> ExitStatus {
             let _ = child.kill();
             panic!("process did not exit within {limit:?}");
         }
+        // The poll interval of a wait with a deadline.
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -674,7 +677,18 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
 }
 
 /// Polls `condition` until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub fn wait_until(limit: Duration, condition: impl FnMut() -> bool) -> bool {
+    wait_until_every(limit, Duration::from_millis(20), condition)
+}
+
+/// Polls `condition` every `interval` until it holds or `limit` passes:
+/// for conditions whose every check costs the service something (a
+/// delivery, say), so they are not tried more often than a sender would.
+pub fn wait_until_every(
+    limit: Duration,
+    interval: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if condition() {
@@ -683,8 +697,33 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
         if Instant::now() > deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // The poll interval of a wait with a deadline: the only sleep
+        // that stands between a test and its condition.
+        std::thread::sleep(interval);
     }
+}
+
+/// Threads of process `pid` serving a client connection (the vendored
+/// tiny_http names each `tiny-http-conn`): one lives as long as its
+/// connection, and its socket is closed before it ends.
+pub fn connection_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|task| {
+                    std::fs::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|name| name.trim_end() == "tiny-http-conn")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until process `pid` serves no connection: the ones of requests
+/// just answered have closed and their threads have ended.
+pub fn wait_for_no_connections(pid: u32) -> bool {
+    wait_until(Duration::from_secs(10), || connection_threads(pid) == 0)
 }
 
 /// A seed-shaped Freshservice delivery.

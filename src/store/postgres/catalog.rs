@@ -9,10 +9,9 @@ use super::client::{self, Client, Session, Transaction};
 use super::{LOCK_MIGRATE, MIGRATE_LIMIT, Statements, describe, map_error};
 use crate::error::StoreError;
 use crate::store::dialect::Dialect;
-use crate::store::migrate::{self, Column, ColumnType, Conversion, Family, Index, Table};
-use crate::store::queries;
-use crate::store::schema::Step;
-use crate::store::sql;
+use crate::store::migrate::{self};
+use crate::store::schema::{self, Column, ColumnType, Conversion, Family, Index, Step, Table};
+use crate::store::statements;
 
 /// Creates or upgrades the schema, one instance at a time, and prepares
 /// every statement the backend runs before committing; with `commit`
@@ -36,8 +35,9 @@ pub(super) fn migrate(
     let changes = migrate::run(&mut catalog)?;
     let companies = migrate::companies_usable(&mut catalog)?;
     let statements = prepare(&tx, companies).map_err(|e| migrate::unpreparable(map_error(e)))?;
-    for statement in queries::all(Dialect::Postgres) {
-        tx.prepare(&Dialect::Postgres.render(&statement))
+    // Kept in the connection's cache: the writer runs them from there.
+    for statement in statements::all(Dialect::Postgres) {
+        tx.prepare_cached(&Dialect::Postgres.render(&statement))
             .map_err(|e| migrate::unpreparable(map_error(e)))?;
     }
     if commit {
@@ -47,7 +47,7 @@ pub(super) fn migrate(
 }
 
 fn prepare(tx: &Transaction<'_>, companies: bool) -> Result<Statements, client::Error> {
-    let columns = sql::insert_columns();
+    let columns = statements::insert_columns();
     let limits = tx
         .query(
             "SELECT column_name::text, character_maximum_length::int8 FROM information_schema.columns \
@@ -63,19 +63,19 @@ fn prepare(tx: &Transaction<'_>, companies: bool) -> Result<Statements, client::
             Some((at, usize::try_from(limit).ok()?))
         })
         .collect();
-    let prepare = |sql: &str| tx.prepare(&Dialect::Postgres.render(sql));
+    let prepare = |sql: &str| tx.prepare_cached(&Dialect::Postgres.render(sql));
     Ok(Statements {
         limits,
-        upsert: prepare(&sql::postgres_upsert(companies))?,
+        upsert: prepare(&statements::postgres_upsert(companies))?,
         journal: prepare(&format!(
             "INSERT INTO webhook_events ({}) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
              $4::text[], $5::int8[], $6::text[], $7::text[], $8::bytea[])",
-            sql::JOURNAL_COLUMNS
+            statements::JOURNAL_COLUMNS
         ))?,
-        tombstone_select: prepare(&queries::tombstone_select())?,
-        tombstone_upsert: prepare(queries::TOMBSTONE_UPSERT)?,
-        tombstone_delete: prepare(&queries::tombstone_delete())?,
-        ticket_delete: prepare(&queries::ticket_delete())?,
+        tombstone_select: prepare(&statements::tombstone_select())?,
+        tombstone_upsert: prepare(statements::TOMBSTONE_UPSERT)?,
+        tombstone_delete: prepare(&statements::tombstone_delete())?,
+        ticket_delete: prepare(&statements::ticket_delete())?,
     })
 }
 
@@ -101,7 +101,7 @@ impl Catalog<'_, '_> {
                     _ => migrate::broken_step(step, &map_error(error)),
                 })?;
         }
-        migrate::read_tables(self)
+        schema::read_tables(self)
     }
 
     fn rows(&self, sql: &str, table: &str) -> Result<Vec<Row>, StoreError> {
@@ -109,8 +109,8 @@ impl Catalog<'_, '_> {
     }
 }
 
-impl migrate::Catalog for Catalog<'_, '_> {
-    fn connection(&self) -> &dyn queries::Connection {
+impl schema::Catalog for Catalog<'_, '_> {
+    fn connection(&self) -> &dyn crate::store::connection::Connection {
         &*self.tx
     }
 
@@ -198,7 +198,7 @@ impl migrate::Catalog for Catalog<'_, '_> {
                 (index, row.get(3))
             })
             .collect();
-        Ok(migrate::group_index_columns(rows))
+        Ok(schema::group_index_columns(rows))
     }
 
     /// The steps run in the session's temporary schema, inside a savepoint
@@ -297,9 +297,9 @@ impl migrate::Catalog for Catalog<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::migrate::Catalog as _;
+    use crate::store::postgres::connection::tests::server;
     use crate::store::postgres::open_client;
-    use crate::store::postgres::tests::server;
+    use crate::store::schema::Catalog as _;
     use crate::store::schema::STEPS;
 
     #[test]

@@ -9,14 +9,21 @@
 //! client: later calls fail at once, and dropping it drops the runtime and
 //! with it the socket. A client and a transaction offer the same calls
 //! (`Session`), named as the `postgres` crate's.
+//!
+//! Each connection prepares a statement once (`Session::prepare_cached`):
+//! later calls run the kept `Statement`, one round trip instead of two.
+//! The cache lives and dies with its connection, so a reconnect (after the
+//! server restarted, say) starts with an empty one.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, NoTls, Row, Statement, ToStatement};
+use tokio_postgres::{GenericClient, NoTls, Row, Statement};
 
 /// What a call can fail with: the server's or driver's error, or no
 /// answer within the deadline.
@@ -73,6 +80,40 @@ pub struct Client {
     runtime: Option<Runtime>,
     timeout: Duration,
     broken: AtomicBool,
+    statements: StatementCache,
+}
+
+/// The statements a connection has prepared, by their text. The texts are
+/// Codex's own, a fixed set of a few dozen, so the cache stays small.
+#[derive(Default)]
+pub struct StatementCache {
+    statements: Mutex<HashMap<String, Statement>>,
+    /// Statements prepared on the server over the connection's life.
+    prepared: AtomicU64,
+}
+
+impl StatementCache {
+    fn get(&self, query: &str) -> Option<Statement> {
+        self.lock().get(query).cloned()
+    }
+
+    fn insert(&self, query: &str, statement: &Statement) {
+        self.prepared.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(query.to_string(), statement.clone());
+    }
+
+    /// Drops `query`'s statement, so the next call prepares it again.
+    pub fn forget(&self, query: &str) {
+        self.lock().remove(query);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
+        // The map is never left half-changed: a panic elsewhere cannot
+        // have broken it.
+        self.statements
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Drives `future` on `runtime` for at most `limit`.
@@ -120,7 +161,14 @@ impl Client {
             runtime: Some(runtime),
             timeout,
             broken,
+            statements: StatementCache::default(),
         })
+    }
+
+    /// How many statements this connection has prepared through its cache.
+    #[cfg(test)]
+    pub fn prepared(&self) -> u64 {
+        self.statements.prepared.load(Ordering::Relaxed)
     }
 
     fn run<T>(
@@ -148,6 +196,7 @@ impl Client {
             runtime,
             timeout,
             broken,
+            statements,
         } = self;
         let runtime = runtime.as_ref().ok_or(Error::Broken)?;
         let inner = run(runtime, broken, *timeout, client.transaction())?;
@@ -156,6 +205,7 @@ impl Client {
             runtime,
             broken,
             timeout: *timeout,
+            statements,
         })
     }
 }
@@ -175,6 +225,8 @@ pub struct Transaction<'a> {
     runtime: &'a Runtime,
     broken: &'a AtomicBool,
     timeout: Duration,
+    /// The connection's: a statement prepared in a transaction outlives it.
+    statements: &'a StatementCache,
 }
 
 impl Transaction<'_> {
@@ -184,6 +236,7 @@ impl Transaction<'_> {
             runtime,
             broken,
             timeout,
+            statements: _,
         } = self;
         run(runtime, broken, timeout, inner.commit())
     }
@@ -204,6 +257,9 @@ pub trait Session {
     /// The driver's connection or transaction, and what drives it.
     fn parts(&self) -> Result<(&Self::Inner, Driver<'_>), Error>;
 
+    /// The connection's prepared statements.
+    fn statements(&self) -> &StatementCache;
+
     /// Runs the call `f` makes on the inner client.
     fn call<'s, T, F>(&'s self, f: impl FnOnce(&'s Self::Inner) -> F) -> Result<T, Error>
     where
@@ -223,9 +279,26 @@ pub trait Session {
         self.call(|c| c.prepare(query))
     }
 
-    fn query<T: ?Sized + ToStatement + Sync + Send>(
+    /// The statement for `query`, prepared on the first call on this
+    /// connection and kept for the later ones.
+    fn prepare_cached(&self, query: &str) -> Result<Statement, Error> {
+        if let Some(statement) = self.statements().get(query) {
+            return Ok(statement);
+        }
+        let statement = self.prepare(query)?;
+        self.statements().insert(query, &statement);
+        Ok(statement)
+    }
+
+    /// Runs `query`, prepared once per connection.
+    fn query(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
+        let statement = self.prepare_cached(query)?;
+        self.query_prepared(&statement, params)
+    }
+
+    fn query_prepared(
         &self,
-        statement: &T,
+        statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
         self.call(|c| c.query(statement, params))
@@ -235,9 +308,10 @@ pub trait Session {
         self.call(|c| c.execute(statement, params))
     }
 
-    /// The one row a statement returns.
-    fn query_one(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Error> {
-        self.call(|c| c.query_one(statement, params))
+    /// The one row a statement returns (prepared once per connection).
+    fn query_one(&self, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Error> {
+        let statement = self.prepare_cached(query)?;
+        self.call(|c| c.query_one(&statement, params))
     }
 }
 
@@ -253,6 +327,10 @@ impl Session for Client {
         };
         Ok((&self.client, driver))
     }
+
+    fn statements(&self) -> &StatementCache {
+        &self.statements
+    }
 }
 
 impl<'a> Session for Transaction<'a> {
@@ -265,5 +343,9 @@ impl<'a> Session for Transaction<'a> {
             timeout: self.timeout,
         };
         Ok((&self.inner, driver))
+    }
+
+    fn statements(&self) -> &StatementCache {
+        self.statements
     }
 }

@@ -4,28 +4,27 @@
 //! insert, COMMIT.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::time::Duration;
 
+use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Row, Statement};
+use tokio_postgres::types::ToSql;
 
 mod catalog;
 mod client;
+mod connection;
 
-use super::Leadership;
-use super::dialect::Dialect;
-use super::diff::classify;
+use super::connection::Param;
 use super::journal::JournalOutcome;
-use super::queries::{self, Cell, Cells, Engine, ReadConnection};
-use super::records::{Outcome, Snapshot, Tombstone, WriteItem};
-use super::sql::{self, Param};
+use super::records::{Outcome, Snapshot, Tombstone, WriteItem, classify};
+use super::statements;
+use super::{Backend, Leadership, Reads};
 use crate::config::PostgresUrl;
 use crate::error::StoreError;
 use crate::psa::{EventKind, Field, Provider, TicketEvent};
 use crate::timestamp;
 use client::{Client, Session, Transaction};
+use connection::{cells, decoded, describe, map_error, open_client};
 
 /// Advisory lock keys ("codex" in ASCII, then a purpose number).
 const LOCK_MIGRATE: i64 = 0x636f_6465_7801;
@@ -63,42 +62,8 @@ struct Statements {
     tombstone_upsert: Statement,
     tombstone_delete: Statement,
     ticket_delete: Statement,
-    /// Length limits the upsert's text values must fit (see `sql::fit`).
+    /// Length limits the upsert's text values must fit (see `statements::fit`).
     limits: Vec<(usize, usize)>,
-}
-
-/// Opens a connection with timeouts that keep a dead server from hanging
-/// the writer.
-pub fn open_client(url: &PostgresUrl) -> Result<Client, StoreError> {
-    let mut config = tokio_postgres::Config::from_str(url.expose())
-        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", url.masked())))?;
-    let connect_limit = config
-        .get_connect_timeout()
-        .copied()
-        .unwrap_or(CONNECT_LIMIT);
-    config.connect_timeout(connect_limit);
-    // A dropped path (no ACKs) is noticed by the kernel within seconds.
-    config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(5));
-    config.keepalives_interval(Duration::from_secs(1));
-    config.keepalives_retries(3);
-    config.tcp_user_timeout(Duration::from_secs(5));
-    if config.get_application_name().is_none() {
-        config.application_name("codex");
-    }
-    let client = Client::connect(&config, connect_limit, CALL_LIMIT).map_err(|e| {
-        StoreError::Unavailable(format!(
-            "cannot connect to {}: {}",
-            url.masked(),
-            describe(&e)
-        ))
-    })?;
-    // The server gives up a little before the client does, so a slow
-    // statement normally ends with the server's own error.
-    client
-        .batch_execute("SET statement_timeout = '5s'; SET lock_timeout = '4s'")
-        .map_err(map_error)?;
-    Ok(client)
 }
 
 /// See `store::check`: the migration `serve` would run, rolled back.
@@ -107,51 +72,6 @@ pub fn check(url: &PostgresUrl) -> Result<String, StoreError> {
     client.set_timeout(MIGRATE_LIMIT);
     let (_, changes) = catalog::migrate(&mut client, false)?;
     Ok(super::describe_check(url.masked(), &changes))
-}
-
-/// The server's message for a database error, else the driver's.
-fn describe(error: &client::Error) -> String {
-    let Some(error) = error.as_db() else {
-        return error.to_string();
-    };
-    match error.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(inner) = source {
-                text = format!("{text}: {inner}");
-                source = inner.source();
-            }
-            text
-        }
-    }
-}
-
-/// Lost connections and server-side shutdowns make the database
-/// unavailable; anything else is the statement's own problem.
-fn map_error(error: client::Error) -> StoreError {
-    if let client::Error::Decode(message) = error {
-        return StoreError::Statement(message);
-    }
-    let Some(db) = error.as_db() else {
-        return StoreError::Unavailable(describe(&error));
-    };
-    let unavailable = match db.code() {
-        None => true,
-        Some(code) => {
-            let code = code.code();
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || code.starts_with("53")
-                || code == "58030"
-        }
-    };
-    if unavailable || db.is_closed() {
-        StoreError::Unavailable(describe(&error))
-    } else {
-        StoreError::Statement(describe(&error))
-    }
 }
 
 fn is_conflict(error: &client::Error) -> bool {
@@ -276,9 +196,10 @@ fn apply_round(
             continue;
         }
         if result.inserted && result.tombstoned {
-            let rows = tx.query(&statements.tombstone_select, &[&event.ticket_id, &provider])?;
+            let rows =
+                tx.query_prepared(&statements.tombstone_select, &[&event.ticket_id, &provider])?;
             if let Some(row) = rows.first() {
-                let tombstone = decoded(queries::tombstone(&cells(row)?))?;
+                let tombstone = decoded(statements::tombstone(&cells(row)?))?;
                 tx.execute(&statements.tombstone_delete, &[&event.ticket_id, &provider])?;
                 merges.push((i, tombstone.event(event), tombstone));
             }
@@ -316,8 +237,8 @@ impl Statements {
         let rows: Vec<Vec<Param<'_>>> = events
             .iter()
             .map(|event| {
-                let mut row = sql::row_params(event, now);
-                sql::fit(&mut row, &self.limits, event.ticket_id);
+                let mut row = statements::row_params(event, now);
+                statements::fit(&mut row, &self.limits, event.ticket_id);
                 row
             })
             .collect();
@@ -342,7 +263,7 @@ impl Statements {
             }
         }
         let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(Array::as_sql).collect();
-        let result = tx.query(&self.upsert, &params)?;
+        let result = tx.query_prepared(&self.upsert, &params)?;
         let width = Field::COUNT + 2;
         result
             .iter()
@@ -402,8 +323,8 @@ fn insert_journal(
     Ok(())
 }
 
-impl Engine for PostgresBackend {
-    fn commit(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, StoreError> {
+impl Backend for PostgresBackend {
+    fn apply(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, StoreError> {
         let mut attempt = 1;
         loop {
             match self.apply_once(items) {
@@ -420,19 +341,16 @@ impl Engine for PostgresBackend {
         }
     }
 
-    fn check_alive(&mut self) -> Result<(), StoreError> {
+    fn ping(&mut self) -> Result<(), StoreError> {
         self.client.is_valid(PING_LIMIT).map_err(map_error)
     }
 
-    fn connection(&self) -> &dyn queries::Connection {
+    fn connection(&self) -> &dyn super::connection::Connection {
         &self.client
     }
 
     /// In a transaction holding the prune lock, if no other instance does.
-    fn pruning(
-        &mut self,
-        prune: &mut dyn FnMut(&dyn queries::Connection) -> Result<u64, StoreError>,
-    ) -> Result<u64, StoreError> {
+    fn prune_journal(&mut self, cutoff: &str, limit: i64) -> Result<u64, StoreError> {
         let tx = self.client.transaction().map_err(map_error)?;
         let locked: bool = tx
             .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_PRUNE])
@@ -441,7 +359,7 @@ impl Engine for PostgresBackend {
         if !locked {
             return Ok(0);
         }
-        let deleted = prune(&tx)?;
+        let deleted = statements::prune(&tx, cutoff, limit)?;
         tx.commit().map_err(map_error)?;
         Ok(deleted)
     }
@@ -462,109 +380,15 @@ impl PostgresReader {
     }
 }
 
-impl ReadConnection for PostgresReader {
+impl Reads for PostgresReader {
     /// A server is the same database whatever happens to its files.
-    fn verify_source(&mut self) -> Result<(), StoreError> {
+    fn verify(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
 
-    fn reads(&self) -> &dyn queries::Connection {
+    fn connection(&self) -> &dyn super::connection::Connection {
         &self.client
     }
-}
-
-/// A client or transaction runs the shared statements: rendered for
-/// PostgreSQL, prepared, and each parameter bound as the type the server
-/// inferred for it (an INTEGER column takes an `i32`).
-impl<S: Session> queries::Connection for S {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-
-    fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        let (statement, values) = bind(self, sql, params)?;
-        let values: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v).collect();
-        Session::execute(self, &statement, &values).map_err(map_error)
-    }
-
-    fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Cells>, StoreError> {
-        let (statement, values) = bind(self, sql, params)?;
-        let values: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v).collect();
-        let rows = Session::query(self, &statement, &values).map_err(map_error)?;
-        rows.iter()
-            .map(|row| cells(row).map_err(map_error))
-            .collect()
-    }
-}
-
-/// A parameter as the Rust type of the server's type for it.
-type Bound<'a> = Box<dyn ToSql + Sync + 'a>;
-
-/// Prepares `sql` (SQLite's spelling) and converts `params` to the types
-/// the server inferred for them.
-fn bind<'a>(
-    session: &impl Session,
-    sql: &str,
-    params: &[Param<'a>],
-) -> Result<(Statement, Vec<Bound<'a>>), StoreError> {
-    let statement = session
-        .prepare(&Dialect::Postgres.render(sql))
-        .map_err(map_error)?;
-    let values = params
-        .iter()
-        .zip(statement.params())
-        .map(|(param, ty)| typed(*param, ty))
-        .collect::<Result<_, _>>()?;
-    Ok((statement, values))
-}
-
-fn typed<'a>(param: Param<'a>, ty: &Type) -> Result<Bound<'a>, StoreError> {
-    let narrow = |n: i64| StoreError::Statement(format!("{n} is out of range for type {ty}"));
-    Ok(match param {
-        Param::Int(n) if *ty == Type::INT4 => Box::new(
-            n.map(|n| i32::try_from(n).map_err(|_| narrow(n)))
-                .transpose()?,
-        ),
-        Param::Int(n) if *ty == Type::INT2 => Box::new(
-            n.map(|n| i16::try_from(n).map_err(|_| narrow(n)))
-                .transpose()?,
-        ),
-        Param::Int(n) => Box::new(n),
-        Param::Text(text) => Box::new(text),
-        Param::Bool(b) => Box::new(b),
-    })
-}
-
-/// A row as `Cells`, each value read as its column's type.
-fn cells(row: &Row) -> Result<Cells, client::Error> {
-    let mut values = Vec::with_capacity(row.len());
-    for (at, column) in row.columns().iter().enumerate() {
-        values.push(
-            match column.type_().name() {
-                "int8" => row.try_get::<_, Option<i64>>(at)?.map(Cell::Int),
-                "int4" => row
-                    .try_get::<_, Option<i32>>(at)?
-                    .map(|n| Cell::Int(n.into())),
-                "int2" => row
-                    .try_get::<_, Option<i16>>(at)?
-                    .map(|n| Cell::Int(n.into())),
-                "bool" => row.try_get::<_, Option<bool>>(at)?.map(Cell::Bool),
-                "float8" => row.try_get::<_, Option<f64>>(at)?.map(Cell::Float),
-                "float4" => row
-                    .try_get::<_, Option<f32>>(at)?
-                    .map(|x| Cell::Float(x.into())),
-                "bytea" => row.try_get::<_, Option<Vec<u8>>>(at)?.map(Cell::Bytes),
-                _ => row.try_get::<_, Option<String>>(at)?.map(Cell::Text),
-            }
-            .unwrap_or(Cell::Null),
-        );
-    }
-    Ok(Cells(values))
-}
-
-/// A value the server returned that Codex cannot read, as a call's error.
-fn decoded<T>(result: Result<T, StoreError>) -> Result<T, client::Error> {
-    result.map_err(|error| client::Error::Decode(error.to_string()))
 }
 
 /// Leadership by PostgreSQL session advisory locks, one per provider, on
@@ -624,43 +448,4 @@ impl Leadership for AdvisoryLeadership {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::DatabaseUrl;
-
-    /// The server the suite runs against (scripts/test.sh starts one).
-    pub(super) fn server() -> PostgresUrl {
-        let url = std::env::var("CODEX_TEST_DATABASE_URL").unwrap_or_default();
-        match url.parse() {
-            Ok(DatabaseUrl::Postgres(url)) => url,
-            other => panic!("CODEX_TEST_DATABASE_URL is not a PostgreSQL URL: {other:?}"),
-        }
-    }
-
-    #[test]
-    #[cfg_attr(
-        not(codex_postgres_tests),
-        ignore = "needs PostgreSQL: run scripts/test.sh, or set CODEX_TEST_DATABASE_URL"
-    )]
-    fn parameters_take_the_type_the_server_inferred() {
-        let url = server();
-        let client = open_client(&url).unwrap();
-        let conn: &dyn queries::Connection = &client;
-        let rows = conn
-            .query(
-                "SELECT CAST(?1 AS INTEGER) + 1, CAST(?2 AS TEXT), CAST(?3 AS SMALLINT)",
-                &[Param::Int(Some(41)), Param::Text(None), Param::Int(Some(2))],
-            )
-            .unwrap();
-        assert_eq!(rows[0].int(0).unwrap(), Some(42));
-        assert_eq!(rows[0].text(1).unwrap(), None);
-        assert_eq!(rows[0].int(2).unwrap(), Some(2));
-        let error = conn
-            .query("SELECT CAST(?1 AS INTEGER)", &[Param::Int(Some(1 << 40))])
-            .unwrap_err();
-        assert!(
-            matches!(&error, StoreError::Statement(m) if m.contains("out of range")),
-            "{error}"
-        );
-    }
-}
+mod tests;

@@ -3,38 +3,43 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::map_error;
+use super::{BatchSql, map_error};
 use crate::error::StoreError;
+use crate::store::connection;
 use crate::store::dialect::Dialect;
-use crate::store::migrate::{self, Column, ColumnType, Conversion, Family, Index, Table};
-use crate::store::queries;
-use crate::store::schema::Step;
-use crate::store::sql;
+use crate::store::migrate::{self};
+use crate::store::schema::{self, Column, ColumnType, Conversion, Family, Index, Step, Table};
+use crate::store::statements;
 
 /// Creates or upgrades the schema in `tx` and prepares every statement the
 /// backend runs (so a migration that `serve` could not use fails before it
 /// commits). Returns the statements of a batch and the changes made.
 pub(super) fn migrate(
     tx: &rusqlite::Transaction<'_>,
-) -> Result<([String; 6], Vec<String>), StoreError> {
+) -> Result<(BatchSql, Vec<String>), StoreError> {
     let mut catalog = Catalog {
         conn: tx,
         scratch: None,
     };
     let changes = migrate::run(&mut catalog)?;
     let companies = migrate::companies_usable(&mut catalog)?;
-    let sql = [
-        sql::sqlite_upsert(companies),
-        queries::ticket_select(),
-        format!(
+    let sql = BatchSql {
+        upsert: statements::sqlite_upsert(companies),
+        select: statements::ticket_select(),
+        journal: format!(
             "INSERT INTO webhook_events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            sql::JOURNAL_COLUMNS
+            statements::JOURNAL_COLUMNS
         ),
-        queries::tombstone_select(),
-        queries::TOMBSTONE_UPSERT.to_string(),
-        queries::tombstone_delete(),
-    ];
-    for statement in sql.iter().chain(&queries::all(Dialect::Sqlite)) {
+        tombstone_select: statements::tombstone_select(),
+        tombstone_upsert: statements::TOMBSTONE_UPSERT.to_string(),
+        tombstone_delete: statements::tombstone_delete(),
+    };
+    let shared = statements::all(Dialect::Sqlite);
+    for statement in sql
+        .all()
+        .into_iter()
+        .chain(shared.iter().map(String::as_str))
+    {
         tx.prepare(statement)
             .map_err(|e| migrate::unpreparable(map_error(e)))?;
     }
@@ -49,8 +54,8 @@ struct Catalog<'a> {
     scratch: Option<Connection>,
 }
 
-impl migrate::Catalog for Catalog<'_> {
-    fn connection(&self) -> &dyn queries::Connection {
+impl schema::Catalog for Catalog<'_> {
+    fn connection(&self) -> &dyn connection::Connection {
         self.conn
     }
 
@@ -127,7 +132,7 @@ impl migrate::Catalog for Catalog<'_> {
         let rows = rows
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(map_error)?;
-        Ok(migrate::group_index_columns(rows))
+        Ok(schema::group_index_columns(rows))
     }
 
     fn expected(&mut self, steps: &[Step]) -> Result<Vec<Table>, StoreError> {
@@ -137,7 +142,7 @@ impl migrate::Catalog for Catalog<'_> {
                 .execute_batch(&step.sql(Dialect::Sqlite))
                 .map_err(|e| migrate::broken_step(step, &map_error(e)))?;
         }
-        let tables = migrate::read_tables(&mut Catalog {
+        let tables = schema::read_tables(&mut Catalog {
             conn: &scratch,
             scratch: None,
         })?;
@@ -250,7 +255,7 @@ impl migrate::Catalog for Catalog<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::migrate::Catalog as _;
+    use crate::store::schema::Catalog as _;
     use crate::store::schema::STEPS;
 
     fn catalog(conn: &Connection) -> Catalog<'_> {

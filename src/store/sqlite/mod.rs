@@ -1,26 +1,25 @@
 //! Embedded SQLite: WAL mode with `synchronous=FULL`, so a committed batch
 //! is on disk before anyone is told so.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{
-    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
-};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
 mod catalog;
 mod file;
+mod reader;
 
 pub use file::forget_id;
+pub use reader::SqliteReader;
 
-use super::Leadership;
+use super::connection::{self, Cell, Cells, Param};
 use super::dialect::Dialect;
-use super::diff::classify;
 use super::journal::JournalOutcome;
-use super::queries::{self, Cell, Cells, Engine, ReadConnection};
-use super::records::{JournalEntry, Outcome, Snapshot, Tombstone, WriteItem};
-use super::sql::{self, Param};
+use super::records::{JournalEntry, Outcome, Snapshot, Tombstone, WriteItem, classify};
+use super::statements;
+use super::{Backend, Leadership};
 use crate::error::StoreError;
 use crate::psa::{EventKind, Provider, TicketEvent};
 use crate::timestamp;
@@ -32,10 +31,9 @@ pub struct SqliteBackend {
     file: OpenFile,
     /// Copies committed WAL frames into the database file off the writer's
     /// path; stops when the backend is dropped.
-    _checkpointer: Checkpointer,
-    /// The statements a batch runs, in `Statements` order (the upsert is
-    /// this database's: with or without companies).
-    sql: [String; 6],
+    checkpointer: Checkpointer,
+    /// The statements a batch runs.
+    sql: BatchSql,
 }
 
 /// The one instance on a SQLite file always leads.
@@ -108,7 +106,7 @@ impl SqliteBackend {
         let backend = SqliteBackend {
             conn,
             file,
-            _checkpointer: Checkpointer::start(path)?,
+            checkpointer: Checkpointer::start(path)?,
             sql,
         };
         let id = match found {
@@ -180,7 +178,7 @@ impl SqliteBackend {
                 .query_row(key, cells)
                 .optional()
                 .map_err(map_error)?
-                .map(|row| queries::tombstone(&row))
+                .map(|row| statements::tombstone(&row))
                 .transpose()?,
         };
         let new = statements.run_upsert(event, now)?;
@@ -201,7 +199,7 @@ impl SqliteBackend {
     }
 }
 
-impl queries::Connection for Connection {
+impl connection::Connection for Connection {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
     }
@@ -240,121 +238,11 @@ fn cells(row: &Row<'_>) -> rusqlite::Result<Cells> {
         .map(Cells)
 }
 
-/// A read connection beside the writer's: WAL lets it read while the
-/// writer commits, so reads never wait in the writer's queue.
-pub struct SqliteReader {
-    conn: Connection,
-    path: PathBuf,
-    /// The database file as opened (device, inode): the path must still
-    /// name it at each read.
-    file: (u64, u64),
-}
-
-impl SqliteReader {
-    /// Opens the database for reading. It must exist and be the one Codex
-    /// recorded; the writer creates and migrates it.
-    pub fn open(path: &Path) -> Result<SqliteReader, StoreError> {
-        // Read-write without create: a read-only connection could not
-        // take part in WAL when the -shm file is missing.
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        SqliteReader::open_with(path, path.as_os_str().into(), flags)
-    }
-
-    /// Opens the database strictly read-only (`codex status`): nothing is
-    /// written to the file or beside it. While another process has it open
-    /// (its -shm file exists) the connection shares that process's WAL
-    /// index; otherwise the file is read as immutable, since a read-only
-    /// connection would leave a -wal and -shm behind, owned by whoever ran
-    /// the command, which the service might not be able to open.
-    pub fn open_read_only(path: &Path) -> Result<SqliteReader, StoreError> {
-        let mut shm = path.as_os_str().to_owned();
-        shm.push("-shm");
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        if Path::new(&shm).exists() {
-            return SqliteReader::open_with(path, path.as_os_str().into(), flags);
-        }
-        let uri = format!("file:{}?immutable=1", uri_path(path));
-        SqliteReader::open_with(path, uri.into(), flags | OpenFlags::SQLITE_OPEN_URI)
-    }
-
-    fn open_with(
-        path: &Path,
-        name: std::ffi::OsString,
-        flags: OpenFlags,
-    ) -> Result<SqliteReader, StoreError> {
-        let recorded = file::recorded_id(path)?;
-        file::check_exists(path, recorded.as_deref())?;
-        let conn = Connection::open_with_flags(Path::new(&name), flags)
-            .and_then(|conn| {
-                conn.busy_timeout(Duration::from_secs(5))?;
-                conn.execute_batch("PRAGMA query_only = 1")?;
-                Ok(conn)
-            })
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot open SQLite database {} for reading: {e}",
-                    path.display()
-                ))
-            })?;
-        let file = file_id(path)?;
-        if let Some(recorded) = &recorded {
-            file::check_id(path, recorded, database_id(&conn)?.as_deref())?;
-        }
-        Ok(SqliteReader {
-            conn,
-            path: path.to_path_buf(),
-            file,
-        })
-    }
-}
-
-/// `path` for a `file:` URI: bytes other than unreserved ones and `/`
-/// percent-encoded.
-fn uri_path(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    path.as_os_str()
-        .as_bytes()
-        .iter()
-        .map(|&b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The device and inode of the file at `path`.
-fn file_id(path: &Path) -> Result<(u64, u64), StoreError> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .map(|m| (m.dev(), m.ino()))
-        .map_err(|e| StoreError::Unavailable(format!("cannot stat {}: {e}", path.display())))
-}
-
-impl ReadConnection for SqliteReader {
-    /// The writer keeps the file it was writing when it is deleted or
-    /// replaced (see `OpenFile`); the reader only lets go of it.
-    fn verify_source(&mut self) -> Result<(), StoreError> {
-        match file_id(&self.path) {
-            Ok(file) if file == self.file => Ok(()),
-            _ => Err(StoreError::WrongDatabase(format!(
-                "the SQLite database {} was deleted or replaced; the read connection to it was closed",
-                self.path.display()
-            ))),
-        }
-    }
-
-    fn reads(&self) -> &dyn queries::Connection {
-        &self.conn
-    }
-}
-
 /// The `codex_meta` key of the id Codex gives a database it creates.
 const DATABASE_ID_KEY: &str = "database_id";
 
 /// The database's id, if it has one (none in a new or foreign file).
-fn database_id(conn: &Connection) -> Result<Option<String>, StoreError> {
+pub(super) fn database_id(conn: &Connection) -> Result<Option<String>, StoreError> {
     let has_meta: bool = conn
         .query_row(
             "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'codex_meta'",
@@ -376,13 +264,19 @@ fn database_id(conn: &Connection) -> Result<Option<String>, StoreError> {
 
 /// A thread with a connection of its own that checkpoints the WAL: copies
 /// committed frames into the database file (and syncs it), so the WAL
-/// stays short without the writer ever pausing to do it.
+/// stays short without the writer ever pausing to do it. It runs after
+/// commits, at most every `CHECKPOINT_EVERY`, and sleeps while nothing is
+/// committed.
 struct Checkpointer {
+    /// Dropped with the backend: the thread checkpoints a last time and ends.
     _stop: crossbeam_channel::Sender<()>,
+    /// Holds one "something was committed" at most.
+    committed: crossbeam_channel::Sender<()>,
 }
 
-/// How often the checkpointer runs. A passive checkpoint never blocks the
-/// writer; between runs the WAL grows by at most this much traffic.
+/// How often the checkpointer runs at most. A passive checkpoint never
+/// blocks the writer; between runs the WAL grows by at most this much
+/// traffic.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 impl Checkpointer {
@@ -394,10 +288,15 @@ impl Checkpointer {
             ))
         })?;
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let (committed, commits) = crossbeam_channel::bounded::<()>(1);
         std::thread::Builder::new()
             .name("codex-checkpoint".to_string())
             .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                loop {
+                    crossbeam_channel::select! {
+                        recv(commits) -> _ => {},
+                        recv(stopped) -> _ => break,
+                    }
                     let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
                         Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
                     });
@@ -408,12 +307,27 @@ impl Checkpointer {
                         Ok(_) => {}
                         Err(error) => log::warn!("WAL checkpoint failed: {error}"),
                     }
+                    // Commits meanwhile wait for the next run.
+                    if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+                        stopped.recv_timeout(CHECKPOINT_EVERY)
+                    {
+                        break;
+                    }
                 }
                 // A final full checkpoint leaves a short WAL behind.
                 let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Checkpointer { _stop: stop })
+        Ok(Checkpointer {
+            _stop: stop,
+            committed,
+        })
+    }
+
+    /// Tells the thread that a transaction was committed.
+    fn committed(&self) {
+        // A full channel means a run is already due.
+        let _ = self.committed.try_send(());
     }
 }
 
@@ -471,6 +385,44 @@ fn to_sql<'a>(param: &Param<'a>) -> ToSqlOutput<'a> {
     })
 }
 
+/// The text of the statements a batch runs, as the migration chose them
+/// (the upsert is this database's: with or without companies).
+pub(super) struct BatchSql {
+    pub upsert: String,
+    pub select: String,
+    pub journal: String,
+    pub tombstone_select: String,
+    pub tombstone_upsert: String,
+    pub tombstone_delete: String,
+}
+
+impl BatchSql {
+    /// Each statement, for the migration to prepare.
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.upsert,
+            &self.select,
+            &self.journal,
+            &self.tombstone_select,
+            &self.tombstone_upsert,
+            &self.tombstone_delete,
+        ]
+    }
+
+    /// The statements from the connection's cache, for one batch.
+    fn prepare<'conn>(&self, conn: &'conn Connection) -> Result<Statements<'conn>, StoreError> {
+        let prepare = |sql: &str| conn.prepare_cached(sql).map_err(map_error);
+        Ok(Statements {
+            upsert: prepare(&self.upsert)?,
+            select: prepare(&self.select)?,
+            journal: prepare(&self.journal)?,
+            tombstone_select: prepare(&self.tombstone_select)?,
+            tombstone_upsert: prepare(&self.tombstone_upsert)?,
+            tombstone_delete: prepare(&self.tombstone_delete)?,
+        })
+    }
+}
+
 /// The statements a batch runs, looked up once per batch: the upsert is
 /// long, and the statement cache hashes its text on every lookup.
 struct Statements<'conn> {
@@ -490,7 +442,7 @@ impl Statements<'_> {
         event: &TicketEvent,
         now: &str,
     ) -> Result<Option<Snapshot>, StoreError> {
-        let row = sql::row_params(event, now);
+        let row = statements::row_params(event, now);
         self.upsert
             .query_row(rusqlite::params_from_iter(row.iter().map(to_sql)), cells)
             .optional()
@@ -541,8 +493,8 @@ fn map_error(error: rusqlite::Error) -> StoreError {
     StoreError::Statement(error.to_string())
 }
 
-impl Engine for SqliteBackend {
-    fn commit(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, StoreError> {
+impl Backend for SqliteBackend {
+    fn apply(&mut self, items: &[WriteItem]) -> Result<Vec<Outcome>, StoreError> {
         let now = timestamp::now();
         let tx = self
             .conn
@@ -550,23 +502,7 @@ impl Engine for SqliteBackend {
             .map_err(map_error)?;
         let mut outcomes = Vec::with_capacity(items.len());
         {
-            let prepare = |sql: &str| tx.prepare_cached(sql).map_err(map_error);
-            let [
-                upsert,
-                select,
-                journal,
-                tombstone_select,
-                tombstone_upsert,
-                tombstone_delete,
-            ] = &self.sql;
-            let mut statements = Statements {
-                upsert: prepare(upsert)?,
-                select: prepare(select)?,
-                journal: prepare(journal)?,
-                tombstone_select: prepare(tombstone_select)?,
-                tombstone_upsert: prepare(tombstone_upsert)?,
-                tombstone_delete: prepare(tombstone_delete)?,
-            };
+            let mut statements = self.sql.prepare(&tx)?;
             for item in items {
                 let outcome = match &item.event {
                     Some(event) => Self::upsert(&mut statements, event, &now)?,
@@ -580,13 +516,14 @@ impl Engine for SqliteBackend {
             }
         }
         tx.commit().map_err(map_error)?;
+        self.checkpointer.committed();
         // Committed into the file the path still names, or not
         // acknowledged at all.
         self.file.check()?;
         Ok(outcomes)
     }
 
-    fn check_alive(&mut self) -> Result<(), StoreError> {
+    fn ping(&mut self) -> Result<(), StoreError> {
         self.file.check()?;
         self.conn
             .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
@@ -594,26 +531,9 @@ impl Engine for SqliteBackend {
             .map_err(map_error)
     }
 
-    /// One instance writes a SQLite file, so pruning needs no lock.
-    fn connection(&self) -> &dyn queries::Connection {
+    /// One instance writes a SQLite file, so pruning (provided) needs no
+    /// lock.
+    fn connection(&self) -> &dyn connection::Connection {
         &self.conn
-    }
-}
-
-#[cfg(test)]
-mod uri_tests {
-    use super::uri_path;
-    use std::path::Path;
-
-    #[test]
-    fn a_path_in_a_uri_escapes_what_a_uri_reads_otherwise() {
-        assert_eq!(
-            uri_path(Path::new("/var/lib/codex/codex.db")),
-            "/var/lib/codex/codex.db"
-        );
-        assert_eq!(
-            uri_path(Path::new("/tmp/a b?c#d%e")),
-            "/tmp/a%20b%3Fc%23d%25e"
-        );
     }
 }

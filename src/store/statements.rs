@@ -1,18 +1,21 @@
-//! The upsert both backends run: one statement that inserts a new ticket or
+//! The statements both backends run, each written once in SQLite's
+//! spelling (`Dialect::render` makes PostgreSQL's), with the decoders of
+//! their rows.
+//!
+//! The first is the upsert: one statement that inserts a new ticket or
 //! merges an event into a known one field by field (the newest version of
 //! each field wins), and refuses (by its WHERE clause) an event that would
 //! change nothing: a duplicate or a stale one. The decision is the
-//! database's, so two writers on one database cannot race.
+//! database's, so two writers on one database cannot race. Then the
+//! tombstones, pruning, sync bookkeeping and `codex_meta`; the journal's
+//! statements are in `journal`, the read API's in `tickets`.
 
+use super::connection::{Cells, Connection, Param};
+use super::dialect::Dialect;
+use super::journal::{self, JournalOutcome};
+use super::records::{self, SyncRun, Tombstone, UnknownValue};
+use crate::error::StoreError;
 use crate::psa::{Field, Kind, Source, TicketEvent, Value};
-
-/// One value of an insert row, typed so each backend can bind it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Param<'a> {
-    Text(Option<&'a str>),
-    Int(Option<i64>),
-    Bool(Option<bool>),
-}
 
 /// The insert row for `event`, in `insert_columns()` order. `now` is the
 /// commit's time, recorded as `webhook_updated_at` or `synced_at`, and as
@@ -314,9 +317,204 @@ pub fn postgres_array_types() -> Vec<&'static str> {
 pub const JOURNAL_COLUMNS: &str =
     "provider, received_at, client_ip, event, ticket_id, outcome, error, body";
 
+/// A ticket's key in `ticket_details` and `ticket_tombstones`.
+const TICKET_KEY: &str = "external_id = ?1 AND external_source = ?2";
+
+/// The stored row of a ticket, as `snapshot_columns()`.
+pub fn ticket_select() -> String {
+    format!(
+        "SELECT {} FROM ticket_details WHERE {TICKET_KEY}",
+        snapshot_columns("")
+    )
+}
+
+pub fn ticket_delete() -> String {
+    format!("DELETE FROM ticket_details WHERE {TICKET_KEY}")
+}
+
+/// Tombstone statements (`ticket_tombstones`), parameters `?1` (ticket id)
+/// and `?2` (provider) first.
+pub fn tombstone_select() -> String {
+    format!(
+        "SELECT CAST(last_updated_at AS TEXT), CAST(status AS TEXT), CAST(status_id AS BIGINT), \
+         CAST(closed_at AS TEXT) FROM ticket_tombstones WHERE {TICKET_KEY}"
+    )
+}
+
+pub fn tombstone_delete() -> String {
+    format!("DELETE FROM ticket_tombstones WHERE {TICKET_KEY}")
+}
+
+/// Records a delete, unless a newer one is recorded; `?3` … `?7`:
+/// `last_updated_at, status, status_id, closed_at, recorded_at`.
+pub const TOMBSTONE_UPSERT: &str = "INSERT INTO ticket_tombstones \
+     (external_id, external_source, last_updated_at, status, status_id, closed_at, recorded_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (external_id, external_source) DO UPDATE SET \
+     last_updated_at = excluded.last_updated_at, status = excluded.status, status_id = excluded.status_id, \
+     closed_at = excluded.closed_at, recorded_at = excluded.recorded_at \
+     WHERE excluded.last_updated_at IS NULL OR (ticket_tombstones.last_updated_at IS NOT NULL \
+     AND excluded.last_updated_at >= ticket_tombstones.last_updated_at)";
+
+pub const PRUNE_TOMBSTONES: &str = "DELETE FROM ticket_tombstones WHERE recorded_at < ?1";
+
+pub const PRUNE_JOURNAL: &str = "DELETE FROM webhook_events WHERE id IN \
+     (SELECT id FROM webhook_events WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)";
+
+/// Tickets of `?1` whose status is not in the JSON array `?2`, with an id
+/// above `?4`, by id, at most `?3`.
+pub fn active_tickets(dialect: Dialect) -> String {
+    format!(
+        "SELECT CAST(external_id AS BIGINT), CAST(status_id AS BIGINT) FROM ticket_details \
+         WHERE external_source = ?1 AND (status IS NULL OR status NOT IN ({})) \
+         AND external_id > ?4 ORDER BY external_id LIMIT ?3",
+        dialect.json_texts("CAST(?2 AS TEXT)")
+    )
+}
+
+/// `WebhookCounts` of provider `?1` since `?2`.
+pub fn webhook_counts() -> String {
+    let applied = JournalOutcome::sql_list(&JournalOutcome::APPLIED);
+    let refused = JournalOutcome::sql_list(&JournalOutcome::REFUSED);
+    format!(
+        "SELECT count(*), count(*) FILTER (WHERE outcome IN ({applied})), \
+         count(*) FILTER (WHERE outcome IN ({refused})), \
+         max(received_at) FILTER (WHERE outcome NOT IN ({refused})), max(received_at), \
+         max(received_at) FILTER (WHERE event = 'ticket.deleted' AND outcome NOT IN ({refused})) \
+         FROM webhook_events WHERE provider = ?1 AND received_at >= ?2"
+    )
+}
+
+pub const SYNC_STATE_GET: &str =
+    "SELECT cursor, last_reconcile_at FROM sync_state WHERE provider = ?1";
+
+pub const SYNC_STATE_SET: &str = "INSERT INTO sync_state (provider, cursor, last_reconcile_at) \
+     VALUES (?1, ?2, ?3) ON CONFLICT (provider) DO UPDATE SET cursor = excluded.cursor, \
+     last_reconcile_at = excluded.last_reconcile_at";
+
+pub const RUN_START: &str = "INSERT INTO sync_runs (provider, kind, started_at, outcome) \
+     VALUES (?1, ?2, ?3, ?4) RETURNING id";
+
+pub const RUN_FINISH: &str = "UPDATE sync_runs SET finished_at = ?2, outcome = ?3, \
+     tickets_seen = ?4, tickets_changed = ?5, missed_by_webhooks = ?6, missed_ticket_ids = ?7, \
+     api_calls = ?8, error = ?9 WHERE id = ?1";
+
+/// The newest runs, of provider `?1` (or all when NULL), at most `?2`; the
+/// columns `sync_run` reads.
+pub const RUNS_RECENT: &str = "SELECT id, provider, kind, started_at, finished_at, outcome, \
+     tickets_seen, tickets_changed, missed_by_webhooks, missed_ticket_ids, api_calls, error \
+     FROM sync_runs WHERE CAST(?1 AS TEXT) IS NULL OR provider = ?1 ORDER BY id DESC LIMIT ?2";
+
+pub const MISSED_SINCE: &str = "SELECT CAST(coalesce(sum(missed_by_webhooks), 0) AS BIGINT) \
+     FROM sync_runs WHERE provider = ?1 AND started_at >= ?2 AND outcome = 'ok'";
+
+pub const JOURNAL_ROWS: &str = "SELECT CAST(count(*) AS BIGINT) FROM webhook_events";
+
+pub const META_GET: &str = "SELECT value FROM codex_meta WHERE key = ?1";
+
+pub const META_SET: &str = "INSERT INTO codex_meta (key, value) VALUES (?1, ?2) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
+/// Every statement above, for a migration to prepare before it commits.
+pub fn all(dialect: Dialect) -> Vec<String> {
+    let mut all = vec![
+        ticket_select(),
+        ticket_delete(),
+        tombstone_select(),
+        tombstone_delete(),
+        active_tickets(dialect),
+        webhook_counts(),
+        journal::select(dialect),
+        journal::mark_replayed(),
+    ];
+    all.extend(
+        [
+            TOMBSTONE_UPSERT,
+            PRUNE_TOMBSTONES,
+            PRUNE_JOURNAL,
+            SYNC_STATE_GET,
+            SYNC_STATE_SET,
+            RUN_START,
+            RUN_FINISH,
+            RUNS_RECENT,
+            MISSED_SINCE,
+            JOURNAL_ROWS,
+            META_GET,
+            META_SET,
+        ]
+        .map(str::to_string),
+    );
+    all.extend(journal::ACTIVITY.map(str::to_string));
+    all
+}
+
+/// A `sync_runs` row as `RUNS_RECENT` reads it.
+pub fn sync_run(row: &Cells) -> Result<SyncRun, StoreError> {
+    let parsed = |at: usize| row.text(at).map(Option::unwrap_or_default);
+    let unknown = |error: UnknownValue| StoreError::Statement(error.to_string());
+    Ok(SyncRun {
+        id: row.int(0)?.unwrap_or_default(),
+        provider: row.text(1)?.unwrap_or_default(),
+        kind: parsed(2)?.parse().map_err(unknown)?,
+        started_at: row.text(3)?.unwrap_or_default(),
+        finished_at: row.text(4)?,
+        outcome: parsed(5)?.parse().map_err(unknown)?,
+        tickets_seen: row.int(6)?.unwrap_or_default(),
+        tickets_changed: row.int(7)?.unwrap_or_default(),
+        missed_by_webhooks: row.int(8)?.unwrap_or_default(),
+        missed_ticket_ids: records::split_ids(row.text(9)?.as_deref()),
+        api_calls: row.int(10)?.unwrap_or_default(),
+        error: row.text(11)?,
+    })
+}
+
+/// A tombstone as `tombstone_select` reads it.
+pub fn tombstone(row: &Cells) -> Result<Tombstone, StoreError> {
+    Ok(Tombstone {
+        last_updated_at: row.text(0)?,
+        status: row.text(1)?,
+        status_id: row.int(2)?,
+        closed_at: row.text(3)?,
+    })
+}
+
+/// Deletes tombstones recorded before `cutoff`, then up to `limit` journal
+/// rows received before it; returns how many journal rows went.
+pub fn prune(conn: &dyn Connection, cutoff: &str, limit: i64) -> Result<u64, StoreError> {
+    conn.execute(PRUNE_TOMBSTONES, &[Param::text(cutoff)])?;
+    conn.execute(
+        PRUNE_JOURNAL,
+        &[Param::text(cutoff), Param::Int(Some(limit))],
+    )
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_are_written_once_in_sqlite_spelling() {
+        for statement in all(Dialect::Postgres) {
+            assert!(!statement.contains('$'), "{statement}");
+            let rendered = Dialect::Postgres.render(&statement);
+            assert!(!rendered.contains("?1"), "{rendered}");
+        }
+        assert_eq!(
+            Dialect::Postgres.render(SYNC_STATE_GET),
+            "SELECT cursor, last_reconcile_at FROM sync_state WHERE provider = $1"
+        );
+    }
+
+    #[test]
+    fn webhook_counts_name_the_journal_outcomes() {
+        let sql = webhook_counts();
+        assert!(
+            sql.contains("outcome IN ('created', 'updated', 'deleted', 'ignored')"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("outcome NOT IN ('rejected', 'failed')"),
+            "{sql}"
+        );
+    }
 
     #[test]
     fn fit_cuts_at_character_boundaries() {
