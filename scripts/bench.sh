@@ -25,6 +25,9 @@
 #   RUNS=5 DURATION=5s COLD=5s CONNECTIONS="8 64" WRK_THREADS=2
 #   THREADS=<[server] threads and the calibration's workers (default 64)>
 #   CODEX_BIN=<another build's binary, to compare>  CALIBRATION_BIN=<a built calibration>
+#   BEFORE_BIN=<an earlier build's binary>: a further target, "before" (on
+#     SQLite), interleaved with the others, with its own ratios; Codex on
+#     SQLite is then also compared with it
 #   KEEP=<directory to keep the wrk outputs and logs in>
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +55,7 @@ case $WHICH in
   postgres | all) TARGETS="calibration codex-sqlite codex-postgres" ;;
   *) echo "usage: scripts/bench.sh [sqlite|postgres|all|perf]" >&2; exit 2 ;;
 esac
+[ -z "${BEFORE_BIN:-}" ] || TARGETS=${TARGETS/calibration/calibration before}
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk (Debian package)" >&2
@@ -92,10 +96,10 @@ start() {
       rm -f "$WORK"/calibration.db*
       "$CAL" "127.0.0.1:$port" "$WORK/calibration.db" ${THREADS:-64} 2>"$WORK/$target-$conns.log" &
       ;;
-    codex-*)
-      if [ "$target" = codex-sqlite ]; then
-        rm -f "$WORK"/bench.db*
-        url="sqlite:///$WORK/bench.db"
+    codex-* | before)
+      if [ "$target" != codex-postgres ]; then
+        rm -f "$WORK/$target".db*
+        url="sqlite:///$WORK/$target.db"
       else
         pg_port=${PG_URL##*:}
         "${PG_AS[@]}" "$PG_BIN/psql" -q -h "$PG_DIR" -p "${pg_port%%/*}" -U postgres \
@@ -116,7 +120,9 @@ rate_limit_per_minute = 100000000
 [scheduler]
 sync_tickets_enabled = false
 CONF
-      "$BIN" serve --config "$WORK/$target.conf" 2>"$WORK/$target-$conns.log" &
+      bin=$BIN
+      [ "$target" = before ] && bin=$BEFORE_BIN
+      "$bin" serve --config "$WORK/$target.conf" 2>"$WORK/$target-$conns.log" &
       ;;
   esac
   PID[$target]=$!
@@ -172,7 +178,7 @@ PY
 
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 echo "machine: $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(date -u '+%Y-%m-%d %H:%M UTC'); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "codex: $BIN; calibration: $CAL; $RUNS runs of $DURATION per point, interleaved; cold: the first $COLD of a fresh process"
+echo "codex: $BIN; calibration: $CAL;${BEFORE_BIN:+ before: $BEFORE_BIN;} $RUNS runs of $DURATION per point, interleaved; cold: the first $COLD of a fresh process"
 case $WHICH in postgres | all) pg_start ;; esac # durable defaults: fsync on, synchronous_commit on
 : >"$WORK/results.tsv"
 : >"$WORK/rss.tsv"
@@ -182,18 +188,20 @@ for conns in $CONNECTIONS; do
   if [ "$WHICH" = perf ]; then
     for target in $TARGETS; do
       data="$PERF_DIR/$target-$conns.data"
-      perf record -q -F "${PERF_FREQUENCY:-999}" --call-graph dwarf,8192 -o "$data" -p "${PID[$target]}" 2>/dev/null &
+      # System-wide, then filtered by process: `perf record -p` missed
+      # threads Codex started after it attached.
+      perf record -q -a -F "${PERF_FREQUENCY:-499}" --call-graph dwarf,8192 -o "$data" 2>/dev/null &
       perf_pid=$!
       measure "$target" "$conns" perf "$DURATION"
       kill -INT "$perf_pid"; wait "$perf_pid" || true
-      perf report -i "$data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^$' \
+      perf report -i "$data" --pid "${PID[$target]}" --no-inline --percentage relative --no-children --sort symbol --stdio 2>/dev/null | grep -v '^$' \
         | grep -E '^ +[0-9.]+%' | sed 's/[ -]*$//' | head -60 >"$PERF_DIR/$target-$conns.symbols.txt" || true
       # Threads by name (the workers' numbers dropped), then by library.
-      perf report -i "$data" --no-children --sort comm,dso --stdio 2>/dev/null \
+      perf report -i "$data" --pid "${PID[$target]}" --no-inline --percentage relative --no-children --sort comm,dso --stdio 2>/dev/null \
         | awk '/^ +[0-9.]+%/ {sub(/%/, "", $1); sub(/-[0-9]+$/, "-N", $2); share[$2 " " $3] += $1}
             END {for (k in share) printf "%7.2f%%  %s\n", share[k], k}' \
         | sort -rn >"$PERF_DIR/$target-$conns.threads.txt" || true
-      perf report -i "$data" --children --sort symbol --stdio -g none 2>/dev/null \
+      perf report -i "$data" --pid "${PID[$target]}" --no-inline --percentage relative --children --sort symbol --stdio -g none 2>/dev/null \
         | grep -E '^ +[0-9.]+%' | sed 's/[ -]*$//' | head -80 >"$PERF_DIR/$target-$conns.inclusive.txt" || true
       echo "  perf: $data, $PERF_DIR/$target-$conns.{symbols,threads,inclusive}.txt"
     done
@@ -238,9 +246,10 @@ for (conns, target), rows in runs.items():
         b_cpu = statistics.median(r[4] for r in base)
         line += (f"  = {acked / b_acked:4.0%} of calibration throughput, p99 {p99 / b_p99:.2f}x, "
                  f"CPU/delivery {med(4) / max(b_cpu, 1):.2f}x")
-        if target == "codex-postgres":
-            s = runs[conns, "codex-sqlite"]
-            line += (f"; vs Codex SQLite: {acked / statistics.median(r[0] for r in s):.0%}, "
+        other = {"codex-postgres": "codex-sqlite", "codex-sqlite": "before"}.get(target)
+        if (conns, other) in runs:
+            s = runs[conns, other]
+            line += (f"; vs {other}: {acked / statistics.median(r[0] for r in s):.0%}, "
                      f"p99 {p99 / statistics.median(r[2] for r in s):.2f}x")
     line += f"  cold p99 {cold[conns, target][2] / p99:.1f}x warm  non-2xx {non2xx}  peak RSS {rss[conns, target]:.1f} MB"
     print(line)

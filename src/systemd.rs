@@ -63,7 +63,8 @@ impl Watchdog {
     /// Starts the keep-alive when the unit has `WatchdogSec=` (systemd sets
     /// `WATCHDOG_USEC` for this process); `None` otherwise. It pings twice
     /// per interval, each time only if the writer's loop turned since the
-    /// last ping: a writer stuck on a call gets Codex restarted.
+    /// last ping or the writer is waiting for work (an idle writer sleeps):
+    /// a writer stuck on a call gets Codex restarted.
     pub fn spawn(health: Arc<DbHealth>) -> std::io::Result<Option<Watchdog>> {
         let mut usec = 0;
         if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
@@ -75,7 +76,8 @@ impl Watchdog {
             .name("codex-watchdog".to_string())
             .spawn(move || {
                 let progress = || health.turns();
-                keep_alive(&progress, every, &stopped, &|| {
+                let waiting = || !health.in_call();
+                keep_alive(&progress, &waiting, every, &stopped, &|| {
                     send(&[NotifyState::Watchdog])
                 });
             })?;
@@ -92,9 +94,11 @@ impl Watchdog {
 }
 
 /// Every `every` until `stopped` says so: `ping` when `progress` moved
-/// since the last look, else (once per stall) an error in the log.
+/// since the last look or the writer is `waiting` for work, else (once per
+/// stall) an error in the log.
 fn keep_alive(
     progress: &dyn Fn() -> u64,
+    waiting: &dyn Fn() -> bool,
     every: Duration,
     stopped: &Receiver<()>,
     ping: &dyn Fn(),
@@ -103,7 +107,7 @@ fn keep_alive(
     let mut stall_logged = false;
     while stopped.recv_timeout(every).is_err_and(|e| e.is_timeout()) {
         let now = progress();
-        if now != seen {
+        if now != seen || waiting() {
             seen = now;
             stall_logged = false;
             ping();
@@ -131,6 +135,7 @@ mod tests {
         let thread = std::thread::spawn(move || {
             keep_alive(
                 &|| t.load(Ordering::SeqCst),
+                &|| false,
                 Duration::from_millis(10),
                 &stopped,
                 &|| {
@@ -148,6 +153,32 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(pings.load(Ordering::SeqCst), 1);
+        stop.send(()).unwrap();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn the_watchdog_is_fed_while_the_writer_waits_for_work() {
+        let pings = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = bounded::<()>(1);
+        let p = pings.clone();
+        // The writer's loop does not turn, but it is not in a call: idle.
+        let thread = std::thread::spawn(move || {
+            keep_alive(
+                &|| 0,
+                &|| true,
+                Duration::from_millis(10),
+                &stopped,
+                &|| {
+                    p.fetch_add(1, Ordering::SeqCst);
+                },
+            )
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pings.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(pings.load(Ordering::SeqCst) >= 2);
         stop.send(()).unwrap();
         thread.join().unwrap();
     }

@@ -47,11 +47,50 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// The service after one delivery (database open, workers started): what
-/// it costs with no client connected.
+/// `[server] threads` in the test configuration (tests/common).
+const WORKERS: usize = 8;
+
+/// Request workers (`codex-http-N`) of process `pid`.
+fn workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|task| {
+                    std::fs::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|name| name.starts_with("codex-http-"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The service after one delivery (database open) with its request pool
+/// grown to `[server] threads` by bursts of concurrent health checks (the pool
+/// is elastic, docs/http.md): what it costs with no client connected, so
+/// that what a hostile client adds is its connection alone.
 fn baseline(codex: &Codex) -> Usage {
     deliver_in_time(codex);
     let pid = codex.pid();
+    let grown = wait_until(Duration::from_secs(30), || {
+        std::thread::scope(|scope| {
+            for _ in 0..4 * WORKERS {
+                scope.spawn(|| {
+                    let answer = exchange(
+                        codex.addr,
+                        b"GET /webhooks/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    );
+                    assert_eq!(status_of(&answer), 200, "{answer}");
+                });
+            }
+        });
+        workers(pid) == WORKERS
+    });
+    assert!(
+        grown,
+        "the pool has {} workers, not {WORKERS}",
+        workers(pid)
+    );
     // The connection of the delivery just made closes, its thread ends.
     assert!(
         wait_for_no_connections(pid),

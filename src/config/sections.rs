@@ -37,7 +37,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address and port to listen on; behind a reverse proxy keep 127.0.0.1.
     pub bind: SocketAddr,
-    /// Request handler threads; 64 measured best on a 2-core machine.
+    /// The most request handler threads: the pool grows to it under load and
+    /// shrinks back to 2 when idle; 64 measured best on a 2-core machine.
     pub threads: usize,
     /// Path prefix the proxy forwards (e.g. `/codex`); empty for none.
     pub base_path: String,

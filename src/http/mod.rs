@@ -15,6 +15,7 @@ mod failure;
 pub mod gate;
 mod jwt;
 mod operator;
+mod pool;
 mod request;
 pub mod response;
 mod routes;
@@ -24,10 +25,7 @@ pub mod tls;
 mod webhooks;
 
 use std::net::{SocketAddr, TcpListener};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -37,8 +35,6 @@ use tiny_http::{Limits, Server};
 use crate::config::ServerConfig;
 pub use routes::AppState;
 
-/// How often an idle worker checks whether the server is stopping.
-const POLL: Duration = Duration::from_millis(200);
 /// How long writing one response may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request line plus headers.
@@ -113,12 +109,11 @@ fn descriptor_room() -> Option<usize> {
         .map(|limit| limit.saturating_sub(RESERVED_DESCRIPTORS))
 }
 
-/// The running server: its workers and the flag that stops them.
+/// The running server and its pool of workers.
 pub struct HttpServer {
     server: Arc<Server>,
     state: Arc<AppState>,
-    workers: Vec<JoinHandle<()>>,
-    stopping: Arc<AtomicBool>,
+    workers: pool::Pool,
     addr: SocketAddr,
     /// The listening socket, kept so that what is still queued in its
     /// backlog when the server stops can be answered before it closes;
@@ -129,7 +124,7 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Starts `threads` workers answering requests on `listener`, over TLS
+    /// Starts workers (up to `threads`) answering requests on `listener`, over TLS
     /// with `certificates`. A fatal server error is sent on `fatal`.
     pub fn start(
         listener: TcpListener,
@@ -150,24 +145,11 @@ impl HttpServer {
         let server = Server::from_listener_with_tls(listener, limits, gate, tls)
             .map(Arc::new)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let stopping = Arc::new(AtomicBool::new(false));
-        let mut workers = Vec::with_capacity(threads);
-        for n in 0..threads {
-            let server = server.clone();
-            let state = state.clone();
-            let stopping = stopping.clone();
-            let fatal = fatal.clone();
-            let worker = std::thread::Builder::new()
-                .name(format!("codex-http-{n}"))
-                .stack_size(256 * 1024)
-                .spawn(move || work(&server, &state, &stopping, &fatal))?;
-            workers.push(worker);
-        }
+        let workers = pool::Pool::start(server.clone(), state.clone(), threads, fatal)?;
         Ok(HttpServer {
             server,
             state,
             workers,
-            stopping,
             addr,
             backlog,
             certificates,
@@ -221,13 +203,7 @@ impl HttpServer {
         while Instant::now() < deadline && self.server.queued_requests() > 0 {
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.stopping.store(true, Ordering::SeqCst);
-        let mut result = Ok(());
-        for worker in self.workers {
-            if let Err(panic) = worker.join() {
-                result = Err(panic);
-            }
-        }
+        let result = self.workers.stop();
         drop(self.server);
         result
     }
@@ -238,23 +214,4 @@ impl HttpServer {
 fn settled(idle: &dyn Fn() -> bool) -> bool {
     std::thread::sleep(Duration::from_millis(50));
     idle()
-}
-
-fn work(server: &Server, state: &AppState, stopping: &AtomicBool, fatal: &Sender<String>) {
-    // Also after `stopping`: what is still queued gets its answer.
-    while !stopping.load(Ordering::SeqCst) || server.queued_requests() > 0 {
-        let request = match server.recv_timeout(POLL) {
-            Ok(Some(request)) => request,
-            Ok(None) => continue,
-            Err(error) => {
-                let _ = fatal.send(format!("the HTTP server failed: {error}"));
-                return;
-            }
-        };
-        // A bug in one request's handling must not take the worker down;
-        // tiny_http answers a request dropped by a panic with a 500.
-        if catch_unwind(AssertUnwindSafe(|| routes::handle(state, request))).is_err() {
-            log::error!("a request handler panicked; the request was answered 500");
-        }
-    }
 }

@@ -22,9 +22,6 @@ const STORED_FRESH_FOR: Duration = Duration::from_secs(1);
 /// a second even while the database is slow, without the stored part when
 /// it cannot have it in time.
 const STORED_WAIT: Duration = Duration::from_millis(300);
-/// How often an idle status thread checks whether to let go of its
-/// connection.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Runs health shows: the newest.
 const HEALTH_RUNS: i64 = 1;
 
@@ -193,9 +190,7 @@ impl StatusThread {
                         // Health does not ask while the database is
                         // unavailable; the connection is let go of then,
                         // so that only the writer holds a deleted file.
-                        default(IDLE_CHECK) => if board.database.problem().is_some() {
-                            reader.disconnect();
-                        },
+                        recv(board.database.lost()) -> _ => reader.disconnect(),
                     }
                 }
             })?;

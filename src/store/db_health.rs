@@ -4,11 +4,16 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender, bounded};
+
 use crate::error::StoreError;
 
 /// How long the writer may wait on the database for one call before
 /// health reports it unavailable and handlers stop waiting for it.
 const STALL_AFTER: Duration = Duration::from_millis(500);
+/// How long a database found working is taken as working: someone asking
+/// after that (health, a handler) has the writer check it again.
+const CHECKED_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// The database's state as the writer publishes it: read by health and by
 /// handlers without a round trip through the writer's queue, so a writer
@@ -23,13 +28,25 @@ pub struct DbHealth {
     /// Set at shutdown: callers stop retrying.
     closing: AtomicBool,
     last_error: Mutex<Option<String>>,
-    /// Turns of the writer's loop: it moves at least every tick unless the
-    /// writer is stuck (the systemd watchdog follows it).
+    /// Turns of the writer's loop: it moves with every batch and every
+    /// check (the systemd watchdog follows it).
     turns: AtomicU64,
+    /// When the writer last found the database working, in milliseconds
+    /// since `epoch` plus one.
+    checked: AtomicU64,
+    /// Asks an idle writer to check the database now: an idle writer
+    /// sleeps until work or this arrives, rather than polling.
+    check: Sender<()>,
+    check_asked: Receiver<()>,
+    /// Told when the database becomes unavailable (see `lost`).
+    lost: Sender<()>,
+    lost_rx: Receiver<()>,
 }
 
 impl DbHealth {
     pub(super) fn new(first_error: Option<&StoreError>) -> DbHealth {
+        let (check, check_asked) = bounded(1);
+        let (lost, lost_rx) = bounded(1);
         DbHealth {
             unavailable: AtomicBool::new(first_error.is_some()),
             call_started: AtomicU64::new(0),
@@ -37,11 +54,27 @@ impl DbHealth {
             closing: AtomicBool::new(false),
             last_error: Mutex::new(first_error.map(ToString::to_string)),
             turns: AtomicU64::new(0),
+            checked: AtomicU64::new(0),
+            check,
+            check_asked,
+            lost,
+            lost_rx,
         }
     }
 
-    /// Why the database cannot take writes now, if it cannot.
+    /// Why the database cannot take writes now, if it cannot. When the
+    /// database was last found working more than `CHECKED_FRESH_FOR` ago,
+    /// the writer is asked to check it again, so that whoever asks next
+    /// (health polls) learns of a database that went away while idle.
     pub fn problem(&self) -> Option<String> {
+        if self
+            .now_millis()
+            .saturating_sub(self.checked.load(Ordering::Relaxed))
+            > CHECKED_FRESH_FOR.as_millis() as u64
+        {
+            // A full channel means a check is already asked for.
+            let _ = self.check.try_send(());
+        }
         if self.unavailable.load(Ordering::Relaxed) {
             return Some(
                 self.last_error()
@@ -82,10 +115,32 @@ impl DbHealth {
         self.closing.load(Ordering::Relaxed)
     }
 
-    /// How many turns the writer's loop has made; it changes at least
-    /// every half second while the writer makes progress.
+    /// How many turns the writer's loop has made; it changes with every
+    /// batch and every check of the database.
     pub fn turns(&self) -> u64 {
         self.turns.load(Ordering::Relaxed)
+    }
+
+    /// True while the writer waits on the database for a call (a writer
+    /// waiting for work is not in one).
+    pub fn in_call(&self) -> bool {
+        self.call_started.load(Ordering::Relaxed) != 0
+    }
+
+    /// Where checks of the database are asked for (see `problem`).
+    pub(super) fn check_asked(&self) -> &Receiver<()> {
+        &self.check_asked
+    }
+
+    /// Receives when the database becomes unavailable (at most one
+    /// message waits), for the one thread that must let go of its own
+    /// connection then, without polling for it.
+    pub fn lost(&self) -> &Receiver<()> {
+        &self.lost_rx
+    }
+
+    fn now_millis(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
     }
 
     pub(super) fn turn(&self) {
@@ -93,8 +148,8 @@ impl DbHealth {
     }
 
     pub(super) fn begin_call(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64 + 1;
-        self.call_started.store(now, Ordering::Relaxed);
+        self.call_started
+            .store(self.now_millis(), Ordering::Relaxed);
     }
 
     pub(super) fn end_call(&self) {
@@ -105,12 +160,16 @@ impl DbHealth {
         let was_available = !self.unavailable.load(Ordering::Relaxed);
         match result {
             Ok(()) => {
+                self.checked.store(self.now_millis(), Ordering::Relaxed);
                 self.unavailable.store(false, Ordering::Relaxed);
                 if !was_available {
                     log::info!("database available again");
                 }
             }
             Err(error) => {
+                if was_available {
+                    let _ = self.lost.try_send(());
+                }
                 self.unavailable.store(true, Ordering::Relaxed);
                 let message = error.to_string();
                 let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());

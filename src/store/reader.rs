@@ -216,7 +216,7 @@ impl Reader {
     /// must not hold on to a database the writer found unusable.
     pub fn disconnect(&mut self) {
         if self.conn.take().is_some() {
-            log::debug!("read connection closed while the database is unavailable");
+            log::debug!("read connection closed; the next read opens another");
         }
     }
 

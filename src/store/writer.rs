@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
+use crossbeam_channel::{Receiver, bounded, select};
 
 use super::command::{Command, Reply, StoreClient};
 use super::db_health::DbHealth;
@@ -18,8 +18,12 @@ use crate::timestamp;
 const QUEUE_CAPACITY: usize = 4096;
 /// Items applied in one transaction, at most.
 const MAX_BATCH: usize = 1024;
-/// How often an idle writer checks the connection and housekeeping.
-const TICK: Duration = Duration::from_millis(500);
+/// How often an idle writer checks the connection and housekeeping unless
+/// asked to sooner (see `DbHealth::problem`): an idle appliance stays asleep.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+/// The longest wait between connection attempts while there is no
+/// connection (the backoff's own schedule is shorter).
+const RECONNECT_CHECK: Duration = Duration::from_millis(500);
 /// Reconnect backoff bounds: the first retry is quick, later ones at most
 /// a second apart, so service resumes within seconds of the database.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -100,6 +104,7 @@ enum Batched {
 
 impl Writer {
     fn run(mut self) {
+        let health = self.health.clone();
         loop {
             self.health.turn();
             // Reconnecting follows the backoff schedule, whether or not
@@ -108,22 +113,33 @@ impl Writer {
             if self.backend.is_none() && Instant::now() >= self.next_connect {
                 self.busy(Self::connect);
             }
+            let now = Instant::now();
             let wait = match self.backend {
-                Some(_) => TICK,
+                // A prune under way goes on between commands.
+                Some(_) if self.pruning => Duration::ZERO,
+                Some(_) => IDLE_CHECK.min(self.next_prune.saturating_duration_since(now)),
                 None => self
                     .next_connect
-                    .saturating_duration_since(Instant::now())
-                    .clamp(Duration::from_millis(1), TICK),
+                    .saturating_duration_since(now)
+                    .clamp(Duration::from_millis(1), RECONNECT_CHECK),
             };
-            let first = match self.rx.recv_timeout(wait) {
-                Ok(command) => command,
-                Err(RecvTimeoutError::Timeout) => {
+            let first = select! {
+                recv(self.rx) -> command => match command {
+                    Ok(command) => command,
+                    Err(_) => break,
+                },
+                recv(health.check_asked()) -> _ => {
                     if self.backend.is_some() {
                         self.busy(Self::idle);
                     }
                     continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
+                },
+                default(wait) => {
+                    if self.backend.is_some() {
+                        self.busy(Self::idle);
+                    }
+                    continue;
+                },
             };
             let commands = self.gather(first);
             // A bug in a backend must not end the writer: the batch's

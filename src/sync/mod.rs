@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::config::{Config, format_duration};
@@ -38,12 +39,15 @@ const DELETION_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct Poller {
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// Dropped at stop: wakes the pollers waiting for their next check.
+    wake: Option<Sender<()>>,
 }
 
 impl Poller {
     /// Stops the pollers (interrupting runs between requests) and waits.
-    pub fn stop(self) -> std::thread::Result<()> {
+    pub fn stop(mut self) -> std::thread::Result<()> {
         self.stop.store(true, Ordering::SeqCst);
+        drop(self.wake.take());
         let mut result = Ok(());
         for thread in self.threads {
             if let Err(panic) = thread.join() {
@@ -61,16 +65,23 @@ pub fn spawn_poller(
     board: Arc<PollerBoard>,
 ) -> std::io::Result<Poller> {
     let stop = Arc::new(AtomicBool::new(false));
+    let (wake, woken) = bounded::<()>(0);
     let mut poller = Poller {
         threads: Vec::new(),
         stop: stop.clone(),
+        wake: Some(wake),
     };
     for provider in Provider::polled(&config) {
-        let (config, store, board, stop) =
-            (config.clone(), store.clone(), board.clone(), stop.clone());
+        let (config, store, board, stop, woken) = (
+            config.clone(),
+            store.clone(),
+            board.clone(),
+            stop.clone(),
+            woken.clone(),
+        );
         let spawned = std::thread::Builder::new()
             .name(format!("codex-poller-{provider}"))
-            .spawn(move || poll_loop(&config, &store, &board, provider, stop));
+            .spawn(move || poll_loop(&config, &store, &board, provider, stop, &woken));
         match spawned {
             Ok(thread) => poller.threads.push(thread),
             Err(error) => {
@@ -109,6 +120,7 @@ fn poll_loop(
     board: &PollerBoard,
     provider: Provider,
     stop: Arc<AtomicBool>,
+    woken: &Receiver<()>,
 ) {
     // The poller's own read connection: its schedule reads never wait in
     // the writer's queue.
@@ -245,16 +257,16 @@ fn poll_loop(
                 board.update(provider, |s| s.role = role);
             }
         }
+        // A reader must not hold on to a database the writer may find
+        // unusable meanwhile (a deleted SQLite file is the writer's to
+        // keep): the connection is opened again at the next check.
+        reader.disconnect();
+        // Sleeps until the check is due or the poller stops.
         while !stop.load(Ordering::SeqCst) && Instant::now() < next_check {
-            // A reader must not hold on to a database the writer found
-            // unusable (a deleted SQLite file is the writer's to keep).
-            if store.health().problem().is_some() {
-                reader.disconnect();
+            let left = next_check.saturating_duration_since(Instant::now());
+            if let Err(RecvTimeoutError::Disconnected) = woken.recv_timeout(left) {
+                break;
             }
-            std::thread::sleep(
-                Duration::from_millis(100)
-                    .min(next_check.saturating_duration_since(Instant::now())),
-            );
         }
     }
 }

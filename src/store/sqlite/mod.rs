@@ -31,7 +31,7 @@ pub struct SqliteBackend {
     file: OpenFile,
     /// Copies committed WAL frames into the database file off the writer's
     /// path; stops when the backend is dropped.
-    _checkpointer: Checkpointer,
+    checkpointer: Checkpointer,
     /// The statements a batch runs.
     sql: BatchSql,
 }
@@ -106,7 +106,7 @@ impl SqliteBackend {
         let backend = SqliteBackend {
             conn,
             file,
-            _checkpointer: Checkpointer::start(path)?,
+            checkpointer: Checkpointer::start(path)?,
             sql,
         };
         let id = match found {
@@ -264,13 +264,19 @@ pub(super) fn database_id(conn: &Connection) -> Result<Option<String>, StoreErro
 
 /// A thread with a connection of its own that checkpoints the WAL: copies
 /// committed frames into the database file (and syncs it), so the WAL
-/// stays short without the writer ever pausing to do it.
+/// stays short without the writer ever pausing to do it. It runs after
+/// commits, at most every `CHECKPOINT_EVERY`, and sleeps while nothing is
+/// committed.
 struct Checkpointer {
+    /// Dropped with the backend: the thread checkpoints a last time and ends.
     _stop: crossbeam_channel::Sender<()>,
+    /// Holds one "something was committed" at most.
+    committed: crossbeam_channel::Sender<()>,
 }
 
-/// How often the checkpointer runs. A passive checkpoint never blocks the
-/// writer; between runs the WAL grows by at most this much traffic.
+/// How often the checkpointer runs at most. A passive checkpoint never
+/// blocks the writer; between runs the WAL grows by at most this much
+/// traffic.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 impl Checkpointer {
@@ -282,10 +288,15 @@ impl Checkpointer {
             ))
         })?;
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let (committed, commits) = crossbeam_channel::bounded::<()>(1);
         std::thread::Builder::new()
             .name("codex-checkpoint".to_string())
             .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                loop {
+                    crossbeam_channel::select! {
+                        recv(commits) -> _ => {},
+                        recv(stopped) -> _ => break,
+                    }
                     let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
                         Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
                     });
@@ -296,12 +307,27 @@ impl Checkpointer {
                         Ok(_) => {}
                         Err(error) => log::warn!("WAL checkpoint failed: {error}"),
                     }
+                    // Commits meanwhile wait for the next run.
+                    if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+                        stopped.recv_timeout(CHECKPOINT_EVERY)
+                    {
+                        break;
+                    }
                 }
                 // A final full checkpoint leaves a short WAL behind.
                 let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Checkpointer { _stop: stop })
+        Ok(Checkpointer {
+            _stop: stop,
+            committed,
+        })
+    }
+
+    /// Tells the thread that a transaction was committed.
+    fn committed(&self) {
+        // A full channel means a run is already due.
+        let _ = self.committed.try_send(());
     }
 }
 
@@ -490,6 +516,7 @@ impl Backend for SqliteBackend {
             }
         }
         tx.commit().map_err(map_error)?;
+        self.checkpointer.committed();
         // Committed into the file the path still names, or not
         // acknowledged at all.
         self.file.check()?;
