@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{Backend, Codex, SECRET, TestDb, seed_body, wait_for_no_connections, wait_until};
+use common::{
+    Backend, Codex, SECRET, TestDb, request_workers, seed_body, wait_for_no_connections, wait_until,
+};
 
 /// These tests open hundreds of sockets each: one at a time, so the test
 /// process stays well within its own descriptor limit.
@@ -50,21 +52,6 @@ fn rss_kib(pid: u32) -> u64 {
 /// `[server] threads` in the test configuration (tests/common).
 const WORKERS: usize = 8;
 
-/// Request workers (`codex-http-N`) of process `pid`.
-fn workers(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .flatten()
-                .filter(|task| {
-                    std::fs::read_to_string(task.path().join("comm"))
-                        .is_ok_and(|name| name.starts_with("codex-http-"))
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// The service after one delivery (database open) with its request pool
 /// grown to `[server] threads` by bursts of concurrent health checks (the pool
 /// is elastic, docs/http.md): what it costs with no client connected, so
@@ -84,12 +71,12 @@ fn baseline(codex: &Codex) -> Usage {
                 });
             }
         });
-        workers(pid) == WORKERS
+        request_workers(pid) == WORKERS
     });
     assert!(
         grown,
         "the pool has {} workers, not {WORKERS}",
-        workers(pid)
+        request_workers(pid)
     );
     // The connection of the delivery just made closes, its thread ends.
     assert!(

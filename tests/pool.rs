@@ -8,32 +8,14 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Backend, Codex, TestDb, seed_body, try_deliver, wait_until};
+use common::{
+    Backend, Codex, TestDb, request_workers, seed_body, thread_names, try_deliver, wait_until,
+};
 
 /// Workers kept however long nothing arrives.
 const MIN_WORKERS: usize = 2;
 /// Concurrent senders: more than `MIN_WORKERS` requests at once.
 const SENDERS: usize = 16;
-
-/// The names of process `pid`'s threads.
-fn thread_names(pid: u32) -> Vec<String> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .flatten()
-                .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
-                .map(|name| name.trim_end().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn workers(pid: u32) -> usize {
-    thread_names(pid)
-        .iter()
-        .filter(|name| name.starts_with("codex-http-"))
-        .count()
-}
 
 /// Runs `SENDERS` senders, each delivering its own tickets, until at least
 /// `deliveries` are acknowledged; returns the most workers seen meanwhile.
@@ -70,7 +52,7 @@ fn load(codex: &Codex, deliveries: usize) -> usize {
             });
         }
         let reached = wait_until(Duration::from_secs(60), || {
-            peak = peak.max(workers(pid));
+            peak = peak.max(request_workers(pid));
             acked.load(Ordering::SeqCst) >= deliveries
         });
         done.store(true, Ordering::SeqCst);
@@ -89,9 +71,10 @@ fn the_pool_grows_under_load_and_shrinks_back_when_idle() {
     let codex = Codex::start(&db, "[server]\nthreads = 64");
     let pid = codex.pid();
     assert!(
-        wait_until(Duration::from_secs(5), || workers(pid) == MIN_WORKERS),
+        wait_until(Duration::from_secs(5), || request_workers(pid)
+            == MIN_WORKERS),
         "an idle Codex runs {} workers",
-        workers(pid)
+        request_workers(pid)
     );
     let peak = load(&codex, 500);
     assert!(
@@ -100,9 +83,10 @@ fn the_pool_grows_under_load_and_shrinks_back_when_idle() {
     );
     // Workers idle for 20 s end, down to the minimum.
     assert!(
-        wait_until(Duration::from_secs(60), || workers(pid) == MIN_WORKERS),
+        wait_until(Duration::from_secs(60), || request_workers(pid)
+            == MIN_WORKERS),
         "{} workers a minute after the load: {:?}",
-        workers(pid),
+        request_workers(pid),
         thread_names(pid)
     );
     let threads = thread_names(pid);

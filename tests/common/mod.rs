@@ -703,21 +703,35 @@ pub fn wait_until_every(
     }
 }
 
-/// Threads of process `pid` serving a client connection (the vendored
-/// tiny_http names each `tiny-http-conn`): one lives as long as its
-/// connection, and its socket is closed before it ends.
-pub fn connection_threads(pid: u32) -> usize {
+/// The names of process `pid`'s threads (empty once it has ended).
+pub fn thread_names(pid: u32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|tasks| {
             tasks
                 .flatten()
-                .filter(|task| {
-                    std::fs::read_to_string(task.path().join("comm"))
-                        .is_ok_and(|name| name.trim_end() == "tiny-http-conn")
-                })
-                .count()
+                .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+                .map(|name| name.trim_end().to_string())
+                .collect()
         })
-        .unwrap_or(0)
+        .unwrap_or_default()
+}
+
+/// Threads of process `pid` serving a client connection (the vendored
+/// tiny_http names each `tiny-http-conn`): one lives as long as its
+/// connection, and its socket is closed before it ends.
+pub fn connection_threads(pid: u32) -> usize {
+    thread_names(pid)
+        .iter()
+        .filter(|name| *name == "tiny-http-conn")
+        .count()
+}
+
+/// Request workers (`codex-http-N`) of process `pid`: the elastic pool.
+pub fn request_workers(pid: u32) -> usize {
+    thread_names(pid)
+        .iter()
+        .filter(|name| name.starts_with("codex-http-"))
+        .count()
 }
 
 /// Waits until process `pid` serves no connection: the ones of requests
