@@ -16,13 +16,10 @@ cd "$(dirname "$0")/.."
 WHICH=${1:-sqlite}
 QUIET=${QUIET:-60}
 WINDOW=${WINDOW:-60}
-SECRET=Bch6Rt3Yu8Io1Pa5Sd9Fg2Hj7Kl4Zx0Cv
+# shellcheck source=scripts/bench/common.sh
+. scripts/bench/common.sh
 
-if ! command -v strace >/dev/null 2>&1; then
-  echo "installing strace (Debian package)" >&2
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq strace >/dev/null
-fi
+bench_install strace strace
 
 [ -n "${CODEX_BIN:-}" ] || cargo build --release --quiet
 BIN=${CODEX_BIN:-target/release/codex}
@@ -42,25 +39,11 @@ case $WHICH in
   postgres) pg_start; URL=$PG_URL ;;
   *) echo "usage: scripts/bench-idle.sh [sqlite|postgres]" >&2; exit 2 ;;
 esac
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$WORK/codex.conf" <<CONF
-[server]
-bind = 127.0.0.1:$PORT
-${THREADS:+threads = $THREADS}
-[database]
-connection_string = $URL
-[webhooks]
-enabled = true
-secret = $SECRET
-[scheduler]
-sync_tickets_enabled = false
-CONF
+PORT=$(bench_port)
+bench_config "$WORK/codex.conf" "$PORT" "$URL"
 "$BIN" serve --config "$WORK/codex.conf" 2>"$WORK/codex.log" &
 CODEX_PID=$!
-for _ in $(seq 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$PORT/webhooks/health" && break
-  sleep 0.1
-done
+bench_wait_healthy "$PORT" || { echo "Codex did not start; its log:" >&2; cat "$WORK/codex.log" >&2; exit 1; }
 
 # cpu_ticks: utime + stime of the whole process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$CODEX_PID/stat"; }

@@ -9,7 +9,10 @@
 # of DURATION each, in turn: calibration, Codex, calibration, Codex, ...
 # Printed: every run, then per target the medians, Codex's throughput and
 # p99 as a ratio to the calibration's, cold p99 / warm p99, non-2xx (must be
-# 0) and Codex's peak RSS after the run. Codex runs with every check on:
+# 0) and Codex's peak RSS after the run; for Codex on PostgreSQL also the
+# server's CPU per delivery (its processes share the machine with Codex and
+# wrk; scripts/bench-pg-floor.sh measures the least server CPU this durable
+# work can cost). Codex runs with every check on:
 # secret, IP allowlist, rate limit (set high enough not to refuse), journal,
 # one log line per delivery (to a file).
 #
@@ -38,7 +41,8 @@ DURATION=${DURATION:-5s}
 COLD=${COLD:-5s}
 CONNECTIONS=${CONNECTIONS:-"8 64"}
 WRK_THREADS=${WRK_THREADS:-2}
-SECRET=Bch6Rt3Yu8Io1Pa5Sd9Fg2Hj7Kl4Zx0Cv
+# shellcheck source=scripts/bench/common.sh
+. scripts/bench/common.sh
 case $WHICH in
   sqlite) TARGETS="calibration codex-sqlite" ;;
   perf)
@@ -46,22 +50,14 @@ case $WHICH in
     CONNECTIONS=${CONNECTIONS_PERF:-64}
     PERF_DIR=${PERF_DIR:-/tmp/codex-perf}
     mkdir -p "$PERF_DIR"
-    command -v perf >/dev/null 2>&1 || {
-      echo "installing perf (Debian package linux-perf)" >&2
-      sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-      $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq linux-perf >/dev/null
-    }
+    bench_install perf linux-perf
     ;;
   postgres | all) TARGETS="calibration codex-sqlite codex-postgres" ;;
   *) echo "usage: scripts/bench.sh [sqlite|postgres|all|perf]" >&2; exit 2 ;;
 esac
 [ -z "${BEFORE_BIN:-}" ] || TARGETS=${TARGETS/calibration/calibration before}
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "installing wrk (Debian package)" >&2
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
-fi
+bench_install wrk wrk
 
 [ -n "${CODEX_BIN:-}" ] || cargo build --release --quiet
 [ -n "${CALIBRATION_BIN:-}" ] || cargo build --release --quiet --example calibration
@@ -85,12 +81,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
 # start <target> <connections>: a fresh process on a fresh database.
 start() {
   local target=$1 conns=$2 port url
-  port=$(free_port)
+  port=$(bench_port)
   case $target in
     calibration)
       rm -f "$WORK"/calibration.db*
@@ -106,20 +100,7 @@ start() {
           -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" postgres >/dev/null
         url="${PG_URL%/postgres}/bench"
       fi
-      cat >"$WORK/$target.conf" <<CONF
-[server]
-bind = 127.0.0.1:$port
-${THREADS:+threads = $THREADS}
-[database]
-connection_string = $url
-[webhooks]
-enabled = true
-secret = $SECRET
-allowed_ips = 127.0.0.1/32
-rate_limit_per_minute = 100000000
-[scheduler]
-sync_tickets_enabled = false
-CONF
+      bench_config "$WORK/$target.conf" "$port" "$url"
       bin=$BIN
       [ "$target" = before ] && bin=$BEFORE_BIN
       "$bin" serve --config "$WORK/$target.conf" 2>"$WORK/$target-$conns.log" &
@@ -127,10 +108,7 @@ CONF
   esac
   PID[$target]=$!
   PORT[$target]=$port
-  for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/webhooks/health" && return 0
-    sleep 0.1
-  done
+  bench_wait_healthy "$port" && return 0
   echo "$target did not start; its log:" >&2
   cat "$WORK/$target-$conns.log" >&2
   exit 1
@@ -143,21 +121,35 @@ cost() {
     "$(cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/ {s += $2} END {print s}')"
 }
 
+# server_ticks <target>: CPU clock ticks of the PostgreSQL server's
+# processes so far (the postmaster and its children: backends, WAL writer,
+# checkpointer, autovacuum), for codex-postgres; 0 for the others.
+server_ticks() {
+  local postmaster
+  if [ "$1" != codex-postgres ]; then echo 0; return; fi
+  postmaster=$(head -n 1 "$PG_DIR/data/postmaster.pid")
+  # The postmaster's own and its reaped children's (ended backends), then
+  # its live children's.
+  { awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat"
+    for pid in $(pgrep -P "$postmaster"); do awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null; done
+  } | awk '{s += $1} END {print s + 0}'
+}
+
 # measure <target> <connections> <label> <duration>: one wrk run, one line
 # in results.tsv (with the target's CPU time and context switches per
 # acknowledged delivery).
 measure() {
   local target=$1 conns=$2 label=$3 duration=$4 out before
   out="$WORK/wrk-$target-$conns-$label.txt"
-  before=$(cost "${PID[$target]}")
-  CODEX_BENCH_SECRET=$SECRET wrk -t"$WRK_THREADS" -c"$conns" -d"$duration" --latency \
+  before="$(cost "${PID[$target]}") $(server_ticks "$target")"
+  CODEX_BENCH_SECRET=$BENCH_SECRET wrk -t"$WRK_THREADS" -c"$conns" -d"$duration" --latency \
     -s scripts/bench/deliveries.lua "http://127.0.0.1:${PORT[$target]}" >"$out"
   # shellcheck disable=SC2046
-  python3 - "$out" "$target" "$conns" "$label" $before $(cost "${PID[$target]}") "$(getconf CLK_TCK)" \
+  python3 - "$out" "$target" "$conns" "$label" $before $(cost "${PID[$target]}") $(server_ticks "$target") "$(getconf CLK_TCK)" \
     >>"$WORK/results.tsv" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
-ticks0, switches0, ticks1, switches1, hz = map(int, sys.argv[5:10])
+ticks0, switches0, server0, ticks1, switches1, server1, hz = map(int, sys.argv[5:12])
 def unit(value):
     n, u = re.match(r"([\d.]+)(\w+)", value).groups()
     return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
@@ -170,10 +162,11 @@ p99 = unit(re.search(r"\s99%\s+([\d.]+\w+)", text).group(1))
 acked = max(requests - non2xx, 1)
 cpu_us = (ticks1 - ticks0) / hz * 1e6 / acked
 switches = (switches1 - switches0) / acked
+server_us = (server1 - server0) / hz * 1e6 / acked
 print("\t".join(map(str, [sys.argv[3], sys.argv[2], sys.argv[4], round((requests - non2xx) / secs),
-                          p50, p99, non2xx, errors, round(cpu_us), round(switches, 2)])))
+                          p50, p99, non2xx, errors, round(cpu_us), round(switches, 2), round(server_us)])))
 PY
-  tail -n 1 "$WORK/results.tsv" | awk -F'\t' '{printf "  %4s conns  %-15s %-5s %7d acknowledged/s  p50 %6.2f ms  p99 %6.2f ms  non-2xx %s  CPU %4d us/delivery  %5.2f switches/delivery  socket errors: %s\n", $1, $2, $3, $4, $5, $6, $7, $9, $10, $8}'
+  tail -n 1 "$WORK/results.tsv" | awk -F'\t' '{printf "  %4s conns  %-15s %-5s %7d acknowledged/s  p50 %6.2f ms  p99 %6.2f ms  non-2xx %s  CPU %4d us/delivery%s  %5.2f switches/delivery  socket errors: %s\n", $1, $2, $3, $4, $5, $6, $7, $9, ($11 > 0 ? sprintf(" + PostgreSQL server %d", $11) : ""), $10, $8}'
 }
 
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
@@ -223,8 +216,8 @@ import statistics, sys
 from collections import defaultdict
 runs, cold = defaultdict(list), {}
 for line in open(sys.argv[1]):
-    conns, target, label, acked, p50, p99, non2xx, _, cpu, switches = line.rstrip("\n").split("\t")
-    row = (int(acked), float(p50), float(p99), int(non2xx), int(cpu), float(switches))
+    conns, target, label, acked, p50, p99, non2xx, _, cpu, switches, server = line.rstrip("\n").split("\t")
+    row = (int(acked), float(p50), float(p99), int(non2xx), int(cpu), float(switches), int(server))
     if label == "cold":
         cold[conns, target] = row
     else:
@@ -232,13 +225,16 @@ for line in open(sys.argv[1]):
 rss = {(c, t): int(kb) / 1024 for c, t, kb in (l.split() for l in open(sys.argv[2]))}
 print()
 print("medians (acknowledged/s, p50, p99, CPU and context switches per delivery); ratios to the calibration;")
-print("cold p99 / warm p99; non-2xx over all runs; peak RSS at the end")
+print("cold p99 / warm p99; non-2xx over all runs; peak RSS at the end. Codex on PostgreSQL: CPU per")
+print("delivery is Codex's own, and the PostgreSQL server's (all its processes) is shown beside it")
 for (conns, target), rows in runs.items():
     med = lambda i: statistics.median(r[i] for r in rows)
     acked, p50, p99 = med(0), med(1), med(2)
     non2xx = sum(r[3] for r in rows) + cold[conns, target][3]
     line = (f"{conns:>4} conns  {target:15} {acked:8.0f}/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
             f"{med(4):4.0f} us {med(5):5.2f} sw")
+    if med(6):
+        line += f" (+ PostgreSQL server {med(6):.0f} us)"
     if target != "calibration":
         base = runs[conns, "calibration"]
         b_acked = statistics.median(r[0] for r in base)
