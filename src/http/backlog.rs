@@ -4,12 +4,19 @@
 //! each is accepted, its request read, and answered as a request read
 //! during the drain is (`Failure::ShuttingDown`: 503 with Retry-After)
 //! before the listener closes (over TLS when Codex serves HTTPS).
+//!
+//! First the kernel is told to complete no new handshake on the listener
+//! (`refuse_new_handshakes`), so that the queue can be emptied for good:
+//! otherwise a client connecting between the last accept and the close
+//! would be reset, its connection accepted by the kernel and never answered.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use socket2::{SockFilter, SockRef};
 
 use super::failure::Failure;
 
@@ -29,6 +36,7 @@ pub fn answer_queued(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig
         log::warn!("cannot drain the listen backlog: {error}");
         return 0;
     }
+    refuse_new_handshakes(&listener);
     let answer_bytes: Arc<[u8]> = Failure::ShuttingDown.answer().to_http().into();
     let mut answering: Vec<JoinHandle<()>> = Vec::new();
     loop {
@@ -60,6 +68,25 @@ pub fn answer_queued(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig
         let _ = thread.join();
     }
     answered
+}
+
+/// Makes the kernel drop every packet arriving for `listener` from now on:
+/// a socket filter of one BPF instruction, "return 0" (keep no byte). A
+/// client's SYN gets no SYN-ACK, so no new connection enters the queue; the
+/// client sends its SYN again a second later and then finds the listener
+/// closed (refused, nothing sent) or the next Codex listening. Connections
+/// already queued are not affected: they were made before the filter, and
+/// accepting them needs no packet. Should the kernel refuse the filter,
+/// the drain goes on without it (the old, narrow window).
+fn refuse_new_handshakes(listener: &TcpListener) {
+    /// BPF_RET | BPF_K with k = 0.
+    const DROP_EVERY_PACKET: [SockFilter; 1] = [SockFilter::new(0x06, 0, 0, 0)];
+    if let Err(error) = SockRef::from(listener).attach_filter(&DROP_EVERY_PACKET) {
+        log::warn!(
+            "cannot stop new connections before answering the listen backlog: {error}; \
+             a client connecting in the last moment may be reset"
+        );
+    }
 }
 
 /// Answers one queued connection `reply`, in TLS with `tls`.
@@ -149,6 +176,25 @@ mod tests {
         let head = b"POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\n";
         assert!(!request_complete(&[&head[..], b"ab"].concat()));
         assert!(request_complete(&[&head[..], b"abcd"].concat()));
+    }
+
+    #[test]
+    fn after_the_filter_no_new_connection_is_completed_and_queued_ones_are_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let queued = TcpStream::connect(addr).unwrap();
+        refuse_new_handshakes(&listener);
+        // The SYN is dropped: no SYN-ACK, so the connect cannot complete.
+        let late = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+        assert!(
+            matches!(&late, Err(e) if e.kind() == ErrorKind::TimedOut),
+            "{late:?}"
+        );
+        // The connection queued before the filter is still there.
+        listener.set_nonblocking(true).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert_eq!(accepted.peer_addr().unwrap(), queued.local_addr().unwrap());
+        assert!(matches!(listener.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock));
     }
 
     #[test]

@@ -50,6 +50,9 @@ const PER_IP_SHARE: usize = 8;
 const MIN_PER_IP: usize = 8;
 /// How long a stop waits for the requests read before it to be answered.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+/// How long a stop waits for the connections still open once nothing is
+/// accepted any more (each is answered 503 when its request is read).
+const LAST_CONNECTIONS_LIMIT: Duration = Duration::from_secs(2);
 
 /// Binds the listening socket.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -180,8 +183,9 @@ impl HttpServer {
     /// once the earlier ones are answered (or after `DRAIN_LIMIT`), the
     /// server stops accepting, connections answer 503 themselves, those
     /// still in the listen backlog are answered 503 before the listener
-    /// closes (so none is reset), and the workers stop when nothing is
-    /// queued.
+    /// closes (so none is reset), the connections still open get up to
+    /// `LAST_CONNECTIONS_LIMIT` to be answered, and the workers stop when
+    /// nothing is queued.
     pub fn stop(mut self) -> std::thread::Result<()> {
         let started = self.state.begin_drain();
         let deadline = started + DRAIN_LIMIT;
@@ -202,6 +206,17 @@ impl HttpServer {
         }
         while Instant::now() < deadline && self.server.queued_requests() > 0 {
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // A connection accepted just before the server stopped accepting
+        // may have its request still on the way: it is answered 503 when
+        // read. Exiting first would make the kernel reset it, unanswered.
+        let closing = Instant::now() + LAST_CONNECTIONS_LIMIT;
+        while Instant::now() < closing.min(deadline) && self.server.open_connections() > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let open = self.server.open_connections();
+        if open > 0 {
+            log::info!("stopping with {open} connections still open (idle, or not sending)");
         }
         let result = self.workers.stop();
         drop(self.server);
