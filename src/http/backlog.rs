@@ -5,10 +5,12 @@
 //! during the drain is (`Failure::ShuttingDown`: 503 with Retry-After)
 //! before the listener closes (over TLS when Codex serves HTTPS).
 //!
-//! First the kernel is told to complete no new handshake on the listener
-//! (`refuse_new_handshakes`), so that the queue can be emptied for good:
-//! otherwise a client connecting between the last accept and the close
-//! would be reset, its connection accepted by the kernel and never answered.
+//! First the kernel is told to start no new handshake on the listener
+//! (`refuse_new_handshakes`), then the queue is emptied until no
+//! connection has arrived for `HANDSHAKE_GRACE` (the handshakes already
+//! under way complete and are answered too): otherwise a client connecting
+//! between the last accept and the close would be reset, its connection
+//! accepted by the kernel and never answered.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -20,6 +22,10 @@ use socket2::{SockFilter, SockRef};
 
 use super::failure::Failure;
 
+/// How long the drain waits for the next connection before it closes the
+/// listener: a handshake under way when new ones were refused completes
+/// within a round trip.
+const HANDSHAKE_GRACE: Duration = Duration::from_millis(250);
 /// How long one queued client may take to send its request, and then to
 /// close its side after the answer.
 const CLIENT_LIMIT: Duration = Duration::from_secs(2);
@@ -32,7 +38,11 @@ const MAX_READ: usize = 2 * 1024 * 1024;
 /// waits for the answers; with `tls`, each speaks TLS. Returns how many
 /// were answered.
 pub fn answer_queued(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> usize {
-    if let Err(error) = listener.set_nonblocking(true) {
+    // accept() waits at most HANDSHAKE_GRACE for the next connection.
+    let waits = listener
+        .set_nonblocking(false)
+        .and_then(|()| SockRef::from(&listener).set_read_timeout(Some(HANDSHAKE_GRACE)));
+    if let Err(error) = waits {
         log::warn!("cannot drain the listen backlog: {error}");
         return 0;
     }
@@ -53,7 +63,11 @@ pub fn answer_queued(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig
                     Err(error) => log::warn!("cannot answer a queued connection: {error}"),
                 }
             }
-            Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+            // Nothing arrived within HANDSHAKE_GRACE: the queue is empty
+            // and no handshake is finishing.
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break;
+            }
             Err(error) if error.kind() == ErrorKind::Interrupted => {}
             Err(error) if error.kind() == ErrorKind::ConnectionAborted => {}
             Err(error) => {
@@ -70,18 +84,27 @@ pub fn answer_queued(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig
     answered
 }
 
-/// Makes the kernel drop every packet arriving for `listener` from now on:
-/// a socket filter of one BPF instruction, "return 0" (keep no byte). A
-/// client's SYN gets no SYN-ACK, so no new connection enters the queue; the
-/// client sends its SYN again a second later and then finds the listener
-/// closed (refused, nothing sent) or the next Codex listening. Connections
-/// already queued are not affected: they were made before the filter, and
-/// accepting them needs no packet. Should the kernel refuse the filter,
-/// the drain goes on without it (the old, narrow window).
+/// Makes the kernel drop every SYN that would start a connection on
+/// `listener` from now on: a socket filter (classic BPF) that looks at the
+/// TCP flags. Such a client gets no SYN-ACK, sends its SYN again a second
+/// later and then finds the listener closed (refused, nothing sent) or the
+/// next Codex listening. Every other packet passes, so handshakes already
+/// under way complete into the queue, and the connections accepted from
+/// it (which inherit the filter) carry their requests as before. Should
+/// the kernel refuse the filter, the drain goes on without it (the old,
+/// narrow window).
 fn refuse_new_handshakes(listener: &TcpListener) {
-    /// BPF_RET | BPF_K with k = 0.
-    const DROP_EVERY_PACKET: [SockFilter; 1] = [SockFilter::new(0x06, 0, 0, 0)];
-    if let Err(error) = SockRef::from(listener).attach_filter(&DROP_EVERY_PACKET) {
+    /// A socket filter sees the segment from its TCP header on; byte 13
+    /// holds the flags. "SYN without ACK" is dropped (return 0, keep no
+    /// byte); anything else is kept whole.
+    const DROP_NEW_SYN: [SockFilter; 5] = [
+        SockFilter::new(0x30, 0, 0, 13),       // ldb [13]
+        SockFilter::new(0x54, 0, 0, 0x12),     // and #(SYN | ACK)
+        SockFilter::new(0x15, 0, 1, 0x02),     // jeq #SYN, drop, keep
+        SockFilter::new(0x06, 0, 0, 0),        // drop: ret #0
+        SockFilter::new(0x06, 0, 0, u32::MAX), // keep: ret #all
+    ];
+    if let Err(error) = SockRef::from(listener).attach_filter(&DROP_NEW_SYN) {
         log::warn!(
             "cannot stop new connections before answering the listen backlog: {error}; \
              a client connecting in the last moment may be reset"
@@ -190,11 +213,19 @@ mod tests {
             matches!(&late, Err(e) if e.kind() == ErrorKind::TimedOut),
             "{late:?}"
         );
-        // The connection queued before the filter is still there.
+        // The connection queued before the filter is still there, and its
+        // bytes pass.
         listener.set_nonblocking(true).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
         assert_eq!(accepted.peer_addr().unwrap(), queued.local_addr().unwrap());
         assert!(matches!(listener.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock));
+        (&queued).write_all(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        accepted
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        accepted.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
     }
 
     #[test]
