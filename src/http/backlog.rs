@@ -33,7 +33,8 @@ const CLIENT_LIMIT: Duration = Duration::from_secs(2);
 /// answered all the same; reading keeps the kernel from resetting).
 const MAX_READ: usize = 2 * 1024 * 1024;
 
-/// Accepts what is queued on `listener` until nothing is, answering each
+/// Stops new handshakes on `listener`, accepts what is queued until no
+/// connection has arrived for `HANDSHAKE_GRACE`, answering each
 /// connection 503 on a thread of its own, then closes the listener and
 /// waits for the answers; with `tls`, each speaks TLS. Returns how many
 /// were answered.
