@@ -39,30 +39,21 @@ cp scripts/bench/pg-floor.sql "$script"
 chmod 644 "$script" # read by pgbench as the cluster's user when run as root
 trap 'rm -f "$script"; pg_stop' EXIT INT TERM
 pgbench_() { "${PG_AS[@]}" "$PG_BIN/pgbench" -n -h "$PG_DIR" -p "$port" -U postgres -M prepared -c 1 -f "$script" "$@" floor; }
-server_ticks() {
-  local postmaster
-  postmaster=$(head -n 1 "$PG_DIR/data/postmaster.pid")
-  # The postmaster's own and its reaped children's (ended backends), then
-  # its live children's.
-  { awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat"
-    for pid in $(pgrep -P "$postmaster"); do awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null; done
-  } | awk '{s += $1} END {print s + 0}'
-}
 
 pgbench_ -T "$WARM" >/dev/null
 hz=$(getconf CLK_TCK)
-children() { pgrep -P "$(head -n 1 "$PG_DIR/data/postmaster.pid")" | sort | tr '\n' ' '; }
+children() { pgrep -P "$(pg_postmaster)" | sort | tr '\n' ' '; }
 auxiliary=$(children)
 results=$(mktemp)
 for run in $(seq "$RUNS"); do
-  before=$(server_ticks)
+  before=$(pg_server_ticks)
   out=$(pgbench_ -T "$DURATION")
   # The ended backend's CPU is counted once the postmaster has reaped it.
   for _ in $(seq 50); do
     [ "$(children)" = "$auxiliary" ] && break
     sleep 0.1
   done
-  after=$(server_ticks)
+  after=$(pg_server_ticks)
   tx=$(echo "$out" | awk '/number of transactions actually processed/ {split($NF, a, "/"); print a[1]}')
   python3 -c "
 d = $tx * $ROWS

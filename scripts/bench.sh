@@ -125,14 +125,7 @@ cost() {
 # processes so far (the postmaster and its children: backends, WAL writer,
 # checkpointer, autovacuum), for codex-postgres; 0 for the others.
 server_ticks() {
-  local postmaster
-  if [ "$1" != codex-postgres ]; then echo 0; return; fi
-  postmaster=$(head -n 1 "$PG_DIR/data/postmaster.pid")
-  # The postmaster's own and its reaped children's (ended backends), then
-  # its live children's.
-  { awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat"
-    for pid in $(pgrep -P "$postmaster"); do awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null; done
-  } | awk '{s += $1} END {print s + 0}'
+  if [ "$1" = codex-postgres ]; then pg_server_ticks; else echo 0; fi
 }
 
 # measure <target> <connections> <label> <duration>: one wrk run, one line

@@ -4,6 +4,7 @@
 #
 #   pg_start [extra postgres options]   sets PG_URL, PG_DIR, PG_BIN, PG_AS
 #   pg_stop                             stops the cluster and removes it
+#   pg_postmaster, pg_server_ticks      its postmaster's PID, its CPU so far
 
 pg_find_bin() {
   local dir
@@ -57,6 +58,20 @@ pg_start() {
   }
   PG_URL="postgresql://postgres@127.0.0.1:$port/postgres"
   echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') running at $PG_URL (data in $PG_DIR)" >&2
+}
+
+# pg_postmaster: the running cluster's postmaster PID.
+pg_postmaster() { head -n 1 "$PG_DIR/data/postmaster.pid"; }
+
+# pg_server_ticks: CPU clock ticks the cluster's processes have used so far
+# (the postmaster, its live children: backends, WAL writer, checkpointer,
+# autovacuum; and the children it has reaped: ended backends).
+pg_server_ticks() {
+  local postmaster
+  postmaster=$(pg_postmaster)
+  { awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat"
+    for pid in $(pgrep -P "$postmaster"); do awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null; done
+  } | awk '{s += $1} END {print s + 0}'
 }
 
 pg_stop() {
